@@ -263,6 +263,8 @@ class Session:
     max_gap_ns: int | None
     uncertainty: frozenset[Uncertainty] = frozenset()
     connack_code: int | None = None
+    assigned_client_id: str | None = None
+    """The client id a v5 broker assigned in CONNACK (when CONNECT's was empty)."""
 
 
 @dataclass(frozen=True, slots=True)

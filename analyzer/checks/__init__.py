@@ -1,0 +1,41 @@
+"""The checks: pure functions from the timeline's observations to findings.
+
+`Judge` routes each observation to the checks that apply to it; which rules exist, how severe they
+are and their parameters come from the rule pack (`analyzer.ruleset`), never from here.
+"""
+
+from __future__ import annotations
+
+from analyzer.checks.broker_timing import broker_enforcement
+from analyzer.checks.client_timing import client_silence
+from analyzer.checks.pings import malformed_ping, ping_outcome
+from analyzer.checks.session_facts import session_facts
+from analyzer.model import Finding
+from analyzer.ruleset.model import RuleSet
+from analyzer.session.observations import MalformedPing, PingOutcome, Silence
+from analyzer.session.timeline import Observation, SessionTimeline
+
+
+class Judge:
+    """Applies the rule set to observations as a session produces them."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+
+    def observations(self, observed: list[Observation], tl: SessionTimeline) -> list[Finding]:
+        out: list[Finding] = []
+        for obs in observed:
+            if isinstance(obs, Silence):
+                out += client_silence(obs, tl, self.ruleset)
+                out += broker_enforcement(obs, tl, self.ruleset)
+            elif isinstance(obs, PingOutcome):
+                out += ping_outcome(obs, tl, self.ruleset)
+            elif isinstance(obs, MalformedPing):
+                out += malformed_ping(obs, tl, self.ruleset)
+        return out
+
+    def finished(self, tl: SessionTimeline) -> list[Finding]:
+        return session_facts(tl, self.ruleset)
+
+
+__all__ = ["Judge"]

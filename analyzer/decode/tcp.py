@@ -1,0 +1,47 @@
+"""The TCP header, and the whole decode step from a captured frame to a TCP segment tuple.
+
+`decode_segment` is on the per-frame hot path, so it returns a plain tuple (see `model.py`):
+
+    (src_ip, src_port, dst_ip, dst_port, seq, ack, flags, payload, missing)
+
+`src_ip`/`dst_ip` are the raw 4- or 16-byte addresses (cheap to hash; turned into text only for
+reports). `missing` counts payload bytes the IP header announces but the capture did not keep
+(a snap length cut them): the reassembler treats them as lost.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from analyzer.decode.ip import SKIP_TRUNCATED, ipv4, ipv6
+from analyzer.decode.link import NOT_IP, ip_offset
+
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+SKIP_NON_IP = "non_ip"
+SKIP_UNSUPPORTED_LINK = "unsupported_linktype"
+
+_TCP = struct.Struct("!HHIIH")
+
+Segment = tuple[bytes, int, bytes, int, int, int, int, bytes, int]
+
+
+def decode_segment(linktype: int, data: bytes) -> Segment | str:
+    """Decode one frame down to its TCP segment, or return why it was skipped (a `skipped` key)."""
+    version, off = ip_offset(linktype, data)
+    if version == 4:
+        ip = ipv4(data, off)
+    elif version == 6:
+        ip = ipv6(data, off)
+    else:
+        return SKIP_NON_IP if version == NOT_IP else f"{SKIP_UNSUPPORTED_LINK}:{linktype}"
+    if ip.__class__ is str:
+        return ip  # type: ignore[return-value]
+    src, dst, toff, end = ip  # type: ignore[misc]
+    if len(data) < toff + 20:
+        return SKIP_TRUNCATED
+    sport, dport, seq, ack, off_flags = _TCP.unpack_from(data, toff)
+    start = toff + (off_flags >> 12) * 4
+    payload = data[start:end]
+    missing = max(0, end - max(start, len(data)))
+    return src, sport, dst, dport, seq, ack, off_flags & 0x1FF, payload, missing

@@ -1,0 +1,230 @@
+"""Wires the stages for one capture and owns network time.
+
+`CaptureAnalysis.frame` is the per-frame hot path: decode to a TCP segment tuple, one dictionary
+lookup for the connection, and only for MQTT connections reassembly and framing. Network time is the
+newest frame timestamp; idle connections are swept on it, so a file and a live source give the same
+verdicts. `analyze()` runs it over capture files and assembles the `Report`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from analyzer.checks import Judge
+from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
+from analyzer.errors import InputError
+from analyzer.model import CaptureSummary, EndReason, Finding, Report, Session
+from analyzer.mqtt.detect import looks_like_connect
+from analyzer.reassembly.flows import MQTT, OTHER, UNDECIDED, Flow, FlowKey4, FlowTable
+from analyzer.ruleset import RuleSet, load_ruleset
+from analyzer.session.connection import Connection, flow_key
+from analyzer.session.timeline import SessionTimeline
+from analyzer.sources import CaptureReader, expand_inputs, open_capture
+
+NS = 1_000_000_000
+SWEEP_EVERY_NS = 10 * NS
+IDLE_CLOSED_NS = 60 * NS
+IDLE_OTHER_NS = 300 * NS
+IDLE_MQTT_UNKNOWN_NS = 3600 * NS
+IDLE_MQTT_MIN_NS = 600 * NS
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to analyse and how; the CLI builds this from its options."""
+
+    ports: frozenset[int] = frozenset({1883})
+    assume_keep_alive_s: int | None = None
+    ruleset: RuleSet = field(default_factory=load_ruleset)
+
+
+class CaptureAnalysis:
+    """Analyses one capture frame by frame; `finish()` ends every open session."""
+
+    def __init__(self, name: str, options: Options) -> None:
+        self.name = name
+        self.options = options
+        self.ports = options.ports
+        self.judge = Judge(options.ruleset)
+        self.table = FlowTable(on_evict=self._evicted)
+        self.skipped: Counter[str] = Counter()
+        self.sessions: list[Session] = []
+        self.findings: list[Finding] = []
+        self.now_ns = 0
+        self.last_frame = 0
+        self._next_sweep_ns: int | None = None
+        self._latest_by_client_id: dict[str, SessionTimeline] = {}
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def frame(self, frame_no: int, ts_ns: int, linktype: int, data: bytes) -> None:
+        """Take one captured frame."""
+        self.last_frame = frame_no
+        if ts_ns > self.now_ns:
+            self.now_ns = ts_ns
+            if self._next_sweep_ns is None:
+                self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
+            elif ts_ns >= self._next_sweep_ns:
+                self._sweep(frame_no)
+        seg = decode_segment(linktype, data)
+        if seg.__class__ is str:
+            self.skipped[seg] += 1  # type: ignore[index]
+            return
+        src, sport, dst, dport, seq, ack, flags, payload, missing = seg  # type: ignore[misc]
+        key = (src, sport, dst, dport)
+        entry = self.table.get(key)
+        if entry is None:
+            entry = self._new_flow(key, frame_no, ts_ns, flags)
+        elif flags & SYN and not flags & ACK and entry[0].closed:
+            self.table.evict(entry[0], frame_no, ts_ns)
+            entry = self._new_flow(key, frame_no, ts_ns, flags, reopen=True)
+        flow, is_a = entry
+        flow.last_ns = ts_ns
+        if flow.kind == MQTT:
+            flow.state.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
+            flow.closed = flow.state.closed
+        elif flow.kind == UNDECIDED:
+            self._undecided(flow, is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
+        elif flags & (FIN | RST):
+            flow.closed = True
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _new_flow(self, key: FlowKey4, frame_no: int, ts_ns: int, flags: int,
+                  reopen: bool = False) -> tuple[Flow, bool]:
+        flow, is_a = self.table.create(key, frame_no, ts_ns, reopen=reopen)
+        flow.syn_seen = bool(flags & SYN)
+        sport_mqtt, dport_mqtt = key[1] in self.ports, key[3] in self.ports
+        if sport_mqtt != dport_mqtt:
+            self._make_mqtt(flow, client_is_a=dport_mqtt)
+        elif sport_mqtt:
+            self._make_mqtt(flow, client_is_a=not (flags & SYN and flags & ACK))
+        return flow, is_a
+
+    def _undecided(self, flow: Flow, is_a: bool, seq: int, ack: int, flags: int, payload: bytes,
+                   missing: int, frame_no: int, ts_ns: int) -> None:
+        """A connection on no MQTT port: it is MQTT only if its first data is a CONNECT."""
+        if flags & (FIN | RST):
+            flow.closed = True
+        if not payload:
+            return
+        if not looks_like_connect(payload):
+            flow.kind = OTHER
+            return
+        conn = self._make_mqtt(flow, client_is_a=is_a)
+        conn.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
+
+    def _make_mqtt(self, flow: Flow, client_is_a: bool) -> Connection:
+        flow.kind = MQTT
+        conn = Connection(flow.index, client_is_a, self.judge, self.findings,
+                          self._timeline_factory(flow), self._note_connect)
+        flow.state = conn
+        return conn
+
+    def _timeline_factory(self, flow: Flow):  # noqa: ANN202 - a closure over the flow
+        def make(conn: Connection, frame_no: int, ts_ns: int) -> SessionTimeline:
+            a, b = (flow.key_a[0], flow.key_a[1]), (flow.key_a[2], flow.key_a[3])
+            client, server = (a, b) if conn.client_is_a else (b, a)
+            return SessionTimeline(
+                f"{self.name}#{flow.index}", self.name, flow_key(client, server, flow.index),
+                flow.first_frame, flow.first_ns, mid_stream=not flow.syn_seen,
+                assume_keep_alive_s=self.options.assume_keep_alive_s)
+        return make
+
+    def _note_connect(self, tl: SessionTimeline, ts_ns: int) -> None:
+        """A newer CONNECT with the same client id takes the older session over (the broker
+        then closes the old connection: not keep-alive enforcement)."""
+        client_id = tl.client_id
+        if not client_id:
+            return
+        older = self._latest_by_client_id.get(client_id)
+        if older is not None and older is not tl and not older.ended:
+            older.takeover_ns = ts_ns
+        self._latest_by_client_id[client_id] = tl
+
+    # -- time and the end ---------------------------------------------------------------------
+
+    def _sweep(self, frame_no: int) -> None:
+        self._next_sweep_ns = self.now_ns + SWEEP_EVERY_NS
+        self.table.sweep(self.now_ns, frame_no, _idle_limit_ns)
+
+    def _evicted(self, flow: Flow, frame_no: int, now_ns: int) -> None:
+        if flow.kind == MQTT:
+            self._finalize(flow, EndReason.IDLE_EVICTED, frame_no, now_ns)
+
+    def _finalize(self, flow: Flow, reason: EndReason, frame_no: int, now_ns: int) -> None:
+        conn: Connection = flow.state
+        conn.finish(reason, frame_no, now_ns)
+        tl = conn.timeline
+        if tl is None:
+            return
+        self.findings += self.judge.finished(tl)
+        self.sessions.append(tl.summary())
+        if tl.client_id and self._latest_by_client_id.get(tl.client_id) is tl:
+            del self._latest_by_client_id[tl.client_id]
+        flow.state = None
+
+    def finish(self) -> None:
+        """The capture is over: end every open session at the last frame."""
+        for flow in list(self.table.flows()):
+            if flow.kind == MQTT:
+                self._finalize(flow, EndReason.CAPTURE_END, self.last_frame, self.now_ns)
+        self.sessions.sort(key=lambda s: s.flow.stream_index)
+        self.findings.sort(key=lambda f: (f.stream_index, f.ts_ns, f.rule_id))
+
+
+def _idle_limit_ns(flow: Flow) -> int:
+    if flow.closed:
+        return IDLE_CLOSED_NS
+    if flow.kind != MQTT:
+        return IDLE_OTHER_NS
+    tl = flow.state.timeline if flow.state is not None else None
+    if tl is None or tl.ended:
+        return IDLE_CLOSED_NS if tl is not None else IDLE_OTHER_NS
+    if not tl.keep_alive_s:
+        return IDLE_MQTT_UNKNOWN_NS
+    return max(IDLE_MQTT_MIN_NS, 3 * tl.keep_alive_s * NS)
+
+
+def analyze_capture(reader: CaptureReader, options: Options) -> tuple[CaptureSummary, list[Session], list[Finding]]:
+    """Run one opened capture through the pipeline."""
+    name = "stdin" if reader.path == "-" else os.path.basename(reader.path)
+    analysis = CaptureAnalysis(name, options)
+    frame = analysis.frame
+    frames = 0
+    for frame_no, ts_ns, linktype, data, _wire_len in reader:
+        frame(frame_no, ts_ns, linktype, data)
+        frames = frame_no
+    analysis.finish()
+    summary = CaptureSummary(
+        path=reader.path, format=reader.format, linktypes=tuple(sorted(reader.linktypes)),
+        frames=frames, bytes=reader.bytes_read, tcp_streams=analysis.table.streams,
+        mqtt_sessions=len(analysis.sessions), skipped=dict(sorted(analysis.skipped.items())),
+        warnings=tuple(reader.warnings), error=reader.error)
+    return summary, analysis.sessions, analysis.findings
+
+
+def analyze(paths: list[str], options: Options | None = None) -> Report:
+    """Analyse capture files ('-' = stdin, directories expanded) into one report.
+
+    A capture that cannot be opened is recorded with its error and the others are still analysed.
+    """
+    options = options or Options()
+    captures: list[CaptureSummary] = []
+    sessions: list[Session] = []
+    findings: list[Finding] = []
+    for path in expand_inputs(paths):
+        try:
+            reader = open_capture(path)
+        except InputError as exc:
+            captures.append(CaptureSummary(path=path, format="unknown", linktypes=(), frames=0,
+                                           bytes=0, tcp_streams=0, mqtt_sessions=0, error=str(exc)))
+            continue
+        with reader:
+            summary, found_sessions, found = analyze_capture(reader, options)
+        captures.append(summary)
+        sessions += found_sessions
+        findings += found
+    return Report(tuple(captures), tuple(sessions), tuple(findings), options.ruleset.info)

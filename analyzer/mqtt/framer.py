@@ -1,0 +1,200 @@
+"""Cut one direction of a reassembled TCP byte stream into MQTT control packets (sans-I/O).
+
+Theory of operation
+-------------------
+The framer is fed in-order stream bytes together with the frame number and timestamp of the segment
+that carried them (`feed`), told about bytes the capture lost (`gap`) and about the end of the stream
+(`eof`). Each call returns the events it completed: `MQTTPacket` or `FramingError`. An empty list is
+the normal "need more bytes" answer.
+
+A packet's first byte fixes `first_frame`/`ts_first_ns`, its last byte `last_frame`/`ts_last_ns`, so a
+packet spread over many segments is timed as the spec measures Keep Alive (from the end of one packet
+to the start of the next). Only the fixed header is kept for most packets; the body is counted down
+and dropped as it passes (a 200 MB PUBLISH costs nothing). CONNECT, CONNACK and DISCONNECT bodies are
+buffered up to `body_cap` bytes and decoded.
+
+Synchronisation: a stream that starts mid-way (no SYN), lost bytes that land in a header, or bytes
+that are not MQTT leave the framer not knowing where the next packet starts. It then waits for the
+next segment boundary (senders almost always start a segment with a packet) and accepts the first
+header there only if `header_is_plausible`; until then bytes are dropped and counted in
+`unsynced_bytes`. Lost bytes inside a payload being skipped keep the framer in sync.
+"""
+
+from __future__ import annotations
+
+from analyzer.errors import DecodeError
+from analyzer.model import Direction, FramingError, MQTTPacket, PacketType
+from analyzer.mqtt.codec import BODY_DECODERS, decode_varint, header_is_plausible
+
+DEFAULT_BODY_CAP = 64 * 1024
+_BODY_TYPES = frozenset(int(t) for t in BODY_DECODERS)
+_TYPES = tuple(PacketType)
+
+Event = MQTTPacket | FramingError
+
+
+class MQTTFramer:
+    """Framing state of one direction of one TCP connection."""
+
+    __slots__ = (
+        "direction", "body_cap", "synced", "unsynced_bytes", "packets",
+        "_head", "_head_frame", "_head_ts",
+        "_ptype", "_flags", "_rl", "_hlen", "_first_frame", "_ts_first", "_left", "_body",
+    )
+
+    def __init__(self, direction: Direction, *, synced: bool = True,
+                 body_cap: int = DEFAULT_BODY_CAP) -> None:
+        self.direction = direction
+        self.body_cap = body_cap
+        self.synced = synced
+        """False until a plausible header is found at a segment boundary."""
+        self.unsynced_bytes = 0
+        self.packets = 0
+        self._head = b""           # bytes of a fixed header cut by a segment boundary
+        self._head_frame = 0
+        self._head_ts = 0
+        self._ptype = -1           # packet in progress: -1 when none
+        self._flags = 0
+        self._rl = 0
+        self._hlen = 0
+        self._first_frame = 0
+        self._ts_first = 0
+        self._left = 0             # body bytes still to come for the packet in progress
+        self._body: bytearray | None = None
+
+    # -- input --------------------------------------------------------------------------------
+
+    def feed(self, data: bytes, frame_no: int, ts_ns: int) -> list[Event]:
+        """Take the next in-order bytes of the stream; return the events they complete."""
+        out: list[Event] = []
+        pos = 0
+        if self._ptype >= 0:
+            pos = self._continue_body(data, frame_no, ts_ns, out)
+        elif self._head:
+            data = self._head + data
+            self._head = b""
+        elif not self.synced:
+            if not self._plausible_start(data):
+                self.unsynced_bytes += len(data)
+                return out
+            self.synced = True
+        if pos < len(data):
+            self._read_packets(data, pos, frame_no, ts_ns, out)
+        return out
+
+    def gap(self, missing: int, frame_no: int, ts_ns: int) -> list[Event]:
+        """`missing` bytes of the stream were never captured.
+
+        Inside a payload that is being skipped, the loss changes nothing. Anywhere else the packet in
+        progress is reported truncated and the framer resynchronises at the next segment.
+        """
+        if self._ptype >= 0 and self._body is None and missing < self._left:
+            self._left -= missing
+            return []
+        out: list[Event] = []
+        if self._ptype >= 0:
+            out.append(self._packet(frame_no, ts_ns, truncated=True))
+        self._reset(synced=False)
+        return out
+
+    def eof(self, frame_no: int, ts_ns: int) -> list[Event]:
+        """The stream ended; a packet still in progress is reported as truncated."""
+        out: list[Event] = []
+        if self._ptype >= 0:
+            out.append(self._packet(frame_no, ts_ns, truncated=True))
+        self._reset(synced=self.synced)
+        return out
+
+    @property
+    def in_packet(self) -> bool:
+        """True while a packet has started but not finished (its first byte was sent)."""
+        return self._ptype >= 0 or bool(self._head)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _plausible_start(self, data: bytes) -> bool:
+        try:
+            decoded = decode_varint(data, 1)
+        except DecodeError:
+            return False
+        return decoded is not None and header_is_plausible(data[0], decoded[0])
+
+    def _continue_body(self, data: bytes, frame_no: int, ts_ns: int, out: list[Event]) -> int:
+        take = min(self._left, len(data))
+        if self._body is not None:
+            room = self.body_cap - len(self._body)
+            if room > 0:
+                self._body += data[: min(take, room)]
+        self._left -= take
+        if self._left == 0:
+            out.append(self._packet(frame_no, ts_ns))
+            self._ptype = -1
+        return take
+
+    def _read_packets(self, data: bytes, pos: int, frame_no: int, ts_ns: int,
+                      out: list[Event]) -> None:
+        end = len(data)
+        head_frame, head_ts = (self._head_frame, self._head_ts) if pos == 0 and self._head_frame else (frame_no, ts_ns)
+        self._head_frame = 0
+        while pos < end:
+            try:
+                decoded = decode_varint(data, pos + 1)
+            except DecodeError as exc:
+                out.append(FramingError(self.direction, frame_no, ts_ns, str(exc)))
+                self._reset(synced=False)
+                return
+            if decoded is None:  # the header itself continues in the next segment
+                self._head, self._head_frame, self._head_ts = data[pos:], head_frame, head_ts
+                return
+            rl, used = decoded
+            first = data[pos]
+            body_start = pos + 1 + used
+            stop = body_start + rl
+            ptype = first >> 4
+            if stop <= end:
+                body = self._decode_body(ptype, data[body_start:stop], frame_no, ts_ns, out) \
+                    if ptype in _BODY_TYPES else None
+                self.packets += 1
+                out.append(MQTTPacket(self.direction, _TYPES[ptype], first & 0x0F, rl, head_frame,
+                                      frame_no, head_ts, ts_ns, body, False, 1 + used))
+                pos = stop
+                head_frame, head_ts = frame_no, ts_ns
+                continue
+            self._start_packet(first, rl, 1 + used, head_frame, head_ts)
+            self._body = bytearray(data[body_start : body_start + self.body_cap]) if ptype in _BODY_TYPES else None
+            self._left = stop - end
+            return
+
+    def _start_packet(self, first: int, rl: int, hlen: int, frame_no: int, ts_ns: int) -> None:
+        self._ptype, self._flags, self._rl, self._hlen = first >> 4, first & 0x0F, rl, hlen
+        self._first_frame, self._ts_first = frame_no, ts_ns
+
+    def _packet(self, frame_no: int, ts_ns: int, truncated: bool = False) -> MQTTPacket:
+        body = None
+        if self._body is not None:
+            sink: list[Event] = []
+            body = self._decode_body(self._ptype, bytes(self._body), frame_no, ts_ns, sink,
+                                     quiet=truncated or self._rl > self.body_cap)
+            self._body = None
+        self.packets += 1
+        return MQTTPacket(self.direction, _TYPES[self._ptype], self._flags, self._rl,
+                          self._first_frame, frame_no, self._ts_first, ts_ns, body, truncated,
+                          self._hlen)
+
+    def _decode_body(self, ptype: int, raw: bytes, frame_no: int, ts_ns: int, out: list[Event],
+                     quiet: bool = False) -> object:
+        try:
+            return BODY_DECODERS[_TYPES[ptype]](raw)
+        except DecodeError as exc:
+            if not quiet:
+                out.append(FramingError(self.direction, frame_no, ts_ns,
+                                        f"{_TYPES[ptype].name}: {exc}"))
+            return getattr(exc, "partial", None)
+
+    def _reset(self, *, synced: bool) -> None:
+        self._head = b""
+        self._head_frame = 0
+        self._ptype = -1
+        self._body = None
+        self._left = 0
+        self.synced = synced

@@ -1,0 +1,108 @@
+"""The table of TCP connections in one capture: lookup, stream numbering, reuse and eviction.
+
+Each connection is stored under both of its direction keys `(src_ip, src_port, dst_ip, dst_port)`,
+with a flag saying whether that key is the connection's side A (the side of its first frame), so the
+per-frame lookup is a single dictionary access. Connections are numbered as Wireshark numbers
+`tcp.stream`: in order of their first frame, a new number when a SYN reopens a 4-tuple whose
+previous connection had ended. An evicted connection that comes back keeps its number.
+
+Memory is bounded: idle connections are evicted on network time (`sweep`), and the table never
+holds more than `max_flows` connections (the least recently active go first).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable, Iterator
+
+FlowKey4 = tuple[bytes, int, bytes, int]
+
+UNDECIDED, MQTT, OTHER = 0, 1, 2
+"""What a connection carries: not known yet, MQTT (tracked in full), or something else (ignored)."""
+
+MAX_FLOWS = 200_000
+MAX_REMEMBERED = 65_536
+
+
+class Flow:
+    """One TCP connection. `state` holds the per-protocol work (reassembly, MQTT) once decided."""
+
+    __slots__ = ("index", "key_a", "kind", "first_frame", "first_ns", "last_ns", "syn_seq",
+                 "syn_seen", "closed", "state")
+
+    def __init__(self, index: int, key_a: FlowKey4, frame_no: int, ts_ns: int) -> None:
+        self.index = index
+        self.key_a = key_a
+        self.kind = UNDECIDED
+        self.first_frame, self.first_ns, self.last_ns = frame_no, ts_ns, ts_ns
+        self.syn_seq: int | None = None
+        self.syn_seen = False
+        self.closed = False
+        """A FIN or RST was seen: a later SYN on the same 4-tuple starts a new connection."""
+        self.state: Any = None
+
+
+class FlowTable:
+    """All connections of one capture; see the module docstring."""
+
+    def __init__(self, on_evict: Callable[[Flow, int, int], None],
+                 max_flows: int = MAX_FLOWS) -> None:
+        self._by_key: dict[FlowKey4, tuple[Flow, bool]] = {}
+        self._remembered: OrderedDict[FlowKey4, int] = OrderedDict()
+        self.on_evict = on_evict
+        self.max_flows = max_flows
+        self.streams = 0
+        """How many connections were numbered (the capture's `tcp_streams`)."""
+
+    def __len__(self) -> int:
+        return len(self._by_key) // 2
+
+    def get(self, key: FlowKey4) -> tuple[Flow, bool] | None:
+        return self._by_key.get(key)
+
+    def create(self, key: FlowKey4, frame_no: int, ts_ns: int, *, reopen: bool = False) -> tuple[Flow, bool]:
+        """A connection seen for the first time (or reopened by a SYN after it had ended)."""
+        reverse = (key[2], key[3], key[0], key[1])
+        index = None if reopen else self._remembered.pop(key, None)
+        if index is None:
+            index = self._remembered.pop(reverse, None) if not reopen else None
+        if index is None:
+            index = self.streams
+            self.streams += 1
+        flow = Flow(index, key, frame_no, ts_ns)
+        self._by_key[key] = (flow, True)
+        self._by_key[reverse] = (flow, False)
+        if len(self._by_key) > 2 * self.max_flows:
+            self._shed(ts_ns, frame_no)
+        return flow, True
+
+    def remove(self, flow: Flow) -> None:
+        key = flow.key_a
+        self._by_key.pop(key, None)
+        self._by_key.pop((key[2], key[3], key[0], key[1]), None)
+
+    def flows(self) -> Iterator[Flow]:
+        """Every connection once, in the order they were created."""
+        for flow, is_a in list(self._by_key.values()):
+            if is_a:
+                yield flow
+
+    def sweep(self, now_ns: int, frame_no: int, idle_limit_ns: Callable[[Flow], int]) -> None:
+        """Evict every connection idle for longer than its limit."""
+        for flow in list(self.flows()):
+            if now_ns - flow.last_ns > idle_limit_ns(flow):
+                self.evict(flow, frame_no, now_ns)
+
+    def evict(self, flow: Flow, frame_no: int, now_ns: int) -> None:
+        self.remove(flow)
+        if not flow.closed:
+            self._remembered[flow.key_a] = flow.index
+            if len(self._remembered) > MAX_REMEMBERED:
+                self._remembered.popitem(last=False)
+        self.on_evict(flow, frame_no, now_ns)
+
+    def _shed(self, now_ns: int, frame_no: int) -> None:
+        """Over `max_flows`: drop the least recently active tenth, non-MQTT connections first."""
+        ranked = sorted(self.flows(), key=lambda f: (f.kind == MQTT, f.last_ns))
+        for flow in ranked[: max(1, len(ranked) // 10)]:
+            self.evict(flow, frame_no, now_ns)

@@ -1,0 +1,32 @@
+"""``--format csv``: one table (findings or sessions) as CSV, in the schema of ``tables.py``.
+
+A missing value is an empty cell. An empty report still writes the header row, so a spreadsheet or
+``pandas.read_csv`` gets the columns either way. Lines end in ``\\n`` whatever the platform, because
+``out`` is already a text stream that translates newlines itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, TextIO
+
+import pandas as pd
+
+from analyzer.model import Report
+from analyzer.report.tables import findings_frame, sessions_frame
+
+Table = Literal["findings", "sessions"]
+
+TABLES: dict[str, Callable[[Report], pd.DataFrame]] = {
+    "findings": findings_frame,
+    "sessions": sessions_frame,
+}
+
+
+def render_csv(report: Report, out: TextIO, table: Table = "findings") -> None:
+    """Write one table of the report as CSV with a header row."""
+    try:
+        build = TABLES[table]
+    except KeyError:
+        raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}") from None
+    build(report).to_csv(out, index=False, lineterminator="\n")

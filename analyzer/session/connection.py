@@ -1,0 +1,160 @@
+"""One MQTT-carrying TCP connection: two reassembled directions, two framers, one timeline.
+
+This is where the layers meet for a single connection: TCP segments go into the two `HalfStream`s,
+their in-order bytes into the two `MQTTFramer`s, and the framed packets, gaps and the end into the
+`SessionTimeline`, whose observations the `Judge` turns into findings. Roles (which side is the
+client) are fixed when the connection is recognised; a CONNECT arriving from the side believed to
+be the broker, before anything else was framed, swaps them.
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from typing import Callable
+
+from analyzer.checks import Judge
+from analyzer.decode.tcp import ACK, FIN, RST, SYN
+from analyzer.model import (
+    Direction, EndReason, Endpoint, Finding, FlowKey, FramingError, MQTTPacket, PacketType, StreamEnd, StreamGap,
+)
+from analyzer.mqtt.framer import MQTTFramer
+from analyzer.reassembly.stream import HalfStream
+from analyzer.session.timeline import SessionTimeline
+
+TimelineFactory = Callable[["Connection", int, int], SessionTimeline]
+
+
+class _Side:
+    """Stream sink for one side of the connection: bytes to its framer, events to the connection."""
+
+    __slots__ = ("conn", "is_a", "framer")
+
+    def __init__(self, conn: "Connection", is_a: bool, framer: MQTTFramer) -> None:
+        self.conn, self.is_a, self.framer = conn, is_a, framer
+
+    def data(self, payload: bytes, frame_no: int, ts_ns: int) -> None:
+        events = self.framer.feed(payload, frame_no, ts_ns)
+        if events:
+            self.conn.on_events(self.is_a, events)
+
+    def gap(self, missing: int, frame_no: int, ts_ns: int) -> None:
+        events = self.framer.gap(missing, frame_no, ts_ns)
+        if events:
+            self.conn.on_events(self.is_a, events)
+        self.conn.on_gap(self.is_a, missing, frame_no, ts_ns)
+
+
+class Connection:
+    """Per-connection state of an MQTT flow; see the module docstring."""
+
+    def __init__(self, index: int, client_is_a: bool, judge: Judge, sink: list[Finding],
+                 make_timeline: TimelineFactory,
+                 on_connect: Callable[[SessionTimeline, int], None]) -> None:
+        self.index = index
+        self.client_is_a = client_is_a
+        self.judge = judge
+        self.findings = sink
+        self.make_timeline = make_timeline
+        self.on_connect = on_connect
+        self.timeline: SessionTimeline | None = None
+        self.endpoints: tuple[tuple[bytes, int], tuple[bytes, int]] | None = None
+        framers = (MQTTFramer(self._direction(True), synced=False),
+                   MQTTFramer(self._direction(False), synced=False))
+        self.sides = (_Side(self, True, framers[0]), _Side(self, False, framers[1]))
+        self.halves = (HalfStream(self.sides[0]), HalfStream(self.sides[1]))
+        self.closed = False
+
+    def _direction(self, is_a: bool) -> Direction:
+        return Direction.TO_SERVER if is_a == self.client_is_a else Direction.TO_CLIENT
+
+    # -- TCP in -------------------------------------------------------------------------------
+
+    def segment(self, is_a: bool, seq: int, ack: int, flags: int, payload: bytes, missing: int,
+                frame_no: int, ts_ns: int) -> None:
+        """Take one TCP segment of this connection, sent by side A (`is_a`) or side B."""
+        half, other = (self.halves[0], self.halves[1]) if is_a else (self.halves[1], self.halves[0])
+        if flags & ACK and other.next_seq is not None:
+            other.acked(ack, frame_no, ts_ns)
+        if flags & RST:
+            self._close(is_a, frame_no, ts_ns, rst=True)
+            return
+        half.segment(seq, payload, frame_no, ts_ns, bool(flags & SYN), bool(flags & FIN))
+        if missing and half.next_seq is not None:
+            half.acked((half.next_seq + missing) % (1 << 32), frame_no, ts_ns)
+        if flags & FIN and half.fin_seq is not None:
+            half.acked(half.fin_seq, frame_no, ts_ns)
+            self._close(is_a, frame_no, ts_ns, rst=False)
+
+    def finish(self, reason: EndReason, frame_no: int, ts_ns: int) -> None:
+        """The capture ended or the flow was evicted: flush everything and end the session."""
+        for half in self.halves:
+            half.finish(frame_no, ts_ns)
+        for side in self.sides:
+            self._flush(side, frame_no, ts_ns)
+        self._end(reason, frame_no, ts_ns)
+
+    # -- MQTT in ------------------------------------------------------------------------------
+
+    def on_events(self, is_a: bool, events: list[MQTTPacket | FramingError]) -> None:
+        to_server = is_a == self.client_is_a
+        for event in events:
+            if isinstance(event, MQTTPacket):
+                if (self.timeline is None and not to_server and event.type == PacketType.CONNECT):
+                    self._swap_roles()
+                    to_server = True
+                tl = self._timeline(event.first_frame, event.ts_first_ns)
+                observed = tl.on_packet(event, to_server)
+                if event.type == PacketType.CONNECT and to_server and tl.connect_frame == event.first_frame:
+                    self.on_connect(tl, event.ts_first_ns)
+                if observed:
+                    self.findings += self.judge.observations(observed, tl)
+            elif self.timeline is not None:
+                self.timeline.on_framing_error(event, to_server)
+
+    def on_gap(self, is_a: bool, missing: int, frame_no: int, ts_ns: int) -> None:
+        if self.timeline is not None:
+            direction = self._direction(is_a)
+            self.timeline.on_gap(StreamGap(direction, frame_no, ts_ns, missing),
+                                 direction == Direction.TO_SERVER)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _timeline(self, frame_no: int, ts_ns: int) -> SessionTimeline:
+        if self.timeline is None:
+            self.timeline = self.make_timeline(self, frame_no, ts_ns)
+        return self.timeline
+
+    def _swap_roles(self) -> None:
+        self.client_is_a = not self.client_is_a
+        for side in self.sides:
+            side.framer.direction = self._direction(side.is_a)
+
+    def _flush(self, side: _Side, frame_no: int, ts_ns: int) -> None:
+        events = side.framer.eof(frame_no, ts_ns)
+        if events:
+            self.on_events(side.is_a, events)
+
+    def _close(self, is_a: bool, frame_no: int, ts_ns: int, *, rst: bool) -> None:
+        self.closed = True
+        by_client = is_a == self.client_is_a
+        for side in self.sides if rst else (self.sides[0 if is_a else 1],):
+            self._flush(side, frame_no, ts_ns)
+        if rst:
+            reason = EndReason.CLIENT_RST if by_client else EndReason.SERVER_RST
+        else:
+            reason = EndReason.CLIENT_FIN if by_client else EndReason.SERVER_FIN
+        self._end(reason, frame_no, ts_ns)
+
+    def _end(self, reason: EndReason, frame_no: int, ts_ns: int) -> None:
+        tl = self.timeline
+        if tl is None or tl.ended:
+            return
+        observed = tl.on_end(StreamEnd(frame_no, ts_ns, reason))
+        if observed:
+            self.findings += self.judge.observations(observed, tl)
+
+
+def flow_key(client: tuple[bytes, int], server: tuple[bytes, int], index: int) -> FlowKey:
+    """The report form of a connection's endpoints."""
+    return FlowKey(Endpoint(str(ip_address(client[0])), client[1]),
+                   Endpoint(str(ip_address(server[0])), server[1]), index)

@@ -1,0 +1,262 @@
+"""One MQTT connection followed packet by packet: keep-alive in force, silences, pings, the end.
+
+Theory of operation
+-------------------
+The timeline receives the connection's MQTT packets in capture order (both directions), the capture
+gaps of its TCP streams and its end. It keeps only what the next observation needs: where the
+current client silence started, what the broker sent during it, the PINGREQs still unanswered and a
+few counters. Each completed interval or ping exchange is returned as an observation
+(`session.observations`) for the checks; nothing is judged here.
+
+Measurement follows the spec's wording: a silence runs from the end of one client control packet to
+the start of the next; the first starts at the end of CONNECT, or at CONNACK when the broker set a
+Server Keep Alive there (the client cannot honour a value it has not received yet). Only client
+packets end a silence; nothing the broker sends does. The first of client DISCONNECT, broker
+DISCONNECT, FIN or RST ends the session; packets after it are counted but not judged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from analyzer.model import (
+    ConnAckBody, ConnectBody, DisconnectBody, EndReason, FlowKey, FramingError, KeepAliveSource,
+    MQTTPacket, PacketType, Session, StreamEnd, StreamGap, Uncertainty,
+)
+from analyzer.session.observations import MalformedPing, PingOutcome, Silence, SilenceEnd
+
+Observation = Silence | PingOutcome | MalformedPing
+
+KEEP_ALIVE_TIMEOUT = 0x8D
+MAX_PING_SPACINGS = 101
+_INBOUND = frozenset({PacketType.PUBLISH, PacketType.PUBREL})
+_PINGS = frozenset({PacketType.PINGREQ, PacketType.PINGRESP})
+
+
+class _Ping:
+    __slots__ = ("frame", "ts_ns", "repinged_ns")
+
+    def __init__(self, frame: int, ts_ns: int) -> None:
+        self.frame, self.ts_ns, self.repinged_ns = frame, ts_ns, None
+
+
+class SessionTimeline:
+    """Follows one MQTT connection; see the module docstring."""
+
+    def __init__(self, session_id: str, capture: str, flow: FlowKey, start_frame: int,
+                 start_ns: int, *, mid_stream: bool, assume_keep_alive_s: int | None = None) -> None:
+        self.session_id = session_id
+        self.capture = capture
+        self.flow = flow
+        self.start_frame, self.start_ns = start_frame, start_ns
+        self.connect: ConnectBody | None = None
+        self.connect_frame: int | None = None
+        self.connack: ConnAckBody | None = None
+        self.connack_frame: int | None = None
+        self.keep_alive_s: int | None = assume_keep_alive_s
+        self.keep_alive_source = (KeepAliveSource.UNKNOWN if assume_keep_alive_s is None
+                                  else KeepAliveSource.ASSUMED)
+        self.uncertainty: set[Uncertainty] = set()
+        if mid_stream:
+            self.uncertainty.add(Uncertainty.MID_STREAM)
+        self.end_reason: EndReason | None = None
+        self.end_frame, self.end_ns = start_frame, start_ns
+        self.client_packets = self.server_packets = self.pingreq = self.pingresp = 0
+        self.max_gap_ns: int | None = None
+        self.last_client_malformed = False
+        self.takeover_ns: int | None = None
+        """Set by the engine when a newer session with the same client id connects."""
+        self.framing_errors = 0
+        self.ping_spacings_ns: list[int] = []
+        """Spacing of consecutive PINGREQs (the first few): a hint at K when CONNECT is unseen."""
+        self._last_pingreq_ns: int | None = None
+        self._silence_start: tuple[int, int] | None = None
+        self._silence_first = False
+        self._inbound = 0
+        self._inbound_first: int | None = None
+        self._hole: StreamGap | None = None
+        self._pings: deque[_Ping] = deque()
+        self._disconnect_reason: int | None = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def client_id(self) -> str | None:
+        """The id the broker knows the client by: CONNECT's, or the one CONNACK assigned."""
+        if self.connack and self.connack.assigned_client_id and not (self.connect and self.connect.client_id):
+            return self.connack.assigned_client_id
+        return self.connect.client_id if self.connect else None
+
+    @property
+    def ended(self) -> bool:
+        return self.end_reason is not None
+
+    def on_packet(self, pkt: MQTTPacket, to_server: bool) -> list[Observation]:
+        """Take one MQTT packet of this connection; return what it completed."""
+        out: list[Observation] = []
+        if pkt.type in _PINGS and (pkt.flags or pkt.remaining_length):
+            out.append(MalformedPing(pkt, to_server))
+        if to_server:
+            self._client_packet(pkt, out)
+        else:
+            self._server_packet(pkt, out)
+        return out
+
+    def on_gap(self, gap: StreamGap, to_server: bool) -> None:
+        """Bytes of this connection were not captured: intervals across them are uncertain."""
+        self.uncertainty.add(Uncertainty.HOLE)
+        if to_server and self._hole is None and not self.ended:
+            self._hole = gap
+
+    def on_framing_error(self, err: FramingError, to_server: bool) -> None:
+        self.framing_errors += 1
+        if to_server:
+            self.last_client_malformed = True
+
+    def on_end(self, end: StreamEnd) -> list[Observation]:
+        """The TCP connection ended (FIN, RST, eviction) or the capture did."""
+        if self.ended:
+            return []
+        if end.reason in (EndReason.CAPTURE_END, EndReason.IDLE_EVICTED):
+            self.uncertainty.add(Uncertainty.CAPTURE_END)
+        return self._end(end.reason, end.frame_no, end.ts_ns)
+
+    def summary(self) -> Session:
+        """The session record for reports (call after the end)."""
+        connect, connack = self.connect, self.connack
+        uncertainty = set(self.uncertainty)
+        if self.keep_alive_s is None:
+            uncertainty.add(Uncertainty.UNKNOWN_KEEP_ALIVE)
+        return Session(
+            session_id=self.session_id, capture=self.capture, flow=self.flow,
+            client_id=connect.client_id if connect else None,
+            protocol_level=connect.protocol_level if connect else None,
+            keep_alive_s=connect.keep_alive_s if connect else None,
+            server_keep_alive_s=connack.server_keep_alive_s if connack else None,
+            effective_keep_alive_s=self.keep_alive_s,
+            keep_alive_source=self.keep_alive_source,
+            connect_frame=self.connect_frame, start_ns=self.start_ns, end_ns=self.end_ns,
+            end_reason=self.end_reason or EndReason.CAPTURE_END, end_frame=self.end_frame,
+            client_packets=self.client_packets, server_packets=self.server_packets,
+            pingreq=self.pingreq, pingresp=self.pingresp, max_gap_ns=self.max_gap_ns,
+            uncertainty=frozenset(uncertainty),
+            connack_code=connack.reason_code if connack else None,
+            assigned_client_id=connack.assigned_client_id if connack else None,
+        )
+
+    # -- client side --------------------------------------------------------------------------
+
+    def _client_packet(self, pkt: MQTTPacket, out: list[Observation]) -> None:
+        self.client_packets += 1
+        ptype = pkt.type
+        if ptype == PacketType.PINGREQ:
+            self.pingreq += 1
+            self._note_ping_spacing(pkt.ts_first_ns)
+        if self.ended:
+            return
+        if ptype == PacketType.CONNECT and self.connect is None and isinstance(pkt.body, ConnectBody):
+            self._on_connect(pkt, pkt.body)
+            return
+        self.last_client_malformed = pkt.type == PacketType.RESERVED or (
+            ptype in _PINGS and bool(pkt.flags or pkt.remaining_length))
+        if self._silence_start is not None:
+            out.append(self._close_silence(pkt.first_frame, pkt.ts_first_ns, SilenceEnd.PACKET))
+        self._open_silence(pkt.last_frame, pkt.ts_last_ns, first=False)
+        if ptype == PacketType.PINGREQ:
+            for ping in self._pings:
+                if ping.repinged_ns is None:
+                    ping.repinged_ns = pkt.ts_first_ns
+            self._pings.append(_Ping(pkt.first_frame, pkt.ts_last_ns))
+        elif ptype == PacketType.DISCONNECT:
+            out.extend(self._end(EndReason.CLIENT_DISCONNECT, pkt.last_frame, pkt.ts_last_ns))
+
+    def _note_ping_spacing(self, ts_ns: int) -> None:
+        if self._last_pingreq_ns is not None and len(self.ping_spacings_ns) < MAX_PING_SPACINGS:
+            self.ping_spacings_ns.append(ts_ns - self._last_pingreq_ns)
+        self._last_pingreq_ns = ts_ns
+
+    def _on_connect(self, pkt: MQTTPacket, body: ConnectBody) -> None:
+        self.connect, self.connect_frame = body, pkt.first_frame
+        if self.keep_alive_source in (KeepAliveSource.UNKNOWN, KeepAliveSource.ASSUMED):
+            self.keep_alive_s, self.keep_alive_source = body.keep_alive_s, KeepAliveSource.CONNECT
+        self._open_silence(pkt.last_frame, pkt.ts_last_ns, first=True)
+
+    # -- server side --------------------------------------------------------------------------
+
+    def _server_packet(self, pkt: MQTTPacket, out: list[Observation]) -> None:
+        self.server_packets += 1
+        ptype = pkt.type
+        if ptype == PacketType.PINGRESP:
+            self.pingresp += 1
+        if self.ended:
+            return
+        if ptype in _INBOUND:
+            self._inbound += 1
+            if self._inbound_first is None:
+                self._inbound_first = pkt.first_frame
+        elif ptype == PacketType.PINGRESP and self._pings:
+            ping = self._pings.popleft()
+            out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
+                                   ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None))
+        elif ptype == PacketType.CONNACK and self.connack is None and isinstance(pkt.body, ConnAckBody):
+            self._on_connack(pkt, pkt.body)
+        elif ptype == PacketType.DISCONNECT:
+            body = pkt.body
+            self._disconnect_reason = body.reason_code if isinstance(body, DisconnectBody) else None
+            out.extend(self._end(EndReason.SERVER_DISCONNECT, pkt.first_frame, pkt.ts_first_ns))
+
+    def _on_connack(self, pkt: MQTTPacket, body: ConnAckBody) -> None:
+        self.connack, self.connack_frame = body, pkt.first_frame
+        if body.server_keep_alive_s is None:
+            return
+        self.keep_alive_s, self.keep_alive_source = body.server_keep_alive_s, KeepAliveSource.CONNACK
+        if self._silence_first:  # the client learns the value only now
+            self._open_silence(pkt.last_frame, pkt.ts_last_ns, first=True)
+
+    # -- silences and the end -----------------------------------------------------------------
+
+    def _open_silence(self, frame: int, ts_ns: int, *, first: bool) -> None:
+        self._silence_start = (frame, ts_ns)
+        self._silence_first = first
+        self._inbound, self._inbound_first, self._hole = 0, None, None
+
+    def _close_silence(self, frame: int, ts_ns: int, end: SilenceEnd,
+                       explained: str | None = None) -> Silence:
+        start_frame, start_ns = self._silence_start  # type: ignore[misc]
+        silence = Silence(start_frame, start_ns, frame, ts_ns, end, self._silence_first,
+                          self._inbound, self._inbound_first, self._hole, explained,
+                          self._disconnect_reason)
+        if end == SilenceEnd.PACKET and (self.max_gap_ns is None or silence.duration_ns > self.max_gap_ns):
+            self.max_gap_ns = silence.duration_ns
+        self._silence_start = None
+        return silence
+
+    def _end(self, reason: EndReason, frame: int, ts_ns: int) -> list[Observation]:
+        self.end_reason, self.end_frame, self.end_ns = reason, frame, ts_ns
+        out: list[Observation] = []
+        if self._silence_start is not None and reason != EndReason.CLIENT_DISCONNECT:
+            kind = (SilenceEnd.SERVER_CLOSE if reason.by_server else
+                    SilenceEnd.CLIENT_CLOSE if reason.by_client else SilenceEnd.OPEN)
+            explained = self._close_explanation() if kind == SilenceEnd.SERVER_CLOSE else None
+            out.append(self._close_silence(frame, ts_ns, kind, explained))
+        closed_by = "server" if reason.by_server else "client" if reason.by_client else None
+        while self._pings:
+            ping = self._pings.popleft()
+            out.append(PingOutcome(ping.frame, ping.ts_ns, None, None, ping.repinged_ns, frame,
+                                   ts_ns, closed_by))
+        return out
+
+    def _close_explanation(self) -> str | None:
+        """Why a broker close would not be keep-alive enforcement, if anything says so."""
+        reason = self._disconnect_reason
+        if reason is not None and reason != KEEP_ALIVE_TIMEOUT:
+            return f"DISCONNECT reason 0x{reason:02X}"
+        if self.connect is not None and self.connack is None:
+            return "closed before CONNACK"
+        if self.connack is not None and self.connack.reason_code != 0:
+            return f"CONNACK refused the connection (code 0x{self.connack.reason_code:02X})"
+        if self.last_client_malformed:
+            return "the client's last packet was malformed"
+        if self.takeover_ns is not None:
+            return "a newer connection with the same client id took the session over"
+        return None

@@ -1,0 +1,274 @@
+"""Capture files as a stream of frames: opening (path or stdin), transparent gzip/bz2/xz
+decompression, format detection by magic bytes, and expanding directories into captures.
+
+The format is decided by the first bytes, never by the file name: captures arrive as `dump`,
+`x.cap`, `trace.pcap.gz` that is really pcapng, or on a pipe with no name at all. Nothing is
+loaded whole: compressed input is decompressed as it is read, and a pipe is read as fast as its
+writer delivers (`tcpdump -U -w - | mqtt-keepalive -` sees each frame when it arrives).
+
+Opening problems (missing, unreadable, not a capture) raise `InputError` with a one-line reason;
+problems found while iterating are recorded on the reader (`warnings`, `error`) instead, because
+the frames already read are still evidence worth reporting.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import stat
+import sys
+import zlib
+from collections.abc import Callable, Generator, Iterable
+from types import TracebackType
+from typing import IO
+
+from analyzer.errors import InputError
+from analyzer.sources import pcap, pcapng
+from analyzer.sources.pcap import CHUNK, Read, Record
+
+HEAD = 28
+"""Bytes needed to check a file header: a pcap header is 24, the smallest pcapng SHB 28."""
+
+DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
+    "gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
+    "bz2": lambda f: bz2.BZ2File(f),
+    "xz": lambda f: lzma.LZMAFile(f),
+}
+UNSUPPORTED = {b"\x28\xb5\x2f\xfd": "zstd", b"\x04\x22\x4d\x18": "lz4", b"PK\x03\x04": "zip"}
+DECOMPRESS_ERRORS = (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error)
+
+
+def _kind(head: bytes) -> str | None:
+    """'pcap', 'pcapng', a DECOMPRESSORS key, or None, from the first bytes."""
+    magic = head[:4]
+    if magic in pcap.PCAP_MAGICS or magic in pcap.OTHER_PCAP_MAGICS:
+        return "pcap"
+    if magic == pcapng.SHB_MAGIC:
+        return "pcapng"
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:3] == b"BZh" and head[3:4] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"):
+        return "bz2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    return None
+
+
+class CaptureReader:
+    """One open capture. Iterate it once for (frame_no, ts_ns, linktype, data, wire_len) tuples.
+
+    `linktypes` holds the pcap header's link type from the start; for pcapng it grows as
+    interface blocks are read. `bytes_read` counts (decompressed) bytes of whole records consumed,
+    updated every ~1 MiB and exactly when iteration stops. Iteration never raises for bad data:
+    it ends, leaving a reason in `error` (corrupt) or `warnings` (cut short).
+    """
+
+    def __init__(self, path: str, format: str, compression: str | None, closers: list[IO[bytes]]):
+        self.path = path
+        self.format = format
+        self.compression = compression
+        self.linktypes: set[int] = set()
+        self.bytes_read = 0
+        self.warnings: list[str] = []
+        self.error: str | None = None
+        self._closers = closers
+        self._records: Generator[Record, None, None] = (r for r in ())
+
+    def __iter__(self) -> Generator[Record, None, None]:
+        # The walker itself, not a wrapper: a wrapper generator would double the per-frame cost.
+        return self._records
+
+    def close(self) -> None:
+        """Stop the walker (fixing `bytes_read`) and close what we opened; stdin stays open."""
+        self._records.close()
+        for stream in self._closers:
+            try:
+                stream.close()
+            except DECOMPRESS_ERRORS:
+                pass
+        self._closers = []
+
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<CaptureReader {self.path!r} {self.format} {self.bytes_read} bytes read>"
+
+
+class _Prefixed(io.RawIOBase):
+    """Replays the bytes already read for sniffing, then continues with the raw stream: stdin
+    cannot seek back, and a decompressor needs its input from the first byte."""
+
+    def __init__(self, prefix: bytes, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._prefix = prefix
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            out, self._prefix = self._prefix + self._raw.read(), b""
+            return out
+        if self._prefix:
+            out, self._prefix = self._prefix[:size], self._prefix[size:]
+            return out
+        return _read_fn(self._raw)(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _read_fn(stream: IO[bytes]) -> Read:
+    """`read1` where there is one: it returns what a pipe holds now instead of waiting for more."""
+    return getattr(stream, "read1", stream.read)
+
+
+def _head(read: Read, compression: str | None) -> bytes:
+    """Read at least HEAD bytes (fewer only at the end of the stream) for sniffing."""
+    parts: list[bytes] = []
+    have = 0
+    try:
+        while have < HEAD:
+            chunk = read(CHUNK)
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+    except EOFError:
+        if not parts:
+            raise InputError(f"{compression} stream ends before any data") from None
+    except DECOMPRESS_ERRORS as exc:
+        what = f"corrupt {compression} data" if compression else "cannot read"
+        raise InputError(f"{what}: {exc}") from None
+    return b"".join(parts)
+
+
+def _open_raw(path: str) -> tuple[IO[bytes], list[IO[bytes]]]:
+    """The byte stream for `path` and what closing the reader must close (never stdin)."""
+    if path == "-":
+        if sys.stdin is None:
+            raise InputError("no standard input to read from")
+        if sys.stdin.isatty():
+            raise InputError("standard input is a terminal; pipe a capture into it")
+        return sys.stdin.buffer, []
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by CaptureReader.close
+    except FileNotFoundError:
+        raise InputError("no such file") from None
+    except PermissionError:
+        raise InputError("permission denied") from None
+    except IsADirectoryError:
+        raise InputError("is a directory") from None
+    except OSError as exc:
+        raise InputError((exc.strerror or str(exc)).lower()) from None
+    return raw, [raw]
+
+
+def _not_a_capture(head: bytes, compression: str | None) -> InputError:
+    other = UNSUPPORTED.get(head[:4])
+    if other is not None:
+        return InputError(f"{other}-compressed file; only gzip, bz2 and xz are read, unpack it first")
+    where = f" once {compression}-decompressed" if compression else ""
+    return InputError(f"not a pcap or pcapng capture{where} (starts with 0x{head[:4].hex()})")
+
+
+def open_capture(path: str) -> CaptureReader:
+    """Open a capture file, or stdin for '-'; see the module docstring for what is accepted."""
+    raw, closers = _open_raw(path)
+    try:
+        return _open_stream(path, raw, closers)
+    except BaseException:
+        for stream in closers:
+            stream.close()
+        raise
+
+
+def _open_stream(path: str, raw: IO[bytes], closers: list[IO[bytes]]) -> CaptureReader:
+    read = _read_fn(raw)
+    head = _head(read, None)
+    if not head:
+        raise InputError("empty file")
+    compression, kind = None, _kind(head)
+    if kind in DECOMPRESSORS:
+        compression = kind
+        stream = DECOMPRESSORS[compression](_Prefixed(head, raw))
+        closers.insert(0, stream)
+        read = _read_fn(stream)
+        head = _head(read, compression)
+        if not head:
+            raise InputError(f"empty file once {compression}-decompressed")
+        kind = _kind(head)
+    if kind == "pcap":
+        order, frac_ns, snaplen, linktype = pcap.parse_header(head)
+        reader = CaptureReader(path, "pcap", compression, closers)
+        reader.linktypes.add(linktype)
+        reader._records = pcap.iter_pcap(reader, read, head, order, frac_ns, snaplen, linktype)
+    elif kind == "pcapng":
+        pcapng.check_section_header(head)
+        reader = CaptureReader(path, "pcapng", compression, closers)
+        reader._records = pcapng.iter_pcapng(reader, read, head)
+    else:
+        raise _not_a_capture(head, compression)
+    return reader
+
+
+def expand_inputs(paths: Iterable[str]) -> list[str]:
+    """Turn command-line inputs into capture paths, in the order given.
+
+    '-' stays; a directory becomes the captures found in it, recursively, sorted by path (files
+    recognised by their first bytes, so `*.log` next to `*.pcap` is left alone); a plain file stays
+    even if it is not a capture, so that open_capture reports why. A missing path, or a directory
+    that cannot be listed, raises InputError: skipping it would let a check pass on nothing."""
+    out: list[str] = []
+    for path in paths:
+        if path == "-":
+            out.append(path)
+        elif os.path.isdir(path):
+            out.extend(sorted(_captures_under(path)))
+        elif os.path.exists(path) or os.path.lexists(path):
+            out.append(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    return out
+
+
+def _captures_under(top: str) -> Iterable[str]:
+    def fail(exc: OSError) -> None:
+        raise InputError(f"{exc.filename}: cannot list directory ({exc.strerror})")
+
+    for folder, _dirs, names in os.walk(top, onerror=fail):
+        for name in names:
+            path = os.path.join(folder, name)
+            if _is_capture(path):
+                yield path
+
+
+def _is_capture(path: str) -> bool:
+    """A regular file starting like a capture or a compressed capture. An unreadable or corrupt
+    candidate counts, so open_capture reports it rather than it silently vanishing."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # FIFOs and devices: opening one could block forever
+        with open(path, "rb") as raw:
+            kind = _kind(raw.read(8))
+            if kind in DECOMPRESSORS:
+                raw.seek(0)
+                with DECOMPRESSORS[kind](raw) as inner:
+                    kind = _kind(inner.read(8))
+    except FileNotFoundError:
+        return False  # a dangling symlink
+    except DECOMPRESS_ERRORS:
+        return True
+    return kind in ("pcap", "pcapng")

@@ -1,0 +1,209 @@
+"""pcapng files: section header check and the block walker.
+
+Frames are numbered as Wireshark numbers them: every Enhanced Packet Block (6), Simple Packet
+Block (3) and obsolete Packet Block (2) is a frame; every other block (section and interface
+headers, name resolution, statistics, decryption secrets, custom and unknown blocks) is skipped.
+
+Timestamps use each interface's `if_tsresol` and `if_tsoffset`, converted to nanoseconds with
+integer arithmetic only and rounded down, exactly as Wireshark does. A Simple Packet Block has no
+timestamp; it is given the previous frame's (0 before any), so network time never goes backwards.
+
+A new Section Header Block starts over: its own byte order, and no interfaces until its IDBs.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from analyzer.errors import InputError
+from analyzer.sources.pcap import (
+    MAX_ANY,
+    MAX_STANDARD,
+    NS,
+    Read,
+    ReadState,
+    Record,
+    StreamFailed,
+    cut_short,
+    fill,
+    stream_failed,
+)
+
+SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
+SHB = 0x0A0D0D0A
+BYTE_ORDERS = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
+MAX_BLOCK = MAX_ANY + 131_072
+"""Wireshark's MAX_BLOCK_SIZE: the largest record plus room for options."""
+
+Interface = tuple[int, int, int, int, int, int]
+"""(linktype, multiplier, divisor, offset_ns, largest plausible captured length, snaplen), where
+ts_ns = ts * multiplier // divisor + offset_ns."""
+
+
+class _Structs:
+    """The structs of one byte order, compiled once per walk."""
+
+    def __init__(self, order: str) -> None:
+        self.head = struct.Struct(order + "II").unpack_from  # block type, total length
+        self.u32 = struct.Struct(order + "I").unpack_from
+        self.epb = struct.Struct(order + "IIIII").unpack_from  # if, ts hi, ts lo, caplen, len
+        self.pb = struct.Struct(order + "HHIIII").unpack_from  # if, drops, hi, lo, caplen, len
+        self.idb = struct.Struct(order + "HHI").unpack_from  # linktype, reserved, snaplen
+        self.opt = struct.Struct(order + "HH").unpack_from  # option code, length
+        self.i64 = struct.Struct(order + "q").unpack_from
+        self.version = struct.Struct(order + "HH").unpack_from
+
+
+def check_section_header(head: bytes) -> None:
+    """Raise InputError unless `head` starts with a usable Section Header Block."""
+    if len(head) < 28:
+        raise InputError(f"pcapng section header cut short ({len(head)} bytes)")
+    order = BYTE_ORDERS.get(head[8:12])
+    if order is None:
+        raise InputError(
+            f"not a valid pcapng section header (byte-order magic 0x{head[8:12].hex()})"
+        )
+    (length,) = struct.unpack_from(order + "I", head, 4)
+    if length < 28 or length % 4:
+        raise InputError(f"not a valid pcapng section header (block length {length})")
+    major, minor = struct.unpack_from(order + "HH", head, 12)
+    if major != 1:
+        raise InputError(f"unsupported pcapng version {major}.{minor} (1.0 expected)")
+
+
+def _interface(s: _Structs, buf: bytes, pos: int, stop: int) -> Interface:
+    """Parse an Interface Description Block; raise ValueError on a malformed option."""
+    linktype, _reserved, snaplen = s.idb(buf, pos + 8)
+    mul, div, offset = 1000, 1, 0  # default resolution: microseconds
+    opt, end = pos + 16, stop - 4
+    while opt + 4 <= end:
+        code, length = s.opt(buf, opt)
+        opt += 4
+        if code == 0:
+            break
+        if opt + length > end:
+            raise ValueError(f"option {code} overruns the block")
+        if code == 9 and length >= 1:
+            mul, div = _resolution(buf[opt])
+        elif code == 14 and length == 8:
+            offset = s.i64(buf, opt)[0] * NS
+        opt += (length + 3) & ~3
+    cap = min(max(MAX_STANDARD, snaplen), MAX_ANY)
+    return linktype, mul, div, offset, cap, snaplen
+
+
+def _resolution(tsresol: int) -> tuple[int, int]:
+    """if_tsresol -> (multiplier, divisor) to nanoseconds: high bit set means 2^-n, else 10^-n."""
+    exp = tsresol & 0x7F
+    if tsresol & 0x80:
+        return NS, 1 << exp
+    if exp <= 9:
+        return 10 ** (9 - exp), 1
+    return 1, 10 ** (exp - 9)
+
+
+def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Iterator[Record]:
+    """Yield every packet of a pcapng whose first Section Header Block starts `buf`."""
+    structs = {"<": _Structs("<"), ">": _Structs(">")}
+    s = structs["<"]  # replaced by the section's own at the SHB that starts `buf`
+    ifaces: list[Interface] = []
+    pos, base, end, frame, last_ts = 0, 0, len(buf), 0, 0
+    bad = ""
+    try:
+        while True:
+            if end - pos >= 12:
+                btype, blen = s.head(buf, pos)
+                if btype == SHB:
+                    order = BYTE_ORDERS.get(buf[pos + 8 : pos + 12])
+                    if order is None:
+                        bad = "section header with an invalid byte-order magic"
+                        break
+                    s = structs[order]
+                    blen = s.head(buf, pos)[1]
+                if blen < 12 or blen & 3:
+                    bad = f"block length {blen} is not a multiple of 4 of at least 12"
+                    break
+                stop = pos + blen
+                if stop <= end:
+                    if s.u32(buf, stop - 4)[0] != blen:
+                        bad = f"block length {blen} does not match its trailing copy"
+                        break
+                    if btype == 6:
+                        if blen < 32:
+                            bad = f"enhanced packet block of {blen} bytes"
+                            break
+                        iface, hi, lo, caplen, orig = s.epb(buf, pos + 8)
+                        if caplen > blen - 32:
+                            bad = f"captured length {caplen} overruns its {blen}-byte block"
+                            break
+                        if iface >= len(ifaces):
+                            bad = f"packet on undeclared interface {iface}"
+                            break
+                        linktype, mul, div, offset, cap, snap = ifaces[iface]
+                        if caplen > cap:
+                            bad = f"captured length {caplen} > {MAX_STANDARD} and > snaplen {snap}"
+                            break
+                        frame += 1
+                        last_ts = ((hi << 32) | lo) * mul // div + offset
+                        yield frame, last_ts, linktype, buf[pos + 28 : pos + 28 + caplen], orig
+                    elif btype == 1:
+                        if blen < 20:
+                            bad = f"interface description block of {blen} bytes"
+                            break
+                        try:
+                            ifaces.append(_interface(s, buf, pos, stop))
+                        except (ValueError, struct.error) as exc:
+                            bad = f"malformed interface description block: {exc}"
+                            break
+                        state.linktypes.add(ifaces[-1][0])
+                    elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
+                        if not ifaces or blen < 16:
+                            bad = f"simple packet block of {blen} bytes, {len(ifaces)} interfaces"
+                            break
+                        linktype, snaplen = ifaces[0][0], ifaces[0][5]
+                        orig = s.u32(buf, pos + 8)[0]
+                        caplen = min(orig, blen - 16, snaplen or orig)
+                        frame += 1
+                        yield frame, last_ts, linktype, buf[pos + 12 : pos + 12 + caplen], orig
+                    elif btype == 2:  # obsolete Packet Block
+                        if blen < 32:
+                            bad = f"packet block of {blen} bytes"
+                            break
+                        iface, _drops, hi, lo, caplen, orig = s.pb(buf, pos + 8)
+                        if caplen > blen - 32 or iface >= len(ifaces):
+                            bad = f"packet block with length {caplen} on interface {iface}"
+                            break
+                        linktype, mul, div, offset = ifaces[iface][:4]
+                        frame += 1
+                        last_ts = ((hi << 32) | lo) * mul // div + offset
+                        yield frame, last_ts, linktype, buf[pos + 28 : pos + 28 + caplen], orig
+                    elif btype == SHB:
+                        version = s.version(buf, pos + 12) if blen >= 28 else None
+                        if version is None or version[0] != 1:
+                            bad = f"section header of {blen} bytes, version {version}"
+                            break
+                        ifaces = []
+                    pos = stop
+                    continue
+                if blen > MAX_BLOCK:
+                    bad = f"block length {blen} is beyond any real block"
+                    break
+                need = blen
+            else:
+                need = 12
+            try:
+                buf = fill(read, buf, pos, need)
+            except StreamFailed as exc:
+                stream_failed(state, exc, frame, base + pos)
+                return
+            base += pos
+            pos, end = 0, len(buf)
+            state.bytes_read = base
+            if end < need:
+                if end:
+                    state.warnings.append(cut_short(frame, base))
+                return
+        state.error = f"corrupt block after frame {frame} at byte {base + pos}: {bad}; stopped"
+    finally:
+        state.bytes_read = base + pos

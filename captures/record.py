@@ -1,0 +1,428 @@
+#!/usr/bin/env python3
+"""Record the shipped keep-alive captures from a real mosquitto (or a scripted broker) on lo.
+
+    sudo python captures/record.py [--out captures/] [--port 1883] [scenario ...]
+
+Each scenario is one small function: it starts a broker, starts tcpdump on ``lo`` for that
+broker's port, drives the client(s), stops both and leaves ``<out>/<scenario>.pcap`` (classic
+pcap, nanosecond timestamps). Without scenario names, all are recorded. tcpdump needs root.
+
+Port 1883 by default, not a random one: Wireshark and the analyzer's port-based detection
+recognise MQTT there without "decode as", which matters for ``mid-stream`` (no CONNECT to detect
+MQTT by). ``--port 0`` picks a free port instead, for tests that must not collide.
+
+Timing is scheduled against one start time per scenario (no drift), client ids are fixed
+(``ka-<scenario>``) and payloads are constant, so a re-recording differs only in ports, sequence
+numbers and a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # tests/ is not installed; the machinery lives in tests/support
+
+from tests.support.broker import MosquittoBroker  # noqa: E402
+from tests.support.capture import TcpdumpCapture  # noqa: E402
+from tests.support.clients import (  # noqa: E402
+    PINGRESP,
+    PUBLISH,
+    RawClient,
+    pingreq_packet,
+    publish_packet,
+    run_paho_session,
+)
+from tests.support.scripted_broker import ScriptedBroker  # noqa: E402
+
+DEFAULT_PORT = 1883
+
+# mosquitto log lines worth keeping in a recording's notes.
+NOTEWORTHY = ("connected from", "exceeded timeout", "disconnect", "error", "malformed", "closed", "sending connack")
+
+
+class ScenarioError(RuntimeError):
+    """The traffic did not show what the scenario claims; the capture must not be shipped."""
+
+
+@dataclass
+class Recording:
+    """What a scenario needs (where to write, which port) and what it reports back."""
+
+    name: str
+    path: Path
+    port: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def client_id(self) -> str:
+        """The fixed client id of the scenario's main client."""
+        return f"ka-{self.name}"
+
+    @property
+    def broker_port(self) -> int | None:
+        """The port to give a broker: ``None`` (free port) when ``--port 0``."""
+        return self.port or None
+
+    def note(self, text: str) -> None:
+        """Keep an observation for the summary (and the README)."""
+        self.notes.append(text)
+
+
+Scenario = Callable[[Recording], None]
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str) -> Callable[[Scenario], Scenario]:
+    """Register a scenario function under its capture name."""
+    def register(function: Scenario) -> Scenario:
+        SCENARIOS[name] = function
+        return function
+    return register
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+class Clock:
+    """Seconds since the scenario's reference point; sleeps to absolute offsets, so no drift."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self.start
+
+    def sleep_until(self, offset_s: float) -> None:
+        time.sleep(max(0.0, offset_s - self.now()))
+
+
+@contextmanager
+def mosquitto_capture(rec: Recording, host: str = "127.0.0.1", **broker_options: object) -> Iterator[MosquittoBroker]:
+    """A mosquitto on ``rec``'s port with tcpdump already capturing it; notes the broker's log."""
+    broker = MosquittoBroker(host=host, port=rec.broker_port, **broker_options)  # type: ignore[arg-type]
+    with broker:
+        with TcpdumpCapture(rec.path, [broker.port]):
+            yield broker
+    note_broker_log(rec, broker.log_text())
+
+
+@contextmanager
+def scripted_capture(rec: Recording, **script: object) -> Iterator[ScriptedBroker]:
+    """The scripted broker on ``rec``'s port with tcpdump already capturing it."""
+    with ScriptedBroker(port=rec.port, **script) as broker:  # type: ignore[arg-type]
+        with TcpdumpCapture(rec.path, [broker.port]):
+            yield broker
+        rec.note("scripted broker: " + "; ".join(what for _, what in broker.events))
+
+
+def note_broker_log(rec: Recording, log: str) -> None:
+    """Keep mosquitto's lines about our clients (connects, timeouts, protocol errors).
+
+    Lines about ``<unknown>`` come from the readiness probe, before the capture started; the
+    per-packet "Received/Sending" lines only repeat what the capture shows.
+    """
+    for line in log.splitlines():
+        text = line.split(": ", 1)[-1]
+        if any(word in text.lower() for word in NOTEWORTHY) and "<unknown>" not in text:
+            rec.note("mosquitto: " + text)
+
+
+def connected(rec: Recording, host: str, port: int, keep_alive: int, *, level: int = 4,
+              client_id: str | None = None) -> RawClient:
+    """An open raw client that has sent CONNECT and received a successful CONNACK."""
+    client = RawClient(host, port, level=level).open()
+    connack = client.connect(client_id or rec.client_id, keep_alive)
+    if connack.reason_code != 0:
+        raise ScenarioError(f"CONNACK refused: {connack.raw.hex()}")
+    return client
+
+
+def ping_session(rec: Recording, host: str, port: int, *, keep_alive: int, interval_s: float,
+                 pings: int, tail_s: float) -> None:
+    """CONNECT, ``pings`` PINGREQs every ``interval_s``, DISCONNECT ``tail_s`` after the last."""
+    client = connected(rec, host, port, keep_alive)
+    clock = Clock()
+    for index in range(1, pings + 1):
+        clock.sleep_until(index * interval_s)
+        client.pingreq()
+    client.wait_for(PINGRESP, pings)
+    clock.sleep_until(pings * interval_s + tail_s)
+    client.disconnect()
+    client.close()
+    rec.note(f"{pings} PINGREQ every {interval_s} s, {client.count(PINGRESP)} PINGRESP")
+
+
+def await_broker_close(rec: Recording, client: RawClient, clock: Clock, timeout_s: float) -> None:
+    """Wait for the broker to close a silent client; note when (seconds after CONNACK)."""
+    if not client.wait_closed(timeout_s):
+        raise ScenarioError(f"the broker did not close within {timeout_s} s")
+    assert client.peer_closed_at is not None
+    rec.note(f"broker closed {client.peer_closed_at - clock.start:.2f} s after CONNACK (client clock)")
+    client.close()
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+@scenario("compliant-pinger")
+def compliant_pinger(rec: Recording) -> None:
+    """K=2, PINGREQ every 1.2 s for ~7 s: the textbook client. Expected: no finding."""
+    with mosquitto_capture(rec) as broker:
+        ping_session(rec, broker.host, broker.port, keep_alive=2, interval_s=1.2, pings=5, tail_s=1.0)
+
+
+@scenario("busy-publisher")
+def busy_publisher(rec: Recording) -> None:
+    """K=2, PUBLISH QoS 0 every 0.5 s and never a PINGREQ: traffic is keep-alive enough."""
+    with mosquitto_capture(rec) as broker:
+        client = connected(rec, broker.host, broker.port, keep_alive=2)
+        clock = Clock()
+        for index in range(1, 15):
+            clock.sleep_until(index * 0.5)
+            client.publish(f"ka/{rec.name}", b"n=%02d" % index)
+        client.disconnect()
+        client.close()
+
+
+@scenario("silent-client")
+def silent_client(rec: Recording) -> None:
+    """K=2, CONNECT and then silence until mosquitto drops it (its scan runs every ~5 s)."""
+    with mosquitto_capture(rec) as broker:
+        client = connected(rec, broker.host, broker.port, keep_alive=2)
+        await_broker_close(rec, client, Clock(), timeout_s=13)
+
+
+@scenario("receive-only-subscriber")
+def receive_only_subscriber(rec: Recording) -> None:
+    """A K=2 subscriber that only receives (a K=10 publisher feeds it) until mosquitto drops it."""
+    with mosquitto_capture(rec) as broker:
+        topic = f"ka/{rec.name}"
+        subscriber = connected(rec, broker.host, broker.port, keep_alive=2)
+        subscriber.subscribe(topic)
+        clock = Clock()
+        publisher = connected(rec, broker.host, broker.port, keep_alive=10, client_id=f"{rec.client_id}-pub")
+        index = 0
+        while subscriber.peer_closed_at is None and clock.now() < 13:
+            index += 1
+            clock.sleep_until(index * 0.4)
+            publisher.publish(topic, b"n=%02d" % index)
+        publisher.disconnect()
+        publisher.close()
+        rec.note(f"publisher sent {index} PUBLISH; subscriber received {subscriber.count(PUBLISH)}")
+        await_broker_close(rec, subscriber, clock, timeout_s=1)
+
+
+@scenario("server-keep-alive-ignored")
+def server_keep_alive_ignored(rec: Recording) -> None:
+    """MQTT 5, K=30; CONNACK says Server Keep Alive 10; the client pings every 12 s anyway.
+
+    Not the 1-4 s of the other scenarios: mosquitto 2.0.11 refuses ``max_keepalive`` below 10
+    ("Invalid max_keepalive value"). 12 s exceeds the server's 10 s yet stays under mosquitto's
+    floor(1.5 x 10) = 15 s, so the broker keeps the client and the capture ends cleanly.
+    """
+    with mosquitto_capture(rec, max_keepalive=10) as broker:
+        client = RawClient(broker.host, broker.port, level=5).open()
+        connack = client.connect(rec.client_id, 30)
+        if connack.server_keep_alive != 10:
+            raise ScenarioError(f"expected Server Keep Alive 10, CONNACK was {connack.raw.hex()}")
+        rec.note(f"CONNACK {connack.raw.hex()} (Server Keep Alive {connack.server_keep_alive})")
+        clock = Clock()
+        for index in (1, 2):
+            clock.sleep_until(index * 12.0)
+            client.pingreq()
+        client.wait_for(PINGRESP, 2)
+        clock.sleep_until(2 * 12.0 + 0.5)
+        client.disconnect()
+        client.close()
+
+
+@scenario("late-pinger")
+def late_pinger(rec: Recording) -> None:
+    """K=2, PINGREQ every 2.6 s: late (> K) but under 1.5 x K, so mosquitto keeps it."""
+    with mosquitto_capture(rec) as broker:
+        ping_session(rec, broker.host, broker.port, keep_alive=2, interval_s=2.6, pings=4, tail_s=0.5)
+
+
+@scenario("keep-alive-zero")
+def keep_alive_zero(rec: Recording) -> None:
+    """K=0 (mechanism off): two PUBLISH 3 s apart, DISCONNECT. Only the K=0 itself is news."""
+    with mosquitto_capture(rec) as broker:
+        client = connected(rec, broker.host, broker.port, keep_alive=0)
+        clock = Clock()
+        for index in (1, 2):
+            clock.sleep_until(index * 3.0)
+            client.publish(f"ka/{rec.name}", b"n=%02d" % index)
+        clock.sleep_until(6.5)
+        client.disconnect()
+        client.close()
+
+
+@scenario("mqtt31-paho")
+def mqtt31_paho(rec: Recording) -> None:
+    """paho-mqtt speaking MQTT 3.1 (MQIsdp), K=3, its own loop for 5 s: what a real library does."""
+    import paho.mqtt.client as mqtt
+
+    with mosquitto_capture(rec) as broker:
+        log = run_paho_session(broker.host, broker.port, client_id=rec.client_id, keep_alive=3,
+                               protocol=mqtt.MQTTv31, duration_s=5)
+    rec.notes.extend("paho: " + line for line in log)
+
+
+@scenario("mqtt5-paho")
+def mqtt5_paho(rec: Recording) -> None:
+    """paho-mqtt speaking MQTT 5, K=2, its own loop (and its own pings) for 6 s."""
+    import paho.mqtt.client as mqtt
+
+    with mosquitto_capture(rec) as broker:
+        log = run_paho_session(broker.host, broker.port, client_id=rec.client_id, keep_alive=2,
+                               protocol=mqtt.MQTTv5, duration_s=6)
+    rec.notes.extend("paho: " + line for line in log)
+
+
+@scenario("ipv6-pinger")
+def ipv6_pinger(rec: Recording) -> None:
+    """compliant-pinger over ::1: the decoder must handle IPv6 the same way."""
+    with mosquitto_capture(rec, host="::1") as broker:
+        ping_session(rec, broker.host, broker.port, keep_alive=2, interval_s=1.2, pings=5, tail_s=1.0)
+
+
+@scenario("no-pingresp")
+def no_pingresp(rec: Recording) -> None:
+    """A broker that never answers PINGREQ; the K=2 client waits silently 5 s, then closes."""
+    with scripted_capture(rec, answer_pings=False) as broker:
+        client = connected(rec, broker.host, broker.port, keep_alive=2)
+        clock = Clock()
+        clock.sleep_until(1.2)
+        client.pingreq()
+        clock.sleep_until(1.2 + 5.0)
+        if client.received[1:]:
+            raise ScenarioError("the scripted broker answered")
+        client.close()
+        broker.wait_done(2)
+
+
+@scenario("broker-closes-early")
+def broker_closes_early(rec: Recording) -> None:
+    """A broker that closes after 3 s of silence, although K=4 allows 6 s."""
+    with scripted_capture(rec, close_after_idle_s=3.0) as broker:
+        client = connected(rec, broker.host, broker.port, keep_alive=4)
+        await_broker_close(rec, client, Clock(), timeout_s=8)
+        broker.wait_done(2)
+
+
+@scenario("malformed-ping")
+def malformed_ping(rec: Recording) -> None:
+    """K=2, then a PINGREQ with flags 0x1 (``C1 00``): what does mosquitto do with it?"""
+    with mosquitto_capture(rec) as broker:
+        client = connected(rec, broker.host, broker.port, keep_alive=2)
+        clock = Clock()
+        clock.sleep_until(1.0)
+        client.send(pingreq_packet(flags=0x1))
+        if client.wait_closed(2.0):
+            rec.note(f"mosquitto closed {client.peer_closed_at - clock.start:.2f} s after CONNACK; "
+                     f"answers: {[item.packet.hex() for item in client.received[1:]]}")
+            client.close()
+        else:
+            rec.note(f"mosquitto kept the connection; answers: {[i.packet.hex() for i in client.received[1:]]}")
+            client.disconnect()
+            client.close()
+
+
+@scenario("mid-stream")
+def mid_stream(rec: Recording) -> None:
+    """tcpdump starts after CONNECT/CONNACK and the first ping: the session start is unseen."""
+    with MosquittoBroker(port=rec.broker_port) as broker:
+        client = connected(rec, broker.host, broker.port, keep_alive=2)
+        clock = Clock()
+        clock.sleep_until(1.0)
+        client.pingreq()
+        with TcpdumpCapture(rec.path, [broker.port]):
+            for index in range(2, 8):
+                clock.sleep_until(float(index))
+                client.pingreq()
+            client.wait_for(PINGRESP, 7)
+            clock.sleep_until(7.5)
+            client.disconnect()
+            client.close()
+    note_broker_log(rec, broker.log_text())
+
+
+@scenario("split-and-coalesced")
+def split_and_coalesced(rec: Recording) -> None:
+    """One PUBLISH in three segments 0.3 s apart, then PINGREQ+PUBLISH+PINGREQ in one segment."""
+    with mosquitto_capture(rec) as broker:
+        client = connected(rec, broker.host, broker.port, keep_alive=2)
+        clock = Clock()
+        big = publish_packet(f"ka/{rec.name}", bytes(range(256)) * 11 + bytes(184))  # ~3000 bytes
+        thirds = [big[:1000], big[1000:2000], big[2000:]]
+        for index, piece in enumerate(thirds):
+            clock.sleep_until(0.5 + 0.3 * index)
+            client.send(piece)
+        clock.sleep_until(2.0)
+        client.send(pingreq_packet() + publish_packet(f"ka/{rec.name}", b"small") + pingreq_packet())
+        client.wait_for(PINGRESP, 2)
+        clock.sleep_until(3.0)
+        client.disconnect()
+        client.close()
+        rec.note(f"PUBLISH of {len(big)} bytes sent as {[len(p) for p in thirds]}")
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def record(name: str, out: Path, port: int) -> Recording:
+    """Run one scenario into ``out/<name>.pcap`` and hand the file to the invoking user."""
+    rec = Recording(name, out / f"{name}.pcap", port)
+    SCENARIOS[name](rec)
+    # tcpdump drops privileges and leaves the file to its own user; under sudo give it back.
+    os.chown(rec.path, int(os.environ.get("SUDO_UID", os.getuid())), int(os.environ.get("SUDO_GID", os.getgid())))
+    return rec
+
+
+def summary(rec: Recording) -> str:
+    """Size, sha256 and notes of one recording, for the console and the README."""
+    data = rec.path.read_bytes()
+    lines = [f"{rec.name}: {rec.path} {len(data)} bytes sha256 {hashlib.sha256(data).hexdigest()}"]
+    lines += [f"    {note}" for note in rec.notes]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
+                        help="directory for the .pcap files (default: captures/)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help="broker port (default 1883; 0 = a free port)")
+    parser.add_argument("scenarios", nargs="*", metavar="scenario",
+                        help=f"scenarios to record (default: all): {', '.join(SCENARIOS)}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    unknown = [name for name in args.scenarios if name not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0 or shutil.which("tcpdump") is None:
+        print("tcpdump on lo needs root: sudo python captures/record.py", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.scenarios or list(SCENARIOS):
+        print(summary(record(name, args.out, args.port)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
