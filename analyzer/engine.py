@@ -43,8 +43,10 @@ class Options:
 class CaptureAnalysis:
     """Analyses one capture frame by frame; `finish()` ends every open session."""
 
-    def __init__(self, name: str, options: Options) -> None:
-        self.name = name
+    def __init__(self, path: str, options: Options) -> None:
+        self.path = path
+        self.name = "stdin" if path == "-" else os.path.basename(path)
+        """Session ids are `<file name>#<tcp.stream>`; records carry the path as given."""
         self.options = options
         self.ports = options.ports
         self.judge = Judge(options.ruleset)
@@ -128,7 +130,7 @@ class CaptureAnalysis:
             a, b = (flow.key_a[0], flow.key_a[1]), (flow.key_a[2], flow.key_a[3])
             client, server = (a, b) if conn.client_is_a else (b, a)
             return SessionTimeline(
-                f"{self.name}#{flow.index}", self.name, flow_key(client, server, flow.index),
+                f"{self.name}#{flow.index}", self.path, flow_key(client, server, flow.index),
                 flow.first_frame, flow.first_ns, mid_stream=not flow.syn_seen,
                 assume_keep_alive_s=self.options.assume_keep_alive_s)
         return make
@@ -190,8 +192,7 @@ def _idle_limit_ns(flow: Flow) -> int:
 
 def analyze_capture(reader: CaptureReader, options: Options) -> tuple[CaptureSummary, list[Session], list[Finding]]:
     """Run one opened capture through the pipeline."""
-    name = "stdin" if reader.path == "-" else os.path.basename(reader.path)
-    analysis = CaptureAnalysis(name, options)
+    analysis = CaptureAnalysis(reader.path, options)
     frame = analysis.frame
     frames = 0
     for frame_no, ts_ns, linktype, data, _wire_len in reader:

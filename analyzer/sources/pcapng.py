@@ -46,6 +46,7 @@ class _Structs:
 
     def __init__(self, order: str) -> None:
         self.head = struct.Struct(order + "II").unpack_from  # block type, total length
+        self.epb_head = struct.Struct(order + "7I").unpack_from  # type, length, EPB fields
         self.u32 = struct.Struct(order + "I").unpack_from
         self.epb = struct.Struct(order + "IIIII").unpack_from  # if, ts hi, ts lo, caplen, len
         self.pb = struct.Struct(order + "HHIIII").unpack_from  # if, drops, hi, lo, caplen, len
@@ -103,18 +104,87 @@ def _resolution(tsresol: int) -> tuple[int, int]:
     return 1, 10 ** (exp - 9)
 
 
+class _Corrupt(Exception):
+    """A block that cannot be right; the message says why."""
+
+
+def _block(s: _Structs, ifaces: list[Interface], buf: bytes, pos: int, blen: int, btype: int,
+           state: ReadState) -> tuple[int | None, int, bytes, int] | None:
+    """Handle any whole block the fast path did not: (ts_ns or None, linktype, data, wire_len)
+    for a packet, None for a block that is not one. Raises _Corrupt."""
+    if btype == 6 or btype == 2:  # Enhanced Packet Block, or the obsolete Packet Block
+        if blen < 32:
+            raise _Corrupt(f"packet block of {blen} bytes")
+        if btype == 6:
+            iface, hi, lo, caplen, orig = s.epb(buf, pos + 8)
+        else:
+            iface, _drops, hi, lo, caplen, orig = s.pb(buf, pos + 8)
+        if caplen > blen - 32:
+            raise _Corrupt(f"captured length {caplen} overruns its {blen}-byte block")
+        if iface >= len(ifaces):
+            raise _Corrupt(f"packet on undeclared interface {iface}")
+        linktype, mul, div, offset, cap, snaplen = ifaces[iface]
+        if caplen > cap:
+            raise _Corrupt(f"captured length {caplen} > {MAX_STANDARD} and > snaplen {snaplen}")
+        return ((hi << 32) | lo) * mul // div + offset, linktype, buf[pos + 28 : pos + 28 + caplen], orig
+    if btype == 3:  # Simple Packet Block: interface 0, no timestamp
+        if not ifaces or blen < 16:
+            raise _Corrupt(f"simple packet block of {blen} bytes with {len(ifaces)} interfaces")
+        linktype, snaplen = ifaces[0][0], ifaces[0][5]
+        orig = s.u32(buf, pos + 8)[0]
+        caplen = min(orig, blen - 16, snaplen or orig)
+        return None, linktype, buf[pos + 12 : pos + 12 + caplen], orig
+    if btype == 1:
+        if blen < 20:
+            raise _Corrupt(f"interface description block of {blen} bytes")
+        try:
+            ifaces.append(_interface(s, buf, pos, pos + blen))
+        except (ValueError, struct.error) as exc:
+            raise _Corrupt(f"malformed interface description block: {exc}") from None
+        state.linktypes.add(ifaces[-1][0])
+    elif btype == SHB:
+        version = s.version(buf, pos + 12) if blen >= 28 else None
+        if version is None or version[0] != 1:
+            raise _Corrupt(f"section header of {blen} bytes, version {version}")
+        ifaces.clear()
+    return None
+
+
 def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Iterator[Record]:
-    """Yield every packet of a pcapng whose first Section Header Block starts `buf`."""
+    """Yield every packet of a pcapng whose first Section Header Block starts `buf`.
+
+    Enhanced Packet Blocks that are whole in the buffer and sound take the inline fast path (one
+    unpack of their 28-byte head); everything else goes through `_block`."""
     structs = {"<": _Structs("<"), ">": _Structs(">")}
-    s = structs["<"]  # replaced by the section's own at the SHB that starts `buf`
+    s = structs[BYTE_ORDERS[buf[8:12]]]
     ifaces: list[Interface] = []
     pos, base, end, frame, last_ts = 0, 0, len(buf), 0, 0
-    bad = ""
     try:
         while True:
+            try:
+                btype, blen, iface, hi, lo, caplen, orig = s.epb_head(buf, pos)
+            except struct.error:  # under 28 bytes buffered
+                btype = 0
+            if btype == 6:
+                stop = pos + blen
+                if (
+                    stop <= end
+                    and caplen + 32 <= blen
+                    and not blen & 3
+                    and s.u32(buf, stop - 4)[0] == blen
+                    and iface < len(ifaces)
+                ):
+                    linktype, mul, div, offset, cap, _snaplen = ifaces[iface]
+                    if caplen <= cap:
+                        frame += 1
+                        last_ts = ((hi << 32) | lo) * mul
+                        last_ts = (last_ts if div == 1 else last_ts // div) + offset
+                        yield frame, last_ts, linktype, buf[pos + 28 : pos + 28 + caplen], orig
+                        pos = stop
+                        continue
             if end - pos >= 12:
                 btype, blen = s.head(buf, pos)
-                if btype == SHB:
+                if btype == SHB:  # its byte-order magic sets the order of the whole section
                     order = BYTE_ORDERS.get(buf[pos + 8 : pos + 12])
                     if order is None:
                         bad = "section header with an invalid byte-order magic"
@@ -124,67 +194,21 @@ def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Iterator[Record]:
                 if blen < 12 or blen & 3:
                     bad = f"block length {blen} is not a multiple of 4 of at least 12"
                     break
-                stop = pos + blen
-                if stop <= end:
-                    if s.u32(buf, stop - 4)[0] != blen:
+                if pos + blen <= end:
+                    if s.u32(buf, pos + blen - 4)[0] != blen:
                         bad = f"block length {blen} does not match its trailing copy"
                         break
-                    if btype == 6:
-                        if blen < 32:
-                            bad = f"enhanced packet block of {blen} bytes"
-                            break
-                        iface, hi, lo, caplen, orig = s.epb(buf, pos + 8)
-                        if caplen > blen - 32:
-                            bad = f"captured length {caplen} overruns its {blen}-byte block"
-                            break
-                        if iface >= len(ifaces):
-                            bad = f"packet on undeclared interface {iface}"
-                            break
-                        linktype, mul, div, offset, cap, snap = ifaces[iface]
-                        if caplen > cap:
-                            bad = f"captured length {caplen} > {MAX_STANDARD} and > snaplen {snap}"
-                            break
+                    try:
+                        packet = _block(s, ifaces, buf, pos, blen, btype, state)
+                    except _Corrupt as exc:
+                        bad = str(exc)
+                        break
+                    pos += blen
+                    if packet is not None:
+                        ts, linktype, data, orig = packet
+                        last_ts = last_ts if ts is None else ts
                         frame += 1
-                        last_ts = ((hi << 32) | lo) * mul // div + offset
-                        yield frame, last_ts, linktype, buf[pos + 28 : pos + 28 + caplen], orig
-                    elif btype == 1:
-                        if blen < 20:
-                            bad = f"interface description block of {blen} bytes"
-                            break
-                        try:
-                            ifaces.append(_interface(s, buf, pos, stop))
-                        except (ValueError, struct.error) as exc:
-                            bad = f"malformed interface description block: {exc}"
-                            break
-                        state.linktypes.add(ifaces[-1][0])
-                    elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
-                        if not ifaces or blen < 16:
-                            bad = f"simple packet block of {blen} bytes, {len(ifaces)} interfaces"
-                            break
-                        linktype, snaplen = ifaces[0][0], ifaces[0][5]
-                        orig = s.u32(buf, pos + 8)[0]
-                        caplen = min(orig, blen - 16, snaplen or orig)
-                        frame += 1
-                        yield frame, last_ts, linktype, buf[pos + 12 : pos + 12 + caplen], orig
-                    elif btype == 2:  # obsolete Packet Block
-                        if blen < 32:
-                            bad = f"packet block of {blen} bytes"
-                            break
-                        iface, _drops, hi, lo, caplen, orig = s.pb(buf, pos + 8)
-                        if caplen > blen - 32 or iface >= len(ifaces):
-                            bad = f"packet block with length {caplen} on interface {iface}"
-                            break
-                        linktype, mul, div, offset = ifaces[iface][:4]
-                        frame += 1
-                        last_ts = ((hi << 32) | lo) * mul // div + offset
-                        yield frame, last_ts, linktype, buf[pos + 28 : pos + 28 + caplen], orig
-                    elif btype == SHB:
-                        version = s.version(buf, pos + 12) if blen >= 28 else None
-                        if version is None or version[0] != 1:
-                            bad = f"section header of {blen} bytes, version {version}"
-                            break
-                        ifaces = []
-                    pos = stop
+                        yield frame, last_ts, linktype, data, orig
                     continue
                 if blen > MAX_BLOCK:
                     bad = f"block length {blen} is beyond any real block"
