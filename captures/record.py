@@ -323,20 +323,25 @@ def broker_closes_early(rec: Recording) -> None:
 
 @scenario("malformed-ping")
 def malformed_ping(rec: Recording) -> None:
-    """K=2, then a PINGREQ with flags 0x1 (``C1 00``): what does mosquitto do with it?"""
+    """K=2, then a PINGREQ with flags 0x1 (``C1 00``): what does mosquitto do with it?
+
+    The DISCONNECT follows 0.8 s later at most, so every gap stays under K even for an analyzer
+    that does not count the malformed packet: the only finding is the malformed ping itself.
+    """
     with mosquitto_capture(rec) as broker:
         client = connected(rec, broker.host, broker.port, keep_alive=2)
         clock = Clock()
         clock.sleep_until(1.0)
         client.send(pingreq_packet(flags=0x1))
-        if client.wait_closed(2.0):
-            rec.note(f"mosquitto closed {client.peer_closed_at - clock.start:.2f} s after CONNACK; "
-                     f"answers: {[item.packet.hex() for item in client.received[1:]]}")
-            client.close()
+        closed = client.wait_closed(0.8)
+        answers = [item.packet.hex() for item in client.received[1:]]
+        if closed:
+            assert client.peer_closed_at is not None
+            rec.note(f"mosquitto closed {client.peer_closed_at - clock.start - 1.0:.3f} s after C1 00; answers {answers}")
         else:
-            rec.note(f"mosquitto kept the connection; answers: {[i.packet.hex() for i in client.received[1:]]}")
+            rec.note(f"mosquitto kept the connection after C1 00; answers {answers}")
             client.disconnect()
-            client.close()
+        client.close()
 
 
 @scenario("mid-stream")

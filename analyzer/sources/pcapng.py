@@ -36,9 +36,11 @@ BYTE_ORDERS = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
 MAX_BLOCK = MAX_ANY + 131_072
 """Wireshark's MAX_BLOCK_SIZE: the largest record plus room for options."""
 
-Interface = tuple[int, int, int, int, int, int]
-"""(linktype, multiplier, divisor, offset_ns, largest plausible captured length, snaplen), where
-ts_ns = ts * multiplier // divisor + offset_ns."""
+Interface = tuple[int, int, int, int, tuple[int, int] | None, int]
+"""(linktype, hi_mul, lo_mul, largest plausible captured length, adjust, snaplen): the timestamp
+words give ts_ns = hi * hi_mul + lo * lo_mul, then (when adjust = (divisor, offset_ns) is set)
+ts_ns // divisor + offset_ns. The common case (10^-n resolution, n <= 9, no offset) is then two
+multiplications and an addition, which matters at a million packets per second."""
 
 
 class _Structs:
@@ -91,7 +93,8 @@ def _interface(s: _Structs, buf: bytes, pos: int, stop: int) -> Interface:
             offset = s.i64(buf, opt)[0] * NS
         opt += (length + 3) & ~3
     cap = min(max(MAX_STANDARD, snaplen), MAX_ANY)
-    return linktype, mul, div, offset, cap, snaplen
+    adjust = None if div == 1 and offset == 0 else (div, offset)
+    return linktype, mul << 32, mul, cap, adjust, snaplen
 
 
 def _resolution(tsresol: int) -> tuple[int, int]:
@@ -123,10 +126,13 @@ def _block(s: _Structs, ifaces: list[Interface], buf: bytes, pos: int, blen: int
             raise _Corrupt(f"captured length {caplen} overruns its {blen}-byte block")
         if iface >= len(ifaces):
             raise _Corrupt(f"packet on undeclared interface {iface}")
-        linktype, mul, div, offset, cap, snaplen = ifaces[iface]
+        linktype, hi_mul, lo_mul, cap, adjust, snaplen = ifaces[iface]
         if caplen > cap:
             raise _Corrupt(f"captured length {caplen} > {MAX_STANDARD} and > snaplen {snaplen}")
-        return ((hi << 32) | lo) * mul // div + offset, linktype, buf[pos + 28 : pos + 28 + caplen], orig
+        ts = hi * hi_mul + lo * lo_mul
+        if adjust:
+            ts = ts // adjust[0] + adjust[1]
+        return ts, linktype, buf[pos + 28 : pos + 28 + caplen], orig
     if btype == 3:  # Simple Packet Block: interface 0, no timestamp
         if not ifaces or blen < 16:
             raise _Corrupt(f"simple packet block of {blen} bytes with {len(ifaces)} interfaces")
@@ -174,11 +180,12 @@ def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Iterator[Record]:
                     and s.u32(buf, stop - 4)[0] == blen
                     and iface < len(ifaces)
                 ):
-                    linktype, mul, div, offset, cap, _snaplen = ifaces[iface]
+                    linktype, hi_mul, lo_mul, cap, adjust, _snaplen = ifaces[iface]
                     if caplen <= cap:
                         frame += 1
-                        last_ts = ((hi << 32) | lo) * mul
-                        last_ts = (last_ts if div == 1 else last_ts // div) + offset
+                        last_ts = hi * hi_mul + lo * lo_mul
+                        if adjust:
+                            last_ts = last_ts // adjust[0] + adjust[1]
                         yield frame, last_ts, linktype, buf[pos + 28 : pos + 28 + caplen], orig
                         pos = stop
                         continue
