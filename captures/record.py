@@ -48,7 +48,7 @@ from tests.support.scripted_broker import ScriptedBroker  # noqa: E402
 DEFAULT_PORT = 1883
 
 # mosquitto log lines worth keeping in a recording's notes.
-NOTEWORTHY = ("connected from", "exceeded timeout", "disconnect", "error", "malformed", "closed", "sending connack")
+NOTEWORTHY = ("connected from", "exceeded timeout", "disconnect", "error", "malformed", "closed", "connack")
 
 
 class ScenarioError(RuntimeError):
@@ -101,29 +101,34 @@ class Clock:
         self.start = time.monotonic()
 
     def now(self) -> float:
+        """Seconds since the reference point."""
         return time.monotonic() - self.start
 
     def sleep_until(self, offset_s: float) -> None:
+        """Sleep until ``offset_s`` after the reference point (at once if that has passed)."""
         time.sleep(max(0.0, offset_s - self.now()))
 
 
 @contextmanager
-def mosquitto_capture(rec: Recording, host: str = "127.0.0.1", **broker_options: object) -> Iterator[MosquittoBroker]:
+def mosquitto_capture(
+    rec: Recording, host: str = "127.0.0.1", max_keepalive: int | None = None
+) -> Iterator[MosquittoBroker]:
     """A mosquitto on ``rec``'s port with tcpdump already capturing it; notes the broker's log."""
-    broker = MosquittoBroker(host=host, port=rec.broker_port, **broker_options)  # type: ignore[arg-type]
-    with broker:
-        with TcpdumpCapture(rec.path, [broker.port]):
-            yield broker
+    broker = MosquittoBroker(host=host, port=rec.broker_port, max_keepalive=max_keepalive)
+    with broker, TcpdumpCapture(rec.path, [broker.port]):
+        yield broker
     note_broker_log(rec, broker.log_text())
 
 
 @contextmanager
-def scripted_capture(rec: Recording, **script: object) -> Iterator[ScriptedBroker]:
+def scripted_capture(
+    rec: Recording, *, answer_pings: bool = True, close_after_idle_s: float | None = None
+) -> Iterator[ScriptedBroker]:
     """The scripted broker on ``rec``'s port with tcpdump already capturing it."""
-    with ScriptedBroker(port=rec.port, **script) as broker:  # type: ignore[arg-type]
-        with TcpdumpCapture(rec.path, [broker.port]):
-            yield broker
-        rec.note("scripted broker: " + "; ".join(what for _, what in broker.events))
+    broker = ScriptedBroker(port=rec.port, answer_pings=answer_pings, close_after_idle_s=close_after_idle_s)
+    with broker, TcpdumpCapture(rec.path, [broker.port]):
+        yield broker
+    rec.note("scripted broker: " + "; ".join(what for _, what in broker.events))
 
 
 def note_broker_log(rec: Recording, log: str) -> None:
@@ -163,12 +168,13 @@ def ping_session(rec: Recording, host: str, port: int, *, keep_alive: int, inter
     rec.note(f"{pings} PINGREQ every {interval_s} s, {client.count(PINGRESP)} PINGRESP")
 
 
-def await_broker_close(rec: Recording, client: RawClient, clock: Clock, timeout_s: float) -> None:
-    """Wait for the broker to close a silent client; note when (seconds after CONNACK)."""
+def await_broker_close(rec: Recording, client: RawClient, clock: Clock, timeout_s: float,
+                       since: str = "CONNACK") -> None:
+    """Wait for the broker to close a silent client; note when (client clock, after ``since``)."""
     if not client.wait_closed(timeout_s):
         raise ScenarioError(f"the broker did not close within {timeout_s} s")
     assert client.peer_closed_at is not None
-    rec.note(f"broker closed {client.peer_closed_at - clock.start:.2f} s after CONNACK (client clock)")
+    rec.note(f"broker closed {client.peer_closed_at - clock.start:.2f} s after {since} (client clock)")
     client.close()
 
 
@@ -220,7 +226,7 @@ def receive_only_subscriber(rec: Recording) -> None:
         publisher.disconnect()
         publisher.close()
         rec.note(f"publisher sent {index} PUBLISH; subscriber received {subscriber.count(PUBLISH)}")
-        await_broker_close(rec, subscriber, clock, timeout_s=1)
+        await_broker_close(rec, subscriber, clock, timeout_s=1, since="SUBACK")
 
 
 @scenario("server-keep-alive-ignored")
@@ -337,7 +343,8 @@ def malformed_ping(rec: Recording) -> None:
         answers = [item.packet.hex() for item in client.received[1:]]
         if closed:
             assert client.peer_closed_at is not None
-            rec.note(f"mosquitto closed {client.peer_closed_at - clock.start - 1.0:.3f} s after C1 00; answers {answers}")
+            after = client.peer_closed_at - clock.start - 1.0
+            rec.note(f"mosquitto closed {after:.3f} s after C1 00; answers {answers}")
         else:
             rec.note(f"mosquitto kept the connection after C1 00; answers {answers}")
             client.disconnect()
@@ -387,11 +394,23 @@ def split_and_coalesced(rec: Recording) -> None:
 
 
 def record(name: str, out: Path, port: int) -> Recording:
-    """Run one scenario into ``out/<name>.pcap`` and hand the file to the invoking user."""
-    rec = Recording(name, out / f"{name}.pcap", port)
-    SCENARIOS[name](rec)
+    """Run one scenario into ``out/<name>.pcap`` and hand the file to the invoking user.
+
+    The capture is written beside the target and moved into place only if the scenario succeeded,
+    so a failed re-recording never replaces a good shipped capture with a broken one.
+    """
+    final = out / f"{name}.pcap"
+    rec = Recording(name, out / f".{name}.pcap.partial", port)
+    try:
+        SCENARIOS[name](rec)
+    except BaseException:
+        rec.path.unlink(missing_ok=True)
+        raise
     # tcpdump drops privileges and leaves the file to its own user; under sudo give it back.
-    os.chown(rec.path, int(os.environ.get("SUDO_UID", os.getuid())), int(os.environ.get("SUDO_GID", os.getgid())))
+    uid = int(os.environ.get("SUDO_UID", os.getuid()))
+    os.chown(rec.path, uid, int(os.environ.get("SUDO_GID", os.getgid())))
+    os.replace(rec.path, final)
+    rec.path = final
     return rec
 
 
@@ -424,9 +443,14 @@ def main(argv: list[str] | None = None) -> int:
         print("tcpdump on lo needs root: sudo python captures/record.py", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    failed = []
     for name in args.scenarios or list(SCENARIOS):
-        print(summary(record(name, args.out, args.port)), flush=True)
-    return 0
+        try:
+            print(summary(record(name, args.out, args.port)), flush=True)
+        except Exception as exc:  # one broken scenario must not stop the others
+            print(f"{name}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            failed.append(name)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

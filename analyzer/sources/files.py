@@ -14,6 +14,7 @@ the frames already read are still evidence worth reporting.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import io
 import lzma
@@ -33,9 +34,10 @@ HEAD = 28
 """Bytes needed to check a file header: a pcap header is 24, the smallest pcapng SHB 28."""
 
 DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
-    "gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),
-    "bz2": lambda f: bz2.BZ2File(f),
-    "xz": lambda f: lzma.LZMAFile(f),
+    # closed by CaptureReader.close, hence no context managers
+    "gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),  # noqa: SIM115
+    "bz2": lambda f: bz2.BZ2File(f),  # noqa: SIM115
+    "xz": lambda f: lzma.LZMAFile(f),  # noqa: SIM115
 }
 UNSUPPORTED = {b"\x28\xb5\x2f\xfd": "zstd", b"\x04\x22\x4d\x18": "lz4", b"PK\x03\x04": "zip"}
 DECOMPRESS_ERRORS = (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error)
@@ -85,10 +87,8 @@ class CaptureReader:
         """Stop the walker (fixing `bytes_read`) and close what we opened; stdin stays open."""
         self._records.close()
         for stream in self._closers:
-            try:
+            with contextlib.suppress(*DECOMPRESS_ERRORS):
                 stream.close()
-            except DECOMPRESS_ERRORS:
-                pass
         self._closers = []
 
     def __enter__(self) -> CaptureReader:
@@ -179,7 +179,7 @@ def _open_raw(path: str) -> tuple[IO[bytes], list[IO[bytes]]]:
 def _not_a_capture(head: bytes, compression: str | None) -> InputError:
     other = UNSUPPORTED.get(head[:4])
     if other is not None:
-        return InputError(f"{other}-compressed file; only gzip, bz2 and xz are read, unpack it first")
+        return InputError(f"{other}-compressed file; only gzip, bz2 and xz are read: unpack it")
     where = f" once {compression}-decompressed" if compression else ""
     return InputError(f"not a pcap or pcapng capture{where} (starts with 0x{head[:4].hex()})")
 

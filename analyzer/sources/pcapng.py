@@ -1,8 +1,16 @@
 """pcapng files: section header check and the block walker.
 
-Frames are numbered as Wireshark numbers them: every Enhanced Packet Block (6), Simple Packet
-Block (3) and obsolete Packet Block (2) is a frame; every other block (section and interface
-headers, name resolution, statistics, decryption secrets, custom and unknown blocks) is skipped.
+Frames are numbered as Wireshark numbers them, which is not "packets only": Wireshark makes a
+record, with a frame number, of every Enhanced (6), Simple (3) and obsolete (2) Packet Block, but
+also of every Custom Block (0xBAD, 0x40000BAD, whatever its PEN), systemd Journal Export Block (9)
+and Sysdig event block (checked against tshark 4.0 and Wireshark's pcapng.c). Those non-packet
+records take their frame number and are not yielded, so later frame numbers still match what a
+user sees in Wireshark. Section and interface headers, name resolution, statistics, decryption
+secrets and unknown block types are not records and are skipped.
+
+Wireshark reads a block whose length is not a multiple of 4 by rounding the length up (some
+writers left the padding out of it); so do we, with one warning, rather than refuse a file that
+Wireshark opens.
 
 Timestamps use each interface's `if_tsresol` and `if_tsoffset`, converted to nanoseconds with
 integer arithmetic only and rounded down, exactly as Wireshark does. A Simple Packet Block has no
@@ -33,8 +41,10 @@ from analyzer.sources.pcap import (
 SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
 SHB = 0x0A0D0D0A
 BYTE_ORDERS = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
-MAX_BLOCK = MAX_ANY + 131_072
-"""Wireshark's MAX_BLOCK_SIZE: the largest record plus room for options."""
+MAX_BLOCK = 32 + MAX_ANY + 131_072
+"""Wireshark's MAX_BLOCK_SIZE: an EPB holding the largest record, plus 128 KiB of options."""
+NUMBERED_ONLY = frozenset({0x9, 0x204, 0x208, 0x216, 0x217, 0x221, 0x222, 0xBAD, 0x40000BAD})
+"""Block types Wireshark gives a frame number although they hold no packet (see above)."""
 
 Interface = tuple[int, int, int, int, tuple[int, int] | None, int]
 """(linktype, hi_mul, lo_mul, largest plausible captured length, adjust, snaplen): the timestamp
@@ -111,8 +121,15 @@ class _Corrupt(Exception):
     """A block that cannot be right; the message says why."""
 
 
-def _block(s: _Structs, ifaces: list[Interface], buf: bytes, pos: int, blen: int, btype: int,
-           state: ReadState) -> tuple[int | None, int, bytes, int] | None:
+def _block(
+    s: _Structs,
+    ifaces: list[Interface],
+    buf: bytes,
+    pos: int,
+    blen: int,
+    btype: int,
+    state: ReadState,
+) -> tuple[int | None, int, bytes, int] | None:
     """Handle any whole block the fast path did not: (ts_ns or None, linktype, data, wire_len)
     for a packet, None for a block that is not one. Raises _Corrupt."""
     if btype == 6 or btype == 2:  # Enhanced Packet Block, or the obsolete Packet Block
@@ -164,7 +181,7 @@ def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Iterator[Record]:
     structs = {"<": _Structs("<"), ">": _Structs(">")}
     s = structs[BYTE_ORDERS[buf[8:12]]]
     ifaces: list[Interface] = []
-    pos, base, end, frame, last_ts = 0, 0, len(buf), 0, 0
+    pos, base, end, frame, last_ts, n_ifaces, bad, unpadded = 0, 0, len(buf), 0, 0, 0, "", False
     try:
         while True:
             try:
@@ -178,7 +195,7 @@ def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Iterator[Record]:
                     and caplen + 32 <= blen
                     and not blen & 3
                     and s.u32(buf, stop - 4)[0] == blen
-                    and iface < len(ifaces)
+                    and iface < n_ifaces
                 ):
                     linktype, hi_mul, lo_mul, cap, adjust, _snaplen = ifaces[iface]
                     if caplen <= cap:
@@ -198,18 +215,30 @@ def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Iterator[Record]:
                         break
                     s = structs[order]
                     blen = s.head(buf, pos)[1]
-                if blen < 12 or blen & 3:
-                    bad = f"block length {blen} is not a multiple of 4 of at least 12"
+                if blen < 12:
+                    bad = f"block length {blen} is under 12"
                     break
+                if blen & 3:
+                    if not unpadded:
+                        unpadded = True
+                        state.warnings.append(
+                            f"block length {blen} at byte {base + pos} (after frame {frame}) is "
+                            "not a multiple of 4; rounded up, as Wireshark does"
+                        )
+                    blen = (blen + 3) & ~3
                 if pos + blen <= end:
-                    if s.u32(buf, pos + blen - 4)[0] != blen:
-                        bad = f"block length {blen} does not match its trailing copy"
+                    trailer = s.u32(buf, pos + blen - 4)[0]
+                    if (trailer + 3) & ~3 != blen:
+                        bad = f"block length {blen} does not match its trailing copy {trailer}"
                         break
+                    if btype in NUMBERED_ONLY:
+                        frame += 1
                     try:
                         packet = _block(s, ifaces, buf, pos, blen, btype, state)
                     except _Corrupt as exc:
                         bad = str(exc)
                         break
+                    n_ifaces = len(ifaces)
                     pos += blen
                     if packet is not None:
                         ts, linktype, data, orig = packet

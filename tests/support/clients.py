@@ -11,6 +11,7 @@ keep-alive mechanism needs nothing else, and fewer bytes keep the shipped captur
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
@@ -320,10 +321,8 @@ class RawClient:
         """Close with FIN, and give the broker ``wait_s`` to close its side too (a clean end)."""
         if not self._open:
             return
-        try:
+        with contextlib.suppress(OSError):  # the broker may already have reset the connection
             self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the broker already reset the connection
         self.wait_closed(wait_s)
         self._finish()
 
@@ -468,7 +467,7 @@ def run_paho_session(
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **extra
     )
-    client.on_log = lambda _client, _userdata, _level, message: log.append(f"{time.monotonic():.3f} {message}")
+    client.on_log = lambda _c, _u, _level, message: log.append(f"{time.monotonic():.3f} {message}")
     client.on_connect = lambda *_args: connected.set()
     client.on_disconnect = lambda *_args: disconnected.set()
     client.connect(require_loopback(host), port, keepalive=keep_alive)
