@@ -226,7 +226,7 @@ class SessionTimeline:
         silence = Silence(start_frame, start_ns, frame, ts_ns, end, self._silence_first,
                           self._inbound, self._inbound_first, self._hole, explained,
                           self._disconnect_reason)
-        if end == SilenceEnd.PACKET and (self.max_gap_ns is None or silence.duration_ns > self.max_gap_ns):
+        if self.max_gap_ns is None or silence.duration_ns > self.max_gap_ns:
             self.max_gap_ns = silence.duration_ns
         self._silence_start = None
         return silence
