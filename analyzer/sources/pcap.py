@@ -156,8 +156,8 @@ def iter_pcap(
                 stop = start + incl
                 if stop <= end:
                     frame += 1
+                    pos = stop  # before the yield: a yielded record counts as consumed
                     yield frame, sec * ns + frac * frac_ns, linktype, buf[start:stop], orig
-                    pos = stop
                     continue
                 need = 16 + incl
             try:

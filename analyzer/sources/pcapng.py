@@ -203,8 +203,9 @@ def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Iterator[Record]:
                         last_ts = hi * hi_mul + lo * lo_mul
                         if adjust:
                             last_ts = last_ts // adjust[0] + adjust[1]
-                        yield frame, last_ts, linktype, buf[pos + 28 : pos + 28 + caplen], orig
-                        pos = stop
+                        start = pos + 28
+                        pos = stop  # before the yield: a yielded record counts as consumed
+                        yield frame, last_ts, linktype, buf[start : start + caplen], orig
                         continue
             if end - pos >= 12:
                 btype, blen = s.head(buf, pos)

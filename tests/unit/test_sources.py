@@ -517,18 +517,27 @@ def test_pcapng_cut_short(tmp_path: Path) -> None:
     assert reader.error is None and "cut short" in reader.warnings[0]
 
 
-def test_corrupt_and_truncated_gzip_stop_without_raising(tmp_path: Path) -> None:
+def test_decompression_errors_stop_without_raising(tmp_path: Path) -> None:
     rng = random.Random(3)
-    payloads = [rng.randbytes(200) for _ in range(5000)]  # incompressible: a long deflate stream
-    packed = bytearray(gzip.compress(pcap_file([(0, p) for p in payloads])))
-    truncated = bytes(packed[: len(packed) // 2])
-    packed[len(packed) // 2 : len(packed) // 2 + 64] = bytes(64)
-    records, reader = read_all(write(tmp_path, "corrupt.gz", bytes(packed)))
-    assert 0 < len(records) < 5000 and [r[3] for r in records] == payloads[: len(records)]
-    assert reader.error is not None or reader.warnings
-    records, reader = read_all(write(tmp_path, "truncated.gz", truncated))
-    assert 0 < len(records) < 5000 and [r[3] for r in records] == payloads[: len(records)]
+    payloads = [rng.randbytes(200) for _ in range(10_000)]  # incompressible: a 2 MB stream
+    plain = pcap_file([(0, p) for p in payloads])
+
+    packed = bytearray(gzip.compress(plain))
+    packed[-8] ^= 0xFF  # the CRC-32 in the gzip trailer: noticed only at the very end
+    records, reader = read_all(write(tmp_path, "crc.gz", bytes(packed)))
+    assert [r[3] for r in records] == payloads
+    assert reader.error is not None and "CRC check failed" in reader.error
+
+    records, reader = read_all(write(tmp_path, "cut.gz", bytes(packed[: len(packed) // 2])))
+    assert 0 < len(records) < len(payloads) and [r[3] for r in records] == payloads[: len(records)]
     assert reader.error is None and "cut short" in reader.warnings[0]
+    assert "compressed stream ends early" in reader.warnings[0]
+
+    packed = bytearray(lzma.compress(plain))
+    packed[len(packed) // 2 : len(packed) // 2 + 4096] = bytes(4096)
+    records, reader = read_all(write(tmp_path, "bad.xz", bytes(packed)))
+    assert 0 < len(records) < len(payloads) and [r[3] for r in records[:100]] == payloads[:100]
+    assert reader.error is not None
 
 
 # --- reader lifecycle ---------------------------------------------------------------------------
