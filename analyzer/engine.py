@@ -132,7 +132,8 @@ class CaptureAnalysis:
             return SessionTimeline(
                 f"{self.name}#{flow.index}", self.path, flow_key(client, server, flow.index),
                 flow.first_frame, flow.first_ns, mid_stream=not flow.syn_seen,
-                assume_keep_alive_s=self.options.assume_keep_alive_s)
+                assume_keep_alive_s=self.options.assume_keep_alive_s,
+                silence_floor=self.judge.silence_floor_ns)
         return make
 
     def _note_connect(self, tl: SessionTimeline, ts_ns: int) -> None:

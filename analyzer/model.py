@@ -4,8 +4,10 @@ Every record is a frozen, slotted dataclass and every time is an ``int`` of nano
 epoch; float seconds appear only in reports. Nothing here keeps a password or a payload.
 
 Per-frame work (source -> decode -> reassembly) deliberately passes plain tuples instead of these
-records: building a frozen dataclass costs about a microsecond, which is the whole per-frame budget
-of the hot path. Records start at the MQTT layer, where there is one per control packet at most.
+records: building a frozen dataclass costs about 2 microseconds (measured here for 11 fields: frozen
+2.0 us, slots only 0.32 us, a tuple 0.03 us), more than the whole per-frame budget of the hot path.
+Records start at the MQTT layer. The records made once per control packet (`MQTTPacket`, and the
+timeline's `Silence`) are slotted but not frozen for the same reason; nothing mutates them.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class DisconnectBody:
 Body = ConnectBody | ConnAckBody | DisconnectBody | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MQTTPacket:
     """One MQTT control packet as it crossed the wire.
 

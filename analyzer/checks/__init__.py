@@ -6,6 +6,7 @@ are and their parameters come from the rule pack (`analyzer.ruleset`), never fro
 
 from __future__ import annotations
 
+from analyzer.checks.base import NS
 from analyzer.checks.broker_timing import broker_enforcement
 from analyzer.checks.client_timing import client_silence
 from analyzer.checks.pings import malformed_ping, ping_outcome
@@ -15,12 +16,16 @@ from analyzer.ruleset.model import RuleSet
 from analyzer.session.observations import MalformedPing, PingOutcome, Silence
 from analyzer.session.timeline import Observation, SessionTimeline
 
+_NEVER = 1 << 62
+"""No silence ended by a packet matters when Keep Alive is unknown or 0."""
+
 
 class Judge:
     """Applies the rule set to observations as a session produces them."""
 
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
+        self._floors: dict[int, int] = {}
 
     def observations(self, observed: list[Observation], tl: SessionTimeline) -> list[Finding]:
         out: list[Finding] = []
@@ -33,6 +38,22 @@ class Judge:
             elif isinstance(obs, MalformedPing):
                 out += malformed_ping(obs, tl, self.ruleset)
         return out
+
+    def silence_floor_ns(self, keep_alive_s: int | None) -> int:
+        """The longest silence ended by a client packet that no check objects to, for a given K.
+
+        KA101/KA103/KA105/KA902 start above K + tolerance and KA201 above multiplier x K + lateness
+        + tolerance; other checks look only at silences ended by a close. The timeline skips
+        building observations for shorter silences, which are nearly all of them.
+        """
+        if not keep_alive_s:
+            return _NEVER
+        floor = self._floors.get(keep_alive_s)
+        if floor is None:
+            profile = self.ruleset.profile
+            shortest = min(keep_alive_s, profile.multiplier * keep_alive_s + profile.late_s)
+            floor = self._floors[keep_alive_s] = int((shortest + self.ruleset.tolerance_s) * NS)
+        return floor
 
     def finished(self, tl: SessionTimeline) -> list[Finding]:
         return session_facts(tl, self.ruleset)

@@ -3,6 +3,7 @@
 The timeline never decides what is a violation; it reports intervals and exchanges exactly as they
 happened on the wire, and the checks (driven by the rule pack and the broker profile) decide. Each
 observation is emitted once, when it is complete, so memory stays flat however long a session runs.
+`Silence` and `PingOutcome` come once per client packet or ping: slotted, not frozen (see `model`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class SilenceEnd(str, Enum):
     OPEN = "open"                  # still open when the capture ended (or the flow was evicted)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Silence:
     """An interval in which the client sent no control packet.
 
@@ -52,7 +53,7 @@ class Silence:
         return self.end_ns - self.start_ns
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PingOutcome:
     """What became of one PINGREQ: answered (and when), or still unanswered when observation ended."""
 

@@ -18,6 +18,7 @@ DISCONNECT, FIN or RST ends the session; packets after it are counted but not ju
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 from analyzer.model import (
     ConnAckBody, ConnectBody, DisconnectBody, EndReason, FlowKey, FramingError, KeepAliveSource,
@@ -44,7 +45,8 @@ class SessionTimeline:
     """Follows one MQTT connection; see the module docstring."""
 
     def __init__(self, session_id: str, capture: str, flow: FlowKey, start_frame: int,
-                 start_ns: int, *, mid_stream: bool, assume_keep_alive_s: int | None = None) -> None:
+                 start_ns: int, *, mid_stream: bool, assume_keep_alive_s: int | None = None,
+                 silence_floor: Callable[[int | None], int] | None = None) -> None:
         self.session_id = session_id
         self.capture = capture
         self.flow = flow
@@ -77,6 +79,9 @@ class SessionTimeline:
         self._hole: StreamGap | None = None
         self._pings: deque[_Ping] = deque()
         self._disconnect_reason: int | None = None
+        self._silence_floor = silence_floor
+        """Given K, the longest silence ended by a client packet that no check could object to;
+        such silences (nearly all of them) are not turned into observations. None: report all."""
 
     # -- public -------------------------------------------------------------------------------
 
@@ -160,7 +165,9 @@ class SessionTimeline:
         self.last_client_malformed = pkt.type == PacketType.RESERVED or (
             ptype in _PINGS and bool(pkt.flags or pkt.remaining_length))
         if self._silence_start is not None:
-            out.append(self._close_silence(pkt.first_frame, pkt.ts_first_ns, SilenceEnd.PACKET))
+            silence = self._close_silence(pkt.first_frame, pkt.ts_first_ns, SilenceEnd.PACKET)
+            if silence is not None:
+                out.append(silence)
         self._open_silence(pkt.last_frame, pkt.ts_last_ns, first=False)
         if ptype == PacketType.PINGREQ:
             for ping in self._pings:
@@ -221,15 +228,18 @@ class SessionTimeline:
         self._inbound, self._inbound_first, self._hole = 0, None, None
 
     def _close_silence(self, frame: int, ts_ns: int, end: SilenceEnd,
-                       explained: str | None = None) -> Silence:
+                       explained: str | None = None) -> Silence | None:
         start_frame, start_ns = self._silence_start  # type: ignore[misc]
-        silence = Silence(start_frame, start_ns, frame, ts_ns, end, self._silence_first,
-                          self._inbound, self._inbound_first, self._hole, explained,
-                          self._disconnect_reason)
-        if self.max_gap_ns is None or silence.duration_ns > self.max_gap_ns:
-            self.max_gap_ns = silence.duration_ns
         self._silence_start = None
-        return silence
+        duration = ts_ns - start_ns
+        if self.max_gap_ns is None or duration > self.max_gap_ns:
+            self.max_gap_ns = duration
+        if (end == SilenceEnd.PACKET and self._silence_floor is not None
+                and duration <= self._silence_floor(self.keep_alive_s)):
+            return None
+        return Silence(start_frame, start_ns, frame, ts_ns, end, self._silence_first,
+                       self._inbound, self._inbound_first, self._hole, explained,
+                       self._disconnect_reason)
 
     def _end(self, reason: EndReason, frame: int, ts_ns: int) -> list[Observation]:
         self.end_reason, self.end_frame, self.end_ns = reason, frame, ts_ns
@@ -238,7 +248,7 @@ class SessionTimeline:
             kind = (SilenceEnd.SERVER_CLOSE if reason.by_server else
                     SilenceEnd.CLIENT_CLOSE if reason.by_client else SilenceEnd.OPEN)
             explained = self._close_explanation() if kind == SilenceEnd.SERVER_CLOSE else None
-            out.append(self._close_silence(frame, ts_ns, kind, explained))
+            out.append(self._close_silence(frame, ts_ns, kind, explained))  # type: ignore[arg-type]
         closed_by = "server" if reason.by_server else "client" if reason.by_client else None
         while self._pings:
             ping = self._pings.popleft()

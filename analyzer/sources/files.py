@@ -110,19 +110,23 @@ class _Prefixed(io.RawIOBase):
     def __init__(self, prefix: bytes, raw: IO[bytes]) -> None:
         super().__init__()
         self._prefix = prefix
+        self._at = 0  # an index, not re-slicing: the prefix can be a whole 1 MiB chunk
         self._raw = raw
+        self._read = _read_fn(raw)
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int | None = -1) -> bytes:
+        rest = len(self._prefix) - self._at
         if size is None or size < 0:
-            out, self._prefix = self._prefix + self._raw.read(), b""
+            out, self._at = self._prefix[self._at :] + self._raw.read(), len(self._prefix)
             return out
-        if self._prefix:
-            out, self._prefix = self._prefix[:size], self._prefix[size:]
+        if rest > 0:
+            out = self._prefix[self._at : self._at + size]
+            self._at += len(out)
             return out
-        return _read_fn(self._raw)(size)
+        return self._read(size)
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self.read(len(buffer))

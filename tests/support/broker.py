@@ -8,6 +8,8 @@ config and its log.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -55,27 +57,47 @@ def port_accepts(host: str, port: int, timeout_s: float = 0.2) -> bool:
         return False
 
 
+def service_user() -> str | None:
+    """The user mosquitto runs as once started by root: ``mosquitto``, else ``nobody``.
+
+    mosquitto drops root privileges by itself; naming the user in the config makes that explicit,
+    and lets us hand it the temp directory so it can write its log there.
+    """
+    if os.geteuid() != 0:
+        return None
+    for name in ("mosquitto", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    return None
+
+
 def render_config(
     host: str,
     port: int,
+    log_path: Path,
     *,
+    user: str | None = None,
     max_keepalive: int | None = None,
     extra_lines: Iterable[str] = (),
 ) -> str:
-    """The mosquitto.conf text for one loopback listener.
+    """The mosquitto.conf text for one loopback listener, logging everything to ``log_path``.
 
-    ``log_dest stdout`` (redirected to a file by :class:`MosquittoBroker`) rather than
-    ``log_dest file``: started as root, mosquitto drops privileges to the ``mosquitto`` user and
-    could no longer open a log file inside our root-owned temp directory.
+    A log file rather than stdout: mosquitto flushes its log file per line but leaves stdout
+    block-buffered when it is not a terminal, so a redirected stdout is empty while it runs.
     """
     lines = [
         f"listener {port} {host}",
         "allow_anonymous true",
         "persistence false",
-        "log_dest stdout",
+        f"log_dest file {log_path}",
         "log_type all",
         "connection_messages true",
     ]
+    if user is not None:
+        lines.append(f"user {user}")
     if max_keepalive is not None:
         lines.append(f"max_keepalive {max_keepalive}")
     lines.extend(extra_lines)
@@ -87,7 +109,7 @@ class MosquittoBroker:
 
     Entering writes the config, starts the broker and returns only once the port accepts TCP
     connections, so a capture started afterwards never misses the client's SYN. Leaving stops the
-    broker and removes the temp directory (call :meth:`log_text` inside the block if you need it).
+    broker and removes the temp directory; :meth:`log_text` still works afterwards.
     """
 
     def __init__(
@@ -102,41 +124,52 @@ class MosquittoBroker:
     ) -> None:
         self.host = require_loopback(host)
         self.port = port if port is not None else free_port(host)
-        self.config_text = render_config(
-            self.host, self.port, max_keepalive=max_keepalive, extra_lines=extra_lines
-        )
+        self.max_keepalive = max_keepalive
+        self.extra_lines = tuple(extra_lines)
+        self.config_text = ""
         self._binary = binary
         self._start_timeout_s = start_timeout_s
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._final_log = ""
 
-    @property
-    def log_path(self) -> Path:
-        """Where the broker's log goes (inside the temp directory)."""
-        if self._dir is None:
-            raise RuntimeError("the broker is not running")
-        return self._dir / "mosquitto.log"
-
     def log_text(self) -> str:
-        """Everything mosquitto has logged (connections, timeouts, protocol errors).
+        """Everything mosquitto has said: start-up errors (stderr), then its log file.
 
-        Still available after the block: the log is kept in memory when the temp dir goes, because
-        what the broker said about a scenario is often only interesting once it has ended.
+        Still available after the block: the text is kept in memory when the temp dir goes,
+        because what the broker said about a scenario is often only interesting once it ended.
         """
         if self._dir is None:
             return self._final_log
-        return self.log_path.read_text(errors="replace")
+        parts = [self._dir / "stderr.txt", self._dir / "mosquitto.log"]
+        return "".join(path.read_text(errors="replace") for path in parts if path.exists())
+
+    def _write_config(self, directory: Path) -> Path:
+        """Write mosquitto.conf into ``directory`` and make the directory the broker's."""
+        user = service_user()
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(directory, entry.pw_uid, entry.pw_gid)
+        self.config_text = render_config(
+            self.host,
+            self.port,
+            directory / "mosquitto.log",
+            user=user,
+            max_keepalive=self.max_keepalive,
+            extra_lines=self.extra_lines,
+        )
+        config = directory / "mosquitto.conf"
+        config.write_text(self.config_text)
+        return config
 
     def __enter__(self) -> MosquittoBroker:
         self._dir = Path(tempfile.mkdtemp(prefix="ka-mosquitto-"))
-        config = self._dir / "mosquitto.conf"
-        config.write_text(self.config_text)
-        with self.log_path.open("wb") as log:
+        config = self._write_config(self._dir)
+        with (self._dir / "stderr.txt").open("wb") as stderr:
             self._process = subprocess.Popen(
                 [self._binary, "-c", str(config)],
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=stderr,
                 stderr=subprocess.STDOUT,
             )
         try:

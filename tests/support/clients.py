@@ -334,7 +334,7 @@ class RawClient:
         self._finish()
 
     def _finish(self) -> None:
-        """Stop the reader before close(): a recv blocked in another thread delays the FIN/RST."""
+        """Stop the reader first, so it never selects on a closed (or reused) file descriptor."""
         self._stop.set()
         self._reader.join(timeout=2)
         self.sock.close()

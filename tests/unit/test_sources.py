@@ -101,7 +101,9 @@ def spb(data: bytes, wire: int | None = None, order: str = "<") -> bytes:
 
 
 def packet_block(iface: int, units: int, data: bytes, order: str = "<") -> bytes:
-    head = struct.pack(order + "HHIIII", iface, 0, units >> 32, units & 0xFFFFFFFF, len(data), len(data))
+    head = struct.pack(
+        order + "HHIIII", iface, 0, units >> 32, units & 0xFFFFFFFF, len(data), len(data)
+    )
     return block(2, head + data, order)
 
 
@@ -132,9 +134,23 @@ def input_error(path: Path | str) -> str:
 def tshark_frames(path: Path) -> list[tuple[int, int | None, str]]:
     """(frame.number, frame.time_epoch in ns or None, frame.interface_id) as tshark reads them."""
     out = subprocess.run(
-        ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.number", "-e", "frame.time_epoch",
-         "-e", "frame.interface_id"],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            "tshark",
+            "-r",
+            str(path),
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "frame.interface_id",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     rows = []
     for line in out.splitlines():
@@ -159,22 +175,22 @@ def rich_pcapng() -> tuple[bytes, list[Rec]]:
     t = T0 * NS
     blocks = [
         shb(),
-        idb(1),                                        # if 0: default microseconds
-        idb(1, tsresol=9),                             # if 1: nanoseconds
-        idb(101, tsresol=0x80 | 20, tsoffset=100),     # if 2: 2^-20 s, +100 s, raw IP
-        epb(0, T0 * 10**6 + 123456, frame(1)),         # frame 1
-        epb(1, T0 * NS + 987654321, frame(2)),         # frame 2
-        block(0x12345678, b"unknown block type"),      # skipped, no frame number
-        block(4, struct.pack("<HH", 0, 0)),            # NRB: skipped
-        spb(frame(3)),                                 # frame 3: SPB, previous timestamp
+        idb(1),  # if 0: default microseconds
+        idb(1, tsresol=9),  # if 1: nanoseconds
+        idb(101, tsresol=0x80 | 20, tsoffset=100),  # if 2: 2^-20 s, +100 s, raw IP
+        epb(0, T0 * 10**6 + 123456, frame(1)),  # frame 1
+        epb(1, T0 * NS + 987654321, frame(2)),  # frame 2
+        block(0x12345678, b"unknown block type"),  # skipped, no frame number
+        block(4, struct.pack("<HH", 0, 0)),  # NRB: skipped
+        spb(frame(3)),  # frame 3: SPB, previous timestamp
         epb(2, (T0 << 20) + 12345, frame(4), wire=1500),  # frame 4
         block(5, struct.pack("<IIIHH", 0, 0, 0, 0, 0)),  # ISB: skipped
         block(0xBAD, struct.pack("<I", 32473) + b"abc"),  # custom: frame 5, not yielded
-        packet_block(0, T0 * 10**6 + 5, frame(6)),     # frame 6: obsolete Packet Block
+        packet_block(0, T0 * 10**6 + 5, frame(6)),  # frame 6: obsolete Packet Block
         block(0xA, struct.pack("<II", 0x544C534B, 4) + b"keys"),  # DSB: skipped
         shb(">"),
-        idb(1, tsresol=3, order=">"),                  # new section: if 0 is milliseconds
-        epb(0, T0 * 1000 + 7, frame(7), order=">"),    # frame 7
+        idb(1, tsresol=3, order=">"),  # new section: if 0 is milliseconds
+        epb(0, T0 * 1000 + 7, frame(7), order=">"),  # frame 7
     ]
     expected = [
         (1, t + 123456000, 1, frame(1), len(frame(1))),
@@ -196,7 +212,9 @@ def test_pcap_micro_and_nano_in_both_byte_orders(tmp_path: Path, order: str, nan
     frac = 123456789 if nano else 123456000
     data = pcap_file(
         [(T0 * NS + frac, frame(1)), (T0 * NS + 2 * NS, frame(2), 1514), (0, b"")],
-        order=order, nano=nano, linktype=113,
+        order=order,
+        nano=nano,
+        linktype=113,
     )
     records, reader = read_all(write(tmp_path, "x.bin", data))
     assert records == [
@@ -229,13 +247,19 @@ def test_pcap_records_spanning_chunks_and_large_records(tmp_path: Path) -> None:
 @pytest.mark.parametrize("nano", [False, True])
 def test_pcap_timestamps_match_tcpdump(tmp_path: Path, nano: bool) -> None:
     rng = random.Random(1)
-    stamps = sorted(T0 * NS + rng.randrange(10**12) // (1 if nano else 1000) * (1 if nano else 1000)
-                    for _ in range(50))
-    path = write(tmp_path, "t.pcap", pcap_file([(ts, frame(i)) for i, ts in enumerate(stamps)],
-                                               nano=nano))
+    stamps = sorted(
+        T0 * NS + rng.randrange(10**12) // (1 if nano else 1000) * (1 if nano else 1000)
+        for _ in range(50)
+    )
+    path = write(
+        tmp_path, "t.pcap", pcap_file([(ts, frame(i)) for i, ts in enumerate(stamps)], nano=nano)
+    )
     out = subprocess.run(
         ["tcpdump", "-r", str(path), "-tt", "-nn", "--time-stamp-precision=nano"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.splitlines()
     records, _ = read_all(path)
     assert [r[1] for r in records] == [epoch_ns(line.split()[0]) for line in out] == stamps
@@ -246,8 +270,12 @@ def test_scapy_written_pcap_and_pcapng_are_read_back(tmp_path: Path) -> None:
     utils = pytest.importorskip("scapy.utils")
     pkts = []
     for i in range(5):
-        pkt = (scapy_all.Ether() / scapy_all.IP(src="10.0.0.2", dst="10.0.0.1")
-               / scapy_all.TCP(sport=40000 + i, dport=1883) / scapy_all.Raw(b"\xc0\x00"))
+        pkt = (
+            scapy_all.Ether()
+            / scapy_all.IP(src="10.0.0.2", dst="10.0.0.1")
+            / scapy_all.TCP(sport=40000 + i, dport=1883)
+            / scapy_all.Raw(b"\xc0\x00")
+        )
         pkt.time = T0 + i + 0.25
         pkts.append(pkt)
     utils.wrpcap(str(tmp_path / "s.pcap"), pkts)
@@ -285,12 +313,15 @@ def test_pcapng_frame_numbers_and_timestamps_match_tshark(tmp_path: Path) -> Non
 
 
 def test_simple_packet_block_timestamp_and_snaplen(tmp_path: Path) -> None:
-    data = b"".join([
-        shb(), idb(1, snaplen=20),
-        spb(frame(1)[:20], wire=60),  # before any timestamp: 0
-        epb(0, T0 * 10**6, frame(2)[:20], wire=60),
-        spb(frame(3)[:20], wire=60),  # the previous frame's timestamp
-    ])
+    data = b"".join(
+        [
+            shb(),
+            idb(1, snaplen=20),
+            spb(frame(1)[:20], wire=60),  # before any timestamp: 0
+            epb(0, T0 * 10**6, frame(2)[:20], wire=60),
+            spb(frame(3)[:20], wire=60),  # the previous frame's timestamp
+        ]
+    )
     records, _ = read_all(write(tmp_path, "spb", data))
     assert [(r[0], r[1], r[3], r[4]) for r in records] == [
         (1, 0, frame(1)[:20], 60),
@@ -303,11 +334,11 @@ def test_simple_packet_block_timestamp_and_snaplen(tmp_path: Path) -> None:
     ("tsresol", "tsoffset", "units", "expected"),
     [
         (None, None, 1_500_000, 1_500_000_000),
-        (0, None, 3, 3 * NS),                       # seconds
+        (0, None, 3, 3 * NS),  # seconds
         (12, None, 1_999_999_999_999, 1_999_999_999),  # picoseconds: rounded down
-        (0x80 | 10, None, 1536, 1_500_000_000),     # 2^-10 s
-        (0x80 | 30, None, 1, 0),                    # under a nanosecond: rounded down
-        (6, -5, 10**6, -4 * NS),                    # negative offset
+        (0x80 | 10, None, 1536, 1_500_000_000),  # 2^-10 s
+        (0x80 | 30, None, 1, 0),  # under a nanosecond: rounded down
+        (6, -5, 10**6, -4 * NS),  # negative offset
     ],
 )
 def test_if_tsresol_and_if_tsoffset(
@@ -326,13 +357,17 @@ def test_unpadded_block_length_is_rounded_up_like_wireshark(tmp_path: Path) -> N
     data = shb() + idb() + epb(0, 1, frame(1)) + bad + epb(0, 3, frame(3))
     records, reader = read_all(write(tmp_path, "u", data))
     assert [r[3] for r in records] == [frame(1), odd, frame(3)]
-    assert reader.error is None and len(reader.warnings) == 1 and "multiple of 4" in reader.warnings[0]
+    assert (
+        reader.error is None and len(reader.warnings) == 1 and "multiple of 4" in reader.warnings[0]
+    )
 
 
 # --- compression, stdin, directories ----------------------------------------------------------
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress,
+    "gzip": gzip.compress,
+    "bz2": bz2.compress,
+    "xz": lzma.compress,
 }
 
 
@@ -360,8 +395,14 @@ print(n, reader.format, reader.compression, reader.bytes_read, reader.warnings, 
 
 def run_python(code: str, stdin: bytes) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", code], input=stdin, capture_output=True,
-                          env=env, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
     return done.stdout.decode().strip()
 
 
@@ -387,8 +428,9 @@ def test_stdin_yields_each_frame_as_it_arrives() -> None:
     data = pcap_file([(T0 * NS, frame(1)), (T0 * NS, frame(2))])
     first_end = 24 + 16 + len(frame(1))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, env=env) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    ) as proc:
         assert proc.stdin is not None and proc.stdout is not None
         for i in range(0, first_end, 7):  # dribble the header and first record in
             proc.stdin.write(data[i : min(i + 7, first_end)])
@@ -416,7 +458,10 @@ def test_expand_inputs(tmp_path: Path) -> None:
     d = tmp_path / "d"
     assert expand_inputs([str(text), str(d), "-"]) == [
         str(text),
-        str(d / "a/c.pcap.gz"), str(d / "a/c.pcapng.xz"), str(d / "a/deep/x.dump"), str(d / "b.pcap"),
+        str(d / "a/c.pcap.gz"),
+        str(d / "a/c.pcapng.xz"),
+        str(d / "a/deep/x.dump"),
+        str(d / "b.pcap"),
         "-",
     ]
     with pytest.raises(InputError, match="no such file"):
@@ -458,16 +503,17 @@ def test_missing_directory_and_unreadable(tmp_path: Path) -> None:
 # --- bad data inside a capture ----------------------------------------------------------------
 
 
-def test_pcap_cut_short_in_record_body_and_header(tmp_path: Path) -> None:
+def test_pcap_cut_short_in_record_header_and_body(tmp_path: Path) -> None:
     data = pcap_file([(T0 * NS, frame(i)) for i in range(3)])
-    for cut in (5, 20):  # inside the last record's body; inside its 16-byte header
-        records, reader = read_all(write(tmp_path, f"cut{cut}", data[: -len(frame(2)) - 16 + cut]))
-        assert [r[0] for r in records] == [1, 2]
-        assert reader.error is None
+    last = len(data) - 16 - len(frame(2))
+    for keep in (5, 20):  # 5 of the last record's 16 header bytes; its header and 4 data bytes
+        records, reader = read_all(write(tmp_path, f"cut{keep}", data[: last + keep]))
+        assert [r[3] for r in records] == [frame(0), frame(1)]
+        assert reader.error is None and reader.bytes_read == last
         assert reader.warnings == [
-            "capture cut short in the middle of a record after frame 2 "
-            f"(byte {len(data) - len(frame(2)) - 16}); everything before it was read"
-        ] if cut < 16 else len(reader.warnings) == 1
+            f"capture cut short in the middle of a record after frame 2 (byte {last}); "
+            "everything before it was read"
+        ]
 
 
 def test_pcap_corrupt_record_length(tmp_path: Path) -> None:
@@ -499,7 +545,10 @@ def _pcapng_with(bad_block: bytes) -> tuple[bytes, int]:
         (block(6, struct.pack("<IIIII", 0, 0, 3, 400, 400) + bytes(40)), "overruns"),
         (epb(7, 3, frame(9)), "undeclared interface 7"),
         (struct.pack("<II", 6, 0x7FFFFFF0) + bytes(64), "beyond any real block"),
-        (block(1, struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 9, 200)), "interface description"),
+        (
+            block(1, struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 9, 200)),
+            "interface description",
+        ),
     ],
 )
 def test_pcapng_corrupt_blocks(tmp_path: Path, bad_block: bytes, reason: str) -> None:
@@ -558,3 +607,20 @@ def test_reader_closes_the_file(tmp_path: Path) -> None:
     with open_capture(str(path)) as reader:
         streams = list(reader._closers)
     assert streams and all(s.closed for s in streams)
+
+
+def test_mutated_captures_never_raise(tmp_path: Path) -> None:
+    """Random byte damage anywhere after the file header: iteration ends, it never raises."""
+    rng = random.Random(11)
+    seeds = [rich_pcapng()[0], pcap_file([(T0 * NS + i, frame(i)) for i in range(40)])]
+    path = tmp_path / "m"
+    for n in range(600):
+        data = bytearray(seeds[n % 2])
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(28, len(data))
+            data[at : at + rng.randint(1, 4)] = rng.randbytes(rng.randint(0, 4))
+        path.write_bytes(bytes(data[: rng.randint(28, len(data))] if n % 3 == 0 else data))
+        records, reader = read_all(path)
+        assert all(len(r) == 5 and isinstance(r[3], bytes) for r in records)
+        assert [r[0] for r in records] == sorted({r[0] for r in records})
+        assert reader.bytes_read <= len(data)
