@@ -4,7 +4,7 @@ decompression, format detection by magic bytes, and expanding directories into c
 The format is decided by the first bytes, never by the file name: captures arrive as `dump`,
 `x.cap`, `trace.pcap.gz` that is really pcapng, or on a pipe with no name at all. Nothing is
 loaded whole: compressed input is decompressed as it is read, and a pipe is read as fast as its
-writer delivers (`tcpdump -U -w - | mqtt-keepalive -` sees each frame when it arrives).
+writer delivers (behind `tcpdump -U -w -`, each frame is yielded as it arrives).
 
 Opening problems (missing, unreadable, not a capture) raise `InputError` with a one-line reason;
 problems found while iterating are recorded on the reader (`warnings`, `error`) instead, because
@@ -24,7 +24,7 @@ import sys
 import zlib
 from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
-from typing import IO
+from typing import IO, cast
 
 from analyzer.errors import InputError
 from analyzer.sources import pcap, pcapng
@@ -33,11 +33,14 @@ from analyzer.sources.pcap import CHUNK, Read, Record
 HEAD = 28
 """Bytes needed to check a file header: a pcap header is 24, the smallest pcapng SHB 28."""
 
-DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
+Stream = IO[bytes] | io.BufferedIOBase | io.RawIOBase
+"""A binary stream: a file, stdin, a decompressor, or the replaying wrapper below."""
+
+DECOMPRESSORS: dict[str, Callable[[Stream], io.BufferedIOBase]] = {
     # closed by CaptureReader.close, hence no context managers
     "gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"),  # noqa: SIM115
     "bz2": lambda f: bz2.BZ2File(f),  # noqa: SIM115
-    "xz": lambda f: lzma.LZMAFile(f),  # noqa: SIM115
+    "xz": lambda f: lzma.LZMAFile(cast(IO[bytes], f)),  # noqa: SIM115
 }
 UNSUPPORTED = {b"\x28\xb5\x2f\xfd": "zstd", b"\x04\x22\x4d\x18": "lz4", b"PK\x03\x04": "zip"}
 DECOMPRESS_ERRORS = (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error)
@@ -59,6 +62,10 @@ def _kind(head: bytes) -> str | None:
     return None
 
 
+def _no_records() -> Generator[Record, None, None]:
+    yield from ()
+
+
 class CaptureReader:
     """One open capture. Iterate it once for (frame_no, ts_ns, linktype, data, wire_len) tuples.
 
@@ -68,7 +75,7 @@ class CaptureReader:
     it ends, leaving a reason in `error` (corrupt) or `warnings` (cut short).
     """
 
-    def __init__(self, path: str, format: str, compression: str | None, closers: list[IO[bytes]]):
+    def __init__(self, path: str, format: str, compression: str | None, closers: list[Stream]):
         self.path = path
         self.format = format
         self.compression = compression
@@ -77,7 +84,7 @@ class CaptureReader:
         self.warnings: list[str] = []
         self.error: str | None = None
         self._closers = closers
-        self._records: Generator[Record, None, None] = (r for r in ())
+        self._records: Generator[Record, None, None] = _no_records()  # open_capture sets it
 
     def __iter__(self) -> Generator[Record, None, None]:
         # The walker itself, not a wrapper: a wrapper generator would double the per-frame cost.
@@ -107,7 +114,7 @@ class _Prefixed(io.RawIOBase):
     """Replays the bytes already read for sniffing, then continues with the raw stream: stdin
     cannot seek back, and a decompressor needs its input from the first byte."""
 
-    def __init__(self, prefix: bytes, raw: IO[bytes]) -> None:
+    def __init__(self, prefix: bytes, raw: Stream) -> None:
         super().__init__()
         self._prefix = prefix
         self._at = 0  # an index, not re-slicing: the prefix can be a whole 1 MiB chunk
@@ -134,7 +141,7 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def _read_fn(stream: IO[bytes]) -> Read:
+def _read_fn(stream: Stream) -> Read:
     """`read1` where there is one: it returns what a pipe holds now instead of waiting for more."""
     return getattr(stream, "read1", stream.read)
 
@@ -159,7 +166,7 @@ def _head(read: Read, compression: str | None) -> bytes:
     return b"".join(parts)
 
 
-def _open_raw(path: str) -> tuple[IO[bytes], list[IO[bytes]]]:
+def _open_raw(path: str) -> tuple[Stream, list[Stream]]:
     """The byte stream for `path` and what closing the reader must close (never stdin)."""
     if path == "-":
         if sys.stdin is None:
@@ -199,7 +206,7 @@ def open_capture(path: str) -> CaptureReader:
         raise
 
 
-def _open_stream(path: str, raw: IO[bytes], closers: list[IO[bytes]]) -> CaptureReader:
+def _open_stream(path: str, raw: Stream, closers: list[Stream]) -> CaptureReader:
     read = _read_fn(raw)
     head = _head(read, None)
     if not head:

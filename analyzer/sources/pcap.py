@@ -17,7 +17,7 @@ from __future__ import annotations
 import lzma
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Protocol
 
 from analyzer.errors import InputError
@@ -133,7 +133,7 @@ def parse_header(head: bytes) -> tuple[str, int, int, int]:
 
 def iter_pcap(
     state: ReadState, read: Read, buf: bytes, order: str, frac_ns: int, snaplen: int, linktype: int
-) -> Iterator[Record]:
+) -> Generator[Record, None, None]:
     """Yield every record of a pcap whose 24-byte header starts `buf`."""
     unpack = struct.Struct(order + "IIII").unpack_from
     cap = min(max(MAX_STANDARD, snaplen), MAX_ANY)

@@ -22,7 +22,7 @@ A new Section Header Block starts over: its own byte order, and no interfaces un
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from analyzer.errors import InputError
 from analyzer.sources.pcap import (
@@ -173,7 +173,7 @@ def _block(
     return None
 
 
-def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Iterator[Record]:
+def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Generator[Record, None, None]:
     """Yield every packet of a pcapng whose first Section Header Block starts `buf`.
 
     Enhanced Packet Blocks that are whole in the buffer and sound take the inline fast path (one

@@ -91,3 +91,41 @@ def test_recording_ends_with_both_fins(compliant_pinger: Path) -> None:
 def test_recording_has_nanosecond_timestamps(compliant_pinger: Path) -> None:
     # 0xa1b23c4d is the nanosecond pcap magic (little-endian on disk: 4d 3c b2 a1).
     assert compliant_pinger.read_bytes()[:4] in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+
+
+def record(out: Path, scenario: str) -> Path:
+    """Record one scenario of ``captures/record.py`` afresh, on a free port."""
+    result = subprocess.run(
+        [sys.executable, str(RECORDER), "--out", str(out), "--port", "0", scenario],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out / f"{scenario}.pcap"
+
+
+def analyzed(pcap: Path) -> tuple[list[str], list]:
+    """Rule ids found (sorted) and the sessions, with the broker's port configured."""
+    from analyzer import Options, analyze
+
+    report = analyze([str(pcap)], Options(ports=frozenset({broker_port(pcap)})))
+    return sorted(f.rule_id for f in report.findings), list(report.sessions)
+
+
+def test_fresh_compliant_pinger_has_no_finding(compliant_pinger: Path) -> None:
+    rules, sessions = analyzed(compliant_pinger)
+    assert rules == []
+    assert [s.pingreq for s in sessions] == [5]
+
+
+def test_fresh_silent_client_is_caught_and_dropped_by_mosquitto(tmp_path: Path) -> None:
+    """mosquitto drops a silent client somewhere after 1.5 x K (its check runs every ~5 s): the
+    client findings are certain, the broker's close is late under the spec profile, never early."""
+    rules, sessions = analyzed(record(tmp_path, "silent-client"))
+    assert rules == ["KA101", "KA102", "KA201"]
+    assert sessions[0].end_reason.value == "server_fin"
+
+
+def test_fresh_late_pinger_gets_one_ka101_per_gap(tmp_path: Path) -> None:
+    rules, sessions = analyzed(record(tmp_path, "late-pinger"))
+    assert rules == ["KA101"] * 4
+    assert sessions[0].end_reason.value == "client_disconnect"
