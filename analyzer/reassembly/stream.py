@@ -10,9 +10,12 @@ the consumer), which makes wrap-around a non-event. A segment is then:
   overlap; only bytes never delivered before are passed on, so the first transmission's time counts;
 * early (positive): out of order; buffered until the hole before it fills.
 
-A hole becomes an explicit gap (`sink.gap`) when the other side acknowledges bytes the capture never
-showed, when buffered bytes exceed `max_pending_bytes`, or when the stream ends. Bytes are delivered
-with the frame number and timestamp of the segment that carried them, so timing survives reordering.
+A hole becomes an explicit gap (`sink.gap`) when the other side has acknowledged bytes the capture
+never showed and they still have not appeared `ACKED_HOLE_WAIT_NS` later (captures taken on several
+queues or interfaces often hold an ACK just before the data it acknowledges, so an ACK alone proves
+nothing yet), when buffered bytes exceed `max_pending_bytes`, or when the stream ends. Bytes are
+delivered with the frame number and timestamp of the segment that carried them, so timing survives
+reordering.
 
 The consumer (`sink`) gets `data(payload, frame_no, ts_ns)` and `gap(missing, frame_no, ts_ns)`;
 this module is sans-I/O and knows nothing of MQTT.
@@ -24,6 +27,9 @@ from typing import Protocol
 
 MAX_PENDING_BYTES = 1 << 20
 """Out-of-order bytes kept per direction before the missing part is declared lost."""
+
+ACKED_HOLE_WAIT_NS = 1_000_000_000
+"""How long acknowledged-but-unseen bytes may take to show up in the capture before they are lost."""
 
 _MOD = 1 << 32
 _HALF = 1 << 31
@@ -43,7 +49,7 @@ class HalfStream:
     """Reassembly state of one direction of one TCP connection."""
 
     __slots__ = ("sink", "next_seq", "pending", "pending_bytes", "fin_seq", "max_pending_bytes",
-                 "retransmitted_bytes", "lost_bytes", "mid_stream")
+                 "retransmitted_bytes", "lost_bytes", "mid_stream", "acked_seq", "hole_deadline_ns")
 
     def __init__(self, sink: StreamSink, max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.sink = sink
@@ -56,6 +62,10 @@ class HalfStream:
         self.lost_bytes = 0
         self.mid_stream = False
         """True when the first segment seen was not a SYN: the stream's start was not captured."""
+        self.acked_seq: int | None = None
+        """The highest sequence number the peer acknowledged beyond what was delivered."""
+        self.hole_deadline_ns: int | None = None
+        """When acknowledged bytes that never appeared are declared lost (see `expire`)."""
 
     def segment(self, seq: int, payload: bytes, frame_no: int, ts_ns: int,
                 syn: bool = False, fin: bool = False) -> None:
@@ -80,16 +90,30 @@ class HalfStream:
             self._buffer(seq, payload, frame_no, ts_ns)
 
     def acked(self, ack: int, frame_no: int, ts_ns: int) -> None:
-        """The other side acknowledged up to `ack`: bytes before it that were never seen are lost."""
+        """The other side acknowledged up to `ack`: bytes before it that never appear are lost."""
         if self.next_seq is None:
             return
         limit = ack if self.fin_seq is None or seq_diff(ack, self.fin_seq) <= 0 else self.fin_seq
         ahead = seq_diff(limit, self.next_seq)
         if 0 < ahead < _HALF // 2:
-            self._skip_to(limit, frame_no, ts_ns)
+            if self.acked_seq is None or seq_diff(limit, self.acked_seq) > 0:
+                self.acked_seq = limit
+            if self.hole_deadline_ns is None:
+                self.hole_deadline_ns = ts_ns + ACKED_HOLE_WAIT_NS
+
+    def expire(self, frame_no: int, ts_ns: int) -> None:
+        """Network time reached the deadline of acknowledged bytes that never appeared: lose them."""
+        target, self.acked_seq, self.hole_deadline_ns = self.acked_seq, None, None
+        if target is not None:
+            self._skip_to(target, frame_no, ts_ns)
+
+    def skip_to(self, seq: int, frame_no: int, ts_ns: int) -> None:
+        """Bytes before `seq` will never be captured (a snap length cut them, or a FIN follows)."""
+        self._skip_to(seq, frame_no, ts_ns)
 
     def finish(self, frame_no: int, ts_ns: int) -> None:
         """The stream is over: buffered bytes behind a hole are delivered after an explicit gap."""
+        self.expire(frame_no, ts_ns)
         while self.pending:
             first = min(self.pending, key=lambda s: seq_diff(s, self.next_seq))
             self._skip_to(first, frame_no, ts_ns)
@@ -101,6 +125,8 @@ class HalfStream:
         self.sink.data(payload, frame_no, ts_ns)
         if self.pending:
             self._drain()
+        if self.acked_seq is not None and seq_diff(self.acked_seq, self.next_seq) <= 0:
+            self.acked_seq = self.hole_deadline_ns = None
 
     def _overlap(self, payload: bytes, behind: int, frame_no: int, ts_ns: int) -> None:
         if behind >= len(payload):
@@ -144,6 +170,8 @@ class HalfStream:
         missing = seq_diff(seq, self.next_seq)
         if missing <= 0:
             return
+        if self.acked_seq is not None and seq_diff(self.acked_seq, seq) <= 0:
+            self.acked_seq = self.hole_deadline_ns = None
         self.lost_bytes += missing
         self.next_seq = seq
         self.sink.gap(missing, frame_no, ts_ns)

@@ -73,6 +73,9 @@ class Connection:
                 frame_no: int, ts_ns: int) -> None:
         """Take one TCP segment of this connection, sent by side A (`is_a`) or side B."""
         half, other = (self.halves[0], self.halves[1]) if is_a else (self.halves[1], self.halves[0])
+        for stream in self.halves:
+            if stream.hole_deadline_ns is not None and ts_ns >= stream.hole_deadline_ns:
+                stream.expire(frame_no, ts_ns)
         if flags & ACK and other.next_seq is not None:
             other.acked(ack, frame_no, ts_ns)
         if flags & RST:
@@ -80,9 +83,9 @@ class Connection:
             return
         half.segment(seq, payload, frame_no, ts_ns, bool(flags & SYN), bool(flags & FIN))
         if missing and half.next_seq is not None:
-            half.acked((half.next_seq + missing) % (1 << 32), frame_no, ts_ns)
+            half.skip_to((half.next_seq + missing) % (1 << 32), frame_no, ts_ns)
         if flags & FIN and half.fin_seq is not None:
-            half.acked(half.fin_seq, frame_no, ts_ns)
+            half.skip_to(half.fin_seq, frame_no, ts_ns)
             self._close(is_a, frame_no, ts_ns, rst=False)
 
     def finish(self, reason: EndReason, frame_no: int, ts_ns: int) -> None:
