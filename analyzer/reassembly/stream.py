@@ -11,9 +11,9 @@ the consumer), which makes wrap-around a non-event. A segment is then:
 * early (positive): out of order; buffered until the hole before it fills.
 
 A hole becomes an explicit gap (`sink.gap`) when the other side has acknowledged bytes the capture
-never showed and they still have not appeared `ACKED_HOLE_WAIT_NS` later (captures taken on several
-queues or interfaces often hold an ACK just before the data it acknowledges, so an ACK alone proves
-nothing yet), when buffered bytes exceed `max_pending_bytes`, or when the stream ends. Bytes are
+never showed and they still have not appeared `ACKED_HOLE_WAIT_NS` later, or later bytes of the
+stream arrived first (captures taken on several queues or interfaces often hold an ACK just before
+the data it acknowledges, so an ACK alone proves nothing yet), when buffered bytes exceed `max_pending_bytes`, or when the stream ends. Bytes are
 delivered with the frame number and timestamp of the segment that carried them, so timing survives
 reordering.
 
@@ -102,10 +102,16 @@ class HalfStream:
                 self.hole_deadline_ns = ts_ns + ACKED_HOLE_WAIT_NS
 
     def expire(self, frame_no: int, ts_ns: int) -> None:
-        """Network time reached the deadline of acknowledged bytes that never appeared: lose them."""
+        """Acknowledged bytes never appeared (the deadline passed, or later bytes came first):
+        they are lost. Skips to the first byte that is known, buffered or acknowledged."""
         target, self.acked_seq, self.hole_deadline_ns = self.acked_seq, None, None
-        if target is not None:
-            self._skip_to(target, frame_no, ts_ns)
+        if target is None or self.next_seq is None:
+            return
+        if self.pending:
+            first = min(self.pending, key=lambda s: seq_diff(s, self.next_seq))
+            if seq_diff(first, target) < 0:
+                target = first
+        self._skip_to(target, frame_no, ts_ns)
 
     def skip_to(self, seq: int, frame_no: int, ts_ns: int) -> None:
         """Bytes before `seq` will never be captured (a snap length cut them, or a FIN follows)."""
@@ -144,7 +150,9 @@ class HalfStream:
             self.pending_bytes -= len(known[0])
         self.pending[seq] = (payload, frame_no, ts_ns)
         self.pending_bytes += len(payload)
-        if self.pending_bytes > self.max_pending_bytes:
+        if self.acked_seq is not None:  # the peer acknowledged the hole and later bytes arrive first
+            self.expire(frame_no, ts_ns)
+        elif self.pending_bytes > self.max_pending_bytes:
             first = min(self.pending, key=lambda s: seq_diff(s, self.next_seq))
             self._skip_to(first, frame_no, ts_ns)
 
