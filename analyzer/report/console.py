@@ -144,7 +144,7 @@ def _heading(path: str, c: CaptureSummary | None) -> list[Text]:
     if c is None:
         return [head + Text("  (no capture summary)", style="dim")]
     facts = (
-        f"  {c.format}, {c.frames} frames, {c.tcp_streams} TCP streams, "
+        f"  {c.format}, {_plural(c.frames, 'frame')}, {_plural(c.tcp_streams, 'TCP stream')}, "
         f"{_plural(c.mqtt_sessions, 'MQTT session')}"
     )
     if c.skipped:
