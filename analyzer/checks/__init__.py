@@ -42,16 +42,18 @@ class Judge:
     def silence_floor_ns(self, keep_alive_s: int | None) -> int:
         """The longest silence ended by a client packet that no check objects to, for a given K.
 
-        KA101/KA103/KA105/KA902 start above K + tolerance and KA201 above multiplier x K + lateness
-        + tolerance; other checks look only at silences ended by a close. The timeline skips
+        KA101/KA103/KA105/KA902 start above K + tolerance and KA201 above the end of the broker
+        profile's window + tolerance; other checks look only at silences ended by a close. The timeline skips
         building observations for shorter silences, which are nearly all of them.
         """
         if not keep_alive_s:
             return _NEVER
         floor = self._floors.get(keep_alive_s)
         if floor is None:
-            profile = self.ruleset.profile
-            shortest = min(keep_alive_s, profile.multiplier * keep_alive_s + profile.late_s)
+            shortest = float(keep_alive_s)
+            k_enf = self.ruleset.profile.enforced_keep_alive(keep_alive_s)
+            if k_enf is not None:
+                shortest = min(shortest, self.ruleset.profile.window_s(k_enf)[1])
             floor = self._floors[keep_alive_s] = int((shortest + self.ruleset.tolerance_s) * NS)
         return floor
 

@@ -1,10 +1,12 @@
 """Broker enforcement: did the broker close a silent client inside its profile's window?
 
-KA201: the client's silence outlasted multiplier x K + the profile's lateness + tolerance and the
-broker still had not closed the connection (it accepted a later packet, closed late, or the
-connection was still open when the client closed it or the capture ended).
-KA202: the broker closed while the silence was still under multiplier x K - early allowance -
-tolerance, and nothing explains the close as something other than keep-alive enforcement.
+The broker profile says which K the broker enforces (K_enf: the client's, after the profile's
+limits) and the window in which its close is on time (`BrokerProfile.window_s`).
+KA201: the client's silence outlasted the window's end + tolerance and the broker still had not
+closed the connection (it accepted a later packet, closed late, or the connection was still open
+when the client closed it or the capture ended).
+KA202: the broker closed before the window's start - tolerance, and nothing explains the close as
+something other than keep-alive enforcement.
 """
 
 from __future__ import annotations
@@ -24,20 +26,22 @@ _KEPT_OPEN = {
 
 
 def broker_enforcement(silence: Silence, session: SessionView, ruleset: RuleSet) -> list[Finding]:
-    """Judge the broker's reaction to one client silence."""
+    """Judge the broker's reaction to one client silence against the profile's on-time window."""
     k = judged_keep_alive(session)
     if k is None or silence.hole is not None:
         return []
-    profile = ruleset.profile
+    k_enf = ruleset.profile.enforced_keep_alive(k)
+    if k_enf is None:
+        return []
     tol_ns = int(ruleset.tolerance_s * NS)
-    deadline_s = profile.multiplier * k
-    latest_ns = silence.start_ns + int((deadline_s + profile.late_s) * NS)
+    earliest_s, latest_s = ruleset.profile.window_s(k_enf)
+    latest_ns = silence.start_ns + int(latest_s * NS)
     if silence.end_ns > latest_ns + tol_ns:
-        return _not_enforced(silence, session, ruleset, k, deadline_s, latest_ns)
+        return _not_enforced(silence, session, ruleset, k_enf, latest_ns)
     if silence.end == SilenceEnd.SERVER_CLOSE:
-        earliest_ns = silence.start_ns + int((deadline_s - profile.early_s) * NS)
-        if silence.end_ns < earliest_ns - tol_ns and _is_keep_alive_close(silence, ruleset, k):
-            return _closed_early(silence, session, ruleset, k, deadline_s)
+        if silence.end_ns < silence.start_ns + int(earliest_s * NS) - tol_ns and \
+                _is_keep_alive_close(silence, ruleset, k):
+            return _closed_early(silence, session, ruleset, k_enf, earliest_s)
     return []
 
 
@@ -51,29 +55,37 @@ def _is_keep_alive_close(silence: Silence, ruleset: RuleSet, k: int) -> bool:
     return silence.duration_ns >= min_idle_ns
 
 
-def _not_enforced(silence: Silence, session: SessionView, ruleset: RuleSet, k: int,
-                  deadline_s: float, latest_ns: int) -> list[Finding]:
+def _window_text(ruleset: RuleSet, k_enf: int) -> str:
+    profile = ruleset.profile
+    text = f"{fmt_s(profile.deadline_s(k_enf))} s ({profile.multiplier:g} x {k_enf} s"
+    if profile.profile_id != "spec":
+        earliest, latest = profile.window_s(k_enf)
+        text += f"; {profile.profile_id} closes between {fmt_s(earliest)} and {fmt_s(latest)} s"
+    return text + ")"
+
+
+def _not_enforced(silence: Silence, session: SessionView, ruleset: RuleSet, k_enf: int,
+                  latest_ns: int) -> list[Finding]:
     gap = silence.duration_ns
     how = _KEPT_OPEN[silence.end].format(end=silence.end_frame,
                                          late=fmt_s(seconds(silence.end_ns - latest_ns)))
-    window = f"{fmt_s(deadline_s)} s ({ruleset.profile.multiplier:g} x {k} s"
-    window += f" + {fmt_s(ruleset.profile.late_s)} s allowed late)" if ruleset.profile.late_s else ")"
+    limit_s = seconds(latest_ns - silence.start_ns)
     found = finding(ruleset, "KA201", session, (silence.start_frame, silence.end_frame), latest_ns,
                     f"client silent for {fmt_s(seconds(gap))} s, past the broker deadline of "
-                    f"{window}; {how}", gap_ns=gap,
-                    limit_s=deadline_s + ruleset.profile.late_s, keep_alive_s=k)
+                    f"{_window_text(ruleset, k_enf)}; {how}", gap_ns=gap,
+                    limit_s=round(limit_s, 6), keep_alive_s=k_enf)
     return [found] if found is not None else []
 
 
-def _closed_early(silence: Silence, session: SessionView, ruleset: RuleSet, k: int,
-                  deadline_s: float) -> list[Finding]:
+def _closed_early(silence: Silence, session: SessionView, ruleset: RuleSet, k_enf: int,
+                  earliest_s: float) -> list[Finding]:
     gap = silence.duration_ns
     said = (" with DISCONNECT 0x8D (Keep Alive timeout)"
             if silence.disconnect_reason == KEEP_ALIVE_TIMEOUT else "")
     found = finding(ruleset, "KA202", session, (silence.start_frame, silence.end_frame),
                     silence.end_ns,
                     f"the broker closed the connection{said} after {fmt_s(seconds(gap))} s of client "
-                    f"silence; it may not before {fmt_s(deadline_s)} s "
-                    f"({ruleset.profile.multiplier:g} x {k} s)",
-                    gap_ns=gap, limit_s=deadline_s, keep_alive_s=k)
+                    f"silence; it may not before {fmt_s(earliest_s)} s "
+                    f"(deadline {_window_text(ruleset, k_enf)})",
+                    gap_ns=gap, limit_s=round(earliest_s, 6), keep_alive_s=k_enf)
     return [found] if found is not None else []

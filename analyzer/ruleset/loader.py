@@ -19,7 +19,14 @@ from analyzer.model import Severity
 from analyzer.ruleset.model import BrokerProfile, Rule, RuleSet
 
 _RULE_KEYS = {"id", "name", "side", "severity", "spec", "summary", "params", "enabled"}
-_PROFILE_KEYS = {"id", "description", "multiplier", "early_s", "late_s", "timer_start", "sources"}
+_PROFILE_NUMBERS = ("multiplier", "early_s", "early_k", "late_s", "late_k", "late_max_s",
+                    "deadline_max_s")
+_PROFILE_INTEGERS = ("min_keep_alive_s", "max_keep_alive_s")
+_PROFILE_CHOICES = {"above_max": ("clamp", "reject", "allow"),
+                    "zero_keep_alive": ("disabled", "max", "reject"),
+                    "timer_start": ("connect", "connack")}
+_PROFILE_KEYS = {"id", "description", "sources", "sends_disconnect_0x8d", *_PROFILE_NUMBERS,
+                 *_PROFILE_INTEGERS, *_PROFILE_CHOICES}
 _SIDES = {"client", "broker", "either", "-"}
 
 
@@ -82,14 +89,32 @@ def _parse_profile(data: dict[str, Any], path: Path) -> BrokerProfile:
     unknown = set(raw) - _PROFILE_KEYS
     if unknown:
         raise RuleSetError(f"{path}: broker: unknown key {sorted(unknown)[0]!r}")
-    return BrokerProfile(
-        profile_id=str(raw.get("id", path.stem)),
-        multiplier=_number(raw.get("multiplier", 1.5), path, "broker.multiplier"),
-        early_s=_number(raw.get("early_s", 0.0), path, "broker.early_s"),
-        late_s=_number(raw.get("late_s", 0.0), path, "broker.late_s"),
-        timer_start=str(raw.get("timer_start", "connect")),
-        description=str(raw.get("description", "")),
-    )
+    fields: dict[str, Any] = {
+        name: _number(raw[name], path, f"broker.{name}") for name in _PROFILE_NUMBERS if name in raw}
+    for name in _PROFILE_INTEGERS:
+        if name in raw:
+            fields[name] = _integer(raw[name], path, f"broker.{name}")
+    for name, choices in _PROFILE_CHOICES.items():
+        if name in raw:
+            if raw[name] not in choices:
+                raise RuleSetError(f"{path}: broker.{name}: {raw[name]!r} is not one of {list(choices)}")
+            fields[name] = raw[name]
+    if "sends_disconnect_0x8d" in raw:
+        if not isinstance(raw["sends_disconnect_0x8d"], bool):
+            raise RuleSetError(f"{path}: broker.sends_disconnect_0x8d: expected true or false")
+        fields["sends_disconnect_0x8d"] = raw["sends_disconnect_0x8d"]
+    sources = raw.get("sources")
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) for s in sources):
+        raise RuleSetError(f"{path}: broker.sources: every profile must cite its sources (a list of strings)")
+    return BrokerProfile(profile_id=str(raw.get("id", path.stem)),
+                         description=str(raw.get("description", "")), sources=tuple(sources),
+                         **fields)
+
+
+def _integer(value: object, path: Path, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RuleSetError(f"{path}: {key}: expected a whole number of seconds, got {value!r}")
+    return value
 
 
 def _number(value: object, path: Path, key: str) -> float:

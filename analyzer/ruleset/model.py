@@ -25,14 +25,67 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class BrokerProfile:
-    """How a broker enforces Keep Alive: the window in which its close counts as on time."""
+    """How a broker enforces Keep Alive: which K it enforces and when its close counts as on time.
+
+    The broker should close a silent client `multiplier` x K_enf after the client's last packet
+    (capped at `deadline_max_s`), where K_enf is the client's effective Keep Alive after the
+    profile's limits. Real brokers check on ticks and round, so the close is on time anywhere in
+    [nominal - early, nominal + late]; see `rules/README.md`.
+    """
 
     profile_id: str
     multiplier: float = 1.5
     early_s: float = 0.0
+    early_k: float = 0.0
     late_s: float = 0.0
+    late_k: float = 0.0
+    late_max_s: float | None = None
+    deadline_max_s: float | None = None
+    min_keep_alive_s: int | None = None
+    max_keep_alive_s: int | None = None
+    above_max: str = "allow"
+    zero_keep_alive: str = "disabled"
     timer_start: str = "connect"
+    sends_disconnect_0x8d: bool | None = None
     description: str = ""
+    sources: tuple[str, ...] = ()
+
+    def enforced_keep_alive(self, k: int) -> int | None:
+        """The K this broker enforces for a client whose effective K is `k` (None: no enforcement)."""
+        if k == 0:
+            return self.max_keep_alive_s if self.zero_keep_alive == "max" else None
+        if self.min_keep_alive_s is not None and k < self.min_keep_alive_s:
+            return self.min_keep_alive_s
+        if self.max_keep_alive_s is not None and k > self.max_keep_alive_s and self.above_max == "clamp":
+            return self.max_keep_alive_s
+        return k
+
+    def deadline_s(self, k_enf: int) -> float:
+        """When the broker should close a client silent since its last packet, nominally."""
+        nominal = self.multiplier * k_enf
+        return min(nominal, self.deadline_max_s) if self.deadline_max_s is not None else nominal
+
+    def window_s(self, k_enf: int) -> tuple[float, float]:
+        """(earliest, latest) silence at which this broker's close is on time."""
+        deadline = self.deadline_s(k_enf)
+        late = self.late_s + self.late_k * k_enf
+        if self.late_max_s is not None:
+            late = min(late, self.late_max_s)
+        return deadline - self.early_s - self.early_k * k_enf, deadline + late
+
+    def outside_limits(self, k: int) -> str | None:
+        """Why K is outside what this broker accepts, or None when it is inside."""
+        if k == 0:
+            return "Keep Alive 0 is refused" if self.zero_keep_alive == "reject" else (
+                f"Keep Alive 0 is replaced by {self.max_keep_alive_s} s"
+                if self.zero_keep_alive == "max" else None)
+        if self.min_keep_alive_s is not None and k < self.min_keep_alive_s:
+            return f"below the minimum of {self.min_keep_alive_s} s (enforced as {self.min_keep_alive_s} s)"
+        if self.max_keep_alive_s is not None and k > self.max_keep_alive_s:
+            what = {"clamp": f"enforced as {self.max_keep_alive_s} s", "reject": "refused"}.get(
+                self.above_max, "accepted but outside the profile")
+            return f"above the maximum of {self.max_keep_alive_s} s ({what})"
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,178 @@
+"""decode_segment: a captured frame of any supported link type down to its TCP segment, or a skip reason.
+
+Frames are built as real bytes: the IP/TCP part with scapy, link headers with `struct` so that each
+byte of the header under test is visible here.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_Router_Alert
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Raw
+
+from analyzer.decode.tcp import ACK, FIN, PSH, RST, SYN, decode_segment
+
+SRC4, DST4 = "192.0.2.10", "198.51.100.20"
+SRC6, DST6 = "2001:db8::10", "2001:db8:1::20"
+SPORT, DPORT, SEQ, ACKNO = 51_234, 1883, 0xFEDC_BA98, 0x0123_4567
+PAYLOAD = b"\xc0\x00"                                     # a PINGREQ
+
+MAC_DST, MAC_SRC = bytes.fromhex("001122334455"), bytes.fromhex("66778899aabb")
+
+
+def tcp(payload: bytes = PAYLOAD, flags: str = "PA", **kwargs: object) -> TCP:
+    return TCP(sport=SPORT, dport=DPORT, seq=SEQ, ack=ACKNO, flags=flags, **kwargs) / Raw(payload)
+
+
+def ip4(payload: bytes = PAYLOAD, **kwargs: object) -> bytes:
+    return bytes(IP(src=SRC4, dst=DST4, **kwargs) / tcp(payload))
+
+
+def ip6(payload: bytes = PAYLOAD) -> bytes:
+    return bytes(IPv6(src=SRC6, dst=DST6) / tcp(payload))
+
+
+def eth(ethertype: int, *tags: tuple[int, int]) -> bytes:
+    """An Ethernet header; each tag is (tag protocol id, VLAN id), outermost first."""
+    out = MAC_DST + MAC_SRC
+    for tpid, vid in tags:
+        out += struct.pack("!HH", tpid, vid)
+    return out + struct.pack("!H", ethertype)
+
+
+def sll(ethertype: int) -> bytes:
+    """Linux cooked capture v1: packet type, ARPHRD, address length, 8 address bytes, protocol."""
+    return struct.pack("!HHH8sH", 0, 1, 6, MAC_SRC, ethertype)
+
+
+def sll2(ethertype: int) -> bytes:
+    """Linux cooked capture v2: protocol, reserved, ifindex, ARPHRD, packet type, addr len, addr."""
+    return struct.pack("!HHiHBB8s", ethertype, 0, 3, 1, 0, 6, MAC_SRC)
+
+
+V4 = (socket.inet_pton(socket.AF_INET, SRC4), socket.inet_pton(socket.AF_INET, DST4))
+V6 = (socket.inet_pton(socket.AF_INET6, SRC6), socket.inet_pton(socket.AF_INET6, DST6))
+
+
+def expected(addrs: tuple[bytes, bytes], payload: bytes = PAYLOAD, flags: int = PSH | ACK,
+             missing: int = 0) -> tuple:
+    return (addrs[0], SPORT, addrs[1], DPORT, SEQ, ACKNO, flags, payload, missing)
+
+
+DECODED = [
+    # (id, link type, frame, expected tuple)
+    ("ethernet-ipv4", 1, eth(0x0800) + ip4(), expected(V4)),
+    ("ethernet-ipv6", 1, eth(0x86DD) + ip6(), expected(V6)),
+    ("802.1q", 1, eth(0x0800, (0x8100, 10)) + ip4(), expected(V4)),
+    ("802.1q-ipv6", 1, eth(0x86DD, (0x8100, 4094)) + ip6(), expected(V6)),
+    ("qinq-88a8-8100", 1, eth(0x0800, (0x88A8, 100), (0x8100, 10)) + ip4(), expected(V4)),
+    ("qinq-9100-8100", 1, eth(0x0800, (0x9100, 100), (0x8100, 10)) + ip4(), expected(V4)),
+    ("linux-sll", 113, sll(0x0800) + ip4(), expected(V4)),
+    ("linux-sll-ipv6", 113, sll(0x86DD) + ip6(), expected(V6)),
+    ("linux-sll2", 276, sll2(0x0800) + ip4(), expected(V4)),
+    ("linux-sll2-ipv6", 276, sll2(0x86DD) + ip6(), expected(V6)),
+    ("raw-101-ipv4", 101, ip4(), expected(V4)),
+    ("raw-101-ipv6", 101, ip6(), expected(V6)),
+    ("raw-12", 12, ip4(), expected(V4)),
+    ("raw-14", 14, ip6(), expected(V6)),
+    ("ipv4-228", 228, ip4(), expected(V4)),
+    ("ipv6-229", 229, ip6(), expected(V6)),
+    ("null-little-endian", 0, struct.pack("<I", 2) + ip4(), expected(V4)),
+    ("null-big-endian", 0, struct.pack(">I", 2) + ip4(), expected(V4)),
+    ("null-le-ipv6-macos", 0, struct.pack("<I", 30) + ip6(), expected(V6)),
+    ("null-be-ipv6-freebsd", 0, struct.pack(">I", 28) + ip6(), expected(V6)),
+    ("null-le-ipv6-netbsd", 0, struct.pack("<I", 24) + ip6(), expected(V6)),
+    ("loop-108", 108, struct.pack(">I", 2) + ip4(), expected(V4)),
+    ("loop-108-ipv6", 108, struct.pack(">I", 24) + ip6(), expected(V6)),
+    ("ipv6-hop-by-hop",
+     1, eth(0x86DD) + bytes(IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrHopByHop() / tcp()), expected(V6)),
+    ("ipv6-hop-by-hop-then-dest-opts",
+     229, bytes(IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / tcp()),
+     expected(V6)),
+    ("ipv4-options", 101, bytes(IP(src=SRC4, dst=DST4, options=[IPOption_Router_Alert()]) / tcp()),
+     expected(V4)),
+    ("tcp-options", 101,
+     bytes(IP(src=SRC4, dst=DST4) / tcp(options=[("MSS", 1460), ("NOP", None), ("WScale", 7)])),
+     expected(V4)),
+    ("ipv4-dont-fragment", 101, ip4(flags="DF"), expected(V4)),
+    ("syn", 101, bytes(IP(src=SRC4, dst=DST4) / tcp(b"", flags="S")), expected(V4, b"", SYN)),
+    ("fin-ack", 101, bytes(IP(src=SRC4, dst=DST4) / tcp(b"", flags="FA")), expected(V4, b"", FIN | ACK)),
+    ("rst", 101, bytes(IP(src=SRC4, dst=DST4) / tcp(b"", flags="R")), expected(V4, b"", RST)),
+    ("big-payload", 1, eth(0x0800) + ip4(b"\x30" * 1400), expected(V4, b"\x30" * 1400)),
+    # Ethernet pads short frames to 60 bytes: the IP total length says where the payload ends.
+    ("ethernet-padding", 1, eth(0x0800) + ip4() + b"\x00" * (60 - 14 - 20 - 20 - 2), expected(V4)),
+    ("ethernet-padding-nonzero", 1, eth(0x0800) + ip4(b"") + b"\xc0\x00\xd0\x00\x00\x00",
+     expected(V4, b"")),
+    ("802.1q-padding", 1, eth(0x0800, (0x8100, 7)) + ip4() + b"\x00" * 8, expected(V4)),
+    ("ipv6-trailing-bytes", 229, ip6() + b"\xff" * 4, expected(V6)),
+]
+
+
+@pytest.mark.parametrize(("linktype", "frame", "segment"), [c[1:] for c in DECODED],
+                         ids=[c[0] for c in DECODED])
+def test_decode_segment(linktype: int, frame: bytes, segment: tuple) -> None:
+    assert decode_segment(linktype, frame) == segment
+
+
+SNAPLEN = [
+    # (id, link type, full frame, bytes cut off the end, expected payload, expected missing)
+    ("cut-in-payload", 1, eth(0x0800) + ip4(b"m" * 100), 5, b"m" * 95, 5),
+    ("cut-at-payload-start", 1, eth(0x0800) + ip4(b"m" * 100), 100, b"", 100),
+    ("ipv6-cut-in-payload", 229, ip6(b"m" * 300), 250, b"m" * 50, 250),
+    ("cut-in-tcp-options", 101,
+     bytes(IP(src=SRC4, dst=DST4) / tcp(b"m" * 10, options=[("MSS", 1460), ("NOP", None), ("NOP", None)])),
+     10 + 2, b"", 10),
+]
+
+
+@pytest.mark.parametrize(("linktype", "frame", "cut", "payload", "missing"), [c[1:] for c in SNAPLEN],
+                         ids=[c[0] for c in SNAPLEN])
+def test_snaplen_truncated_frame_counts_missing_bytes(linktype: int, frame: bytes, cut: int,
+                                                      payload: bytes, missing: int) -> None:
+    result = decode_segment(linktype, frame[:-cut])
+    assert isinstance(result, tuple)
+    assert result[7] == payload
+    assert result[8] == missing
+    assert result[4] == SEQ                 # the reassembler places the cut bytes by sequence number
+
+
+def test_tso_total_length_zero_trusts_the_frame() -> None:
+    # Segmentation offload writes IP total length 0; the frame holds the whole segment.
+    frame = bytes(IP(src=SRC4, dst=DST4, len=0) / tcp(b"z" * 3000))
+    assert decode_segment(101, frame) == expected(V4, b"z" * 3000)
+
+
+SKIPPED = [
+    # (id, link type, frame, skip reason)
+    ("ipv4-more-fragments", 1, eth(0x0800) + ip4(flags="MF"), "ip_fragment"),
+    ("ipv4-fragment-offset", 1, eth(0x0800) + ip4(frag=185), "ip_fragment"),
+    ("ipv4-last-fragment", 101, ip4(flags="DF", frag=1), "ip_fragment"),
+    ("ipv6-fragment-header", 229, bytes(IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrFragment() / tcp()), "ip_fragment"),
+    ("udp", 1, eth(0x0800) + bytes(IP(src=SRC4, dst=DST4) / UDP(sport=5353, dport=5353) / Raw(b"x")), "non_tcp"),
+    ("udp-ipv6", 229, bytes(IPv6(src=SRC6, dst=DST6) / UDP() / Raw(b"x")), "non_tcp"),
+    ("icmp", 101, bytes(IP(src=SRC4, dst=DST4) / ICMP()), "non_tcp"),
+    ("hop-by-hop-then-udp", 229, bytes(IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrHopByHop() / UDP()), "non_tcp"),
+    ("arp", 1, bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP()), "non_ip"),
+    ("vlan-arp", 1, eth(0x0806, (0x8100, 5)) + b"\x00" * 28, "non_ip"),
+    ("sll-arp", 113, sll(0x0806) + b"\x00" * 28, "non_ip"),
+    ("null-unknown-family", 0, struct.pack("<I", 7) + ip4(), "non_ip"),
+    ("raw-not-ip", 101, b"\x55" + ip4()[1:], "non_ip"),
+    ("short-ethernet", 1, MAC_DST + MAC_SRC[:3], "non_ip"),
+    ("empty-raw", 101, b"", "non_ip"),
+    ("ipv4-header-cut", 1, eth(0x0800) + ip4()[:15], "truncated_header"),
+    ("tcp-header-cut", 101, ip4()[:20 + 12], "truncated_header"),
+    ("ipv6-header-cut", 229, ip6()[:30], "truncated_header"),
+    ("unknown-link-type", 147, ip4(), "unsupported_linktype:147"),
+    ("ieee802-11", 105, b"\x08\x00" + b"\x00" * 60, "unsupported_linktype:105"),
+]
+
+
+@pytest.mark.parametrize(("linktype", "frame", "reason"), [c[1:] for c in SKIPPED],
+                         ids=[c[0] for c in SKIPPED])
+def test_decode_segment_skip_reason(linktype: int, frame: bytes, reason: str) -> None:
+    assert decode_segment(linktype, frame) == reason
