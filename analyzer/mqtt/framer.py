@@ -70,14 +70,14 @@ class MQTTFramer:
         pos = 0
         if self._ptype >= 0:
             pos = self._continue_body(data, frame_no, ts_ns, out)
-        elif self._head:
-            data = self._head + data
-            self._head = b""
-        elif not self.synced:
-            if not self._plausible_start(data):
-                self.unsynced_bytes += len(data)
-                return out
-            self.synced = True
+        elif self.synced:
+            if self._head:
+                data = self._head + data
+                self._head = b""
+        elif not self._sync(data, frame_no, ts_ns):
+            return out
+        else:
+            data, self._head = self._head + data, b""
         if pos < len(data):
             self._read_packets(data, pos, frame_no, ts_ns, out)
         return out
@@ -85,23 +85,25 @@ class MQTTFramer:
     def gap(self, missing: int, frame_no: int, ts_ns: int) -> list[Event]:
         """`missing` bytes of the stream were never captured.
 
-        Inside a payload that is being skipped, the loss changes nothing. Anywhere else the packet in
-        progress is reported truncated and the framer resynchronises at the next segment.
+        Inside a payload that is being skipped, the loss changes nothing (a loss that ends exactly
+        where the payload does completes the packet, as truncated, and keeps sync). Anywhere else the
+        packet in progress, even one of which only a header byte was seen, is reported truncated and
+        the framer resynchronises at the next segment.
         """
-        if self._ptype >= 0 and self._body is None and missing < self._left:
+        if self._ptype >= 0 and self._body is None and missing <= self._left:
             self._left -= missing
-            return []
-        out: list[Event] = []
-        if self._ptype >= 0:
-            out.append(self._packet(frame_no, ts_ns, truncated=True))
+            if self._left:
+                return []
+            packet = self._packet(frame_no, ts_ns, truncated=True)
+            self._ptype = -1
+            return [packet]
+        out = self._cut_short(frame_no, ts_ns)
         self._reset(synced=False)
         return out
 
     def eof(self, frame_no: int, ts_ns: int) -> list[Event]:
         """The stream ended; a packet still in progress is reported as truncated."""
-        out: list[Event] = []
-        if self._ptype >= 0:
-            out.append(self._packet(frame_no, ts_ns, truncated=True))
+        out = self._cut_short(frame_no, ts_ns)
         self._reset(synced=self.synced)
         return out
 
@@ -112,12 +114,54 @@ class MQTTFramer:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _plausible_start(self, data: bytes) -> bool:
+    def _plausible_start(self, data: bytes) -> bool | None:
+        """Whether `data` starts with a believable fixed header; None when it is too short to say."""
         try:
             decoded = decode_varint(data, 1)
         except DecodeError:
             return False
-        return decoded is not None and header_is_plausible(data[0], decoded[0])
+        if decoded is None:
+            return None
+        return header_is_plausible(data[0], decoded[0])
+
+    def _sync(self, data: bytes, frame_no: int, ts_ns: int) -> bool:
+        """Unsynchronised: does a packet start here (with any held header bytes before `data`)?
+
+        Too few bytes to judge are held for the next segment. Held bytes that turn out not to start
+        a packet are dropped, and `data` is judged alone: it starts a segment.
+        """
+        if self._head:
+            plausible = self._plausible_start(self._head + data)
+            if plausible is not False:
+                return self._judged(plausible, self._head + data, frame_no, ts_ns)
+            self.unsynced_bytes += len(self._head)
+            self._head, self._head_frame = b"", 0
+        return self._judged(self._plausible_start(data), data, frame_no, ts_ns)
+
+    def _judged(self, plausible: bool | None, data: bytes, frame_no: int, ts_ns: int) -> bool:
+        if plausible is None:  # too few bytes to judge: wait for the next segment
+            if not self._head_frame:
+                self._head_frame, self._head_ts = frame_no, ts_ns
+            self._head = data
+            return False
+        if not plausible:
+            self.unsynced_bytes += len(data)
+            self._head_frame = 0
+            return False
+        self.synced = True
+        return True
+
+    def _cut_short(self, frame_no: int, ts_ns: int) -> list[Event]:
+        """The packet in progress (or whose header had begun) as a truncated packet, if any."""
+        if self._ptype >= 0:
+            return [self._packet(frame_no, ts_ns, truncated=True)]
+        if self._head and self.synced:
+            head = self._head
+            self.packets += 1
+            return [MQTTPacket(self.direction, _TYPES[head[0] >> 4], head[0] & 0x0F, 0,
+                               self._head_frame, frame_no, self._head_ts, ts_ns, None, True,
+                               len(head))]
+        return []
 
     def _continue_body(self, data: bytes, frame_no: int, ts_ns: int, out: list[Event]) -> int:
         take = min(self._left, len(data))

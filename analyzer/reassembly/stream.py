@@ -104,14 +104,16 @@ class HalfStream:
     def expire(self, frame_no: int, ts_ns: int) -> None:
         """Acknowledged bytes never appeared (the deadline passed, or later bytes came first):
         they are lost. Skips to the first byte that is known, buffered or acknowledged."""
-        target, self.acked_seq, self.hole_deadline_ns = self.acked_seq, None, None
-        if target is None or self.next_seq is None:
+        acked, self.acked_seq, self.hole_deadline_ns = self.acked_seq, None, None
+        if acked is None or self.next_seq is None:
             return
-        if self.pending:
-            first = min(self.pending, key=lambda s: seq_diff(s, self.next_seq))
-            if seq_diff(first, target) < 0:
-                target = first
-        self._skip_to(target, frame_no, ts_ns)
+        while seq_diff(acked, self.next_seq) > 0:
+            target = acked
+            if self.pending:
+                first = min(self.pending, key=lambda s: seq_diff(s, self.next_seq))
+                if seq_diff(first, target) < 0:
+                    target = first
+            self._skip_to(target, frame_no, ts_ns)
 
     def skip_to(self, seq: int, frame_no: int, ts_ns: int) -> None:
         """Bytes before `seq` will never be captured (a snap length cut them, or a FIN follows)."""

@@ -1,10 +1,14 @@
 """The `mqtt-keepalive` command end to end: real subprocesses (`python -m analyzer`), real captures.
 
-Every case runs the installed command on the small captures shipped in `captures/` (recorded from a
-real mosquitto, see `captures/README.md`) or on damaged copies derived from them in `tmp_path`, and
-checks the whole contract a script sees: the exit code, what is on stdout and what is on stderr.
-The bulk of the bit-flip fuzzing calls the engine in-process (`analyzer.analyze`) to stay fast; a
-few damaged files also go through the CLI.
+Every case runs the command on the small captures shipped in `captures/` (recorded from a real
+mosquitto, see `captures/README.md`) or on damaged copies derived from them, and checks what a
+script sees: the exit code, stdout and stderr. The bulk of the bit-flip fuzzing calls the engine
+in-process (`analyzer.analyze`); a few flipped files also go through the CLI.
+
+Speed: each run is ~0.5 s of interpreter start-up, so every command is declared once at module
+level with `cmd(...)`, the derived inputs are written once into one directory (`WORK`, the cwd of
+every run), and `_prefetch` starts all declared commands in a small thread pool when the module
+starts; each test then only checks its command's result.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import lzma
 import random
 import re
 import shutil
@@ -45,6 +48,7 @@ COMPLIANT = CAPTURES / "compliant-pinger.pcap"  # no finding
 LATE = CAPTURES / "late-pinger.pcap"  # 4 x KA101 (warning)
 KA_ZERO = CAPTURES / "keep-alive-zero.pcap"  # KA301 (info) only
 SUBSCRIBER = CAPTURES / "receive-only-subscriber.pcap"  # two sessions, #0 with findings
+MQTT5 = CAPTURES / "mqtt5-paho.pcap"
 
 SUMMARY_RE = re.compile(r"^\d+ sessions?, \d+ errors?, \d+ warnings?, \d+ info -> exit (\d)$")
 PCAP_HEADER = 24
@@ -71,10 +75,10 @@ class Run:
         return [json.loads(line) for line in self.out.splitlines()]
 
 
-def run(*args: object, stdin: bytes = b"", cwd: Path = ROOT) -> Run:
+def run(args: tuple[str, ...], stdin: bytes = b"", cwd: Path = ROOT) -> Run:
     """`python -m analyzer ARGS` with `stdin` piped in (empty by default, never a terminal)."""
     env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8", "LANG": "C.UTF-8"}
-    proc = subprocess.run([sys.executable, "-m", "analyzer", *map(str, args)], input=stdin,
+    proc = subprocess.run([sys.executable, "-m", "analyzer", *args], input=stdin,
                           capture_output=True, cwd=cwd, env=env, timeout=60, check=False)
     result = Run(proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8"))
     assert "Traceback" not in result.err, result.err
@@ -83,31 +87,38 @@ def run(*args: object, stdin: bytes = b"", cwd: Path = ROOT) -> Run:
     return result
 
 
-_RESULTS: dict[tuple[str, ...], Future[Run]] = {}
-_POOL = ThreadPoolExecutor(max_workers=2)
+@dataclass(frozen=True)
+class Cmd:
+    args: tuple[str, ...]
+    stdin: bytes = b""
+    after_scapy: bool = False
+    """Its input is written with scapy, whose import is slow: started once that is done."""
 
 
-def run_cached(*args: object) -> Run:
-    """A command on shipped captures only (no tmp paths), run once and shared between tests;
-    the ones in PREFETCH start in the background when the module starts."""
-    return _submit(*args).result()
+PREFETCH: list[Cmd] = []
+WORK: Path = ROOT  # the directory of derived inputs; set by `_prefetch`
+_RESULTS: dict[Cmd, Future[Run]] = {}
+_POOL = ThreadPoolExecutor(max_workers=3)
 
 
-def _submit(*args: object) -> Future[Run]:
-    key = tuple(map(str, args))
-    if key not in _RESULTS:
-        _RESULTS[key] = _POOL.submit(run, *key)
-    return _RESULTS[key]
+def cmd(*args: object, stdin: bytes = b"", after_scapy: bool = False) -> Cmd:
+    """Declare a command (run in WORK); declared at module level, it is prefetched."""
+    command = Cmd(tuple(map(str, args)), stdin, after_scapy)
+    PREFETCH.append(command)
+    return command
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _prefetch() -> Iterator[None]:
-    """Start the shared commands two at a time in the background: each run is ~0.5 s of
-    interpreter start-up, and the tests using tmp paths run meanwhile."""
-    for args in PREFETCH:
-        _submit(*args)
-    yield
-    _POOL.shutdown(wait=True, cancel_futures=True)
+def _submit(command: Cmd) -> Future[Run]:
+    if command not in _RESULTS:
+        _RESULTS[command] = _POOL.submit(run, command.args, command.stdin, WORK)
+    return _RESULTS[command]
+
+
+def result_of(command: Cmd) -> Run:
+    return _submit(command).result()
+
+
+# -- checks --------------------------------------------------------------------------------------
 
 
 def assert_summary_only(result: Run, rc: int) -> None:
@@ -119,7 +130,7 @@ def assert_summary_only(result: Run, rc: int) -> None:
 
 
 def assert_one_error_line(result: Run, *needles: str) -> str:
-    """Exactly one `error:` line on stderr, naming the problem; returns it."""
+    """Exactly one `error:` line on stderr, naming the problem, and otherwise only the summary."""
     errors = [line for line in result.err_lines if line.startswith("error: ")]
     assert len(errors) == 1, result.err
     for needle in needles:
@@ -168,9 +179,8 @@ def cut_inside_record(src: Path, frame: int, into: int) -> bytes:
 
 
 def drop_frames(data: bytes, count: int) -> bytes:
-    """The capture without its first `count` records (a capture started mid-session)."""
-    records = pcap_records(data)
-    return data[:PCAP_HEADER] + data[records[count][0]:]
+    """The capture without its first `count` records (as if started mid-session)."""
+    return data[:PCAP_HEADER] + data[pcap_records(data)[count][0]:]
 
 
 def step_clock(data: bytes, from_frame: int, seconds: int) -> bytes:
@@ -180,12 +190,6 @@ def step_clock(data: bytes, from_frame: int, seconds: int) -> bytes:
         if n >= from_frame:
             struct.pack_into("<I", out, off, struct.unpack_from("<I", out, off)[0] + seconds)
     return bytes(out)
-
-
-def write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
 
 
 def flipped_variant(rng: random.Random, data: bytes) -> bytes:
@@ -203,14 +207,59 @@ def flipped_variant(rng: random.Random, data: bytes) -> bytes:
     return bytes(out)
 
 
-# -- MQTT on another port (scapy) ----------------------------------------------------------------
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
-@pytest.fixture(scope="module")
-def port_8884(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """compliant-pinger with the broker moved from 1883 to 8884: whole, and cut to start
-    mid-session (the SYN, SYN-ACK, ACK and CONNECT frames dropped)."""
-    from scapy.all import TCP, rdpcap, wrpcap  # slow import: only for these tests
+CUTS = {  # name -> (capture, frame, bytes into it, exit code, findings before the cut)
+    # silent-client cut inside frame 9, after the broker's FIN #8: all three findings precede it
+    "cut-silent-in-data.pcap": (SILENT, 9, 20, 1, {"KA101": 1, "KA102": 1, "KA201": 1}),
+    "cut-silent-in-record-header.pcap": (SILENT, 9, 8, 1, {"KA101": 1, "KA102": 1, "KA201": 1}),
+    # late-pinger cut inside frame 18 (the PINGRESP to PINGREQ #17): the four late pings stay
+    "cut-late-in-data.pcap": (LATE, 18, 30, 0, {"KA101": 4}),
+}
+FLIP_SOURCES = [SILENT, LATE, COMPLIANT, SUBSCRIBER, KA_ZERO, MQTT5]
+FLIP_FORMATS = ["json"]
+
+
+def flip_names(fmt: str) -> list[str]:
+    return [f"flip-{fmt}-{i}-{src.name}" for i, src in enumerate(FLIP_SOURCES)]
+
+
+def make_inputs(work: Path) -> None:
+    """Every derived input except the scapy ones, under `work`, by the names the commands use."""
+    write(work / "empty.pcap", b"")
+    write(work / "notes.pcap", b"this is a text file, not a capture\n" * 3)
+    write(work / "header-cut.pcap", COMPLIANT.read_bytes()[:10])  # inside the global header
+    corrupt = bytearray(gzip.compress(COMPLIANT.read_bytes(), mtime=0))
+    corrupt[10:40] = bytes(30)
+    write(work / "corrupt.pcap.gz", bytes(corrupt))
+    for name, (src, frame, into, _rc, _rules) in CUTS.items():
+        write(work / name, cut_inside_record(src, frame, into))
+    write(work / "late-mid.pcap", drop_frames(LATE.read_bytes(), 4))
+    write(work / "clock-step.pcap", step_clock(SILENT.read_bytes(), 8, -10))
+    top = work / "recordings"
+    write(top / "a" / "silent-client.pcap", SILENT.read_bytes())
+    write(top / "b" / "late.dump.gz", gzip.compress(LATE.read_bytes(), mtime=0))
+    write(top / "compliant.cap", COMPLIANT.read_bytes())
+    write(top / "notes.txt", b"not a capture\n")
+    write(top / "README.md", b"# recordings\n")
+    (work / "empty-dir").mkdir()
+    (work / "out").mkdir()
+    for src, short in ((COMPLIANT, "cp.pcap"), (KA_ZERO, "kz.pcap"), (LATE, "lp.pcap")):
+        shutil.copy(src, work / short)
+    for fmt in FLIP_FORMATS:
+        rng = random.Random(f"cli-{fmt}")
+        for src, name in zip(FLIP_SOURCES, flip_names(fmt)):
+            write(work / name, flipped_variant(rng, src.read_bytes()))
+
+
+def make_port_inputs(work: Path) -> None:
+    """compliant-pinger with the broker moved from port 1883 to 8884 (scapy): whole, and cut to
+    start mid-session (its SYN, SYN-ACK, ACK and CONNECT frames dropped)."""
+    from scapy.all import TCP, rdpcap, wrpcap  # slow import: only here
 
     packets = rdpcap(str(COMPLIANT))
     for pkt in packets:
@@ -220,32 +269,51 @@ def port_8884(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         if tcp.dport == 1883:
             tcp.dport = 8884
         del tcp.chksum
-    folder = tmp_path_factory.mktemp("port8884")
-    whole, mid = folder / "broker-8884.pcap", folder / "mid-8884.pcap"
-    wrpcap(str(whole), packets)
-    wrpcap(str(mid), packets[4:])
-    return {"whole": whole, "mid": mid}
+    wrpcap(str(work / "broker-8884.pcap"), packets)
+    wrpcap(str(work / "mid-8884.pcap"), packets[4:])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _prefetch(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Write the derived inputs and start every declared command in the background (unless only
+    a few tests of this module were selected: then each runs its own command when it needs it)."""
+    global WORK  # noqa: PLW0603 - one directory shared by the module's commands
+    WORK = tmp_path_factory.mktemp("cli")
+    make_inputs(WORK)
+    selected = sum(item.module is request.module for item in request.session.items)
+    scapy_done = False
+    for command in PREFETCH if selected > 10 else ():  # in file order: first tests first
+        if command.after_scapy and not scapy_done:
+            make_port_inputs(WORK)  # while the commands declared before run
+            scapy_done = True
+        _submit(command)
+    if not scapy_done:
+        make_port_inputs(WORK)
+    yield
+    _POOL.shutdown(wait=True, cancel_futures=True)
 
 
 # -- exit codes and --fail-on --------------------------------------------------------------------
 
 
-EXIT_CASES = [
+EXIT_CASES = [  # capture, options, exit code, findings that must be there
     pytest.param(COMPLIANT, [], 0, {}, id="compliant-default-0"),
     pytest.param(SILENT, [], 1, {"KA102": 1}, id="silent-default-error-1"),
     pytest.param(SILENT, ["--fail-on", "never"], 0, {"KA102": 1}, id="silent-never-0"),
     pytest.param(LATE, [], 0, {"KA101": 4}, id="late-default-0"),
     pytest.param(LATE, ["--fail-on", "warning"], 1, {"KA101": 4}, id="late-warning-1"),
-    pytest.param(KA_ZERO, [], 0, {"KA301": 1}, id="ka-zero-default-0"),
     pytest.param(KA_ZERO, ["--fail-on", "warning"], 0, {"KA301": 1}, id="ka-zero-warning-0"),
     pytest.param(KA_ZERO, ["--fail-on", "info"], 1, {"KA301": 1}, id="ka-zero-info-1"),
 ]
+EXIT_CMDS = {p.id: cmd("analyze", p.values[0], "--format", "json", *p.values[1])
+             for p in EXIT_CASES}
 
 
 @pytest.mark.parametrize(("capture", "options", "rc", "rules"), EXIT_CASES)
-def test_exit_code_follows_fail_on(capture: Path, options: list[str], rc: int,
-                                   rules: dict[str, int]) -> None:
-    result = run_cached("analyze", capture, "--format", "json", *options)
+def test_exit_code_follows_fail_on(request: pytest.FixtureRequest, capture: Path,
+                                   options: list[str], rc: int, rules: dict[str, int]) -> None:
+    result = result_of(EXIT_CMDS[request.node.callspec.id])
     assert result.rc == rc
     assert_summary_only(result, rc)
     doc = result.json()
@@ -256,20 +324,31 @@ def test_exit_code_follows_fail_on(capture: Path, options: list[str], rc: int,
         assert found[rule] == count, found
     if capture == COMPLIANT:
         assert doc["findings"] == [] and len(doc["sessions"]) == 1
-    if capture == SILENT:
+    elif capture == SILENT:
         assert {f["severity"] for f in doc["findings"] if f["rule_id"] == "KA102"} == {"error"}
-    if capture == LATE:  # only warnings: KA101, never KA102
+    elif capture == LATE:  # only warnings: KA101, never KA102
         assert set(found) == {"KA101"}
         assert {f["severity"] for f in doc["findings"]} == {"warning"}
-    if capture == KA_ZERO:  # only the info
+    elif capture == KA_ZERO:  # only the info
         assert set(found) == {"KA301"} and doc["findings"][0]["severity"] == "info"
 
 
 # -- output formats ------------------------------------------------------------------------------
 
 
+SILENT_JSON = EXIT_CMDS["silent-default-error-1"]
+ALL_SHIPPED_JSON = cmd("analyze", CAPTURES, "--format", "json", "--fail-on", "never")
+SILENT_JSONL = cmd("analyze", SILENT, "--format", "jsonl")
+SILENT_CSV = cmd("analyze", SILENT, "--format", "csv")
+SUBSCRIBER_CSV_SESSIONS = cmd("analyze", SUBSCRIBER, "--format", "csv", "--table", "sessions")
+SILENT_TABLE = cmd("analyze", SILENT)
+OUTPUT_CMDS = {fmt: cmd("analyze", SILENT, "--format", fmt, "-o", f"out/report.{fmt}")
+               for fmt in ("table", "json")}
+OUTPUT_MISSING_DIR = cmd("analyze", SILENT, "--format", "json", "-o", "no-such-dir/report.json")
+
+
 def test_json_report_is_the_contract() -> None:
-    result = run_cached("analyze", SILENT, "--format", "json")
+    result = result_of(SILENT_JSON)
     assert result.rc == 1
     assert_summary_only(result, 1)
     doc = result.json()
@@ -294,18 +373,17 @@ def test_json_report_is_the_contract() -> None:
 
 
 def test_json_of_every_shipped_capture_validates() -> None:
-    result = run_cached("analyze", CAPTURES, "--format", "json", "--fail-on", "never")
+    result = result_of(ALL_SHIPPED_JSON)
     assert result.rc == 0
     assert_summary_only(result, 0)
     doc = result.json()
     assert_valid(doc)
-    shipped = sorted(CAPTURES.glob("*.pcap"))
-    assert [c["path"] for c in doc["captures"]] == [str(p) for p in shipped]
+    assert [c["path"] for c in doc["captures"]] == [str(p) for p in sorted(CAPTURES.glob("*.pcap"))]
     assert doc["summary"]["exit_code"] == 0
 
 
 def test_jsonl_records_one_per_line() -> None:
-    result = run_cached("analyze", SILENT, "--format", "jsonl")
+    result = result_of(SILENT_JSONL)
     assert result.rc == 1
     assert_summary_only(result, 1)
     records = result.jsonl()
@@ -313,19 +391,18 @@ def test_jsonl_records_one_per_line() -> None:
     assert set(types) == {"capture", "session", "finding", "summary"}
     assert types[0] == "capture" and types[-1] == "summary" and types.count("summary") == 1
     for record in records:
-        if record["type"] != "summary":
-            validate_record(record, record["type"])
+        validate_record({k: v for k, v in record.items() if k != "type"}, record["type"])
     assert records[-1]["exit_code"] == result.rc
-    # the same content as the JSON document
-    doc = run_cached("analyze", SILENT, "--format", "json").json()
+    doc = result_of(SILENT_JSON).json()  # the same content as the JSON document
     strip = [{k: v for k, v in r.items() if k != "type"} for r in records]
     assert [r for r, t in zip(strip, types) if t == "finding"] == doc["findings"]
     assert [r for r, t in zip(strip, types) if t == "session"] == doc["sessions"]
+    assert [r for r, t in zip(strip, types) if t == "capture"] == doc["captures"]
     assert strip[-1] == doc["summary"]
 
 
 def test_csv_findings_parse_with_pandas() -> None:
-    result = run_cached("analyze", SILENT, "--format", "csv")
+    result = result_of(SILENT_CSV)
     assert result.rc == 1
     assert_summary_only(result, 1)
     frame = pd.read_csv(io.StringIO(result.out))
@@ -336,16 +413,8 @@ def test_csv_findings_parse_with_pandas() -> None:
     assert ka102["severity"] == "error" and ka102["session_id"] == "silent-client.pcap#0"
 
 
-def test_csv_without_findings_is_just_the_header() -> None:
-    result = run_cached("analyze", COMPLIANT, "--format", "csv")
-    assert result.rc == 0
-    assert_summary_only(result, 0)
-    frame = pd.read_csv(io.StringIO(result.out))
-    assert len(frame) == 0 and "rule_id" in frame.columns
-
-
 def test_csv_sessions_table() -> None:
-    result = run_cached("analyze", SUBSCRIBER, "--format", "csv", "--table", "sessions")
+    result = result_of(SUBSCRIBER_CSV_SESSIONS)
     assert result.rc == 1
     assert_summary_only(result, 1)
     frame = pd.read_csv(io.StringIO(result.out))
@@ -358,7 +427,7 @@ def test_csv_sessions_table() -> None:
 
 
 def test_table_shows_rules_and_frames() -> None:
-    result = run_cached("analyze", SILENT)
+    result = result_of(SILENT_TABLE)
     assert result.rc == 1
     assert_summary_only(result, 1)
     for text in ("KA101", "KA102", "KA201", "4-8", "silent-client.pcap#0", "ka-silent-client"):
@@ -366,77 +435,83 @@ def test_table_shows_rules_and_frames() -> None:
     assert "\x1b[" not in result.out  # not a terminal: plain text
 
 
-def test_table_of_a_compliant_capture() -> None:
-    result = run_cached("analyze", COMPLIANT)
-    assert result.rc == 0
-    assert_summary_only(result, 0)
-    assert "no findings" in result.out and "compliant-pinger.pcap#0" in result.out
-    assert "KA1" not in result.out
-
-
-@pytest.mark.parametrize("fmt", ["table", "json"])
-def test_output_file_leaves_stdout_empty(tmp_path: Path, fmt: str) -> None:
-    target = tmp_path / f"report.{fmt}"
-    result = run("analyze", SILENT, "--format", fmt, "-o", target, cwd=tmp_path)
+@pytest.mark.parametrize("fmt", sorted(OUTPUT_CMDS))
+def test_output_file_leaves_stdout_empty(fmt: str) -> None:
+    result = result_of(OUTPUT_CMDS[fmt])
     assert result.rc == 1
     assert result.out == ""
     assert_summary_only(result, 1)
-    text = target.read_text(encoding="utf-8")
+    text = (WORK / "out" / f"report.{fmt}").read_text(encoding="utf-8")
     if fmt == "json":
-        assert_valid(json.loads(text))
+        assert json.loads(text) == result_of(SILENT_JSON).json()
     else:
         assert "KA102" in text and "4-8" in text and "\x1b[" not in text
 
 
-def test_output_into_a_missing_directory(tmp_path: Path) -> None:
-    target = tmp_path / "no-such-dir" / "report.json"
-    result = run("analyze", SILENT, "--format", "json", "-o", target, cwd=tmp_path)
+def test_output_into_a_missing_directory() -> None:
+    result = result_of(OUTPUT_MISSING_DIR)
     assert result.rc == 2
     assert result.out == ""
     assert len(result.err_lines) == 1
     assert_one_error_line(result, "no-such-dir")
-    assert not target.parent.exists()
+    assert not (WORK / "no-such-dir").exists()
 
 
 # -- stdin, several inputs, directories ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("compress", [
-    pytest.param(lambda b: b, id="plain"),
-    pytest.param(lambda b: gzip.compress(b, mtime=0), id="gzip"),
-    pytest.param(lzma.compress, id="xz"),
-])
-def test_capture_on_stdin(compress) -> None:  # noqa: ANN001
-    result = run("analyze", "-", "--format", "json", stdin=compress(SILENT.read_bytes()))
+STDIN_CMDS = {
+    "plain": cmd("analyze", "-", "--format", "json", stdin=SILENT.read_bytes()),
+    "gzip": cmd("analyze", "-", "--format", "json",
+                stdin=gzip.compress(SILENT.read_bytes(), mtime=0)),
+}
+EMPTY_STDIN = cmd("analyze", "-", "--format", "json", stdin=b"")
+_gz = gzip.compress(SILENT.read_bytes(), mtime=0)
+TRUNCATED_GZIP_STDIN = cmd("analyze", "-", stdin=_gz[: len(_gz) * 2 // 3])
+SEVERAL_INPUTS = [SILENT, LATE, COMPLIANT, SUBSCRIBER]
+SEVERAL = cmd("analyze", *SEVERAL_INPUTS, "--format", "json")
+DIRECTORY = cmd("analyze", "recordings", "--format", "json")
+
+
+@pytest.mark.parametrize("compression", sorted(STDIN_CMDS))
+def test_capture_on_stdin(compression: str) -> None:
+    result = result_of(STDIN_CMDS[compression])
     assert result.rc == 1
     assert_summary_only(result, 1)
     doc = result.json()
     assert_valid(doc)
     assert doc["captures"][0]["path"] == "-" and doc["captures"][0]["frames"] == 10
     assert [s["session_id"] for s in doc["sessions"]] == ["stdin#0"]
-    from_file = run_cached("analyze", SILENT, "--format", "json").json()
 
     def essence(findings: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         return [(f["rule_id"], f["severity"], tuple(f["frames"]), f["gap_s"]) for f in findings]
 
-    assert essence(doc["findings"]) == essence(from_file["findings"])
+    assert essence(doc["findings"]) == essence(result_of(SILENT_JSON).json()["findings"])
 
 
 def test_empty_stdin_is_unusable_input() -> None:
-    result = run("analyze", "-", "--format", "json", stdin=b"")
+    result = result_of(EMPTY_STDIN)
     assert result.rc == 2
     assert_one_error_line(result, "-", "empty")
     assert result.json()["summary"]["exit_code"] == 2
 
 
+def test_truncated_gzip_on_stdin_is_a_warning() -> None:
+    result = result_of(TRUNCATED_GZIP_STDIN)
+    assert result.rc in (0, 1)
+    warnings = [line for line in result.err_lines if line.startswith("warning: -:")]
+    assert len(warnings) == 1, result.err
+    assert SUMMARY_RE.match(result.err_lines[-1]) and len(result.err_lines) == 2
+    assert "stdin#0" in result.out
+
+
 def test_several_captures_at_once() -> None:
-    inputs = [SILENT, LATE, COMPLIANT, SUBSCRIBER]
-    result = run_cached("analyze", *inputs, "--format", "json")
+    result = result_of(SEVERAL)
     assert result.rc == 1
     assert_summary_only(result, 1)
     doc = result.json()
     assert_valid(doc)
-    assert [c["path"] for c in doc["captures"]] == [str(p) for p in inputs]
+    assert [c["path"] for c in doc["captures"]] == [str(p) for p in SEVERAL_INPUTS]
     assert [s["session_id"] for s in doc["sessions"]] == [
         "silent-client.pcap#0", "late-pinger.pcap#0", "compliant-pinger.pcap#0",
         "receive-only-subscriber.pcap#0", "receive-only-subscriber.pcap#1"]
@@ -450,20 +525,15 @@ def test_several_captures_at_once() -> None:
         assert Path(finding["capture"]).name == finding["session_id"].split("#")[0]
 
 
-def test_directory_argument(tmp_path: Path) -> None:
-    top = tmp_path / "recordings"
-    write(top / "a" / "silent-client.pcap", SILENT.read_bytes())
-    write(top / "b" / "late.dump.gz", gzip.compress(LATE.read_bytes(), mtime=0))
-    write(top / "compliant.cap", COMPLIANT.read_bytes())
-    write(top / "notes.txt", b"not a capture\n")
-    write(top / "README.md", b"# recordings\n")
-    result = run("analyze", top, "--format", "json", cwd=tmp_path)
+def test_directory_argument() -> None:
+    result = result_of(DIRECTORY)
     assert result.rc == 1
     assert_summary_only(result, 1)
     doc = result.json()
     assert_valid(doc)
-    assert [Path(c["path"]).relative_to(top).as_posix() for c in doc["captures"]] == [
-        "a/silent-client.pcap", "b/late.dump.gz", "compliant.cap"]
+    # captures found recursively by content (not name), sorted; notes.txt and README.md left alone
+    assert [c["path"] for c in doc["captures"]] == [
+        "recordings/a/silent-client.pcap", "recordings/b/late.dump.gz", "recordings/compliant.cap"]
     assert all(c["error"] is None for c in doc["captures"])
     assert [s["session_id"] for s in doc["sessions"]] == [
         "silent-client.pcap#0", "late.dump.gz#0", "compliant.cap#0"]
@@ -473,8 +543,17 @@ def test_directory_argument(tmp_path: Path) -> None:
 # -- ports, mid-session captures, --assume-keep-alive --------------------------------------------
 
 
-def test_connect_is_recognised_on_any_port(port_8884: dict[str, Path]) -> None:
-    result = run("analyze", port_8884["whole"], "--format", "json")
+PORT_WHOLE = cmd("analyze", "broker-8884.pcap", "--format", "json", after_scapy=True)
+MID_UNSEEN = cmd("analyze", "mid-8884.pcap", "--format", "json", after_scapy=True)
+MID_SEEN = cmd("analyze", "mid-8884.pcap", "--format", "json", "--port", "8884", after_scapy=True)
+MID_ASSUMED = cmd("analyze", "mid-8884.pcap", "--format", "json", "-p", "1883", "-p", "8884",
+                  "--assume-keep-alive", "2", after_scapy=True)
+LATE_MID_ASSUMED = cmd("analyze", "late-mid.pcap", "--format", "json", "--fail-on", "warning",
+                       "--assume-keep-alive", "2")
+
+
+def test_connect_is_recognised_on_any_port() -> None:
+    result = result_of(PORT_WHOLE)
     assert result.rc == 0
     assert_summary_only(result, 0)
     doc = result.json()
@@ -485,13 +564,8 @@ def test_connect_is_recognised_on_any_port(port_8884: dict[str, Path]) -> None:
     assert doc["findings"] == []
 
 
-@pytest.mark.parametrize("options", [
-    pytest.param([], id="default-port"),
-    pytest.param(["--assume-keep-alive", "2"], id="assume-only"),
-])
-def test_mid_session_on_another_port_needs_port(port_8884: dict[str, Path],
-                                                options: list[str]) -> None:
-    result = run("analyze", port_8884["mid"], "--format", "json", *options)
+def test_mid_session_on_another_port_needs_port() -> None:
+    result = result_of(MID_UNSEEN)
     assert result.rc == 0
     assert_summary_only(result, 0)
     doc = result.json()
@@ -501,12 +575,8 @@ def test_mid_session_on_another_port_needs_port(port_8884: dict[str, Path],
     assert doc["sessions"] == [] and doc["findings"] == []
 
 
-@pytest.mark.parametrize("ports", [
-    pytest.param(["--port", "8884"], id="8884"),
-    pytest.param(["-p", "1883", "-p", "8884"], id="repeated"),
-])
-def test_mid_session_seen_with_port(port_8884: dict[str, Path], ports: list[str]) -> None:
-    result = run("analyze", port_8884["mid"], "--format", "json", *ports)
+def test_mid_session_seen_with_port() -> None:
+    result = result_of(MID_SEEN)
     assert result.rc == 0
     assert_summary_only(result, 0)
     doc = result.json()
@@ -519,10 +589,10 @@ def test_mid_session_seen_with_port(port_8884: dict[str, Path], ports: list[str]
     assert [f["rule_id"] for f in doc["findings"]] == ["KA901"]
 
 
-def test_assume_keep_alive_on_a_mid_session_capture(port_8884: dict[str, Path]) -> None:
-    result = run("analyze", port_8884["mid"], "--format", "json", "--port", "8884",
-                 "--assume-keep-alive", "2")
+def test_assume_keep_alive_on_a_mid_session_capture() -> None:
+    result = result_of(MID_ASSUMED)  # --port given twice: both ports are MQTT ports
     assert result.rc == 0
+    assert_summary_only(result, 0)
     doc = result.json()
     assert_valid(doc)
     (session,) = doc["sessions"]
@@ -532,22 +602,17 @@ def test_assume_keep_alive_on_a_mid_session_capture(port_8884: dict[str, Path]) 
     assert [f["rule_id"] for f in doc["findings"]] == ["KA901"]  # pings every 1.2 s < 2 s
 
 
-def test_assumed_keep_alive_is_judged(tmp_path: Path) -> None:
-    """late-pinger cut to start after its CONNECT: unjudged without --assume-keep-alive, three
-    late pings (2.6 s > 2 s) with it."""
-    mid = write(tmp_path / "late-mid.pcap", drop_frames(LATE.read_bytes(), 4))
-    plain = run("analyze", mid, "--format", "json", "--fail-on", "warning")
-    assert plain.rc == 0
-    assert [f["rule_id"] for f in plain.json()["findings"]] == ["KA901"]
-    judged = run("analyze", mid, "--format", "json", "--fail-on", "warning",
-                 "--assume-keep-alive", "2")
+def test_assumed_keep_alive_is_judged() -> None:
+    """late-pinger cut to start after its CONNECT, judged with an assumed K of 2 s: the three late
+    pings whose gaps are in the capture (2.6 s > 2 s) are found, and fail --fail-on warning."""
+    judged = result_of(LATE_MID_ASSUMED)
     assert judged.rc == 1
     assert_summary_only(judged, 1)
     doc = judged.json()
     assert_valid(doc)
     assert doc["sessions"][0]["keep_alive_source"] == "assumed"
     assert rule_ids(doc) == Counter({"KA101": 3, "KA901": 1})
-    # frames are renumbered in the cut file: the original PINGREQs #8, #11, #14, #17 are 4, 7, 10, 13
+    # frames are renumbered in the cut file: PINGREQs #8, #11, #14, #17 became 4, 7, 10, 13
     assert [f["frames"] for f in doc["findings"] if f["rule_id"] == "KA101"] == [
         [4, 7], [7, 10], [10, 13]]
 
@@ -555,112 +620,80 @@ def test_assumed_keep_alive_is_judged(tmp_path: Path) -> None:
 # -- bad input -----------------------------------------------------------------------------------
 
 
-def _empty(tmp: Path) -> Path:
-    return write(tmp / "empty.pcap", b"")
+UNUSABLE = {name: cmd("analyze", name, "--format", "json") for name in (
+    "empty.pcap", "notes.pcap", "header-cut.pcap", "corrupt.pcap.gz")}
+MISSING_PATH = cmd("analyze", "no-such.pcap")
+BAD_NEXT_TO_GOOD = cmd("analyze", COMPLIANT, "header-cut.pcap", LATE, "--format", "jsonl")
+CUT_CMDS = {name: cmd("analyze", name, "--format", "json") for name in CUTS}
+USAGE_ERRORS = {
+    "format": cmd("analyze", COMPLIANT, "--format", "xml"),
+    "fail-on": cmd("analyze", COMPLIANT, "--fail-on", "sometimes"),
+}
 
 
-def _text(tmp: Path) -> Path:
-    return write(tmp / "notes.pcap", b"this is a text file, not a capture\n" * 3)
-
-
-def _header_cut(tmp: Path) -> Path:
-    return write(tmp / "header-cut.pcap", COMPLIANT.read_bytes()[:10])
-
-
-def _gzip_corrupt(tmp: Path) -> Path:
-    data = bytearray(gzip.compress(COMPLIANT.read_bytes(), mtime=0))
-    data[10:40] = bytes(30)
-    return write(tmp / "corrupt.pcap.gz", bytes(data))
-
-
-def _zstd(tmp: Path) -> Path:
-    return write(tmp / "capture.pcap.zst", b"\x28\xb5\x2f\xfd" + bytes(40))
-
-
-@pytest.mark.parametrize("make", [_empty, _text, _header_cut, _gzip_corrupt, _zstd],
-                         ids=lambda f: f.__name__.strip("_"))
-def test_unusable_file_is_exit_2_with_one_error_line(tmp_path: Path, make) -> None:  # noqa: ANN001
-    path = make(tmp_path)
-    result = run("analyze", path.name, "--format", "json", cwd=tmp_path)
+@pytest.mark.parametrize("name", sorted(UNUSABLE))
+def test_unusable_file_is_exit_2_with_one_error_line(name: str) -> None:
+    result = result_of(UNUSABLE[name])
     assert result.rc == 2
-    assert_one_error_line(result, path.name)
+    assert_one_error_line(result, name)
     doc = result.json()  # what could be read is still reported
     assert_valid(doc)
     assert doc["captures"][0]["error"]
     assert doc["sessions"] == [] and doc["summary"]["exit_code"] == 2
 
 
-def test_missing_path_is_exit_2(tmp_path: Path) -> None:
-    result = run("analyze", "no-such.pcap", cwd=tmp_path)
+def test_header_cut_error_says_so() -> None:
+    assert "cut short" in assert_one_error_line(result_of(UNUSABLE["header-cut.pcap"]))
+
+
+def test_missing_path_is_exit_2() -> None:
+    result = result_of(MISSING_PATH)
     assert result.rc == 2
     assert result.out == ""
     assert len(result.err_lines) == 1
     assert_one_error_line(result, "no-such.pcap")
 
 
-def test_bad_file_next_to_good_ones(tmp_path: Path) -> None:
-    bad = _header_cut(tmp_path)
-    result = run("analyze", COMPLIANT, bad.name, LATE, "--format", "jsonl", cwd=tmp_path)
+def test_bad_file_next_to_good_ones() -> None:
+    result = result_of(BAD_NEXT_TO_GOOD)
     assert result.rc == 2
-    assert_one_error_line(result, bad.name, "cut short")
+    assert_one_error_line(result, "header-cut.pcap", "cut short")
     records = result.jsonl()
     assert [r["session_id"] for r in records if r["type"] == "session"] == [
         "compliant-pinger.pcap#0", "late-pinger.pcap#0"]
-    assert records[-1] == {**records[-1], "type": "summary", "exit_code": 2}
+    assert records[-1]["type"] == "summary" and records[-1]["exit_code"] == 2
 
 
-@pytest.mark.parametrize(("capture", "frame", "into", "rc", "rules"), [
-    # silent-client cut inside frame 9, after the broker's FIN #8: all three findings are before it
-    pytest.param(SILENT, 9, 20, 1, {"KA101": 1, "KA102": 1, "KA201": 1}, id="silent-in-data"),
-    pytest.param(SILENT, 9, 8, 1, {"KA101": 1, "KA102": 1, "KA201": 1}, id="silent-in-rec-hdr"),
-    # late-pinger cut inside frame 18 (the PINGRESP after PINGREQ #17): the four late pings stay
-    pytest.param(LATE, 18, 30, 0, {"KA101": 4}, id="late-in-data"),
-])
-def test_capture_cut_inside_a_record(tmp_path: Path, capture: Path, frame: int, into: int,
-                                     rc: int, rules: dict[str, int]) -> None:
-    path = write(tmp_path / f"cut-{capture.name}", cut_inside_record(capture, frame, into))
-    result = run("analyze", path.name, "--format", "json", cwd=tmp_path)
+@pytest.mark.parametrize("name", sorted(CUTS))
+def test_capture_cut_inside_a_record(name: str) -> None:
+    _src, frame, _into, rc, rules = CUTS[name]
+    result = result_of(CUT_CMDS[name])
     assert result.rc == rc
     warnings = [line for line in result.err_lines if line.startswith("warning: ")]
-    assert len(warnings) == 1 and path.name in warnings[0] and "cut short" in warnings[0]
-    assert not any(line.startswith("error") for line in result.err_lines)
+    assert len(warnings) == 1 and name in warnings[0] and "cut short" in warnings[0]
+    assert len(result.err_lines) == 2, result.err  # the warning and the summary, no error
     assert SUMMARY_RE.match(result.err_lines[-1]) and result.err_lines[-1].endswith(f"exit {rc}")
     doc = result.json()
     assert_valid(doc)
-    (cap,) = doc["captures"]
-    assert cap["error"] is None and cap["warnings"] and cap["frames"] == frame - 1
+    (capture,) = doc["captures"]
+    assert capture["error"] is None and capture["warnings"] and capture["frames"] == frame - 1
     assert len(doc["sessions"]) == 1
     assert rule_ids(doc) == Counter(rules)
     assert doc["summary"]["exit_code"] == rc
 
 
-def test_truncated_gzip_on_stdin_is_a_warning() -> None:
-    data = gzip.compress(SILENT.read_bytes(), mtime=0)
-    result = run("analyze", "-", stdin=data[: len(data) * 2 // 3])
-    assert result.rc in (0, 1)
-    assert any(line.startswith("warning: -:") for line in result.err_lines), result.err
-    assert SUMMARY_RE.match(result.err_lines[-1])
-
-
-@pytest.mark.parametrize("options", [
-    pytest.param(["--format", "xml"], id="format"),
-    pytest.param(["--fail-on", "sometimes"], id="fail-on"),
-    pytest.param(["--port", "0"], id="port"),
-])
-def test_bad_option_is_a_usage_error(options: list[str]) -> None:
-    result = run_cached("analyze", COMPLIANT, *options)
+@pytest.mark.parametrize("option", sorted(USAGE_ERRORS))
+def test_bad_option_is_a_usage_error(option: str) -> None:
+    result = result_of(USAGE_ERRORS[option])
     assert result.rc == 2
     assert result.out == ""
-    assert options[0] in result.err and "Usage:" in result.err
-
-
-def test_no_capture_argument_is_a_usage_error() -> None:
-    result = run_cached("analyze")
-    assert result.rc == 2
-    assert "Missing argument" in result.err
+    assert f"--{option}" in result.err and "Usage:" in result.err
 
 
 # -- bit flips -----------------------------------------------------------------------------------
+
+
+FLIP_CMDS = {fmt: cmd("analyze", *flip_names(fmt), "--format", fmt) for fmt in FLIP_FORMATS}
 
 
 def test_bit_flipped_captures_never_raise(tmp_path: Path) -> None:
@@ -676,54 +709,57 @@ def test_bit_flipped_captures_never_raise(tmp_path: Path) -> None:
             report = analyze([str(path)], options)
             code = report.exit_code(Severity.ERROR)
             assert code in (0, 1, 2)
-            for fmt in ("table", "jsonl", "csv"):
+            for fmt in ("table", "jsonl", "csv") if i % 4 == 0 else ("jsonl",):
                 render(report, fmt, io.StringIO(), Severity.ERROR)
             out = io.StringIO()
             render(report, "json", out, Severity.ERROR)
             assert json.loads(out.getvalue())["summary"]["exit_code"] == code
-        except Exception as exc:  # noqa: BLE001 - report the variant that broke
+        except Exception as exc:  # noqa: BLE001 - name the variant that broke
             pytest.fail(f"variant {i} of {src.name} ({path}): {type(exc).__name__}: {exc}")
         codes[code] += 1
         path.unlink()
-    assert codes[2] > 0 and codes[0] + codes[1] > 0, codes  # both damaged and readable ones
+    assert codes[2] > 0 and codes[0] + codes[1] > 0, codes  # both broken and readable ones
 
 
-@pytest.mark.parametrize("fmt", ["table", "json"])
-def test_bit_flipped_captures_through_the_cli(tmp_path: Path, fmt: str) -> None:
-    rng = random.Random(f"cli-{fmt}")
-    sources = [SILENT, LATE, COMPLIANT, SUBSCRIBER, KA_ZERO, CAPTURES / "mqtt5-paho.pcap"]
-    names = [write(tmp_path / f"flip{i}-{src.name}", flipped_variant(rng, src.read_bytes())).name
-             for i, src in enumerate(sources)]
-    result = run("analyze", *names, "--format", fmt, cwd=tmp_path)
+@pytest.mark.parametrize("fmt", FLIP_FORMATS)
+def test_bit_flipped_captures_through_the_cli(fmt: str) -> None:
+    result = result_of(FLIP_CMDS[fmt])  # run() already checked: no traceback, exit 0, 1 or 2
     assert SUMMARY_RE.match(result.err_lines[-1]), result.err
     assert result.err_lines[-1].endswith(f"exit {result.rc}")
+    names = flip_names(fmt)
     for line in result.err_lines[:-1]:
         assert line.startswith(("warning: ", "error: ")), line
         assert any(name in line for name in names), line
     if fmt == "json":
-        assert result.json()["summary"]["exit_code"] == result.rc
+        doc = result.json()
+        assert len(doc["captures"]) == len(names)
+        assert doc["summary"]["exit_code"] == result.rc
 
 
 # -- the sessions command ------------------------------------------------------------------------
 
 
-def test_sessions_table_one_row_per_session(tmp_path: Path) -> None:
-    for src, short in ((COMPLIANT, "cp.pcap"), (KA_ZERO, "kz.pcap"), (LATE, "lp.pcap")):
-        shutil.copy(src, tmp_path / short)
-    result = run("sessions", "cp.pcap", "kz.pcap", "lp.pcap", cwd=tmp_path)
+SESSIONS_TABLE = cmd("sessions", "cp.pcap", "kz.pcap", "lp.pcap")
+SESSIONS_JSON = cmd("sessions", SUBSCRIBER, SILENT, "--format", "json")
+SESSIONS_BAD = cmd("sessions", "notes.pcap", "--format", "json")
+
+
+def test_sessions_table_one_row_per_session() -> None:
+    result = result_of(SESSIONS_TABLE)
     assert result.rc == 0
     assert result.err == ""
     rows = [line for line in result.out.splitlines() if ".pcap#" in line]
     assert len(rows) == 3
-    for row, (sid, client_id, k) in zip(rows, [("cp.pcap#0", "ka-compliant-pinger", "2 / - / 2"),
-                                               ("kz.pcap#0", "ka-keep-alive-zero", "0 / - / 0"),
-                                               ("lp.pcap#0", "ka-late-pinger", "2 / - / 2")]):
-        assert sid in row and client_id in row and k in row, row
+    expected = [("cp.pcap#0", "ka-compliant-pinger", "2 / - / 2"),
+                ("kz.pcap#0", "ka-keep-alive-zero", "0 / - / 0"),
+                ("lp.pcap#0", "ka-late-pinger", "2 / - / 2")]
+    for row, (session_id, client_id, keep_alive) in zip(rows, expected):
+        assert session_id in row and client_id in row and keep_alive in row, row
     assert "KA1" not in result.out  # sessions, not findings
 
 
 def test_sessions_json_is_a_list_of_session_records() -> None:
-    result = run_cached("sessions", SUBSCRIBER, SILENT, "--format", "json")
+    result = result_of(SESSIONS_JSON)
     assert result.rc == 0
     assert result.err == ""
     records = result.json()
@@ -734,87 +770,78 @@ def test_sessions_json_is_a_list_of_session_records() -> None:
         ("receive-only-subscriber.pcap#0", "ka-receive-only-subscriber", 2),
         ("receive-only-subscriber.pcap#1", "ka-receive-only-subscriber-pub", 10),
         ("silent-client.pcap#0", "ka-silent-client", 2)]
+    wanted = {r["session_id"] for r in records}  # the same records `analyze` reports
+    assert records == [s for s in result_of(ALL_SHIPPED_JSON).json()["sessions"]
+                       if s["session_id"] in wanted]
 
 
-def test_sessions_with_an_unusable_file(tmp_path: Path) -> None:
-    bad = _text(tmp_path)
-    result = run("sessions", bad.name, "--format", "json", cwd=tmp_path)
+def test_sessions_with_an_unusable_file() -> None:
+    result = result_of(SESSIONS_BAD)
     assert result.rc == 2
-    assert_one_error_line(result, bad.name)
+    assert_one_error_line(result, "notes.pcap")
     assert result.json() == []
 
 
 # -- version and help ----------------------------------------------------------------------------
 
 
+VERSION = cmd("--version")
+HELP = cmd("--help")
+ANALYZE_HELP = cmd("analyze", "--help")
+
+
 def test_version() -> None:
-    result = run_cached("--version")
+    result = result_of(VERSION)
     assert result.rc == 0
     assert result.out == f"mqtt-keepalive {analyzer.__version__}\n"
     assert result.err == ""
 
 
 def test_help() -> None:
-    top = run_cached("--help")
+    top = result_of(HELP)
     assert top.rc == 0 and "analyze" in top.out and "sessions" in top.out
-    sub = run_cached("analyze", "--help")
+    sub = result_of(ANALYZE_HELP)
     assert sub.rc == 0
     for option in ("--format", "--output", "--port", "--assume-keep-alive", "--fail-on", "--table"):
         assert option in sub.out
 
 
-PREFETCH: list[tuple[object, ...]] = [
-    *[("analyze", p.values[0], "--format", "json", *p.values[1]) for p in EXIT_CASES],
-    ("analyze", CAPTURES, "--format", "json", "--fail-on", "never"),
-    ("analyze", SILENT, "--format", "jsonl"),
-    ("analyze", SILENT, "--format", "csv"),
-    ("analyze", COMPLIANT, "--format", "csv"),
-    ("analyze", SUBSCRIBER, "--format", "csv", "--table", "sessions"),
-    ("analyze", SILENT),
-    ("analyze", COMPLIANT),
-    ("analyze", SILENT, LATE, COMPLIANT, SUBSCRIBER, "--format", "json"),
-    ("sessions", SUBSCRIBER, SILENT, "--format", "json"),
-    ("--version",),
-    ("--help",),
-    ("analyze", "--help"),
-]
-"""The shared commands, started in the background by `_prefetch`."""
+# -- bugs (strict xfail: each passes once its bug is fixed) --------------------------------------
 
 
-# -- bugs (strict xfail: each passes once the bug is fixed) --------------------------------------
+CLOCK_STEP = cmd("analyze", "clock-step.pcap", "--format", "json")
+EMPTY_DIR = cmd("analyze", "empty-dir")
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "a capture whose clock steps backwards (out-of-order timestamps, e.g. NTP step or merged "
-    "captures) gives a negative session max_gap_s, which violates the shipped JSON Schema "
+    "a capture whose clock steps backwards (timestamps going back, e.g. an NTP step or merged "
+    "captures) gets a negative session max_gap_s, which violates the shipped JSON Schema "
     "(minimum 0); the silent client is then also passed with no finding and no warning"))
-def test_clock_step_backwards_still_gives_a_valid_report(tmp_path: Path) -> None:
-    path = write(tmp_path / "clock-step.pcap", step_clock(SILENT.read_bytes(), 8, -10))
-    result = run("analyze", path.name, "--format", "json", cwd=tmp_path)
+def test_clock_step_backwards_still_gives_a_valid_report() -> None:
+    result = result_of(CLOCK_STEP)
     assert_valid(result.json())
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "analyzing a directory that holds no capture exits 0 ('0 sessions ... -> exit 0'): the check "
-    "passes on nothing, which expand_inputs' own rationale for missing paths forbids"))
-def test_directory_without_captures_is_unusable_input(tmp_path: Path) -> None:
-    (tmp_path / "recordings").mkdir()
-    result = run("analyze", "recordings", cwd=tmp_path)
+    "analyzing a directory holding no capture exits 0 ('0 sessions ... -> exit 0'): the check "
+    "passes on nothing, which expand_inputs' own rationale for missing paths rules out"))
+def test_directory_without_captures_is_unusable_input() -> None:
+    result = result_of(EMPTY_DIR)
     assert result.rc == 2
-    assert_one_error_line(result, "recordings")
+    assert_one_error_line(result, "empty-dir")
 
 
 @pytest.mark.xfail(strict=True, reason=(
     "when the reader of stdout goes away (| head), click's standalone mode turns the EPIPE into "
-    "exit 1 before cli.main's BrokenPipeError handler (exit 0) can see it, so a closed pipe "
-    "reads as 'findings at or above --fail-on' even with --fail-on never"))
+    "exit 1 before cli.main's BrokenPipeError handler (exit 0) sees it, so a closed pipe reads "
+    "as 'findings at or above --fail-on', even with --fail-on never"))
 def test_closed_stdout_is_not_reported_as_findings() -> None:
     args = [sys.executable, "-m", "analyzer", "analyze", *[str(CAPTURES)] * 12,
             "--format", "jsonl", "--fail-on", "never"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
     proc.stdout.read(100)
-    proc.stdout.close()
+    proc.stdout.close()  # more than a pipe buffer is still to come: the writer gets EPIPE
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err.decode()
     assert proc.returncode == 0

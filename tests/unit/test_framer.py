@@ -255,8 +255,6 @@ def test_gap_between_packets_resyncs_at_next_segment() -> None:
         [(T.PINGRESP, 0, 0, False), (T.PINGREQ, 0, 0, False)]
 
 
-@pytest.mark.xfail(strict=True, reason="gap() drops a packet whose fixed header was cut: only "
-                   "packets whose Remaining Length was complete are reported truncated")
 @pytest.mark.parametrize("head", [b"\x30", b"\x30\x80", b"\xc0", b"\x10\xff\xff"],
                          ids=["type-only", "rl-cut", "pingreq-type-only", "connect-rl-cut"])
 def test_gap_inside_a_header_reports_truncated_packet_and_resyncs(head: bytes) -> None:
@@ -272,7 +270,7 @@ def test_gap_inside_a_header_reports_truncated_packet_and_resyncs(head: bytes) -
 
 
 def test_gap_inside_a_header_resyncs_at_next_segment() -> None:
-    # The part of the header contract that holds today (see the xfail above for the rest).
+    # After the loss the framer resynchronises at the next plausible segment start.
     f = framer()
     f.feed(b"\x30\x80", 1, ts(1))
     f.gap(50, 2, ts(2))
@@ -293,22 +291,46 @@ TLS_APP_DATA = bytes.fromhex("170303004a") + b"\x22" * 74
     b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     b"\x00" * 64,
     b"\x30\xff\xff\xff\xff\x7f",     # a Remaining Length over 4 bytes
-    b"\xc0",                          # a header that does not fit the segment cannot be checked
-    b"\x30\x05\x00",                  # a plausible PUBLISH header... of 5 bytes, but
-], ids=["tls-hello", "tls-data", "http", "zeros", "rl-5-bytes", "lone-byte", "cut"])
+], ids=["tls-hello", "tls-data", "http", "zeros", "rl-5-bytes"])
 def test_unsynced_framer_drops_implausible_starts(junk: bytes) -> None:
     f = framer(synced=False)
     events = f.feed(junk, 1, ts(1))
-    if junk == b"\x30\x05\x00":
-        # ...a plausible start is accepted and the rest of the packet is awaited
-        assert events == [] and f.synced and f.unsynced_bytes == 0
-        return
     assert events == []
     assert f.unsynced_bytes == len(junk)
     assert not f.synced
     events = f.feed(connect(level=4, keep_alive=5) + PINGREQ, 2, ts(2))
     assert [(e.type, e.first_frame) for e in events] == [(T.CONNECT, 2), (T.PINGREQ, 2)]
     assert f.synced and f.unsynced_bytes == len(junk)
+
+
+def test_unsynced_framer_holds_a_header_too_short_to_judge() -> None:
+    """A stream whose first segment ends inside the CONNECT's fixed header still yields it."""
+    f = framer(synced=False)
+    whole = connect(level=4, keep_alive=5)
+    assert f.feed(whole[:1], 1, ts(1)) == []
+    events = f.feed(whole[1:] + PINGREQ, 2, ts(2))
+    assert [(e.type, e.first_frame, e.ts_first_ns) for e in events] == \
+        [(T.CONNECT, 1, ts(1)), (T.PINGREQ, 2, ts(2))]
+    assert f.unsynced_bytes == 0
+
+
+def test_unsynced_framer_drops_a_held_byte_that_starts_nothing() -> None:
+    """A lone byte cannot be judged; when the next segment shows it started nothing, it is dropped
+    and the next segment, which starts on its own, is judged alone."""
+    f = framer(synced=False)
+    assert f.feed(b"\xc0", 1, ts(1)) == []
+    events = f.feed(connect(level=4, keep_alive=5) + PINGREQ, 2, ts(2))
+    assert [(e.type, e.first_frame) for e in events] == [(T.CONNECT, 2), (T.PINGREQ, 2)]
+    assert f.unsynced_bytes == 1
+
+
+def test_unsynced_framer_accepts_a_plausible_start_cut_after_its_header() -> None:
+    f = framer(synced=False)
+    raw = publish("t", b"abc")
+    assert f.feed(raw[:3], 1, ts(1)) == []
+    assert f.synced and f.unsynced_bytes == 0
+    pkt = only_packet(f.feed(raw[3:], 2, ts(2)))
+    assert (pkt.type, pkt.remaining_length, pkt.first_frame, pkt.last_frame) == (T.PUBLISH, 6, 1, 2)
 
 
 def test_unsynced_framer_counts_every_dropped_segment() -> None:
@@ -389,8 +411,6 @@ def test_eof_mid_packet_reports_truncated(raw: bytes, cut: int) -> None:
         assert pkt.body.keep_alive_s == 12
 
 
-@pytest.mark.xfail(strict=True, reason="eof() drops a packet whose fixed header was cut: nothing "
-                   "is reported although its first byte was sent (in_packet was True)")
 @pytest.mark.parametrize("head", [b"\xc0", b"\x30\x80"])
 def test_eof_inside_a_header_reports_truncated(head: bytes) -> None:
     f = framer()

@@ -176,8 +176,6 @@ def test_pending_under_the_cap_waits(isn: int) -> None:
     assert stream.pending_bytes == 5
 
 
-@pytest.mark.xfail(strict=True, reason="expire() skips only to the first buffered segment and forgets "
-                   "the ACK: an acknowledged hole behind it stays open with later bytes buffered")
 @pytest.mark.parametrize("isn", ISNS)
 def test_one_ack_over_two_holes_declares_both(isn: int) -> None:
     # Bytes 3-5 and 9-11 were never captured; the peer acknowledged up to 12, and byte 12 arrived.
