@@ -206,8 +206,20 @@ def generate(out: Path, frames: int, clients: int, seed: int) -> dict:
             heapq.heappush(heap, (t + rng.randrange(NS, 10 * NS), next_id))
             next_id += 1
     w.fh.close()
-    # Violations still pending when the file ends are censored, not planted.
+    censored(truth, [population[idx] for _, idx in heap], w.last_ns)
     return {"frames": w.frames, "clients": next_id, "seed": seed, "violations": truth}
+
+
+def censored(truth: list[dict], open_clients: list[Client], end_ns: int) -> None:
+    """Silences still open when the file ends count only once they passed a limit (+0.25 s)."""
+    for client in open_clients:
+        if client.state == "connect":
+            continue
+        silent = end_ns - client.last_client_ns
+        limits = [("KA101", client.k)] + [(r, 1.5 * client.k) for r in ("KA102", "KA201")]
+        for rule, limit_s in limits:
+            if silent > (limit_s + 0.25) * NS:
+                truth.append({"rule_id": rule, "client_id": f"dev-{client.idx}", "gap_s": silent / NS})
 
 
 def main() -> None:

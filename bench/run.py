@@ -1,0 +1,103 @@
+"""Time `mqtt-keepalive analyze` against tshark and scapy's raw reader on the same captures.
+
+    python bench/run.py                        # generates /tmp/mqtt-keepalive-bench/1m.pcap first
+    python bench/run.py FILE.pcap ... [--runs 3]
+
+Each tool runs as a whole process, several times, alternating, so a busy machine slows all of
+them alike; the table shows medians, frames/s, the ratio to tshark and peak RSS (from the kernel's
+rusage of the child). Also checks the analyzer's findings against the generator's ground truth
+when a `<file>.truth.json` sits beside the capture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT = Path("/tmp/mqtt-keepalive-bench/1m.pcap")
+
+TSHARK = ["tshark", "-r", "{f}", "-Y", "mqtt", "-T", "fields", "-e", "frame.time_epoch",
+          "-e", "tcp.stream", "-e", "mqtt.msgtype", "-e", "mqtt.kalive"]
+ANALYZE = [sys.executable, "-m", "analyzer", "analyze", "{f}", "--format", "json", "-o", "{out}",
+           "--fail-on", "never"]
+SCAPY = [sys.executable, "-c",
+         "import sys\nfrom scapy.utils import RawPcapReader\nn=0\n"
+         "for _ in RawPcapReader(sys.argv[1]): n+=1\nprint(n)", "{f}"]
+
+
+def run(command: list[str], capture: Path, out: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one run of `command`."""
+    args = [a.format(f=capture, out=out) for a in command]
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"{args[0]} failed on {capture}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def frames_in(capture: Path) -> int:
+    from analyzer.sources import open_capture
+
+    with open_capture(str(capture)) as reader:
+        return sum(1 for _ in reader)
+
+
+def check_truth(capture: Path, report: Path) -> str:
+    truth_file = capture.with_suffix(".truth.json")
+    if not truth_file.exists():
+        return "no ground truth"
+    truth = Counter((v["rule_id"], v["client_id"]) for v in json.loads(truth_file.read_text())["violations"])
+    found = Counter((f["rule_id"], f["client_id"]) for f in json.loads(report.read_text())["findings"]
+                    if f["rule_id"] in {"KA101", "KA102", "KA201"})
+    missed = sum((truth - found).values())
+    extra = sum((found - truth).values())
+    return f"planted {sum(truth.values())}, missed {missed}, extra {extra}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("captures", nargs="*", type=Path)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    captures = args.captures or [DEFAULT]
+    for capture in captures:
+        if capture == DEFAULT and not capture.exists():
+            capture.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, str(HERE / "generate.py"), str(capture)], check=True)
+    tools = {"mqtt-keepalive analyze": ANALYZE, "scapy RawPcapReader": SCAPY}
+    if shutil.which("tshark"):
+        tools["tshark -T fields"] = TSHARK
+    print(f"{'capture':<16} {'tool':<24} {'median s':>9} {'frames/s':>10} {'x tshark':>9} {'peak MiB':>9}")
+    for capture in captures:
+        frames = frames_in(capture)
+        out = Path("/tmp/mqtt-keepalive-bench") / f"{capture.stem}.report.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        times: dict[str, list[float]] = {t: [] for t in tools}
+        rss: dict[str, float] = {t: 0.0 for t in tools}
+        for _ in range(args.runs):
+            for name, command in tools.items():
+                elapsed, peak = run(command, capture, out)
+                times[name].append(elapsed)
+                rss[name] = max(rss[name], peak)
+        tshark_median = statistics.median(times["tshark -T fields"]) if "tshark -T fields" in times else None
+        for name in tools:
+            median = statistics.median(times[name])
+            ratio = f"{tshark_median / median:.1f}" if tshark_median else "-"
+            print(f"{capture.name:<16} {name:<24} {median:>9.2f} {frames / median:>10,.0f} {ratio:>9} "
+                  f"{rss[name]:>9.0f}")
+        print(f"{capture.name}: {frames:,} frames; analyzer vs ground truth: {check_truth(capture, out)}")
+
+
+if __name__ == "__main__":
+    main()
