@@ -95,9 +95,9 @@ def analyze_command(
 ) -> None:
     """Analyse captures and report every keep-alive violation with its evidence."""
     report = _run(captures, port, assume_keep_alive)
-    with _sink(output) as out:
-        from analyzer.report import render
+    from analyzer.report import render
 
+    with _sink(output) as out, _reader_may_leave(report.exit_code(fail_on.severity)):
         render(report, fmt.value, out, fail_on.severity, table=table.value,
                console=_console(out, output))
     _finish(report, fail_on.severity)
@@ -114,7 +114,7 @@ def sessions_command(
 ) -> None:
     """List the MQTT sessions in captures: client, client id, version, keep-alive, how it ended."""
     report = _run(captures, port, assume_keep_alive)
-    with _sink(output) as out:
+    with _sink(output) as out, _reader_may_leave(2 if any(c.error for c in report.captures) else 0):
         _render_sessions(report, fmt, out, output)
     _warn_about_captures(report)
     raise typer.Exit(2 if any(c.error for c in report.captures) else 0)
@@ -171,6 +171,17 @@ def _error(message: str) -> None:
 
 
 @contextmanager
+def _reader_may_leave(exit_code: int) -> Iterator[None]:
+    """`... | head` closes stdout early: stop writing, and exit as the verdict says (click would
+    exit 1, which here means findings)."""
+    try:
+        yield
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        raise typer.Exit(exit_code) from None
+
+
+@contextmanager
 def _sink(output: Path | None) -> Iterator[TextIO]:
     if output is None:
         yield sys.stdout
@@ -199,9 +210,6 @@ def main() -> None:
     except KeyboardInterrupt:
         _error("interrupted")
         sys.exit(130)
-    except BrokenPipeError:  # the reader of stdout went away (| head): nothing left to say
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
-        sys.exit(0)
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         _error(f"internal error ({type(exc).__name__}: {exc}); this is a bug in mqtt-keepalive "
                f"{__version__}: please report it on the project's issue tracker ({ISSUES_URL}) "

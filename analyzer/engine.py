@@ -29,6 +29,9 @@ IDLE_CLOSED_NS = 60 * NS
 IDLE_OTHER_NS = 300 * NS
 IDLE_MQTT_UNKNOWN_NS = 3600 * NS
 IDLE_MQTT_MIN_NS = 600 * NS
+CLOCK_STEP_NS = NS // 100
+"""Timestamps going back by more than this are a clock step (merged captures, NTP), not the
+microsecond disorder of frames captured on several queues."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class CaptureAnalysis:
         self.last_frame = 0
         self._next_sweep_ns: int | None = None
         self._latest_by_client_id: dict[str, SessionTimeline] = {}
+        self.clock_steps = 0
+        self.warnings: list[str] = []
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -70,6 +75,8 @@ class CaptureAnalysis:
                 self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
             elif ts_ns >= self._next_sweep_ns:
                 self._sweep(frame_no)
+        elif ts_ns < self.now_ns - CLOCK_STEP_NS:
+            self._clock_step(frame_no, ts_ns)
         seg = decode_segment(linktype, data)
         if seg.__class__ is str:
             self.skipped[seg] += 1  # type: ignore[index]
@@ -91,6 +98,17 @@ class CaptureAnalysis:
             self._undecided(flow, is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
         elif flags & (FIN | RST):
             flow.closed = True
+
+    def _clock_step(self, frame_no: int, ts_ns: int) -> None:
+        """The capture's clock went back: no open interval can be measured across the step."""
+        self.clock_steps += 1
+        if self.clock_steps == 1:
+            self.warnings.append(
+                f"timestamps go back {(self.now_ns - ts_ns) / NS:.3f} s at frame {frame_no} (a clock "
+                "step or merged captures): intervals across a step are not judged")
+        for flow in self.table.flows():
+            if flow.kind == MQTT and flow.state is not None and flow.state.timeline is not None:
+                flow.state.timeline.on_clock_step()
 
     # -- connections --------------------------------------------------------------------------
 
@@ -204,7 +222,7 @@ def analyze_capture(reader: CaptureReader, options: Options) -> tuple[CaptureSum
         path=reader.path, format=reader.format, linktypes=tuple(sorted(reader.linktypes)),
         frames=frames, bytes=reader.bytes_read, tcp_streams=analysis.table.streams,
         mqtt_sessions=len(analysis.sessions), skipped=dict(sorted(analysis.skipped.items())),
-        warnings=tuple(reader.warnings), error=reader.error)
+        warnings=tuple(reader.warnings + analysis.warnings), error=reader.error)
     return summary, analysis.sessions, analysis.findings
 
 
@@ -217,12 +235,11 @@ def analyze(paths: list[str], options: Options | None = None) -> Report:
     captures: list[CaptureSummary] = []
     sessions: list[Session] = []
     findings: list[Finding] = []
-    for path in expand_inputs(paths):
+    for path in _capture_paths(paths, captures):
         try:
             reader = open_capture(path)
         except InputError as exc:
-            captures.append(CaptureSummary(path=path, format="unknown", linktypes=(), frames=0,
-                                           bytes=0, tcp_streams=0, mqtt_sessions=0, error=str(exc)))
+            captures.append(_unusable(path, str(exc)))
             continue
         with reader:
             summary, found_sessions, found = analyze_capture(reader, options)
@@ -230,3 +247,23 @@ def analyze(paths: list[str], options: Options | None = None) -> Report:
         sessions += found_sessions
         findings += found
     return Report(tuple(captures), tuple(sessions), tuple(findings), options.ruleset.info)
+
+
+def _capture_paths(paths: list[str], unusable: list[CaptureSummary]) -> list[str]:
+    """Expand each input on its own, so one bad input is reported and the others still run."""
+    out: list[str] = []
+    for path in paths:
+        try:
+            found = expand_inputs([path])
+        except InputError as exc:
+            unusable.append(_unusable(path, str(exc)))
+            continue
+        if not found:
+            unusable.append(_unusable(path, f"{path}: no capture files in this directory"))
+        out += found
+    return out
+
+
+def _unusable(path: str, error: str) -> CaptureSummary:
+    return CaptureSummary(path=path, format="unknown", linktypes=(), frames=0, bytes=0,
+                          tcp_streams=0, mqtt_sessions=0, error=error)

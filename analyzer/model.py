@@ -73,6 +73,8 @@ class Uncertainty(str, Enum):
     CAPTURE_END = "capture_end"
     ENCRYPTED = "encrypted"
     UNKNOWN_KEEP_ALIVE = "unknown_keep_alive"
+    CLOCK_STEP = "clock_step"
+    """The capture's timestamps went backwards during the session: intervals across it are not judged."""
 
 
 class Severity(IntEnum):

@@ -28,7 +28,7 @@ _KEPT_OPEN = {
 def broker_enforcement(silence: Silence, session: SessionView, ruleset: RuleSet) -> list[Finding]:
     """Judge the broker's reaction to one client silence against the profile's on-time window."""
     k = judged_keep_alive(session)
-    if k is None or silence.hole is not None:
+    if k is None or silence.hole is not None or silence.clock_step:
         return []
     k_enf = ruleset.profile.enforced_keep_alive(k)
     if k_enf is None:

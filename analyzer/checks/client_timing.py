@@ -27,7 +27,7 @@ _HOW_IT_ENDED = {
 def client_silence(silence: Silence, session: SessionView, ruleset: RuleSet) -> list[Finding]:
     """Judge one client silence against the effective keep-alive."""
     k = judged_keep_alive(session)
-    if k is None:
+    if k is None or silence.clock_step:
         return []
     tol_ns = int(ruleset.tolerance_s * NS)
     gap = silence.duration_ns

@@ -47,6 +47,8 @@ class Silence:
     """For a broker close: a reason it is not keep-alive enforcement (refused CONNECT, a v5
     DISCONNECT reason other than 0x8D, a malformed client packet, a session takeover)."""
     disconnect_reason: int | None = None
+    clock_step: bool = False
+    """The capture's clock went backwards inside it: its length means nothing."""
 
     @property
     def duration_ns(self) -> int:

@@ -79,6 +79,7 @@ class SessionTimeline:
         self._hole: StreamGap | None = None
         self._pings: deque[_Ping] = deque()
         self._disconnect_reason: int | None = None
+        self._clock_stepped = False
         self._silence_floor = silence_floor
         """Given K, the longest silence ended by a client packet that no check could object to;
         such silences (nearly all of them) are not turned into observations. None: report all."""
@@ -112,6 +113,12 @@ class SessionTimeline:
         self.uncertainty.add(Uncertainty.HOLE)
         if to_server and self._hole is None and not self.ended:
             self._hole = gap
+
+    def on_clock_step(self) -> None:
+        """The capture's timestamps went backwards: the interval in progress cannot be measured."""
+        if not self.ended:
+            self.uncertainty.add(Uncertainty.CLOCK_STEP)
+            self._clock_stepped = True
 
     def on_framing_error(self, err: FramingError, to_server: bool) -> None:
         self.framing_errors += 1
@@ -232,14 +239,17 @@ class SessionTimeline:
         start_frame, start_ns = self._silence_start  # type: ignore[misc]
         self._silence_start = None
         duration = ts_ns - start_ns
-        if self.max_gap_ns is None or duration > self.max_gap_ns:
+        stepped, self._clock_stepped = self._clock_stepped or duration < 0, False
+        if stepped:
+            self.uncertainty.add(Uncertainty.CLOCK_STEP)
+        elif self.max_gap_ns is None or duration > self.max_gap_ns:
             self.max_gap_ns = duration
-        if (end == SilenceEnd.PACKET and self._silence_floor is not None
+        if (end == SilenceEnd.PACKET and self._silence_floor is not None and not stepped
                 and duration <= self._silence_floor(self.keep_alive_s)):
             return None
         return Silence(start_frame, start_ns, frame, ts_ns, end, self._silence_first,
                        self._inbound, self._inbound_first, self._hole, explained,
-                       self._disconnect_reason)
+                       self._disconnect_reason, stepped)
 
     def _end(self, reason: EndReason, frame: int, ts_ns: int) -> list[Observation]:
         self.end_reason, self.end_frame, self.end_ns = reason, frame, ts_ns
