@@ -269,6 +269,12 @@ class Session:
     connack_code: int | None = None
     assigned_client_id: str | None = None
     """The client id a v5 broker assigned in CONNACK (when CONNECT's was empty)."""
+    gap_samples_ns: tuple[int, ...] = ()
+    """Client gaps (ended by a client packet), all of them or an even sample of at most
+    `MAX_GAP_SAMPLES`: what distribution tables (p95 gap / K) are built from. Not in the JSON."""
+
+
+MAX_GAP_SAMPLES = 256
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import fnmatch
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Mapping
 
 from analyzer.model import RuleSetInfo, Severity
@@ -17,10 +18,28 @@ class Rule:
     name: str
     side: str
     severity: Severity
-    spec: tuple[str, ...]
-    summary: str
-    params: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    spec: tuple[str, ...] = ()
+    summary: str = ""
+    params: Mapping[str, float] = field(default_factory=dict)
     enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """A reviewed exception: `rule_id` is silenced for client ids matching `client_id` (a glob)
+    until `expires`; after that date the findings come back and the run warns."""
+
+    rule_id: str
+    client_id: str
+    reason: str
+    expires: dt.date
+    source: str = ""
+
+    def matches(self, rule_id: str, client_id: str | None) -> bool:
+        return rule_id == self.rule_id and fnmatch.fnmatchcase(client_id or "", self.client_id)
+
+    def expired(self, today: dt.date) -> bool:
+        return today > self.expires
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +115,7 @@ class RuleSet:
     profile: BrokerProfile
     tolerance_s: float = 0.25
     packs: tuple[str, ...] = ("default",)
+    suppressions: tuple[Suppression, ...] = ()
 
     def rule(self, rule_id: str) -> Rule | None:
         """The rule if it is in the pack and enabled, else None (its check is then skipped)."""

@@ -21,8 +21,8 @@ from collections import deque
 from typing import Callable
 
 from analyzer.model import (
-    ConnAckBody, ConnectBody, DisconnectBody, EndReason, FlowKey, FramingError, KeepAliveSource,
-    MQTTPacket, PacketType, Session, StreamEnd, StreamGap, Uncertainty,
+    MAX_GAP_SAMPLES, ConnAckBody, ConnectBody, DisconnectBody, EndReason, FlowKey, FramingError,
+    KeepAliveSource, MQTTPacket, PacketType, Session, StreamEnd, StreamGap, Uncertainty,
 )
 from analyzer.session.observations import MalformedPing, PingOutcome, Silence, SilenceEnd
 
@@ -80,6 +80,9 @@ class SessionTimeline:
         self._pings: deque[_Ping] = deque()
         self._disconnect_reason: int | None = None
         self._clock_stepped = False
+        self._gaps: list[int] = []
+        self._gaps_seen = 0
+        self._gap_stride = 1
         self._silence_floor = silence_floor
         """Given K, the longest silence ended by a client packet that no check could object to;
         such silences (nearly all of them) are not turned into observations. None: report all."""
@@ -154,6 +157,7 @@ class SessionTimeline:
             uncertainty=frozenset(uncertainty),
             connack_code=connack.reason_code if connack else None,
             assigned_client_id=connack.assigned_client_id if connack else None,
+            gap_samples_ns=tuple(self._gaps),
         )
 
     # -- client side --------------------------------------------------------------------------
@@ -242,14 +246,28 @@ class SessionTimeline:
         stepped, self._clock_stepped = self._clock_stepped or duration < 0, False
         if stepped:
             self.uncertainty.add(Uncertainty.CLOCK_STEP)
-        elif self.max_gap_ns is None or duration > self.max_gap_ns:
-            self.max_gap_ns = duration
+        else:
+            if self.max_gap_ns is None or duration > self.max_gap_ns:
+                self.max_gap_ns = duration
+            if end == SilenceEnd.PACKET:
+                self._sample_gap(duration)
         if (end == SilenceEnd.PACKET and self._silence_floor is not None and not stepped
                 and duration <= self._silence_floor(self.keep_alive_s)):
             return None
         return Silence(start_frame, start_ns, frame, ts_ns, end, self._silence_first,
                        self._inbound, self._inbound_first, self._hole, explained,
                        self._disconnect_reason, stepped)
+
+    def _sample_gap(self, gap_ns: int) -> None:
+        """Keep every gap until MAX_GAP_SAMPLES, then every 2nd, then every 4th...: an even,
+        deterministic sample in bounded memory."""
+        if self._gaps_seen % self._gap_stride == 0:
+            if len(self._gaps) == MAX_GAP_SAMPLES:
+                self._gaps = self._gaps[::2]
+                self._gap_stride *= 2
+            if self._gaps_seen % self._gap_stride == 0:
+                self._gaps.append(gap_ns)
+        self._gaps_seen += 1
 
     def _end(self, reason: EndReason, frame: int, ts_ns: int) -> list[Observation]:
         self.end_reason, self.end_frame, self.end_ns = reason, frame, ts_ns
