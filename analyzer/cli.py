@@ -159,6 +159,8 @@ def _finish(report: Report, fail_on: Severity | None) -> None:
 
 
 def _warn_about_captures(report: Report) -> None:
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     for capture in report.captures:
         for warning in capture.warnings:
             typer.echo(f"warning: {capture.path}: {warning}", err=True)

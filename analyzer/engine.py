@@ -8,6 +8,7 @@ verdicts. `analyze()` runs it over capture files and assembles the `Report`.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from analyzer.model import CaptureSummary, EndReason, Finding, Report, Session
 from analyzer.mqtt.detect import looks_like_connect
 from analyzer.reassembly.flows import MQTT, OTHER, UNDECIDED, Flow, FlowKey4, FlowTable
 from analyzer.ruleset import RuleSet, load_ruleset
+from analyzer.ruleset.model import apply_suppressions
 from analyzer.session.connection import Connection, flow_key
 from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
@@ -41,6 +43,8 @@ class Options:
     ports: frozenset[int] = frozenset({1883})
     assume_keep_alive_s: int | None = None
     ruleset: RuleSet = field(default_factory=load_ruleset)
+    today: dt.date | None = None
+    """The date suppressions expire against (None: today)."""
 
 
 class CaptureAnalysis:
@@ -246,7 +250,10 @@ def analyze(paths: list[str], options: Options | None = None) -> Report:
         captures.append(summary)
         sessions += found_sessions
         findings += found
-    return Report(tuple(captures), tuple(sessions), tuple(findings), options.ruleset.info)
+    kept, suppressed, warnings = apply_suppressions(
+        findings, options.ruleset.suppressions, options.today or dt.date.today())
+    return Report(tuple(captures), tuple(sessions), tuple(kept), options.ruleset.info,
+                  tuple(suppressed), tuple(warnings))
 
 
 def _capture_paths(paths: list[str], unusable: list[CaptureSummary]) -> list[str]:

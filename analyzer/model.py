@@ -309,6 +309,10 @@ class Report:
     sessions: tuple[Session, ...]
     findings: tuple[Finding, ...]
     ruleset: RuleSetInfo = RuleSetInfo()
+    suppressed: tuple[Finding, ...] = ()
+    """Findings silenced by a suppression of the rule pack (reported as a count, never judged)."""
+    warnings: tuple[str, ...] = ()
+    """Run-level warnings, e.g. an expired suppression."""
 
     def worst_severity(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)

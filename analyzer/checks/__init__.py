@@ -9,11 +9,12 @@ from __future__ import annotations
 from analyzer.checks.base import NS
 from analyzer.checks.broker_timing import broker_enforcement
 from analyzer.checks.client_timing import client_silence
-from analyzer.checks.pings import malformed_ping, ping_outcome
+from analyzer.checks.cadence import ping_cadence
+from analyzer.checks.pings import malformed_ping, ping_outcome, unsolicited_pingresp
 from analyzer.checks.session_facts import session_facts
 from analyzer.model import Finding
 from analyzer.ruleset.model import RuleSet
-from analyzer.session.observations import MalformedPing, PingOutcome, Silence
+from analyzer.session.observations import MalformedPing, PingOutcome, Silence, UnsolicitedPingresp
 from analyzer.session.timeline import Observation, SessionTimeline
 
 _NEVER = 1 << 62
@@ -37,6 +38,8 @@ class Judge:
                 out += ping_outcome(obs, tl, self.ruleset)
             elif isinstance(obs, MalformedPing):
                 out += malformed_ping(obs, tl, self.ruleset)
+            elif isinstance(obs, UnsolicitedPingresp):
+                out += unsolicited_pingresp(obs, tl, self.ruleset)
         return out
 
     def silence_floor_ns(self, keep_alive_s: int | None) -> int:
@@ -58,7 +61,7 @@ class Judge:
         return floor
 
     def finished(self, tl: SessionTimeline) -> list[Finding]:
-        return session_facts(tl, self.ruleset)
+        return session_facts(tl, self.ruleset) + ping_cadence(tl, self.ruleset)
 
 
 __all__ = ["Judge"]

@@ -35,14 +35,23 @@ def broker_enforcement(silence: Silence, session: SessionView, ruleset: RuleSet)
         return []
     tol_ns = int(ruleset.tolerance_s * NS)
     earliest_s, latest_s = ruleset.profile.window_s(k_enf)
-    latest_ns = silence.start_ns + int(latest_s * NS)
+    start_ns = _timer_start(silence, ruleset)
+    latest_ns = start_ns + int(latest_s * NS)
     if silence.end_ns > latest_ns + tol_ns:
         return _not_enforced(silence, session, ruleset, k_enf, latest_ns)
     if silence.end == SilenceEnd.SERVER_CLOSE:
-        if silence.end_ns < silence.start_ns + int(earliest_s * NS) - tol_ns and \
+        if silence.end_ns < start_ns + int(earliest_s * NS) - tol_ns and \
                 _is_keep_alive_close(silence, ruleset, k):
             return _closed_early(silence, session, ruleset, k_enf, earliest_s)
     return []
+
+
+def _timer_start(silence: Silence, ruleset: RuleSet) -> int:
+    """Where the broker's clock starts: the client's last packet, or CONNACK for the first
+    silence of a broker whose timer starts there (AWS IoT Core documents this)."""
+    if ruleset.profile.timer_start == "connack" and silence.connack_ns is not None:
+        return max(silence.start_ns, silence.connack_ns)
+    return silence.start_ns
 
 
 def _is_keep_alive_close(silence: Silence, ruleset: RuleSet, k: int) -> bool:
@@ -69,7 +78,7 @@ def _not_enforced(silence: Silence, session: SessionView, ruleset: RuleSet, k_en
     gap = silence.duration_ns
     how = _KEPT_OPEN[silence.end].format(end=silence.end_frame,
                                          late=fmt_s(seconds(silence.end_ns - latest_ns)))
-    limit_s = seconds(latest_ns - silence.start_ns)
+    limit_s = seconds(latest_ns - _timer_start(silence, ruleset))
     found = finding(ruleset, "KA201", session, (silence.start_frame, silence.end_frame), latest_ns,
                     f"client silent for {fmt_s(seconds(gap))} s, past the broker deadline of "
                     f"{_window_text(ruleset, k_enf)}; {how}", gap_ns=gap,

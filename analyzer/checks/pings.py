@@ -1,4 +1,5 @@
-"""PINGREQ / PINGRESP: answered in time (KA203), awaited by the client (KA106), well formed (KA401)."""
+"""PINGREQ / PINGRESP: answered in time (KA203), promptly (KA204), only when asked (KA205), awaited
+by the client (KA106), well formed (KA401)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,39 @@ from dataclasses import replace
 from analyzer.checks.base import NS, SessionView, finding, fmt_s, judged_keep_alive, seconds
 from analyzer.model import Finding, PacketType
 from analyzer.ruleset.model import RuleSet
-from analyzer.session.observations import MalformedPing, PingOutcome
+from analyzer.session.observations import MalformedPing, PingOutcome, UnsolicitedPingresp
 
 
 def ping_outcome(ping: PingOutcome, session: SessionView, ruleset: RuleSet) -> list[Finding]:
     """Judge one PINGREQ's fate, on both sides."""
-    out = [_pingresp_missing(ping, session, ruleset), _not_awaited(ping, session, ruleset)]
+    out = [_pingresp_missing(ping, session, ruleset), _pingresp_slow(ping, session, ruleset),
+           _not_awaited(ping, session, ruleset)]
     return [f for f in out if f is not None]
+
+
+def _pingresp_slow(ping: PingOutcome, session: SessionView, ruleset: RuleSet) -> Finding | None:
+    """KA204: answered, but later than clients wait (coreMQTT gives up after 5 s)."""
+    rule = ruleset.rule("KA204")
+    if rule is None or ping.answer_ns is None:
+        return None
+    threshold_s = rule.params["threshold_s"]
+    latency = ping.answer_ns - ping.pingreq_ns
+    if latency <= (threshold_s + ruleset.tolerance_s) * NS:
+        return None
+    return finding(ruleset, "KA204", session, (ping.pingreq_frame, ping.end_frame), ping.answer_ns,
+                   f"PINGRESP (frame {ping.end_frame}) came {fmt_s(seconds(latency))} s after the "
+                   f"PINGREQ (frame {ping.pingreq_frame}); clients give up after about "
+                   f"{fmt_s(threshold_s)} s", gap_ns=latency, limit_s=threshold_s,
+                   keep_alive_s=session.keep_alive_s)
+
+
+def unsolicited_pingresp(obs: UnsolicitedPingresp, session: SessionView, ruleset: RuleSet) -> list[Finding]:
+    """KA205: a PINGRESP that answers nothing the client sent."""
+    pkt = obs.packet
+    found = finding(ruleset, "KA205", session, (pkt.first_frame, pkt.last_frame), pkt.ts_first_ns,
+                    f"the broker sent a PINGRESP (frame {pkt.first_frame}) with no PINGREQ outstanding",
+                    keep_alive_s=session.keep_alive_s)
+    return [found] if found is not None else []
 
 
 def _pingresp_missing(ping: PingOutcome, session: SessionView, ruleset: RuleSet) -> Finding | None:

@@ -1,5 +1,5 @@
-"""Facts about a whole session: keep-alive disabled (KA301), overridden by the broker (KA303), or
-unknown because the capture missed the CONNECT (KA901)."""
+"""Facts about a whole session: keep-alive disabled (KA301), outside the broker profile's limits
+(KA302), overridden by the broker (KA303), or unknown because the capture missed the CONNECT (KA901)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from analyzer.session.timeline import SessionTimeline
 
 def session_facts(tl: SessionTimeline, ruleset: RuleSet) -> list[Finding]:
     """Judge a finished session as a whole."""
-    out = [_keep_alive_disabled(tl, ruleset), _server_override(tl, ruleset), _start_unseen(tl, ruleset)]
+    out = [_keep_alive_disabled(tl, ruleset), _out_of_profile(tl, ruleset),
+           _server_override(tl, ruleset), _start_unseen(tl, ruleset)]
     return [f for f in out if f is not None]
 
 
@@ -25,6 +26,17 @@ def _keep_alive_disabled(tl: SessionTimeline, ruleset: RuleSet) -> Finding | Non
     return finding(ruleset, "KA301", tl, (frame, frame), tl.start_ns,
                    f"Keep Alive is 0 in {where}: neither side will detect a dead connection at the "
                    "MQTT level", keep_alive_s=0)
+
+
+def _out_of_profile(tl: SessionTimeline, ruleset: RuleSet) -> Finding | None:
+    if tl.keep_alive_s is None or tl.connect_frame is None:
+        return None
+    why = ruleset.profile.outside_limits(tl.keep_alive_s)
+    if why is None:
+        return None
+    return finding(ruleset, "KA302", tl, (tl.connect_frame, tl.connect_frame), tl.start_ns,
+                   f"Keep Alive {tl.keep_alive_s} s is {why} under the {ruleset.profile.profile_id} "
+                   "profile", keep_alive_s=tl.keep_alive_s)
 
 
 def _server_override(tl: SessionTimeline, ruleset: RuleSet) -> Finding | None:

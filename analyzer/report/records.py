@@ -178,11 +178,13 @@ def severity_counts(findings: Iterable[Finding]) -> dict[str, int]:
 
 
 def summary_record(report: Report, fail_on: Severity | None) -> Record:
-    """The ``summary`` object; the exit code depends on ``--fail-on``, hence the parameter."""
+    """The ``summary`` object; the exit code depends on ``--fail-on``, hence the parameter.
+    ``suppressed`` (extra) counts findings silenced by the rule pack's suppressions."""
     return {
         "sessions": len(report.sessions),
         "findings": severity_counts(report.findings),
         "exit_code": report.exit_code(fail_on),
+        "suppressed": len(report.suppressed),
     }
 
 
@@ -196,4 +198,5 @@ def report_document(report: Report, fail_on: Severity | None) -> Record:
         "sessions": [session_record(s) for s in report.sessions],
         "findings": [finding_record(f) for f in report.findings],
         "summary": summary_record(report, fail_on),
+        "warnings": list(report.warnings),
     }

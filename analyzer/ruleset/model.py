@@ -7,7 +7,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from analyzer.model import RuleSetInfo, Severity
+from analyzer.model import Finding, RuleSetInfo, Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +128,18 @@ class RuleSet:
     @property
     def info(self) -> RuleSetInfo:
         return RuleSetInfo(packs=self.packs, profile=self.profile.profile_id)
+
+
+def apply_suppressions(findings: list[Finding], suppressions: tuple[Suppression, ...],
+                       today: dt.date) -> tuple[list[Finding], list[Finding], list[str]]:
+    """Split findings into (kept, suppressed); expired suppressions no longer apply and are
+    returned as warnings, so an exception cannot outlive its review date unnoticed."""
+    active = [s for s in suppressions if not s.expired(today)]
+    warnings = [f"suppression of {s.rule_id} for client ids {s.client_id!r} ({s.source}) expired on "
+                f"{s.expires.isoformat()}; its findings are reported again (reason was: {s.reason})"
+                for s in suppressions if s.expired(today)]
+    kept: list[Finding] = []
+    suppressed: list[Finding] = []
+    for f in findings:
+        (suppressed if any(s.matches(f.rule_id, f.client_id) for s in active) else kept).append(f)
+    return kept, suppressed, warnings

@@ -49,6 +49,8 @@ class Silence:
     disconnect_reason: int | None = None
     clock_step: bool = False
     """The capture's clock went backwards inside it: its length means nothing."""
+    connack_ns: int | None = None
+    """For the first silence: when CONNACK was sent (brokers that start their timer there)."""
 
     @property
     def duration_ns(self) -> int:
@@ -79,3 +81,10 @@ class MalformedPing:
 
     packet: MQTTPacket
     from_client: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UnsolicitedPingresp:
+    """A PINGRESP from the broker with no PINGREQ outstanding (and none that could hide unseen)."""
+
+    packet: MQTTPacket

@@ -24,9 +24,11 @@ from analyzer.model import (
     MAX_GAP_SAMPLES, ConnAckBody, ConnectBody, DisconnectBody, EndReason, FlowKey, FramingError,
     KeepAliveSource, MQTTPacket, PacketType, Session, StreamEnd, StreamGap, Uncertainty,
 )
-from analyzer.session.observations import MalformedPing, PingOutcome, Silence, SilenceEnd
+from analyzer.session.observations import (
+    MalformedPing, PingOutcome, Silence, SilenceEnd, UnsolicitedPingresp,
+)
 
-Observation = Silence | PingOutcome | MalformedPing
+Observation = Silence | PingOutcome | MalformedPing | UnsolicitedPingresp
 
 KEEP_ALIVE_TIMEOUT = 0x8D
 MAX_PING_SPACINGS = 101
@@ -80,6 +82,10 @@ class SessionTimeline:
         self._pings: deque[_Ping] = deque()
         self._disconnect_reason: int | None = None
         self._clock_stepped = False
+        self.ping_gap_percent: dict[int, int] = {}
+        """Idle->PINGREQ gaps as whole percent of K (gap / K x 100) -> how many: the client's
+        ping cadence, counted exactly in bounded memory."""
+        self.connack_ns: int | None = None
         self._gaps: list[int] = []
         self._gaps_seen = 0
         self._gap_stride = 1
@@ -176,6 +182,8 @@ class SessionTimeline:
         self.last_client_malformed = pkt.type == PacketType.RESERVED or (
             ptype in _PINGS and bool(pkt.flags or pkt.remaining_length))
         if self._silence_start is not None:
+            if ptype == PacketType.PINGREQ:
+                self._note_ping_gap(pkt.ts_first_ns - self._silence_start[1])
             silence = self._close_silence(pkt.first_frame, pkt.ts_first_ns, SilenceEnd.PACKET)
             if silence is not None:
                 out.append(silence)
@@ -187,6 +195,11 @@ class SessionTimeline:
             self._pings.append(_Ping(pkt.first_frame, pkt.ts_last_ns))
         elif ptype == PacketType.DISCONNECT:
             out.extend(self._end(EndReason.CLIENT_DISCONNECT, pkt.last_frame, pkt.ts_last_ns))
+
+    def _note_ping_gap(self, gap_ns: int) -> None:
+        if self.keep_alive_s and gap_ns >= 0:
+            bucket = gap_ns * 100 // (self.keep_alive_s * 1_000_000_000)
+            self.ping_gap_percent[bucket] = self.ping_gap_percent.get(bucket, 0) + 1
 
     def _note_ping_spacing(self, ts_ns: int) -> None:
         if self._last_pingreq_ns is not None and len(self.ping_spacings_ns) < MAX_PING_SPACINGS:
@@ -212,10 +225,13 @@ class SessionTimeline:
             self._inbound += 1
             if self._inbound_first is None:
                 self._inbound_first = pkt.first_frame
-        elif ptype == PacketType.PINGRESP and self._pings:
-            ping = self._pings.popleft()
-            out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
-                                   ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None))
+        elif ptype == PacketType.PINGRESP:
+            if self._pings:
+                ping = self._pings.popleft()
+                out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
+                                       ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None))
+            elif not self._pingreq_may_be_unseen():
+                out.append(UnsolicitedPingresp(pkt))
         elif ptype == PacketType.CONNACK and self.connack is None and isinstance(pkt.body, ConnAckBody):
             self._on_connack(pkt, pkt.body)
         elif ptype == PacketType.DISCONNECT:
@@ -223,8 +239,17 @@ class SessionTimeline:
             self._disconnect_reason = body.reason_code if isinstance(body, DisconnectBody) else None
             out.extend(self._end(EndReason.SERVER_DISCONNECT, pkt.first_frame, pkt.ts_first_ns))
 
+    def _pingreq_may_be_unseen(self) -> bool:
+        """A PINGRESP with nothing to answer is only the broker's fault if no PINGREQ can hide in
+        the capture: none before it started, none in a capture gap."""
+        if self._hole is not None:
+            return True
+        unseen_start = Uncertainty.MID_STREAM in self.uncertainty or Uncertainty.HOLE in self.uncertainty
+        return unseen_start and self.pingreq == 0
+
     def _on_connack(self, pkt: MQTTPacket, body: ConnAckBody) -> None:
         self.connack, self.connack_frame = body, pkt.first_frame
+        self.connack_ns = pkt.ts_last_ns
         if body.server_keep_alive_s is None:
             return
         self.keep_alive_s, self.keep_alive_source = body.server_keep_alive_s, KeepAliveSource.CONNACK
@@ -256,7 +281,8 @@ class SessionTimeline:
             return None
         return Silence(start_frame, start_ns, frame, ts_ns, end, self._silence_first,
                        self._inbound, self._inbound_first, self._hole, explained,
-                       self._disconnect_reason, stepped)
+                       self._disconnect_reason, stepped,
+                       self.connack_ns if self._silence_first else None)
 
     def _sample_gap(self, gap_ns: int) -> None:
         """Keep every gap until MAX_GAP_SAMPLES, then every 2nd, then every 4th...: an even,
