@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from analyzer.checks import Judge
@@ -230,23 +231,24 @@ def analyze_capture(reader: CaptureReader, options: Options) -> tuple[CaptureSum
     return summary, analysis.sessions, analysis.findings
 
 
-def analyze(paths: list[str], options: Options | None = None) -> Report:
+def analyze(paths: list[str], options: Options | None = None, jobs: int = 1) -> Report:
     """Analyse capture files ('-' = stdin, directories expanded) into one report.
 
     A capture that cannot be opened is recorded with its error and the others are still analysed.
+    With `jobs` > 1 the files are analysed in that many processes; the report is the same, in the
+    same order, as with one.
     """
     options = options or Options()
     captures: list[CaptureSummary] = []
+    paths = _capture_paths(paths, captures)
+    if jobs > 1 and len(paths) > 1 and "-" not in paths:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(paths))) as pool:
+            results = list(pool.map(_analyze_path, paths, [options] * len(paths)))
+    else:
+        results = [_analyze_path(path, options) for path in paths]
     sessions: list[Session] = []
     findings: list[Finding] = []
-    for path in _capture_paths(paths, captures):
-        try:
-            reader = open_capture(path)
-        except InputError as exc:
-            captures.append(_unusable(path, str(exc)))
-            continue
-        with reader:
-            summary, found_sessions, found = analyze_capture(reader, options)
+    for summary, found_sessions, found in results:
         captures.append(summary)
         sessions += found_sessions
         findings += found
@@ -254,6 +256,16 @@ def analyze(paths: list[str], options: Options | None = None) -> Report:
         findings, options.ruleset.suppressions, options.today or dt.date.today())
     return Report(tuple(captures), tuple(sessions), tuple(kept), options.ruleset.info,
                   tuple(suppressed), tuple(warnings))
+
+
+def _analyze_path(path: str, options: Options) -> tuple[CaptureSummary, list[Session], list[Finding]]:
+    """One capture, start to end: what a worker process does."""
+    try:
+        reader = open_capture(path)
+    except InputError as exc:
+        return _unusable(path, str(exc)), [], []
+    with reader:
+        return analyze_capture(reader, options)
 
 
 def _capture_paths(paths: list[str], unusable: list[CaptureSummary]) -> list[str]:

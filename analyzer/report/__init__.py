@@ -18,8 +18,8 @@ from analyzer.model import Report, Severity
 if TYPE_CHECKING:
     from rich.console import Console
 
-Format = Literal["json", "jsonl", "csv", "table"]
-FORMATS: tuple[str, ...] = ("json", "jsonl", "csv", "table")
+Format = Literal["json", "jsonl", "csv", "table", "junit", "github"]
+FORMATS: tuple[str, ...] = ("json", "jsonl", "csv", "table", "junit", "github")
 
 
 def render(
@@ -28,14 +28,17 @@ def render(
     out: TextIO,
     fail_on: Severity | None,
     *,
-    table: Literal["findings", "sessions"] = "findings",
+    table: Literal["findings", "sessions", "clients"] = "findings",
     console: Console | None = None,
+    summary_path: str | None = None,
 ) -> None:
     """Write ``report`` to ``out`` in format ``fmt``.
 
     ``table`` picks the CSV table. ``console`` lets the caller control colour and width for the
     ``table`` format; without one, a Console on ``out`` detects a terminal itself (so a pipe or a
-    file gets plain text) and honours ``NO_COLOR``.
+    file gets plain text) and honours ``NO_COLOR``. ``summary_path`` is where ``github`` appends
+    its Markdown job summary: the CLI passes ``$GITHUB_STEP_SUMMARY`` (reporters never read the
+    environment); without it only the annotations are written.
     """
     if fmt == "json":
         from analyzer.report.json import render_json
@@ -55,6 +58,14 @@ def render(
         from analyzer.report.console import render_console
 
         render_console(report, fail_on, console or Console(file=out))
+    elif fmt == "junit":
+        from analyzer.report.junit import render_junit
+
+        render_junit(report, fail_on, out)
+    elif fmt == "github":
+        from analyzer.report.github import render_github
+
+        render_github(report, fail_on, out, summary_path)
     else:
         raise ValueError(f"unknown report format {fmt!r}; expected one of {', '.join(FORMATS)}")
 

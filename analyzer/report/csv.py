@@ -1,4 +1,4 @@
-"""``--format csv``: one table (findings or sessions) as CSV, in the schema of ``tables.py``.
+"""``--format csv``: one table (findings, sessions or clients) as CSV, in ``tables.py``'s schema.
 
 A missing value is an empty cell. An empty report still writes the header row, so a spreadsheet or
 ``pandas.read_csv`` gets the columns either way. Lines end in ``\\n`` whatever the platform, because
@@ -13,13 +13,14 @@ from typing import Literal, TextIO
 import pandas as pd
 
 from analyzer.model import Report
-from analyzer.report.tables import findings_frame, sessions_frame
+from analyzer.report.tables import clients_frame, findings_frame, sessions_frame
 
-Table = Literal["findings", "sessions"]
+Table = Literal["findings", "sessions", "clients"]
 
 TABLES: dict[str, Callable[[Report], pd.DataFrame]] = {
     "findings": findings_frame,
     "sessions": sessions_frame,
+    "clients": clients_frame,
 }
 
 

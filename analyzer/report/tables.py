@@ -13,11 +13,13 @@ turn into float64 at the first missing value.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from analyzer.model import Report
+from analyzer.model import Report, Session, Severity
 from analyzer.report.records import Record, finding_record, session_record
 
 LIST_SEPARATOR = ";"
@@ -72,6 +74,24 @@ SESSION_COLUMNS: dict[str, str] = {
 }
 """Sessions table: column name -> dtype, in output order (the JSON order, flattened)."""
 
+CLIENT_COLUMNS: dict[str, str] = {
+    "client_id": "string",
+    "sessions": "Int64",
+    "captures": "Int64",
+    "keep_alive_s": "string",
+    "max_gap_over_k": "Float64",
+    "p95_gap_over_k": "Float64",
+    "findings": "Int64",
+    "errors": "Int64",
+    "warnings": "Int64",
+}
+"""Clients table: column name -> dtype, in output order."""
+
+RATIO_DECIMALS = 4
+"""Gap / K ratios are rounded like durations: 0.1 ms of a 1 s Keep Alive."""
+
+P95 = 0.95
+
 
 def _joined(values: list[str]) -> str:
     return LIST_SEPARATOR.join(values)
@@ -117,3 +137,68 @@ def findings_frame(report: Report) -> pd.DataFrame:
 def sessions_frame(report: Report) -> pd.DataFrame:
     """One row per MQTT session, in the report's order."""
     return _frame([session_row(session_record(s)) for s in report.sessions], SESSION_COLUMNS)
+
+
+def client_key(s: Session) -> str:
+    """Who a session belongs to: its client id, or its client IP when the id is missing or empty.
+
+    An empty id is legal (the broker then assigns one, different on every connection), so it cannot
+    group a device's sessions; the address can.
+    """
+    return s.client_id if s.client_id else s.flow.client.ip
+
+
+def _ratio(value: float) -> float:
+    return round(float(value), RATIO_DECIMALS)
+
+
+def clients_frame(report: Report) -> pd.DataFrame:
+    """One row per client, worst first: errors, then warnings, then max gap / K, all descending.
+
+    Ratios are gap / the session's effective Keep Alive; a session whose K is unknown or 0 counts
+    in ``sessions`` and the finding columns but adds no ratio, so a client with only such sessions
+    has <NA> ratios. ``p95_gap_over_k`` is the 95th percentile (linear interpolation, numpy's
+    default) of every gap sample of the client's sessions, each divided by its own session's K;
+    the samples of a session with very many gaps are an even subsample (``MAX_GAP_SAMPLES``), so a
+    long session weighs no more than 256 gaps in the pool. ``keep_alive_s`` lists the distinct
+    effective K values, ascending, joined with ``;``. A finding is counted for the client of its
+    session (or its own client id if its session is not in the report).
+    """
+    sessions: dict[str, list[Session]] = defaultdict(list)
+    owner: dict[str, str] = {}
+    for s in report.sessions:
+        key = client_key(s)
+        sessions[key].append(s)
+        owner[s.session_id] = key
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: {"findings": 0, "errors": 0,
+                                                               "warnings": 0})
+    for f in report.findings:
+        key = owner.get(f.session_id) or f.client_id
+        if not key:
+            continue
+        counts[key]["findings"] += 1
+        counts[key]["errors"] += f.severity == Severity.ERROR
+        counts[key]["warnings"] += f.severity == Severity.WARNING
+    rows: list[dict[str, Any]] = []
+    for key in list(sessions) + [k for k in counts if k not in sessions]:
+        own = sessions.get(key, [])
+        judged = [s for s in own if s.effective_keep_alive_s]
+        max_ratios = [s.max_gap_ns / 1e9 / s.effective_keep_alive_s
+                      for s in judged if s.max_gap_ns is not None]
+        samples = np.array([gap / 1e9 / s.effective_keep_alive_s
+                            for s in judged for gap in s.gap_samples_ns], dtype=float)
+        ks = sorted({s.effective_keep_alive_s for s in own if s.effective_keep_alive_s is not None})
+        rows.append({
+            "client_id": key,
+            "sessions": len(own),
+            "captures": len({s.capture for s in own}),
+            "keep_alive_s": _joined([str(k) for k in ks]) if ks else None,
+            "max_gap_over_k": _ratio(max(max_ratios)) if max_ratios else None,
+            "p95_gap_over_k": _ratio(np.quantile(samples, P95)) if samples.size else None,
+            **counts.get(key, {"findings": 0, "errors": 0, "warnings": 0}),
+        })
+    frame = _frame(rows, CLIENT_COLUMNS)
+    frame = frame.sort_values(["errors", "warnings", "max_gap_over_k", "client_id"],
+                              ascending=[False, False, False, True], na_position="last",
+                              kind="stable")
+    return frame.reset_index(drop=True)
