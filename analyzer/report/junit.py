@@ -59,12 +59,12 @@ def xml_safe(value: object) -> str:
 
 
 def _seconds(value_ns: int) -> str:
-    """A duration as JUnit's ``time``: plain decimal seconds, never negative, never exponent form."""
+    """A duration as JUnit's ``time``: decimal seconds, never negative, never in exponent form."""
     return f"{max(value_ns, 0) / _NS_PER_S:.3f}"
 
 
 def iso_utc(ts_ns: int) -> str:
-    """Epoch nanoseconds as ISO 8601 UTC to the microsecond, e.g. ``2026-11-24T09:27:30.950233Z``."""
+    """Epoch nanoseconds as ISO 8601 UTC to the microsecond: ``2026-11-24T09:27:30.950233Z``."""
     seconds, rest_ns = divmod(ts_ns, _NS_PER_S)
     moment = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest_ns // 1000)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -38,9 +38,9 @@ PING, PONG, PUB = PacketType.PINGREQ, PacketType.PINGRESP, PacketType.PUBLISH
 
 
 def run(script: list[tuple[float, tuple]], mid_stream: bool = False, assume: int | None = None,
-        flags: int = 0, remaining_length: int = 0):
-    """Play `script` through a timeline and the default rules; return (findings, session)."""
-    ruleset = load_ruleset()
+        flags: int = 0, remaining_length: int = 0, ruleset=None, messages: bool = False):
+    """Play `script` through a timeline and the rules (default pack); return (findings, session)."""
+    ruleset = ruleset or load_ruleset()
     judge = Judge(ruleset)
     tl = SessionTimeline("t#0", "t.pcap", FLOW, 1, T0, mid_stream=mid_stream, assume_keep_alive_s=assume)
     findings = []
@@ -57,6 +57,8 @@ def run(script: list[tuple[float, tuple]], mid_stream: bool = False, assume: int
                              pkt_flags, rl, frame, frame, ts, ts, body)
             findings += judge.observations(tl.on_packet(pkt, who == "c"), tl)
     findings += judge.finished(tl)
+    if messages:
+        return [(f.rule_id, f.message) for f in findings], tl.summary()
     return [(f.rule_id, *f.frames) for f in findings], tl.summary()
 
 
@@ -164,3 +166,40 @@ def test_session_summary_counts_and_end() -> None:
     assert (session.client_packets, session.server_packets, session.pingreq, session.pingresp) == (4, 3, 2, 2)
     assert session.end_reason is EndReason.CLIENT_DISCONNECT and session.end_frame == 7
     assert session.max_gap_ns == int(1.5 * NS)
+
+
+NEW_RULE_CASES = {
+    "slow PINGRESP": (
+        [(0, connect(10)), (0, connack()), (1, C(PING)), (7, S(PONG)),
+         (8, C(PacketType.DISCONNECT, DisconnectBody(None)))],
+        [("KA204", 3, 4)]),
+    "unsolicited PINGRESP": (
+        [(0, connect(10)), (0, connack()), (1, S(PONG)), (2, C(PacketType.DISCONNECT, DisconnectBody(None)))],
+        [("KA205", 3, 3)]),
+    "pings with no margin": (
+        [(0, connect(10)), (0, connack()), (9.5, C(PING)), (9.5, S(PONG)), (19.1, C(PING)),
+         (19.1, S(PONG)), (28.8, C(PING)), (28.8, S(PONG)),
+         (29, C(PacketType.DISCONNECT, DisconnectBody(None)))],
+        [("KA104", 1, 9)]),
+    "two near-K pings are not yet a habit": (
+        [(0, connect(10)), (0, connack()), (9.5, C(PING)), (9.5, S(PONG)), (19.1, C(PING)),
+         (19.1, S(PONG)), (20, C(PacketType.DISCONNECT, DisconnectBody(None)))],
+        []),
+}
+
+
+@pytest.mark.parametrize("script, expected", NEW_RULE_CASES.values(), ids=NEW_RULE_CASES.keys())
+def test_ping_rules(script, expected) -> None:
+    found, _ = run(script)
+    assert sorted(found) == sorted(expected)
+
+
+def test_ping_cadence_is_reported_when_enabled(tmp_path) -> None:
+    pack = tmp_path / "cadence.toml"
+    pack.write_text('[pack]\nextends = ["default"]\n[[rule]]\nid = "KA107"\nenabled = true\n')
+    script = [(0, connect(60)), (0, connack())]
+    for i in range(1, 5):
+        script += [(30 * i, C(PING)), (30 * i, S(PONG))]
+    script.append((121, C(PacketType.DISCONNECT, DisconnectBody(None))))
+    tl_findings, _ = run(script, ruleset=load_ruleset(str(pack)), messages=True)
+    assert [(rule, "0.50 x its 60 s" in text and "K/2" in text) for rule, text in tl_findings] == [("KA107", True)]
