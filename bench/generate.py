@@ -158,6 +158,9 @@ class Client:
         return t + self._next_gap()
 
     def _disconnect(self, t: int) -> None:
+        if self.kind == "late":  # the DISCONNECT also comes 1.2 x K after the last packet
+            self.truth.append({"rule_id": "KA101", "client_id": f"dev-{self.idx}",
+                               "gap_s": (t - self.last_client_ns) / NS})
         self.c2s(t, b"\xe0\x00")
         self.c2s(t + 1000, b"", 0x11)
         self.s2c(t + 50_000, b"", 0x11)
