@@ -22,7 +22,7 @@ from analyzer.mqtt.detect import looks_like_connect
 from analyzer.reassembly.flows import MQTT, OTHER, UNDECIDED, Flow, FlowKey4, FlowTable
 from analyzer.ruleset import RuleSet, load_ruleset
 from analyzer.ruleset.model import apply_suppressions
-from analyzer.session.connection import Connection, flow_key
+from analyzer.session.connection import Connection, PacketHook, flow_key
 from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
 
@@ -46,6 +46,9 @@ class Options:
     ruleset: RuleSet = field(default_factory=load_ruleset)
     today: dt.date | None = None
     """The date suppressions expire against (None: today)."""
+    packet_hook: PacketHook | None = None
+    """Called with (session id, sent by the client, packet) for every MQTT packet: for reports
+    that draw a session's packets (a module-level function, so `jobs` > 1 can pickle it)."""
 
 
 class CaptureAnalysis:
@@ -144,7 +147,7 @@ class CaptureAnalysis:
     def _make_mqtt(self, flow: Flow, client_is_a: bool) -> Connection:
         flow.kind = MQTT
         conn = Connection(flow.index, client_is_a, self.judge, self.findings,
-                          self._timeline_factory(flow), self._note_connect)
+                          self._timeline_factory(flow), self._note_connect, self.options.packet_hook)
         flow.state = conn
         return conn
 

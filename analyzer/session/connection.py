@@ -22,6 +22,8 @@ from analyzer.reassembly.stream import HalfStream
 from analyzer.session.timeline import SessionTimeline
 
 TimelineFactory = Callable[["Connection", int, int], SessionTimeline]
+PacketHook = Callable[[str, bool, MQTTPacket], None]
+"""Sees every MQTT packet of every session: (session id, sent by the client, packet)."""
 
 
 class _Side:
@@ -49,13 +51,15 @@ class Connection:
 
     def __init__(self, index: int, client_is_a: bool, judge: Judge, sink: list[Finding],
                  make_timeline: TimelineFactory,
-                 on_connect: Callable[[SessionTimeline, int], None]) -> None:
+                 on_connect: Callable[[SessionTimeline, int], None],
+                 packet_hook: PacketHook | None = None) -> None:
         self.index = index
         self.client_is_a = client_is_a
         self.judge = judge
         self.findings = sink
         self.make_timeline = make_timeline
         self.on_connect = on_connect
+        self.packet_hook = packet_hook
         self.timeline: SessionTimeline | None = None
         self.endpoints: tuple[tuple[bytes, int], tuple[bytes, int]] | None = None
         framers = (MQTTFramer(self._direction(True), synced=False),
@@ -107,6 +111,8 @@ class Connection:
                     to_server = True
                 tl = self._timeline(event.first_frame, event.ts_first_ns)
                 observed = tl.on_packet(event, to_server)
+                if self.packet_hook is not None:
+                    self.packet_hook(tl.session_id, to_server, event)
                 if event.type == PacketType.CONNECT and to_server and tl.connect_frame == event.first_frame:
                     self.on_connect(tl, event.ts_first_ns)
                 if observed:
