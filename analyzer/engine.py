@@ -71,6 +71,8 @@ class CaptureAnalysis:
         self._latest_by_client_id: dict[str, SessionTimeline] = {}
         self.clock_steps = 0
         self.warnings: list[str] = []
+        self._reported = 0
+        self._emitted: set[tuple[str, str, int]] = set()
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -172,6 +174,35 @@ class CaptureAnalysis:
         if older is not None and older is not tl and not older.ended:
             older.takeover_ns = ts_ns
         self._latest_by_client_id[client_id] = tl
+
+    # -- live mode -----------------------------------------------------------------------------
+
+    def tick(self, now_ns: int) -> list[Finding]:
+        """Advance network time without a frame (live mode: the wall clock) and return the findings
+        that became certain, each once: deadlines that passed while sessions stayed silent, and
+        the findings frames produced since the last tick."""
+        if now_ns > self.now_ns:
+            self.now_ns = now_ns
+        fresh = self._unseen(self.findings[self._reported:])
+        self._reported = len(self.findings)
+        for flow in self.table.flows():
+            conn = flow.state
+            if flow.kind != MQTT or conn is None or conn.timeline is None:
+                continue
+            client_half = conn.halves[0 if conn.client_is_a else 1]
+            if client_half.acked_seq is None:  # no capture gap suspected in the client's bytes
+                fresh += self._unseen(self.judge.pending(conn.timeline, self.last_frame, self.now_ns))
+        return fresh
+
+    def _unseen(self, findings: list[Finding]) -> list[Finding]:
+        """Findings not reported before; an early finding and its final form share a key."""
+        out = []
+        for f in findings:
+            key = (f.session_id, f.rule_id, f.frames[0])
+            if key not in self._emitted:
+                self._emitted.add(key)
+                out.append(f)
+        return out
 
     # -- time and the end ---------------------------------------------------------------------
 

@@ -17,6 +17,9 @@ from analyzer.ruleset.model import RuleSet
 from analyzer.session.observations import MalformedPing, PingOutcome, Silence, UnsolicitedPingresp
 from analyzer.session.timeline import Observation, SessionTimeline
 
+FINAL_WHILE_OPEN = frozenset({"KA101", "KA102", "KA103", "KA105", "KA201", "KA203", "KA106"})
+"""Rules whose verdict on an open interval is final once its deadline has passed."""
+
 _NEVER = 1 << 62
 """No silence ended by a packet matters when Keep Alive is unknown or 0."""
 
@@ -59,6 +62,17 @@ class Judge:
                 shortest = min(shortest, self.ruleset.profile.window_s(k_enf)[1])
             floor = self._floors[keep_alive_s] = int((shortest + self.ruleset.tolerance_s) * NS)
         return floor
+
+    def pending(self, tl: SessionTimeline, now_frame: int, now_ns: int) -> list[Finding]:
+        """Findings that are already certain while an interval is still open (live mode).
+
+        Only rules that nothing later can withdraw: a silence only grows, and an unanswered PINGREQ
+        stays unanswered until it is answered late (still a violation) or the connection ends. The
+        caller must not ask while a capture gap is suspected in the client's direction, since a
+        packet hidden there would turn the verdict into KA902.
+        """
+        found = self.observations(tl.provisional(now_frame, now_ns), tl)
+        return [f for f in found if f.rule_id in FINAL_WHILE_OPEN]
 
     def finished(self, tl: SessionTimeline) -> list[Finding]:
         return session_facts(tl, self.ruleset) + ping_cadence(tl, self.ruleset)

@@ -142,6 +142,26 @@ class SessionTimeline:
             self.uncertainty.add(Uncertainty.CAPTURE_END)
         return self._end(end.reason, end.frame_no, end.ts_ns)
 
+    def provisional(self, now_frame: int, now_ns: int) -> list[Observation]:
+        """The open silence and unanswered PINGREQs as if observation stopped now (live mode).
+
+        Judged with the same checks, these let a deadline be reported the moment it passes; only
+        rules whose verdict later evidence cannot withdraw may use them (see `checks.Judge.pending`).
+        """
+        if self.ended:
+            return []
+        out: list[Observation] = []
+        if self._silence_start is not None and not self._clock_stepped:
+            start_frame, start_ns = self._silence_start
+            if now_ns > start_ns:
+                out.append(Silence(start_frame, start_ns, now_frame, now_ns, SilenceEnd.OPEN,
+                                   self._silence_first, self._inbound, self._inbound_first,
+                                   self._hole, None, None, False,
+                                   self.connack_ns if self._silence_first else None))
+        out += [PingOutcome(p.frame, p.ts_ns, None, None, p.repinged_ns, now_frame, now_ns, None)
+                for p in self._pings]
+        return out
+
     def summary(self) -> Session:
         """The session record for reports (call after the end)."""
         connect, connack = self.connect, self.connack
