@@ -27,7 +27,7 @@ from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
 
 NS = 1_000_000_000
-SWEEP_EVERY_NS = 10 * NS
+SWEEP_EVERY_NS = 30 * NS
 IDLE_CLOSED_NS = 60 * NS
 IDLE_OTHER_NS = 300 * NS
 IDLE_MQTT_UNKNOWN_NS = 3600 * NS
@@ -62,6 +62,7 @@ class CaptureAnalysis:
         self.ports = options.ports
         self.judge = Judge(options.ruleset)
         self.table = FlowTable(on_evict=self._evicted)
+        self._lookup = self.table.get
         self.skipped: Counter[str] = Counter()
         self.sessions: list[Session] = []
         self.findings: list[Finding] = []
@@ -93,7 +94,7 @@ class CaptureAnalysis:
             return
         src, sport, dst, dport, seq, ack, flags, payload, missing = seg  # type: ignore[misc]
         key = (src, sport, dst, dport)
-        entry = self.table.get(key)
+        entry = self._lookup(key)
         if entry is None:
             entry = self._new_flow(key, frame_no, ts_ns, flags)
         elif flags & SYN and not flags & ACK and entry[0].closed:

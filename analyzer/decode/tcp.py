@@ -26,8 +26,30 @@ _TCP = struct.Struct("!HHIIH")
 Segment = tuple[bytes, int, bytes, int, int, int, int, bytes, int]
 
 
+_ETH_IPV4 = struct.Struct("!12xHBxHHxB10x4s4s")
+"""Ethernet header then IPv4: ethertype, version/IHL, total length, flags/fragment, protocol,
+source, destination; the common case, decoded in one call."""
+
+
 def decode_segment(linktype: int, data: bytes) -> Segment | str:
-    """Decode one frame down to its TCP segment, or return why it was skipped (a `skipped` key)."""
+    """Decode one frame down to its TCP segment, or return why it was skipped (a `skipped` key).
+
+    Untagged Ethernet carrying IPv4 (nearly every frame of most captures) takes a fast path with
+    one struct call for both headers; everything else goes through the link and IP decoders.
+    """
+    if linktype == 1 and len(data) >= 54:
+        ethertype, ver_ihl, total, frag, proto, src, dst = _ETH_IPV4.unpack_from(data)
+        if ethertype == 0x0800 and ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
+            sport, dport, seq, ack, off_flags = _TCP.unpack_from(data, 34)
+            start = 34 + (off_flags >> 12) * 4
+            end = 14 + total
+            payload = data[start:end]
+            missing = max(0, end - max(start, len(data))) if end > len(data) else 0
+            return src, sport, dst, dport, seq, ack, off_flags & 0x1FF, payload, missing
+    return _decode_general(linktype, data)
+
+
+def _decode_general(linktype: int, data: bytes) -> Segment | str:
     version, off = ip_offset(linktype, data)
     if version == 4:
         ip = ipv4(data, off)

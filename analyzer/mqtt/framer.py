@@ -181,16 +181,19 @@ class MQTTFramer:
         head_frame, head_ts = (self._head_frame, self._head_ts) if pos == 0 and self._head_frame else (frame_no, ts_ns)
         self._head_frame = 0
         while pos < end:
-            try:
-                decoded = decode_varint(data, pos + 1)
-            except DecodeError as exc:
-                out.append(FramingError(self.direction, frame_no, ts_ns, str(exc)))
-                self._reset(synced=False)
-                return
-            if decoded is None:  # the header itself continues in the next segment
-                self._head, self._head_frame, self._head_ts = data[pos:], head_frame, head_ts
-                return
-            rl, used = decoded
+            if pos + 1 < end and data[pos + 1] < 0x80:  # a one-byte Remaining Length: most packets
+                rl, used = data[pos + 1], 1
+            else:
+                try:
+                    decoded = decode_varint(data, pos + 1)
+                except DecodeError as exc:
+                    out.append(FramingError(self.direction, frame_no, ts_ns, str(exc)))
+                    self._reset(synced=False)
+                    return
+                if decoded is None:  # the header itself continues in the next segment
+                    self._head, self._head_frame, self._head_ts = data[pos:], head_frame, head_ts
+                    return
+                rl, used = decoded
             first = data[pos]
             body_start = pos + 1 + used
             stop = body_start + rl

@@ -57,8 +57,10 @@ class FlowTable:
     def __len__(self) -> int:
         return len(self._by_key) // 2
 
-    def get(self, key: FlowKey4) -> tuple[Flow, bool] | None:
-        return self._by_key.get(key)
+    @property
+    def get(self):  # noqa: ANN201 - the dict's own get: one call on the per-frame path, not two
+        """`get(key) -> (flow, key is side A) | None`."""
+        return self._by_key.get
 
     def create(self, key: FlowKey4, frame_no: int, ts_ns: int, *, reopen: bool = False) -> tuple[Flow, bool]:
         """A connection seen for the first time (or reopened by a SYN after it had ended)."""

@@ -77,10 +77,9 @@ class Connection:
                 frame_no: int, ts_ns: int) -> None:
         """Take one TCP segment of this connection, sent by side A (`is_a`) or side B."""
         half, other = (self.halves[0], self.halves[1]) if is_a else (self.halves[1], self.halves[0])
-        for stream in self.halves:
-            if stream.hole_deadline_ns is not None and ts_ns >= stream.hole_deadline_ns:
-                stream.expire(frame_no, ts_ns)
-        if flags & ACK and other.next_seq is not None:
+        if self.holes_suspected:
+            self._expire_holes(frame_no, ts_ns)
+        if flags & ACK and ack != other.next_seq and other.next_seq is not None:
             other.acked(ack, frame_no, ts_ns)
         if flags & RST:
             self._close(is_a, frame_no, ts_ns, rst=True)
@@ -91,6 +90,15 @@ class Connection:
         if flags & FIN and half.fin_seq is not None:
             half.skip_to(half.fin_seq, frame_no, ts_ns)
             self._close(is_a, frame_no, ts_ns, rst=False)
+
+    @property
+    def holes_suspected(self) -> bool:
+        return self.halves[0].hole_deadline_ns is not None or self.halves[1].hole_deadline_ns is not None
+
+    def _expire_holes(self, frame_no: int, ts_ns: int) -> None:
+        for stream in self.halves:
+            if stream.hole_deadline_ns is not None and ts_ns >= stream.hole_deadline_ns:
+                stream.expire(frame_no, ts_ns)
 
     def finish(self, reason: EndReason, frame_no: int, ts_ns: int) -> None:
         """The capture ended or the flow was evicted: flush everything and end the session."""
