@@ -26,7 +26,7 @@ _TCP = struct.Struct("!HHIIH")
 Segment = tuple[bytes, int, bytes, int, int, int, int, bytes, int]
 
 
-_ETH_IPV4 = struct.Struct("!12xHBxHHxB10x4s4s")
+_ETH_IPV4 = struct.Struct("!12xHBxH2xHxB2x4s4s")
 """Ethernet header then IPv4: ethertype, version/IHL, total length, flags/fragment, protocol,
 source, destination; the common case, decoded in one call."""
 
