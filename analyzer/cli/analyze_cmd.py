@@ -1,0 +1,112 @@
+"""`analyze` (a readable report, exit 0/1/2) and `sessions` (one line per MQTT session)."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+import typer
+
+from analyzer.cli.common import (
+    AssumeKeepAlive,
+    Captures,
+    CsvTable,
+    FailOn,
+    FailOnOpt,
+    Format,
+    Jobs,
+    Junit,
+    Output,
+    OutputFormat,
+    Ports,
+    Profile,
+    Rules,
+    Table,
+    app,
+    console,
+    reader_may_leave,
+    render_report,
+    run_analysis,
+    settings,
+    severity,
+    sink,
+    warn_about_captures,
+    write_junit,
+)
+from analyzer.model import Report, Severity
+
+
+@app.command("analyze")
+def analyze_command(
+    ctx: typer.Context,
+    captures: Captures,
+    fmt: Format = OutputFormat.table,
+    output: Output = None,
+    port: Ports = [1883],  # noqa: B006 - typer reads the default from here
+    assume_keep_alive: AssumeKeepAlive = None,
+    fail_on: FailOnOpt = FailOn.error,
+    table: Table = CsvTable.findings,
+    rules: Rules = "default",
+    profile: Profile = None,
+    junit: Junit = None,
+    jobs: Jobs = None,
+) -> None:
+    """Analyse captures and report every keep-alive violation with its evidence."""
+    s = settings(ctx, fmt=fmt, output=output, port=port, assume_keep_alive=assume_keep_alive,
+                 fail_on=fail_on, table=table, rules=rules, profile=profile, junit=junit, jobs=jobs)
+    report = run_analysis(captures, s)
+    fail = severity(s["fail_on"])
+    write_junit(report, s["junit"], fail)
+    render_report(report, s, report.exit_code(fail))
+    finish(report, fail)
+
+
+def finish(report: Report, fail_on: Severity | None) -> None:
+    from analyzer.report.console import summary_line
+
+    warn_about_captures(report)
+    typer.echo(summary_line(report, fail_on), err=True)
+    raise typer.Exit(report.exit_code(fail_on))
+
+
+@app.command("sessions")
+def sessions_command(
+    ctx: typer.Context,
+    captures: Captures,
+    output: Output = None,
+    port: Ports = [1883],  # noqa: B006
+    assume_keep_alive: AssumeKeepAlive = None,
+    fmt: Format = OutputFormat.table,
+) -> None:
+    """List the MQTT sessions in captures: client, client id, version, keep-alive, how it ended."""
+    s = settings(ctx, port=port, assume_keep_alive=assume_keep_alive)
+    s.values.update(rules="default", profile=None, jobs=None)
+    if fmt is OutputFormat.github:
+        typer.echo("error: sessions has no github format (table, json, jsonl or csv)", err=True)
+        raise typer.Exit(2)
+    report = run_analysis(captures, s)
+    code = 2 if any(c.error for c in report.captures) else 0
+    target = str(output) if output else None
+    with sink(target) as out, reader_may_leave(code):
+        _render_sessions(report, fmt, out, target is not None)
+    warn_about_captures(report)
+    raise typer.Exit(code)
+
+
+def _render_sessions(report: Report, fmt: OutputFormat, out: TextIO, to_file: bool) -> None:
+    if fmt is OutputFormat.table:
+        from analyzer.report.console import render_sessions
+
+        render_sessions(report, console(out, to_file))
+    elif fmt is OutputFormat.csv:
+        from analyzer.report.csv import render_csv
+
+        render_csv(report, out, table="sessions")
+    else:
+        from analyzer.report.json import dumps
+        from analyzer.report.records import session_record
+
+        records = [session_record(s) for s in report.sessions]
+        if fmt is OutputFormat.json:
+            out.write(dumps(records, indent=2) + "\n")
+        else:
+            out.writelines(dumps({"type": "session", **r}) + "\n" for r in records)

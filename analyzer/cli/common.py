@@ -1,0 +1,242 @@
+"""What the commands share: the typer app, option definitions, settings, rule sets and output sinks.
+
+Glue only; no analysis happens in `analyzer.cli`. Data goes to stdout (or `-o FILE`); the summary,
+warnings and errors go to stderr. Option values come from the command line, the environment or a
+project file (`analyzer.config`); a command names the settings it takes with the same words as its
+parameters (`fmt` is the `format` setting).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TextIO
+
+import typer
+
+from analyzer import config
+from analyzer._version import __version__
+from analyzer.engine import Options, analyze
+from analyzer.errors import AnalyzerError
+from analyzer.model import Report, Severity
+from analyzer.ruleset import RuleSet, load_ruleset
+
+app = typer.Typer(
+    name="mqtt-keepalive",
+    help="Check MQTT Keep Alive compliance of clients and brokers from packet captures.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+    github = "github"
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+    info = "info"
+    never = "never"
+
+
+class CsvTable(str, Enum):
+    findings = "findings"
+    sessions = "sessions"
+    clients = "clients"
+
+
+def severity(fail_on: str) -> Severity | None:
+    """`--fail-on` as a severity; None for `never`."""
+    return None if fail_on == "never" else Severity.parse(fail_on)
+
+
+_ENV = "Env: MQTT_KEEPALIVE_{}."
+
+Captures = Annotated[list[str], typer.Argument(
+    help="pcap or pcapng files (gzip/bz2/xz too), directories of them, or - for stdin.",
+    show_default=False)]
+Ports = Annotated[list[int], typer.Option(
+    "--port", "-p", help="TCP port carrying MQTT (repeatable). Any port is also recognised when "
+    "a connection opens with an MQTT CONNECT. " + _ENV.format("PORT (1883,8884)"),
+    min=1, max=65535)]
+AssumeKeepAlive = Annotated[int | None, typer.Option(
+    "--assume-keep-alive", metavar="SECONDS", min=0, max=65535,
+    help="Keep Alive to judge sessions whose CONNECT is not in the capture.")]
+Output = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Write the report to this file instead of stdout.", dir_okay=False)]
+Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="Report format.")]
+FailOnOpt = Annotated[FailOn, typer.Option(
+    "--fail-on", help="Exit 1 when a finding is at least this severe. " + _ENV.format("FAIL_ON"))]
+Table = Annotated[CsvTable, typer.Option("--table", help="Which table --format csv writes.")]
+Rules = Annotated[str, typer.Option(
+    "--rules", metavar="PACK", help="Rule pack: a built-in id (default, ci-strict) or a TOML file. "
+    + _ENV.format("RULES"))]
+Profile = Annotated[str | None, typer.Option(
+    "--profile", metavar="ID|PATH", show_default="the pack's, else spec",
+    help="Broker profile to judge the broker against: a built-in id (mqtt-keepalive rules "
+    "profiles) or a TOML file.")]
+Junit = Annotated[Path | None, typer.Option(
+    "--junit", metavar="FILE", dir_okay=False,
+    help="Also write a JUnit XML report here (always written, even when everything passes).")]
+Jobs = Annotated[int | None, typer.Option(
+    "--jobs", "-j", min=1, show_default="one per core",
+    help="Analyse this many files in parallel processes.")]
+AllowEmpty = Annotated[bool, typer.Option(
+    "--allow-empty/--no-allow-empty", help="Pass (exit 0) when no MQTT session is found.")]
+ExitZero = Annotated[bool, typer.Option(
+    "--exit-zero/--no-exit-zero", help="Exit 0 on findings and on no session (never on exit 2).")]
+Quiet = Annotated[bool, typer.Option(
+    "--quiet/--no-quiet", "-q", help="No progress display and no summary line on stderr.")]
+
+_SETTING_OF_PARAM = {"fmt": "format"}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mqtt-keepalive {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """Check MQTT Keep Alive compliance of clients and brokers from packet captures."""
+
+
+# -- settings ---------------------------------------------------------------------------------------
+
+
+def settings(ctx: typer.Context, **params: Any) -> config.Resolved:
+    """Resolve the settings named by `params` (the command's parameters): a value typed on the
+    command line wins, else the environment, the project file, the default."""
+    given = {}
+    for param, value in params.items():
+        source = ctx.get_parameter_source(param)
+        if source is not None and source.name == "COMMANDLINE":  # typer may vendor its own click
+            given[_SETTING_OF_PARAM.get(param, param)] = _plain(value)
+    names = [_SETTING_OF_PARAM.get(p, p) for p in params]
+    try:
+        resolved = config.resolve(names, given)
+    except AnalyzerError as exc:
+        fail(exc)
+    for warning in resolved.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    return resolved
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def load_rules(pack: str, profile: str | None) -> RuleSet:
+    try:
+        return load_ruleset(pack, profile)
+    except AnalyzerError as exc:
+        fail(exc)
+
+
+def run_analysis(captures: list[str], s: config.Resolved) -> Report:
+    """The engine over `captures` with the resolved settings (exit 2 on a bad rule pack)."""
+    options = Options(ports=frozenset(s["port"]), assume_keep_alive_s=s["assume_keep_alive"],
+                      ruleset=load_rules(s["rules"], s["profile"]))
+    try:
+        return analyze(captures, options, s["jobs"] or config.default_jobs())
+    except AnalyzerError as exc:
+        fail(exc)
+
+
+# -- messages and exits ---------------------------------------------------------------------------
+
+
+def error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def fail(exc: AnalyzerError) -> NoReturn:
+    """Report a usage, config or rule-pack error and exit with its code (2)."""
+    error(str(exc))
+    raise typer.Exit(exc.exit_code) from None
+
+
+def warn_about_captures(report: Report) -> None:
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for capture in report.captures:
+        for warning in capture.warnings:
+            typer.echo(f"warning: {capture.path}: {warning}", err=True)
+        if capture.error:
+            error(f"{capture.path}: {capture.error}")
+
+
+@contextmanager
+def reader_may_leave(exit_code: int) -> Iterator[None]:
+    """`... | head` closes stdout early: stop writing, and exit as the verdict says (click would
+    exit 1, which here means findings)."""
+    try:
+        yield
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        raise typer.Exit(exit_code) from None
+
+
+@contextmanager
+def sink(output: str | None) -> Iterator[TextIO]:
+    """stdout, or the file `output` (exit 2 when it cannot be written)."""
+    if output is None:
+        yield sys.stdout
+        return
+    try:
+        with open(output, "w", encoding="utf-8", newline="") as fh:
+            yield fh
+    except OSError as exc:
+        error(f"cannot write {output}: {exc.strerror}")
+        raise typer.Exit(2) from None
+
+
+def console(out: TextIO, to_file: bool):  # noqa: ANN201 - rich is imported lazily
+    from rich.console import Console
+
+    return Console(file=out, force_terminal=False if to_file else None,
+                   width=160 if to_file or not out.isatty() else None)
+
+
+def render_report(report: Report, s: config.Resolved, exit_code: int) -> None:
+    """The report in `--format` to stdout or `-o`; the github format appends its job summary to
+    `$GITHUB_STEP_SUMMARY` when that is set."""
+    from analyzer.report import render
+
+    with sink(s["output"]) as out, reader_may_leave(exit_code):
+        render(report, s["format"], out, severity(s["fail_on"]), table=s["table"],
+               console=console(out, s["output"] is not None),
+               summary_path=os.environ.get("GITHUB_STEP_SUMMARY") or None)
+
+
+def write_junit(report: Report, path: str | None, fail_on: Severity | None) -> None:
+    """`--junit FILE`: written whatever the verdict; missing parent directories are created."""
+    if path is None:
+        return
+    from analyzer.report.junit import render_junit
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8", newline="\n") as fh:
+            render_junit(report, fail_on, fh)
+    except OSError as exc:
+        error(f"cannot write {path}: {exc.strerror}")
+        raise typer.Exit(2) from None
