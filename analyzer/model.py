@@ -313,12 +313,17 @@ class Report:
     """Findings silenced by a suppression of the rule pack (reported as a count, never judged)."""
     warnings: tuple[str, ...] = ()
     """Run-level warnings, e.g. an expired suppression."""
+    gate_exit_code: int | None = None
+    """Set by the `check` gate, whose verdict also knows exit 3 (nothing found) and --exit-zero;
+    every reporter then states that verdict."""
 
     def worst_severity(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
 
     def exit_code(self, fail_on: Severity | None) -> int:
         """0 clean, 1 findings at or above `fail_on` (None = never fail), 2 unusable input."""
+        if self.gate_exit_code is not None:
+            return self.gate_exit_code
         if any(c.error for c in self.captures):
             return 2
         worst = self.worst_severity()

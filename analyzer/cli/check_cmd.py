@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import typer
 
@@ -78,6 +79,7 @@ def check_command(
     fail = severity(s["fail_on"])
     code = gate_code(report, fail, s["allow_empty"])
     final = 0 if s["exit_zero"] and code in (1, EMPTY) else code
+    report = replace(report, gate_exit_code=final)
     write_junit(report, s["junit"], fail)
     render_report(report, s, final)
     github_outputs(report, s)
@@ -162,6 +164,5 @@ def _messages(report: Report, s: config.Resolved, code: int, final: int) -> None
         error(f"no MQTT session found in {_count([c.path for c in report.captures], 'capture')}: no CONNECT "
               f"and no TCP traffic on port {ports} (--port N); --allow-empty accepts this")
     if not s["quiet"]:
-        line = summary_line(report, severity(s["fail_on"])).rsplit(" -> exit ", 1)[0]
         zeroed = " (--exit-zero)" if final != code else ""
-        typer.echo(f"{line} -> exit {final}{zeroed}", err=True)
+        typer.echo(summary_line(report, severity(s["fail_on"])) + zeroed, err=True)

@@ -196,6 +196,15 @@ def test_empty_says_why_and_how_to_accept() -> None:
     assert "(--exit-zero)" in result(EXIT_CMDS["exit-zero on empty"]).err
 
 
+EMPTY_JSON = cmd("check", "empty.pcap", "--format", "json")
+
+
+def test_every_output_states_the_gate_verdict() -> None:
+    """Exit 3 (nothing to judge) is the verdict the JSON summary states, not the engine's 0."""
+    r = result(EMPTY_JSON)
+    assert r.rc == 3 and json.loads(r.out)["summary"]["exit_code"] == 3
+
+
 def test_input_errors_name_the_input() -> None:
     assert "nothing/*.pcapng: no file matches" in result(EXIT_CMDS["glob matching nothing"]).err
     assert "no-such.pcap" in result(EXIT_CMDS["missing file"]).err
