@@ -195,6 +195,23 @@ class CaptureAnalysis:
                 fresh += self._unseen(self.judge.pending(conn.timeline, self.last_frame, self.now_ns))
         return fresh
 
+    def open_sessions(self) -> list[SessionTimeline]:
+        """The sessions still open, in stream order (what a live display shows)."""
+        out = []
+        for flow in self.table.flows():
+            conn = flow.state
+            if flow.kind == MQTT and conn is not None and conn.timeline is not None and not conn.timeline.ended:
+                out.append(conn.timeline)
+        return out
+
+    def summary(self, reader: CaptureReader) -> CaptureSummary:
+        """The capture summary once `finish()` has run."""
+        return CaptureSummary(
+            path=reader.path, format=reader.format, linktypes=tuple(sorted(reader.linktypes)),
+            frames=self.last_frame, bytes=reader.bytes_read, tcp_streams=self.table.streams,
+            mqtt_sessions=len(self.sessions), skipped=dict(sorted(self.skipped.items())),
+            warnings=tuple(reader.warnings + self.warnings), error=reader.error)
+
     def _unseen(self, findings: list[Finding]) -> list[Finding]:
         """Findings not reported before; an early finding and its final form share a key."""
         out = []
@@ -253,17 +270,10 @@ def analyze_capture(reader: CaptureReader, options: Options) -> tuple[CaptureSum
     """Run one opened capture through the pipeline."""
     analysis = CaptureAnalysis(reader.path, options)
     frame = analysis.frame
-    frames = 0
     for frame_no, ts_ns, linktype, data, _wire_len in reader:
         frame(frame_no, ts_ns, linktype, data)
-        frames = frame_no
     analysis.finish()
-    summary = CaptureSummary(
-        path=reader.path, format=reader.format, linktypes=tuple(sorted(reader.linktypes)),
-        frames=frames, bytes=reader.bytes_read, tcp_streams=analysis.table.streams,
-        mqtt_sessions=len(analysis.sessions), skipped=dict(sorted(analysis.skipped.items())),
-        warnings=tuple(reader.warnings + analysis.warnings), error=reader.error)
-    return summary, analysis.sessions, analysis.findings
+    return analysis.summary(reader), analysis.sessions, analysis.findings
 
 
 def analyze(paths: list[str], options: Options | None = None, jobs: int = 1) -> Report:

@@ -106,6 +106,11 @@ class SessionTimeline:
     def ended(self) -> bool:
         return self.end_reason is not None
 
+    @property
+    def silent_since_ns(self) -> int | None:
+        """When the client's current silence began (the end of its last packet), if one is open."""
+        return None if self.ended or self._silence_start is None else self._silence_start[1]
+
     def on_packet(self, pkt: MQTTPacket, to_server: bool) -> list[Observation]:
         """Take one MQTT packet of this connection; return what it completed."""
         out: list[Observation] = []
