@@ -25,6 +25,7 @@ from analyzer.ruleset.model import apply_suppressions
 from analyzer.session.connection import Connection, PacketHook, flow_key
 from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
+from analyzer.sources.rotation import rotation_groups
 
 NS = 1_000_000_000
 SWEEP_EVERY_NS = 30 * NS
@@ -285,32 +286,104 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1) -> 
     """
     options = options or Options()
     captures: list[CaptureSummary] = []
-    paths = _capture_paths(paths, captures)
-    if jobs > 1 and len(paths) > 1 and "-" not in paths:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(paths))) as pool:
-            results = list(pool.map(_analyze_path, paths, [options] * len(paths)))
+    groups = rotation_groups(_capture_paths(paths, captures))
+    if jobs > 1 and len(groups) > 1 and ["-"] not in groups:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(groups))) as pool:
+            results = list(pool.map(_analyze_group, groups, [options] * len(groups)))
     else:
-        results = [_analyze_path(path, options) for path in paths]
+        results = [_analyze_group(group, options) for group in groups]
     sessions: list[Session] = []
     findings: list[Finding] = []
-    for summary, found_sessions, found in results:
-        captures.append(summary)
-        sessions += found_sessions
-        findings += found
+    for group_results in results:
+        for summary, found_sessions, found in group_results:
+            captures.append(summary)
+            sessions += found_sessions
+            findings += found
     kept, suppressed, warnings = apply_suppressions(
         findings, options.ruleset.suppressions, options.today or dt.date.today())
     return Report(tuple(captures), tuple(sessions), tuple(kept), options.ruleset.info,
                   tuple(suppressed), tuple(warnings))
 
 
-def _analyze_path(path: str, options: Options) -> tuple[CaptureSummary, list[Session], list[Finding]]:
-    """One capture, start to end: what a worker process does."""
-    try:
-        reader = open_capture(path)
-    except InputError as exc:
-        return _unusable(path, str(exc)), [], []
-    with reader:
-        return analyze_capture(reader, options)
+Result = tuple[CaptureSummary, list[Session], list[Finding]]
+
+
+def _analyze_group(paths: list[str], options: Options) -> list[Result]:
+    """One capture, or the files of one rotation in time order: what a worker process does.
+
+    Files of a rotation continue one analysis (sessions spanning a rotation are judged across it)
+    as long as each starts no earlier than the previous one ended; one that overlaps starts afresh.
+    """
+    results: list[Result] = []
+    current: _Chain | None = None
+    for path in paths:
+        try:
+            reader = open_capture(path)
+        except InputError as exc:
+            results.append((_unusable(path, str(exc)), [], []))
+            continue
+        with reader:
+            frames = iter(reader)
+            first = next(frames, None)
+            if current is not None and (first is None or first[1] < current.analysis.now_ns):
+                results.append(current.result())
+                current = None
+            if current is None:
+                current = _Chain(reader.path, options)
+            current.feed(reader, first, frames)
+    if current is not None:
+        results.append(current.result())
+    return results
+
+
+class _Chain:
+    """One analysis fed by one file or by consecutive files of a rotation."""
+
+    def __init__(self, path: str, options: Options) -> None:
+        self.analysis = CaptureAnalysis(path, options)
+        self.paths: list[str] = []
+        self.offset = 0
+        self.formats: set[str] = set()
+        self.linktypes: set[int] = set()
+        self.bytes_read = 0
+        self.warnings: list[str] = []
+        self.error: str | None = None
+
+    def feed(self, reader: CaptureReader, first: tuple | None, frames) -> None:  # noqa: ANN001
+        frame = self.analysis.frame
+        offset = self.offset
+        last = 0
+        if first is not None:
+            last = first[0]
+            frame(first[0] + offset, first[1], first[2], first[3])
+        for frame_no, ts_ns, linktype, data, _wire_len in frames:
+            last = frame_no
+            frame(frame_no + offset, ts_ns, linktype, data)
+        self.offset += last
+        self.paths.append(reader.path)
+        self.formats.add(reader.format)
+        self.linktypes |= reader.linktypes
+        self.bytes_read += reader.bytes_read
+        prefix = f"{reader.path}: " if self.paths[0] != reader.path else ""
+        self.warnings += [prefix + w for w in reader.warnings]
+        if reader.error:
+            self.error = prefix + reader.error
+
+    def result(self) -> Result:
+        analysis = self.analysis
+        analysis.finish()
+        warnings = list(self.warnings)
+        if len(self.paths) > 1:
+            warnings.insert(0, f"rotated files analysed as one capture, in time order: "
+                               f"{', '.join(self.paths)} (frame numbers count on across them, as in "
+                               "`mergecap -a` of these files)")
+        summary = CaptureSummary(
+            path=self.paths[0], format="/".join(sorted(self.formats)),
+            linktypes=tuple(sorted(self.linktypes)), frames=self.offset, bytes=self.bytes_read,
+            tcp_streams=analysis.table.streams, mqtt_sessions=len(analysis.sessions),
+            skipped=dict(sorted(analysis.skipped.items())),
+            warnings=tuple(warnings + analysis.warnings), error=self.error)
+        return summary, analysis.sessions, analysis.findings
 
 
 def _capture_paths(paths: list[str], unusable: list[CaptureSummary]) -> list[str]:

@@ -133,3 +133,26 @@ def test_duplicated_frames_keep_the_first_transmission_time(tmp_path: Path) -> N
     delayed = frames + [(ts + int(0.4 * NS), data) for ts, data in frames]
     delayed.sort(key=lambda f: f[0])
     assert verdicts(write_pcap(tmp_path / "v.pcap", linktype, delayed)) == verdicts(CAPTURES / "late-pinger.pcap")
+
+
+def test_rotated_files_are_one_capture(tmp_path: Path) -> None:
+    """A session split over two rotated files (`tcpdump -C`) is judged across the rotation, with
+    frame numbers counted on as `mergecap -a` would."""
+    linktype, frames = records("late-pinger.pcap")
+    write_pcap(tmp_path / "dev.pcap1", linktype, frames[10:])
+    write_pcap(tmp_path / "dev.pcap0", linktype, frames[:10])
+    report = analyze([str(tmp_path)])
+    expected = analyze([str(CAPTURES / "late-pinger.pcap")])
+    assert [(f.rule_id, f.frames) for f in report.findings] == [(f.rule_id, f.frames) for f in expected.findings]
+    assert len(report.sessions) == 1 and report.sessions[0].connect_frame == 4
+    assert len(report.captures) == 1 and "rotated files" in report.captures[0].warnings[0]
+
+
+def test_numbered_files_that_overlap_in_time_stay_separate(tmp_path: Path) -> None:
+    """Two recordings of the same moment (copies, or two probes) are not one rotation."""
+    linktype, frames = records("silent-client.pcap")
+    write_pcap(tmp_path / "probe1.pcap", linktype, frames)
+    write_pcap(tmp_path / "probe2.pcap", linktype, frames)
+    report = analyze([str(tmp_path)])
+    assert len(report.captures) == 2 and len(report.sessions) == 2
+    assert sorted(f.rule_id for f in report.findings) == ["KA101", "KA101", "KA102", "KA102", "KA201", "KA201"]
