@@ -33,6 +33,8 @@ IDLE_CLOSED_NS = 60 * NS
 IDLE_OTHER_NS = 300 * NS
 IDLE_MQTT_UNKNOWN_NS = 3600 * NS
 IDLE_MQTT_MIN_NS = 600 * NS
+ROTATION_GAP_NS = 60 * NS
+"""A rotated file continues the previous one when it starts at most this long after it ended."""
 CLOCK_STEP_NS = NS // 100
 """Timestamps going back by more than this are a clock step (merged captures, NTP), not the
 microsecond disorder of frames captured on several queues."""
@@ -325,7 +327,7 @@ def _analyze_group(paths: list[str], options: Options) -> list[Result]:
         with reader:
             frames = iter(reader)
             first = next(frames, None)
-            if current is not None and (first is None or first[1] < current.analysis.now_ns):
+            if current is not None and not _continues(current.analysis.now_ns, first):
                 results.append(current.result())
                 current = None
             if current is None:
@@ -334,6 +336,11 @@ def _analyze_group(paths: list[str], options: Options) -> list[Result]:
     if current is not None:
         results.append(current.result())
     return results
+
+
+def _continues(previous_end_ns: int, first: tuple | None) -> bool:
+    """Does a file starting with frame `first` continue a recording that ended at `previous_end_ns`?"""
+    return first is not None and 0 <= first[1] - previous_end_ns <= ROTATION_GAP_NS
 
 
 class _Chain:

@@ -5,10 +5,12 @@ A device's session often spans a rotation: its PINGREQ is in `dev.pcap3`, the ne
 session at capture end, the second starts it mid-stream, keep-alive unknown). So files of one
 rotation are read as one capture, in time order.
 
-Files are one rotation when they sit in the same directory and their names differ only in digit
-runs (`dev.pcap0`, `dev.pcap1`; `cap_00001_20261125.pcap`, `cap_00002_20261125.pcap`). They are
-ordered by their first timestamp; the engine joins consecutive ones that do not overlap in time
-(a file that starts before the previous one ended is a separate recording after all). Frame numbers
+Files may be one rotation when they sit in the same directory and their names differ only in a
+trailing counter (`dev.pcap0`, `dev.pcap1`) or in digit runs of fixed width
+(`cap_00001_20261125120000.pcap`, `cap_00002_20261125120100.pcap`). They are ordered by their first
+timestamp, and the engine joins a file to the one before only when it starts where that one ended
+(no earlier, and within `ROTATION_GAP_NS` after): numbered files recorded at other times, or of the
+same moment by two probes, stay separate captures. Frame numbers
 then count on across the joined files, as in the file `mergecap -a` would make of them.
 """
 
@@ -28,14 +30,25 @@ def rotation_groups(paths: list[str]) -> list[list[str]]:
     groups: dict[tuple[str, str], list[str]] = {}
     order: list[tuple[str, str]] = []
     for path in paths:
-        name = os.path.basename(path)
-        key = (os.path.dirname(path), _DIGITS.sub("#", name)) if path != "-" and _DIGITS.search(name) \
-            else (path, "")
+        key = _rotation_key(path)
         if key not in groups:
             groups[key] = []
             order.append(key)
         groups[key].append(path)
     return [_in_time_order(groups[key]) for key in order]
+
+
+def _rotation_key(path: str) -> tuple[str, str]:
+    """Names that only differ in a trailing counter (`dump.pcap0`: tcpdump -C) or in digit runs of
+    fixed width (`ring_00001_20261125120000.pcapng`: dumpcap, tcpdump -G, editcap -c) share a key;
+    `mqtt31-paho.pcap` and `mqtt5-paho.pcap` do not."""
+    name = os.path.basename(path)
+    if path == "-" or not _DIGITS.search(name):
+        return (path, "")
+    trailing = re.fullmatch(r"(.*\D)\d+", name)
+    if trailing:
+        return (os.path.dirname(path), trailing.group(1) + "#")
+    return (os.path.dirname(path), _DIGITS.sub(lambda m: "#" * len(m.group()), name))
 
 
 def _in_time_order(paths: list[str]) -> list[str]:
