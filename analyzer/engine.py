@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from itertools import islice
 from dataclasses import dataclass, field
 
 from analyzer.checks import Judge
@@ -33,6 +35,7 @@ IDLE_CLOSED_NS = 60 * NS
 IDLE_OTHER_NS = 300 * NS
 IDLE_MQTT_UNKNOWN_NS = 3600 * NS
 IDLE_MQTT_MIN_NS = 600 * NS
+PROGRESS_EVERY_FRAMES = 65_536
 ROTATION_GAP_NS = 60 * NS
 """A rotated file continues the previous one when it starts at most this long after it ended."""
 CLOCK_STEP_NS = NS // 100
@@ -279,21 +282,33 @@ def analyze_capture(reader: CaptureReader, options: Options) -> tuple[CaptureSum
     return analysis.summary(reader), analysis.sessions, analysis.findings
 
 
-def analyze(paths: list[str], options: Options | None = None, jobs: int = 1) -> Report:
+Progress = Callable[[int, int], None]
+"""Told (bytes done, bytes in all) as captures are read: sizes on disk, so a bar can be drawn."""
+
+
+def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
+            progress: Progress | None = None) -> Report:
     """Analyse capture files ('-' = stdin, directories expanded) into one report.
 
     A capture that cannot be opened is recorded with its error and the others are still analysed.
     With `jobs` > 1 the files are analysed in that many processes; the report is the same, in the
-    same order, as with one.
+    same order, as with one. `progress`, if given, is told how far reading has come.
     """
     options = options or Options()
     captures: list[CaptureSummary] = []
     groups = rotation_groups(_capture_paths(paths, captures))
+    meter = _Meter(groups, progress)
     if jobs > 1 and len(groups) > 1 and ["-"] not in groups:
         with ProcessPoolExecutor(max_workers=min(jobs, len(groups))) as pool:
-            results = list(pool.map(_analyze_group, groups, [options] * len(groups)))
+            futures = [pool.submit(_analyze_group, group, options) for group in groups]
+            for i in as_completed_indices(futures):
+                meter.group_done(i)
+            results = [future.result() for future in futures]
     else:
-        results = [_analyze_group(group, options) for group in groups]
+        results = []
+        for i, group in enumerate(groups):
+            results.append(_analyze_group(group, options, meter.within(i)))
+            meter.group_done(i)
     sessions: list[Session] = []
     findings: list[Finding] = []
     for group_results in results:
@@ -310,7 +325,42 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1) -> 
 Result = tuple[CaptureSummary, list[Session], list[Finding]]
 
 
-def _analyze_group(paths: list[str], options: Options) -> list[Result]:
+class _Meter:
+    """Progress in bytes on disk: whole groups as they finish, and within the group being read."""
+
+    def __init__(self, groups: list[list[str]], report: Progress | None) -> None:
+        self.report = report
+        self.sizes = [sum(_size(p) for p in group) for group in groups]
+        self.total = sum(self.sizes)
+        self.done = 0
+
+    def group_done(self, index: int) -> None:
+        self.done += self.sizes[index]
+        if self.report is not None:
+            self.report(self.done, self.total)
+
+    def within(self, index: int) -> Progress | None:
+        if self.report is None:
+            return None
+        base, size, report = self.done, self.sizes[index], self.report
+        return lambda read, _total: report(base + min(read, size), self.total)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path) if path != "-" else 0
+    except OSError:
+        return 0
+
+
+def as_completed_indices(futures: list) -> Iterator[int]:  # noqa: ANN001
+    """Indices of `futures` in the order they finish."""
+    index = {id(f): i for i, f in enumerate(futures)}
+    for future in as_completed(futures):
+        yield index[id(future)]
+
+
+def _analyze_group(paths: list[str], options: Options, progress: Progress | None = None) -> list[Result]:
     """One capture, or the files of one rotation in time order: what a worker process does.
 
     Files of a rotation continue one analysis (sessions spanning a rotation are judged across it)
@@ -332,7 +382,7 @@ def _analyze_group(paths: list[str], options: Options) -> list[Result]:
                 current = None
             if current is None:
                 current = _Chain(reader.path, options)
-            current.feed(reader, first, frames)
+            current.feed(reader, first, frames, progress)
     if current is not None:
         results.append(current.result())
     return results
@@ -356,16 +406,24 @@ class _Chain:
         self.warnings: list[str] = []
         self.error: str | None = None
 
-    def feed(self, reader: CaptureReader, first: tuple | None, frames) -> None:  # noqa: ANN001
+    def feed(self, reader: CaptureReader, first: tuple | None, frames,  # noqa: ANN001
+             progress: Progress | None = None) -> None:
         frame = self.analysis.frame
         offset = self.offset
         last = 0
         if first is not None:
             last = first[0]
             frame(first[0] + offset, first[1], first[2], first[3])
-        for frame_no, ts_ns, linktype, data, _wire_len in frames:
-            last = frame_no
-            frame(frame_no + offset, ts_ns, linktype, data)
+        while True:  # in chunks, so progress costs nothing per frame
+            chunk = list(islice(frames, PROGRESS_EVERY_FRAMES))
+            for frame_no, ts_ns, linktype, data, _wire_len in chunk:
+                frame(frame_no + offset, ts_ns, linktype, data)
+            if chunk:
+                last = chunk[-1][0]
+            if progress is not None:
+                progress(self.bytes_read + reader.bytes_read, 0)
+            if len(chunk) < PROGRESS_EVERY_FRAMES:
+                break
         self.offset += last
         self.paths.append(reader.path)
         self.formats.add(reader.format)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -74,8 +74,8 @@ def check_command(
                  allow_empty=allow_empty, exit_zero=exit_zero, jobs=jobs, quiet=quiet)
     paths = expand_globs(captures)
     with progress(not s["quiet"], f"analysing {_count(paths)} with {s['jobs'] or config.default_jobs()} "
-                  "jobs"):
-        report = run_analysis(paths, s)
+                  "jobs") as advance:
+        report = run_analysis(paths, s, advance)
     fail = severity(s["fail_on"])
     code = gate_code(report, fail, s["allow_empty"])
     final = 0 if s["exit_zero"] and code in (1, EMPTY) else code
@@ -116,19 +116,22 @@ def _count(paths: list[str], what: str = "input") -> str:
 
 
 @contextmanager
-def progress(wanted: bool, text: str) -> Iterator[None]:
-    """A spinner with elapsed time on stderr, only for a person watching: not with `-q`, not when
-    stderr is not a terminal, not when `CI` is set."""
+def progress(wanted: bool, text: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar by bytes read on stderr, only for a person watching: not with `-q`, not when stderr is
+    not a terminal, not when `CI` is set. Yields the engine's progress callback (or None)."""
     if not wanted or not sys.stderr.isatty() or os.environ.get("CI"):
-        yield
+        yield None
         return
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        bar.add_task(text, total=None)
-        yield
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                  transient=True) as bar:
+        task = bar.add_task(text, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total or None)
 
 
 def github_outputs(report: Report, s: config.Resolved) -> None:

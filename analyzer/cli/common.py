@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -151,12 +151,13 @@ def load_rules(pack: str, profile: str | None) -> RuleSet:
         fail(exc)
 
 
-def run_analysis(captures: list[str], s: config.Resolved) -> Report:
+def run_analysis(captures: list[str], s: config.Resolved,
+                 progress: Callable[[int, int], None] | None = None) -> Report:
     """The engine over `captures` with the resolved settings (exit 2 on a bad rule pack)."""
     options = Options(ports=frozenset(s["port"]), assume_keep_alive_s=s["assume_keep_alive"],
                       ruleset=load_rules(s["rules"], s["profile"]))
     try:
-        return analyze(captures, options, s["jobs"] or config.default_jobs())
+        return analyze(captures, options, s["jobs"] or config.default_jobs(), progress)
     except AnalyzerError as exc:
         fail(exc)
 
