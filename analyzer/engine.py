@@ -36,6 +36,8 @@ IDLE_OTHER_NS = 300 * NS
 IDLE_MQTT_UNKNOWN_NS = 3600 * NS
 IDLE_MQTT_MIN_NS = 600 * NS
 PROGRESS_EVERY_FRAMES = 65_536
+POOL_MIN_BYTES = 4 << 20
+"""Below this much capture data, starting worker processes costs more than it saves."""
 ROTATION_GAP_NS = 60 * NS
 """A rotated file continues the previous one when it starts at most this long after it ended."""
 CLOCK_STEP_NS = NS // 100
@@ -298,7 +300,7 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
     captures: list[CaptureSummary] = []
     groups = rotation_groups(_capture_paths(paths, captures))
     meter = _Meter(groups, progress)
-    if jobs > 1 and len(groups) > 1 and ["-"] not in groups:
+    if jobs > 1 and len(groups) > 1 and ["-"] not in groups and meter.total >= POOL_MIN_BYTES:
         with ProcessPoolExecutor(max_workers=min(jobs, len(groups))) as pool:
             futures = [pool.submit(_analyze_group, group, options) for group in groups]
             for i in as_completed_indices(futures):

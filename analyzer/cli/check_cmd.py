@@ -73,8 +73,8 @@ def check_command(
                  fail_on=fail_on, junit=junit, fmt=fmt, output=output, table=table,
                  allow_empty=allow_empty, exit_zero=exit_zero, jobs=jobs, quiet=quiet)
     paths = expand_globs(captures)
-    with progress(not s["quiet"], f"analysing {_count(paths)} with {s['jobs'] or config.default_jobs()} "
-                  "jobs") as advance:
+    jobs = s["jobs"] or config.default_jobs()
+    with progress(not s["quiet"], f"analysing {_count(paths)} with {_count([0] * jobs, 'job')}") as advance:
         report = run_analysis(paths, s, advance)
     fail = severity(s["fail_on"])
     code = gate_code(report, fail, s["allow_empty"])
