@@ -11,7 +11,7 @@ import os
 import sys
 
 from analyzer._version import __version__
-from analyzer.cli import analyze_cmd, check_cmd, config_cmd, rules_cmd  # noqa: F401 - register
+from analyzer.cli import analyze_cmd, check_cmd, config_cmd, live_cmd, rules_cmd  # noqa: F401 - register
 from analyzer.cli.common import app, error
 
 ISSUES_URL = "see README.md, Reporting bugs"
