@@ -121,6 +121,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("output", _text, None, _always),
     Setting("table", _choice(TABLES), "findings"),
     Setting("junit", _text, None, _always),
+    Setting("html", _text, None, _always),
     Setting("jobs", _integer(1), None),
     Setting("allow_empty", _flag, False),
     Setting("exit_zero", _flag, False),

@@ -14,6 +14,7 @@ from analyzer.cli.common import (
     FailOnOpt,
     Format,
     Jobs,
+    Html,
     Junit,
     Output,
     OutputFormat,
@@ -30,6 +31,7 @@ from analyzer.cli.common import (
     severity,
     sink,
     warn_about_captures,
+    write_html,
     write_junit,
 )
 from analyzer.model import Report, Severity
@@ -48,14 +50,16 @@ def analyze_command(
     rules: Rules = "default",
     profile: Profile = None,
     junit: Junit = None,
+    html: Html = None,
     jobs: Jobs = None,
 ) -> None:
     """Analyse captures and report every keep-alive violation with its evidence."""
     s = settings(ctx, fmt=fmt, output=output, port=port, assume_keep_alive=assume_keep_alive,
-                 fail_on=fail_on, table=table, rules=rules, profile=profile, junit=junit, jobs=jobs)
+                 fail_on=fail_on, table=table, rules=rules, profile=profile, junit=junit, html=html, jobs=jobs)
     report = run_analysis(captures, s)
     fail = severity(s["fail_on"])
     write_junit(report, s["junit"], fail)
+    write_html(report, s)
     render_report(report, s, report.exit_code(fail))
     finish(report, fail)
 

@@ -28,6 +28,7 @@ from analyzer.cli.common import (
     FailOnOpt,
     Format,
     Jobs,
+    Html,
     Junit,
     Output,
     OutputFormat,
@@ -43,6 +44,7 @@ from analyzer.cli.common import (
     settings,
     severity,
     warn_about_captures,
+    write_html,
     write_junit,
 )
 from analyzer.model import Report, Severity
@@ -60,6 +62,7 @@ def check_command(
     assume_keep_alive: AssumeKeepAlive = None,
     fail_on: FailOnOpt = FailOn.error,
     junit: Junit = None,
+    html: Html = None,
     fmt: Format = OutputFormat.table,
     output: Output = None,
     table: Table = CsvTable.findings,
@@ -70,7 +73,7 @@ def check_command(
 ) -> None:
     """Gate a CI job on captures: files, directories (recursive) and globs (quote them: '**' works)."""
     s = settings(ctx, rules=rules, profile=profile, port=port, assume_keep_alive=assume_keep_alive,
-                 fail_on=fail_on, junit=junit, fmt=fmt, output=output, table=table,
+                 fail_on=fail_on, junit=junit, html=html, fmt=fmt, output=output, table=table,
                  allow_empty=allow_empty, exit_zero=exit_zero, jobs=jobs, quiet=quiet)
     paths = expand_globs(captures)
     jobs = s["jobs"] or config.default_jobs()
@@ -81,6 +84,7 @@ def check_command(
     final = 0 if s["exit_zero"] and code in (1, EMPTY) else code
     report = replace(report, gate_exit_code=final)
     write_junit(report, s["junit"], fail)
+    write_html(report, s)
     render_report(report, s, final)
     github_outputs(report, s)
     _messages(report, s, code, final)

@@ -88,6 +88,10 @@ Profile = Annotated[str | None, typer.Option(
 Junit = Annotated[Path | None, typer.Option(
     "--junit", metavar="FILE", dir_okay=False,
     help="Also write a JUnit XML report here (always written, even when everything passes).")]
+Html = Annotated[Path | None, typer.Option(
+    "--html", metavar="FILE", dir_okay=False,
+    help="Also write a self-contained HTML report here: overview, and each session with findings "
+    "drawn against its deadlines (needs the html extra: pip install 'mqtt-keepalive[html]').")]
 Jobs = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, show_default="one per core",
     help="Analyse this many files in parallel processes.")]
@@ -151,11 +155,16 @@ def load_rules(pack: str, profile: str | None) -> RuleSet:
         fail(exc)
 
 
+def analysis_options(s: config.Resolved) -> Options:
+    """Engine options from the resolved settings (exit 2 on a bad rule pack)."""
+    return Options(ports=frozenset(s["port"]), assume_keep_alive_s=s["assume_keep_alive"],
+                   ruleset=load_rules(s["rules"], s["profile"]))
+
+
 def run_analysis(captures: list[str], s: config.Resolved,
                  progress: Callable[[int, int], None] | None = None) -> Report:
     """The engine over `captures` with the resolved settings (exit 2 on a bad rule pack)."""
-    options = Options(ports=frozenset(s["port"]), assume_keep_alive_s=s["assume_keep_alive"],
-                      ruleset=load_rules(s["rules"], s["profile"]))
+    options = analysis_options(s)
     try:
         return analyze(captures, options, s["jobs"] or config.default_jobs(), progress)
     except AnalyzerError as exc:
@@ -226,6 +235,29 @@ def render_report(report: Report, s: config.Resolved, exit_code: int) -> None:
         render(report, s["format"], out, severity(s["fail_on"]), table=s["table"],
                console=console(out, s["output"] is not None),
                summary_path=os.environ.get("GITHUB_STEP_SUMMARY") or None)
+
+
+def write_html(report: Report, s: config.Resolved) -> None:
+    """`--html FILE`: the overview and, re-read from the captures, the packets of the sessions
+    drawn in detail (the report itself keeps no per-packet data)."""
+    path = s["html"]
+    if path is None:
+        return
+    from analyzer.errors import ConfigError
+    from analyzer.report.html import collect_timelines, detail_sessions, render_html
+
+    try:
+        chosen, _left_out = detail_sessions(report)
+        timelines = collect_timelines([c.path for c in report.captures if not c.error],
+                                      analysis_options(s), {x.session_id for x in chosen})
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            render_html(report, fh, timelines=timelines)
+    except ConfigError as exc:
+        fail(exc)
+    except OSError as exc:
+        error(f"cannot write {path}: {exc.strerror}")
+        raise typer.Exit(2) from None
 
 
 def write_junit(report: Report, path: str | None, fail_on: Severity | None) -> None:
