@@ -17,6 +17,7 @@ DISCONNECT, FIN or RST ends the session; packets after it are counted but not ju
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from typing import Callable
 
@@ -188,7 +189,7 @@ class SessionTimeline:
             uncertainty=frozenset(uncertainty),
             connack_code=connack.reason_code if connack else None,
             assigned_client_id=connack.assigned_client_id if connack else None,
-            gap_samples_ns=tuple(self._gaps),
+            gap_samples_ns=array("q", self._gaps),
         )
 
     # -- client side --------------------------------------------------------------------------
