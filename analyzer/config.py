@@ -28,7 +28,7 @@ NOT_SETTINGS = frozenset({"DEBUG"})
 """`MQTT_KEEPALIVE_<NAME>` variables that are not settings (no warning for them)."""
 
 FAIL_ON = ("error", "warning", "info", "never")
-FORMATS = ("table", "json", "jsonl", "csv", "github")
+FORMATS = ("table", "json", "jsonl", "csv", "github", "parquet")
 TABLES = ("findings", "sessions", "clients")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -123,12 +123,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("junit", _text, None, _always),
     Setting("html", _text, None, _always),
     Setting("jobs", _integer(1), None),
+    Setting("dask", _text, None),
     Setting("allow_empty", _flag, False),
     Setting("exit_zero", _flag, False),
     Setting("quiet", _flag, False),
 )}
 """Every setting; `jobs` None means one per core (`default_jobs()`), `profile` None the pack's own
-or `spec`."""
+or `spec`, `dask` None no cluster (else a Dask scheduler address, `tcp://host:8786`)."""
 
 
 @dataclass(frozen=True)

@@ -289,18 +289,27 @@ Progress = Callable[[int, int], None]
 
 
 def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
-            progress: Progress | None = None) -> Report:
+            progress: Progress | None = None, dask_address: str | None = None) -> Report:
     """Analyse capture files ('-' = stdin, directories expanded) into one report.
 
     A capture that cannot be opened is recorded with its error and the others are still analysed.
     With `jobs` > 1 the files are analysed in that many processes; the report is the same, in the
-    same order, as with one. `progress`, if given, is told how far reading has come.
+    same order, as with one. With `dask_address` (a scheduler, `tcp://host:8786`) they are analysed
+    on that Dask distributed cluster instead (`analyzer.scale.dask`; inputs may then also be fsspec
+    URLs), again into the same report. `progress`, if given, is told how far reading has come.
     """
     options = options or Options()
     captures: list[CaptureSummary] = []
-    groups = rotation_groups(_capture_paths(paths, captures))
+    if dask_address is not None:
+        from analyzer.scale import dask as on_dask
+
+        groups = rotation_groups(on_dask.capture_paths(paths, captures, _capture_paths))
+    else:
+        groups = rotation_groups(_capture_paths(paths, captures))
     meter = _Meter(groups, progress)
-    if jobs > 1 and len(groups) > 1 and ["-"] not in groups and meter.total >= POOL_MIN_BYTES:
+    if dask_address is not None:
+        results = on_dask.run_groups(dask_address, groups, options, meter.group_done)
+    elif jobs > 1 and len(groups) > 1 and ["-"] not in groups and meter.total >= POOL_MIN_BYTES:
         with ProcessPoolExecutor(max_workers=min(jobs, len(groups))) as pool:
             futures = [pool.submit(_analyze_group, group, options) for group in groups]
             for i in as_completed_indices(futures):

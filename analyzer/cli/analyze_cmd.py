@@ -10,6 +10,7 @@ from analyzer.cli.common import (
     AssumeKeepAlive,
     Captures,
     CsvTable,
+    Dask,
     FailOn,
     FailOnOpt,
     Format,
@@ -26,6 +27,7 @@ from analyzer.cli.common import (
     console,
     reader_may_leave,
     render_report,
+    require_parquet_output,
     run_analysis,
     settings,
     severity,
@@ -33,6 +35,7 @@ from analyzer.cli.common import (
     warn_about_captures,
     write_html,
     write_junit,
+    write_parquet,
 )
 from analyzer.model import Report, Severity
 
@@ -52,10 +55,13 @@ def analyze_command(
     junit: Junit = None,
     html: Html = None,
     jobs: Jobs = None,
+    dask: Dask = None,
 ) -> None:
     """Analyse captures and report every keep-alive violation with its evidence."""
     s = settings(ctx, fmt=fmt, output=output, port=port, assume_keep_alive=assume_keep_alive,
-                 fail_on=fail_on, table=table, rules=rules, profile=profile, junit=junit, html=html, jobs=jobs)
+                 fail_on=fail_on, table=table, rules=rules, profile=profile, junit=junit, html=html, jobs=jobs,
+                 dask=dask)
+    require_parquet_output(s)
     report = run_analysis(captures, s)
     fail = severity(s["fail_on"])
     write_junit(report, s["junit"], fail)
@@ -85,11 +91,17 @@ def sessions_command(
     s = settings(ctx, port=port, assume_keep_alive=assume_keep_alive)
     s.values.update(rules="default", profile=None, jobs=None)
     if fmt is OutputFormat.github:
-        typer.echo("error: sessions has no github format (table, json, jsonl or csv)", err=True)
+        typer.echo("error: sessions has no github format (table, json, jsonl, csv or parquet)", err=True)
         raise typer.Exit(2)
+    target = str(output) if output else None
+    s.values.update(format=fmt.value, output=target)
+    require_parquet_output(s)
     report = run_analysis(captures, s)
     code = 2 if any(c.error for c in report.captures) else 0
-    target = str(output) if output else None
+    if fmt is OutputFormat.parquet:
+        write_parquet(report, str(target), ("sessions",))
+        warn_about_captures(report)
+        raise typer.Exit(code)
     with sink(target) as out, reader_may_leave(code):
         _render_sessions(report, fmt, out, target is not None)
     warn_about_captures(report)

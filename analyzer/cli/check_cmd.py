@@ -23,6 +23,7 @@ from analyzer.cli.common import (
     AssumeKeepAlive,
     Captures,
     CsvTable,
+    Dask,
     ExitZero,
     FailOn,
     FailOnOpt,
@@ -40,6 +41,7 @@ from analyzer.cli.common import (
     app,
     error,
     render_report,
+    require_parquet_output,
     run_analysis,
     settings,
     severity,
@@ -69,15 +71,18 @@ def check_command(
     allow_empty: AllowEmpty = False,
     exit_zero: ExitZero = False,
     jobs: Jobs = None,
+    dask: Dask = None,
     quiet: Quiet = False,
 ) -> None:
     """Gate a CI job on captures: files, directories (recursive) and globs (quote them: '**' works)."""
     s = settings(ctx, rules=rules, profile=profile, port=port, assume_keep_alive=assume_keep_alive,
                  fail_on=fail_on, junit=junit, html=html, fmt=fmt, output=output, table=table,
-                 allow_empty=allow_empty, exit_zero=exit_zero, jobs=jobs, quiet=quiet)
+                 allow_empty=allow_empty, exit_zero=exit_zero, jobs=jobs, dask=dask, quiet=quiet)
+    require_parquet_output(s)
     paths = expand_globs(captures)
     jobs = s["jobs"] or config.default_jobs()
-    with progress(not s["quiet"], f"analysing {_count(paths)} with {_count([0] * jobs, 'job')}") as advance:
+    workers = f"on the Dask cluster {s['dask']}" if s["dask"] else f"with {_count([0] * jobs, 'job')}"
+    with progress(not s["quiet"], f"analysing {_count(paths)} {workers}") as advance:
         report = run_analysis(paths, s, advance)
     fail = severity(s["fail_on"])
     code = gate_code(report, fail, s["allow_empty"])
@@ -93,10 +98,10 @@ def check_command(
 
 def expand_globs(args: list[str]) -> list[str]:
     """Expand glob patterns (`**` recursive), sorted; a pattern matching nothing is exit 2. Paths
-    that exist are kept as given (a file may be named `a[1].pcap`); duplicates are dropped."""
+    that exist, and URLs (`s3://b/*.pcap`: listed by `--dask`), are kept as given (a file may be named `a[1].pcap`); duplicates are dropped."""
     out: list[str] = []
     for arg in args:
-        if arg != "-" and glob.has_magic(arg) and not os.path.lexists(arg):
+        if arg != "-" and "://" not in arg and glob.has_magic(arg) and not os.path.lexists(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             if not matches:
                 error(f"{arg}: no file matches this pattern")

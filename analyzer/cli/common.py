@@ -40,6 +40,7 @@ class OutputFormat(str, Enum):
     jsonl = "jsonl"
     csv = "csv"
     github = "github"
+    parquet = "parquet"
 
 
 class FailOn(str, Enum):
@@ -73,7 +74,8 @@ AssumeKeepAlive = Annotated[int | None, typer.Option(
     "--assume-keep-alive", metavar="SECONDS", min=0, max=65535,
     help="Keep Alive to judge sessions whose CONNECT is not in the capture.")]
 Output = Annotated[Path | None, typer.Option(
-    "--output", "-o", help="Write the report to this file instead of stdout.", dir_okay=False)]
+    "--output", "-o", help="Write the report to this file instead of stdout (with --format "
+    "parquet: a directory, required).")]
 Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="Report format.")]
 FailOnOpt = Annotated[FailOn, typer.Option(
     "--fail-on", help="Exit 1 when a finding is at least this severe. " + _ENV.format("FAIL_ON"))]
@@ -95,6 +97,11 @@ Html = Annotated[Path | None, typer.Option(
 Jobs = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, show_default="one per core",
     help="Analyse this many files in parallel processes.")]
+Dask = Annotated[str | None, typer.Option(
+    "--dask", metavar="ADDRESS",
+    help="Analyse the files on this Dask distributed cluster (its scheduler, tcp://host:8786) "
+    "instead of local processes; workers must see the captures (shared storage or fsspec URLs). "
+    "Needs the dask extra: pip install 'mqtt-keepalive[dask]'. " + _ENV.format("DASK"))]
 AllowEmpty = Annotated[bool, typer.Option(
     "--allow-empty/--no-allow-empty", help="Pass (exit 0) when no MQTT session is found.")]
 ExitZero = Annotated[bool, typer.Option(
@@ -166,7 +173,8 @@ def run_analysis(captures: list[str], s: config.Resolved,
     """The engine over `captures` with the resolved settings (exit 2 on a bad rule pack)."""
     options = analysis_options(s)
     try:
-        return analyze(captures, options, s["jobs"] or config.default_jobs(), progress)
+        return analyze(captures, options, s["jobs"] or config.default_jobs(), progress,
+                       dask_address=s.values.get("dask"))
     except AnalyzerError as exc:
         fail(exc)
 
@@ -231,10 +239,33 @@ def render_report(report: Report, s: config.Resolved, exit_code: int) -> None:
     `$GITHUB_STEP_SUMMARY` when that is set."""
     from analyzer.report import render
 
+    if s["format"] == "parquet":
+        write_parquet(report, s["output"])
+        return
     with sink(s["output"]) as out, reader_may_leave(exit_code):
         render(report, s["format"], out, severity(s["fail_on"]), table=s["table"],
                console=console(out, s["output"] is not None),
                summary_path=os.environ.get("GITHUB_STEP_SUMMARY") or None)
+
+
+def require_parquet_output(s: config.Resolved) -> None:
+    """`--format parquet` writes a directory: without `-o DIR` it is exit 2, before any analysis."""
+    if s["format"] == "parquet" and s["output"] is None:
+        error("--format parquet writes a directory of Parquet files: give it with -o DIR")
+        raise typer.Exit(2)
+
+
+def write_parquet(report: Report, directory: str, tables: tuple[str, ...] = ("sessions", "findings")) -> None:
+    """`--format parquet -o DIR`: DIR/sessions.parquet and DIR/findings.parquet."""
+    from analyzer.report.parquet import write_parquet as write
+
+    try:
+        write(report, directory, tables)
+    except AnalyzerError as exc:
+        fail(exc)
+    except OSError as exc:
+        error(f"cannot write {directory}: {exc.strerror or exc}")
+        raise typer.Exit(2) from None
 
 
 def write_html(report: Report, s: config.Resolved) -> None:

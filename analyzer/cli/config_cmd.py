@@ -14,6 +14,8 @@ from analyzer.cli.common import (
     FailOnOpt,
     Format,
     Jobs,
+    Dask,
+    Html,
     Junit,
     Output,
     OutputFormat,
@@ -40,6 +42,8 @@ def config_show(
     assume_keep_alive: AssumeKeepAlive = None,
     fail_on: FailOnOpt = FailOn.error,
     junit: Junit = None,
+    html: Html = None,
+    dask: Dask = None,
     fmt: Format = OutputFormat.table,
     output: Output = None,
     table: Table = CsvTable.findings,
@@ -51,7 +55,7 @@ def config_show(
     """The settings check would use with these options: value and source of each (command line >
     MQTT_KEEPALIVE_<NAME> > project file > default)."""
     resolved = settings(ctx, rules=rules, profile=profile, port=port,
-                        assume_keep_alive=assume_keep_alive, fail_on=fail_on, junit=junit, fmt=fmt,
+                        assume_keep_alive=assume_keep_alive, fail_on=fail_on, junit=junit, html=html, dask=dask, fmt=fmt,
                         output=output, table=table, allow_empty=allow_empty, exit_zero=exit_zero,
                         jobs=jobs, quiet=quiet)
     if resolved.file:

@@ -1,0 +1,1 @@
+"""Running the per-capture analysis elsewhere than in this process: a Dask distributed cluster."""
