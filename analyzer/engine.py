@@ -28,6 +28,7 @@ from analyzer.session.connection import Connection, PacketHook, flow_key
 from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
 from analyzer.sources.rotation import rotation_groups
+from analyzer.websocket.detect import upgrade_verdict
 
 NS = 1_000_000_000
 SWEEP_EVERY_NS = 30 * NS
@@ -36,6 +37,8 @@ IDLE_OTHER_NS = 300 * NS
 IDLE_MQTT_UNKNOWN_NS = 3600 * NS
 IDLE_MQTT_MIN_NS = 600 * NS
 PROGRESS_EVERY_FRAMES = 65_536
+MAX_HELD_SEGMENTS = 64
+"""Segments of an HTTP request held while deciding whether it upgrades to MQTT over WebSocket."""
 POOL_MIN_BYTES = 4 << 20
 """Below this much capture data, starting worker processes costs more than it saves."""
 ROTATION_GAP_NS = 60 * NS
@@ -137,32 +140,67 @@ class CaptureAnalysis:
         flow.syn_seen = bool(flags & SYN)
         sport_mqtt, dport_mqtt = key[1] in self.ports, key[3] in self.ports
         if sport_mqtt != dport_mqtt:
-            self._make_mqtt(flow, client_is_a=dport_mqtt)
+            self._make_mqtt(flow, client_is_a=dport_mqtt, websocket=None)
         elif sport_mqtt:
-            self._make_mqtt(flow, client_is_a=not (flags & SYN and flags & ACK))
+            self._make_mqtt(flow, client_is_a=not (flags & SYN and flags & ACK), websocket=None)
         return flow, is_a
 
     def _undecided(self, flow: Flow, is_a: bool, seq: int, ack: int, flags: int, payload: bytes,
                    missing: int, frame_no: int, ts_ns: int) -> None:
-        """A connection on no MQTT port: it is MQTT only if its first data is a CONNECT."""
+        """A connection on no MQTT port: it is MQTT only if its first data is a CONNECT, or an HTTP
+        Upgrade to WebSocket with the `mqtt` subprotocol (MQTT over WebSocket).
+
+        An upgrade request cut over several segments is held (in `flow.state`) until its head is
+        complete, then its segments are replayed into the connection with their own frames."""
         if flags & (FIN | RST):
             flow.closed = True
-        if not payload:
+        held = flow.state
+        if not payload and held is None:
             return
-        if not looks_like_connect(payload):
+        if held is not None:
+            if held[0] != is_a:  # the other side spoke before the request ended: not WebSocket
+                if payload:
+                    flow.kind, flow.state = OTHER, None
+                return
+            held[1].append((seq, ack, flags, payload, missing, frame_no, ts_ns))
+            if len(held[1]) > MAX_HELD_SEGMENTS:
+                flow.kind, flow.state = OTHER, None
+                return
+            if not payload:
+                return
+            head = b"".join(segment[3] for segment in held[1])
+        elif looks_like_connect(payload):
+            conn = self._make_mqtt(flow, client_is_a=is_a)
+            conn.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
+            return
+        elif payload[:1] != b"G":
             flow.kind = OTHER
             return
-        conn = self._make_mqtt(flow, client_is_a=is_a)
-        conn.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
+        else:
+            head = payload
+        verdict = upgrade_verdict(head)
+        if verdict is None and not missing and not flags & (FIN | RST):
+            if held is None:
+                flow.state = (is_a, [(seq, ack, flags, payload, missing, frame_no, ts_ns)])
+            return
+        flow.state = None
+        if not verdict:
+            flow.kind = OTHER
+            return
+        conn = self._make_mqtt(flow, client_is_a=is_a, websocket=True)
+        for segment in held[1] if held is not None else [(seq, ack, flags, payload, missing, frame_no, ts_ns)]:
+            conn.segment(is_a, *segment)
 
-    def _make_mqtt(self, flow: Flow, client_is_a: bool) -> Connection:
+    def _make_mqtt(self, flow: Flow, client_is_a: bool, websocket: bool | None = False) -> Connection:
+        """`websocket`: see `Connection` (None: a configured port, decided by the first bytes)."""
         flow.kind = MQTT
         conn = Connection(flow.index, client_is_a, self.judge, self.findings,
-                          self._timeline_factory(flow), self._note_connect, self.options.packet_hook)
+                          self._timeline_factory(flow), self._note_connect, self.options.packet_hook,
+                          websocket=websocket)
         flow.state = conn
         return conn
 
-    def _timeline_factory(self, flow: Flow):  # noqa: ANN202 - a closure over the flow
+    def _timeline_factory(self, flow: Flow):
         def make(conn: Connection, frame_no: int, ts_ns: int) -> SessionTimeline:
             a, b = (flow.key_a[0], flow.key_a[1]), (flow.key_a[2], flow.key_a[3])
             client, server = (a, b) if conn.client_is_a else (b, a)
@@ -190,8 +228,7 @@ class CaptureAnalysis:
         """Advance network time without a frame (live mode: the wall clock) and return the findings
         that became certain, each once: deadlines that passed while sessions stayed silent, and
         the findings frames produced since the last tick."""
-        if now_ns > self.now_ns:
-            self.now_ns = now_ns
+        self.now_ns = max(self.now_ns, now_ns)
         fresh = self._unseen(self.findings[self._reported:])
         self._reported = len(self.findings)
         for flow in self.table.flows():
@@ -364,7 +401,7 @@ def _size(path: str) -> int:
         return 0
 
 
-def as_completed_indices(futures: list) -> Iterator[int]:  # noqa: ANN001
+def as_completed_indices(futures: list) -> Iterator[int]:
     """Indices of `futures` in the order they finish."""
     index = {id(f): i for i, f in enumerate(futures)}
     for future in as_completed(futures):
@@ -417,7 +454,7 @@ class _Chain:
         self.warnings: list[str] = []
         self.error: str | None = None
 
-    def feed(self, reader: CaptureReader, first: tuple | None, frames,  # noqa: ANN001
+    def feed(self, reader: CaptureReader, first: tuple | None, frames,
              progress: Progress | None = None) -> None:
         frame = self.analysis.frame
         offset = self.offset

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests/ is not installed; the machinery lives in tests/support
 
-from tests.support.broker import MosquittoBroker  # noqa: E402
+from tests.support.broker import MosquittoBroker, free_port  # noqa: E402
 from tests.support.capture import TcpdumpCapture  # noqa: E402
 from tests.support.clients import (  # noqa: E402
     PINGRESP,
@@ -44,8 +44,12 @@ from tests.support.clients import (  # noqa: E402
     run_paho_session,
 )
 from tests.support.scripted_broker import ScriptedBroker  # noqa: E402
+from tests.support.ws_client import RawWSClient, run_paho_ws_session, wait_listening  # noqa: E402
 
 DEFAULT_PORT = 1883
+WS_PORT = 9001
+"""mosquitto's websockets listener in the ws-* scenarios: mosquitto's customary port, not an MQTT
+port, so the analyzer must find MQTT there by the HTTP Upgrade alone."""
 
 # mosquitto log lines worth keeping in a recording's notes.
 NOTEWORTHY = ("connected from", "exceeded timeout", "disconnect", "error", "malformed", "closed", "connack")
@@ -131,6 +135,20 @@ def scripted_capture(
     rec.note("scripted broker: " + "; ".join(what for _, what in broker.events))
 
 
+@contextmanager
+def mosquitto_ws_capture(rec: Recording) -> Iterator[tuple[MosquittoBroker, int]]:
+    """A mosquitto with a websockets listener (port 9001, or a free one with ``--port 0``) and
+    tcpdump capturing that listener only; yields the broker and the websockets port."""
+    ws_port = WS_PORT if rec.port else free_port()
+    broker = MosquittoBroker(port=rec.broker_port,
+                             extra_lines=[f"listener {ws_port} 127.0.0.1", "protocol websockets"])
+    with broker:
+        wait_listening(broker.host, ws_port)  # it opens after the plain listener
+        with TcpdumpCapture(rec.path, [ws_port]):
+            yield broker, ws_port
+    note_broker_log(rec, broker.log_text())
+
+
 def note_broker_log(rec: Recording, log: str) -> None:
     """Keep mosquitto's lines about our clients (connects, timeouts, protocol errors).
 
@@ -144,9 +162,10 @@ def note_broker_log(rec: Recording, log: str) -> None:
 
 
 def connected(rec: Recording, host: str, port: int, keep_alive: int, *, level: int = 4,
-              client_id: str | None = None) -> RawClient:
-    """An open raw client that has sent CONNECT and received a successful CONNACK."""
-    client = RawClient(host, port, level=level).open()
+              client_id: str | None = None, websocket: bool = False) -> RawClient:
+    """An open raw client (over WebSocket if asked) that has sent CONNECT and received a
+    successful CONNACK."""
+    client = (RawWSClient if websocket else RawClient)(host, port, level=level).open()
     connack = client.connect(client_id or rec.client_id, keep_alive)
     if connack.reason_code != 0:
         raise ScenarioError(f"CONNACK refused: {connack.raw.hex()}")
@@ -154,9 +173,9 @@ def connected(rec: Recording, host: str, port: int, keep_alive: int, *, level: i
 
 
 def ping_session(rec: Recording, host: str, port: int, *, keep_alive: int, interval_s: float,
-                 pings: int, tail_s: float) -> None:
+                 pings: int, tail_s: float, websocket: bool = False) -> None:
     """CONNECT, ``pings`` PINGREQs every ``interval_s``, DISCONNECT ``tail_s`` after the last."""
-    client = connected(rec, host, port, keep_alive)
+    client = connected(rec, host, port, keep_alive, websocket=websocket)
     clock = Clock()
     for index in range(1, pings + 1):
         clock.sleep_until(index * interval_s)
@@ -388,6 +407,48 @@ def split_and_coalesced(rec: Recording) -> None:
         client.disconnect()
         client.close()
         rec.note(f"PUBLISH of {len(big)} bytes sent as {[len(p) for p in thirds]}")
+
+
+@scenario("ws-late-pinger")
+def ws_late_pinger(rec: Recording) -> None:
+    """late-pinger over WebSocket (mosquitto's websockets listener, a raw WebSocket client): K=2,
+    PINGREQ every 2.6 s, each in its own masked binary frame."""
+    with mosquitto_ws_capture(rec) as (broker, ws_port):
+        ping_session(rec, broker.host, ws_port, keep_alive=2, interval_s=2.6, pings=4, tail_s=0.5,
+                     websocket=True)
+
+
+@scenario("ws-compliant-with-ws-pings")
+def ws_compliant_with_ws_pings(rec: Recording) -> None:
+    """K=2 over WebSocket; a WebSocket ping every 1 s (each answered by a pong) but no MQTT packet
+    for 5 s: the WebSocket is alive, the MQTT keep-alive is not."""
+    with mosquitto_ws_capture(rec) as (broker, ws_port):
+        client = connected(rec, broker.host, ws_port, keep_alive=2, websocket=True)
+        assert isinstance(client, RawWSClient)
+        clock = Clock()
+        for index in range(1, 6):
+            clock.sleep_until(float(index))
+            if client.peer_closed_at is not None:
+                break
+            client.ws_ping(b"p%d" % index)
+        closed = client.wait_closed(0.3)
+        rec.note(f"{len(client.pongs)} WebSocket pongs; broker "
+                 + (f"closed {client.peer_closed_at - clock.start:.2f} s after CONNACK"
+                    if closed and client.peer_closed_at is not None else "kept the client"))
+        if not closed:
+            client.disconnect()
+            clock.sleep_until(5.5)
+            client.ws_close()
+        client.close()
+
+
+@scenario("ws-paho")
+def ws_paho(rec: Recording) -> None:
+    """paho-mqtt 2.2 with ``transport="websockets"``, MQTT 3.1.1, K=2, its own loop for 5 s."""
+    with mosquitto_ws_capture(rec) as (broker, ws_port):
+        log = run_paho_ws_session(broker.host, ws_port, client_id=rec.client_id, keep_alive=2,
+                                  duration_s=5)
+    rec.notes.extend("paho: " + line for line in log)
 
 
 # --- command line ----------------------------------------------------------------------------

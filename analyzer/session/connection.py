@@ -20,6 +20,7 @@ from analyzer.model import (
 from analyzer.mqtt.framer import MQTTFramer
 from analyzer.reassembly.stream import HalfStream
 from analyzer.session.timeline import SessionTimeline
+from analyzer.websocket import WebSocketDecoder, WSClose, WSData, WSError, WSGap, WSOpen
 
 TimelineFactory = Callable[["Connection", int, int], SessionTimeline]
 PacketHook = Callable[[str, bool, MQTTPacket], None]
@@ -46,13 +47,53 @@ class _Side:
         self.conn.on_gap(self.is_a, missing, frame_no, ts_ns)
 
 
+class _WSSide:
+    """Stream sink for one side of an MQTT-over-WebSocket connection: bytes through its WebSocket
+    decoder to its framer. Only WebSocket flows pay for this layer."""
+
+    __slots__ = ("conn", "framer", "is_a", "ws")
+
+    def __init__(self, conn: Connection, is_a: bool, framer: MQTTFramer, ws: WebSocketDecoder) -> None:
+        self.conn, self.is_a, self.framer, self.ws = conn, is_a, framer, ws
+
+    def data(self, payload: bytes, frame_no: int, ts_ns: int) -> None:
+        events = self.ws.feed(payload, frame_no, ts_ns)
+        if events:
+            self.conn.on_ws_events(self, events)
+
+    def gap(self, missing: int, frame_no: int, ts_ns: int) -> None:
+        events = self.ws.gap(missing, frame_no, ts_ns)
+        if events:
+            self.conn.on_ws_events(self, events)
+        self.conn.on_gap(self.is_a, missing, frame_no, ts_ns)
+
+
+class _Sniff:
+    """Stream sink until the first bytes of a port-detected connection: a WebSocket upgrade from
+    the client turns it into MQTT over WebSocket, anything else into plain MQTT. Either way the
+    real sink replaces this one, so later segments cost nothing extra."""
+
+    __slots__ = ("conn", "is_a")
+
+    def __init__(self, conn: Connection, is_a: bool) -> None:
+        self.conn, self.is_a = conn, is_a
+
+    def data(self, payload: bytes, frame_no: int, ts_ns: int) -> None:
+        self.conn._decide(self.is_a, payload).data(payload, frame_no, ts_ns)
+
+    def gap(self, missing: int, frame_no: int, ts_ns: int) -> None:
+        self.conn._decide(self.is_a, b"").gap(missing, frame_no, ts_ns)
+
+
 class Connection:
     """Per-connection state of an MQTT flow; see the module docstring."""
 
     def __init__(self, index: int, client_is_a: bool, judge: Judge, sink: list[Finding],
                  make_timeline: TimelineFactory,
                  on_connect: Callable[[SessionTimeline, int], None],
-                 packet_hook: PacketHook | None = None) -> None:
+                 packet_hook: PacketHook | None = None, *, websocket: bool | None = False) -> None:
+        """`websocket`: True for MQTT over WebSocket (its HTTP Upgrade is the first data), False
+        for plain MQTT, None to decide on the first data (a configured MQTT port)."""
         self.index = index
         self.client_is_a = client_is_a
         self.judge = judge
@@ -64,9 +105,15 @@ class Connection:
         self.endpoints: tuple[tuple[bytes, int], tuple[bytes, int]] | None = None
         framers = (MQTTFramer(self._direction(True), synced=False),
                    MQTTFramer(self._direction(False), synced=False))
-        self.sides = (_Side(self, True, framers[0]), _Side(self, False, framers[1]))
+        self.sides: tuple[_Side, _Side] | tuple[_WSSide, _WSSide] = (
+            _Side(self, True, framers[0]), _Side(self, False, framers[1]))
+        self.websocket = False
         self.halves = (HalfStream(self.sides[0]), HalfStream(self.sides[1]))
         self.closed = False
+        if websocket:
+            self._use_websocket()
+        elif websocket is None:
+            self.halves[0].sink, self.halves[1].sink = _Sniff(self, True), _Sniff(self, False)
 
     def _direction(self, is_a: bool) -> Direction:
         return Direction.TO_SERVER if is_a == self.client_is_a else Direction.TO_CLIENT
@@ -133,6 +180,55 @@ class Connection:
             direction = self._direction(is_a)
             self.timeline.on_gap(StreamGap(direction, frame_no, ts_ns, missing),
                                  direction == Direction.TO_SERVER)
+
+    # -- WebSocket ------------------------------------------------------------------------------
+
+    def _use_websocket(self) -> None:
+        self.websocket = True
+        self.sides = tuple(_WSSide(self, side.is_a, side.framer,  # type: ignore[assignment]
+                                   WebSocketDecoder(side.is_a == self.client_is_a))
+                           for side in self.sides)
+        for half, side in zip(self.halves, self.sides):
+            half.sink = side
+
+    def _decide(self, is_a: bool, payload: bytes):
+        """First bytes of a port-detected connection: MQTT over WebSocket or plain MQTT."""
+        if is_a == self.client_is_a and payload.startswith(b"GET "):
+            self._use_websocket()
+        else:
+            for half, side in zip(self.halves, self.sides):
+                half.sink = side
+        return self.sides[0 if is_a else 1]
+
+    def on_ws_events(self, side: _WSSide, events: list) -> None:
+        """What one side's WebSocket decoder produced, in order: MQTT bytes to the framer, pings
+        and pongs nowhere (they are not MQTT control packets), a close frame ends the session."""
+        framer = side.framer
+        out: list[MQTTPacket | FramingError] = []
+        for event in events:
+            cls = event.__class__
+            if cls is WSData:
+                out += framer.feed(event.payload, event.frame_no, event.ts_ns)
+            elif cls is WSGap:
+                out += framer.gap(event.missing, event.frame_no, event.ts_ns)
+            elif cls is WSError:
+                out.append(FramingError(framer.direction, event.frame_no, event.ts_ns,
+                                        f"WebSocket: {event.reason}"))
+            elif cls is WSOpen:
+                framer.synced = True  # the MQTT stream starts with the first data frame
+            elif cls is WSClose:
+                if out:
+                    self.on_events(side.is_a, out)
+                    out = []
+                self._ws_close(side, event.frame_no, event.ts_ns)
+        if out:
+            self.on_events(side.is_a, out)
+
+    def _ws_close(self, side: _WSSide, frame_no: int, ts_ns: int) -> None:
+        """A WebSocket close frame: that side ends the session, as with a FIN on plain TCP."""
+        self._flush(side, frame_no, ts_ns)  # type: ignore[arg-type]
+        by_client = side.is_a == self.client_is_a
+        self._end(EndReason.CLIENT_FIN if by_client else EndReason.SERVER_FIN, frame_no, ts_ns)
 
     # -- internals ----------------------------------------------------------------------------
 
