@@ -452,6 +452,7 @@ def run_paho_session(
     keep_alive: int,
     protocol: int,
     duration_s: float,
+    ws_path: str | None = None,
 ) -> list[str]:
     """Connect a paho-mqtt client, let its own network loop run ``duration_s``, disconnect.
 
@@ -464,9 +465,13 @@ def run_paho_session(
     connected = threading.Event()
     disconnected = threading.Event()
     extra: dict[str, Any] = {} if protocol == mqtt.MQTTv5 else {"clean_session": True}
+    if ws_path is not None:  # MQTT over WebSocket (paho's websockets transport)
+        extra["transport"] = "websockets"
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **extra
     )
+    if ws_path is not None:
+        client.ws_set_options(path=ws_path)
     client.on_log = lambda _c, _u, _level, message: log.append(f"{time.monotonic():.3f} {message}")
     client.on_connect = lambda *_args: connected.set()
     client.on_disconnect = lambda *_args: disconnected.set()

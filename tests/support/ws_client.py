@@ -155,28 +155,9 @@ def run_paho_ws_session(host: str, port: int, *, client_id: str, keep_alive: int
                         duration_s: float, path: str = "/mqtt") -> list[str]:
     """paho-mqtt over WebSocket (``transport="websockets"``, MQTT 3.1.1): connect, let its own loop
     run ``duration_s``, disconnect. Returns paho's log lines."""
-    import threading
-
     import paho.mqtt.client as mqtt
 
-    from tests.support.broker import require_loopback
+    from tests.support.clients import run_paho_session
 
-    log: list[str] = []
-    connected, disconnected = threading.Event(), threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv311, transport="websockets")
-    client.ws_set_options(path=path)
-    client.on_log = lambda _c, _u, _level, message: log.append(f"{time.monotonic():.3f} {message}")
-    client.on_connect = lambda *_args: connected.set()
-    client.on_disconnect = lambda *_args: disconnected.set()
-    client.connect(require_loopback(host), port, keepalive=keep_alive)
-    client.loop_start()
-    try:
-        if not connected.wait(5):
-            raise TimeoutError("paho did not get a CONNACK over WebSocket")
-        time.sleep(duration_s)
-        client.disconnect()
-        disconnected.wait(5)
-    finally:
-        client.loop_stop()
-    return log
+    return run_paho_session(host, port, client_id=client_id, keep_alive=keep_alive,
+                            protocol=mqtt.MQTTv311, duration_s=duration_s, ws_path=path)
