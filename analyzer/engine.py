@@ -240,6 +240,11 @@ class CaptureAnalysis:
                 fresh += self._unseen(self.judge.pending(conn.timeline, self.last_frame, self.now_ns))
         return fresh
 
+    def rewind(self, ts_ns: int) -> None:
+        """Live mode: a frame captured before the clock `tick()` advanced to arrives late. Network
+        time goes back to it, so it is not taken for a clock step of the capture."""
+        self.now_ns = min(self.now_ns, ts_ns)
+
     def open_sessions(self) -> list[SessionTimeline]:
         """The sessions still open, in stream order (what a live display shows)."""
         out = []

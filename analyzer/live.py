@@ -202,7 +202,7 @@ class LiveRunner:
                             # captured before the clock we ticked to, delivered late: not a clock
                             # step of the capture, so take network time back to the frames' own
                             self._late(analysis.now_ns - ts_ns)
-                            analysis.now_ns = max(lag.last_ts_ns, ts_ns)
+                            analysis.rewind(max(lag.last_ts_ns, ts_ns))
                         frame(frame_no, ts_ns, linktype, data)
                         if writer is not None:
                             writer.write(ts_ns, linktype, data, wire_len)
