@@ -60,6 +60,15 @@ def _ports(raw: object) -> tuple[int, ...]:
     return tuple(_integer(1, 65535)(item) for item in items)
 
 
+def _paths(raw: object) -> tuple[str, ...]:
+    """Files: `a.keys:b.keys` (environment, separated as in PATH), `["a.keys", "b.keys"]` or
+    `"a.keys"` (file)."""
+    items = [p for p in raw.split(os.pathsep) if p.strip()] if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        items = [items]
+    return tuple(_text(item) for item in items)
+
+
 def _choice(choices: tuple[str, ...]) -> Parse:
     def parse(raw: object) -> str:
         value = raw.strip().lower() if isinstance(raw, str) else raw
@@ -112,7 +121,7 @@ def default_jobs() -> int:
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
-    Setting("port", _ports, (1883,)),
+    Setting("port", _ports, (1883, 8883)),
     Setting("assume_keep_alive", _integer(0, 65535), None),
     Setting("rules", _text, "default", _looks_like_path),
     Setting("profile", _text, None, _looks_like_path),
@@ -127,9 +136,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("allow_empty", _flag, False),
     Setting("exit_zero", _flag, False),
     Setting("quiet", _flag, False),
+    Setting("tls_keylog", _paths, (), _always),
 )}
 """Every setting; `jobs` None means one per core (`default_jobs()`), `profile` None the pack's own
-or `spec`, `dask` None no cluster (else a Dask scheduler address, `tcp://host:8786`)."""
+or `spec`, `dask` None no cluster (else a Dask scheduler address, `tcp://host:8786`), `tls_keylog`
+the SSLKEYLOGFILE key logs that decrypt MQTT over TLS (none: TLS is judged without its contents)."""
 
 
 @dataclass(frozen=True)
@@ -195,9 +206,16 @@ def file_values(config: ConfigFile) -> dict[str, tuple[Any, str]]:
             raise ConfigError(f"{where}: unknown key (known: {', '.join(_keys())})")
         value = _parse(setting, raw, where)
         if setting.is_path and isinstance(value, str) and setting.is_path(value):
-            value = str(config.path.parent / value) if not os.path.isabs(value) else value
+            value = _relative_to(config, value)
+        elif setting.is_path and isinstance(value, tuple):
+            value = tuple(_relative_to(config, v) if setting.is_path(v) else v for v in value)
         out[name] = (value, f"{config.path} ({config.prefix}{key})")
     return out
+
+
+def _relative_to(config: ConfigFile, value: str) -> str:
+    """A relative path in a project file is relative to that file."""
+    return str(config.path.parent / value) if not os.path.isabs(value) else value
 
 
 def env_values(environ: Mapping[str, str], names: list[str]) -> dict[str, tuple[Any, str]]:

@@ -25,9 +25,13 @@ from analyzer.reassembly.flows import MQTT, OTHER, UNDECIDED, Flow, FlowKey4, Fl
 from analyzer.ruleset import RuleSet, load_ruleset
 from analyzer.ruleset.model import apply_suppressions
 from analyzer.session.connection import Connection, PacketHook, flow_key
+from analyzer.session.keyless import KeylessTimeline
 from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
 from analyzer.sources.rotation import rotation_groups
+from analyzer.tls.detect import client_hello_verdict, offers_mqtt
+from analyzer.tls.plaintext import PlaintextSource
+from analyzer.tls.records import ClientHello
 from analyzer.websocket.detect import upgrade_verdict
 
 NS = 1_000_000_000
@@ -52,7 +56,8 @@ microsecond disorder of frames captured on several queues."""
 class Options:
     """What to analyse and how; the CLI builds this from its options."""
 
-    ports: frozenset[int] = frozenset({1883})
+    ports: frozenset[int] = frozenset({1883, 8883})
+    """MQTT ports: plain MQTT, MQTT over TLS or over WebSocket, decided by the first bytes."""
     assume_keep_alive_s: int | None = None
     ruleset: RuleSet = field(default_factory=load_ruleset)
     today: dt.date | None = None
@@ -60,6 +65,8 @@ class Options:
     packet_hook: PacketHook | None = None
     """Called with (session id, sent by the client, packet) for every MQTT packet: for reports
     that draw a session's packets (a module-level function, so `jobs` > 1 can pickle it)."""
+    tls_keylogs: tuple[str, ...] = ()
+    """SSLKEYLOGFILE key logs that decrypt MQTT over TLS in the captures (`--tls-keylog`)."""
 
 
 class CaptureAnalysis:
@@ -85,6 +92,9 @@ class CaptureAnalysis:
         self.warnings: list[str] = []
         self._reported = 0
         self._emitted: set[tuple[str, str, int]] = set()
+        self.plaintext = PlaintextSource(options.tls_keylogs, self._warn)
+        """Decrypted TLS application data, loaded when a TLS connection first needs it."""
+        self.plaintext.add_file(path, 0)
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -114,8 +124,9 @@ class CaptureAnalysis:
         flow, is_a = entry
         flow.last_ns = ts_ns
         if flow.kind == MQTT:
-            flow.state.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
-            flow.closed = flow.state.closed
+            conn = flow.state  # a tentative TLS connection may reject itself (and leave flow.state)
+            conn.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
+            flow.closed = conn.closed
         elif flow.kind == UNDECIDED:
             self._undecided(flow, is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
         elif flags & (FIN | RST):
@@ -147,11 +158,14 @@ class CaptureAnalysis:
 
     def _undecided(self, flow: Flow, is_a: bool, seq: int, ack: int, flags: int, payload: bytes,
                    missing: int, frame_no: int, ts_ns: int) -> None:
-        """A connection on no MQTT port: it is MQTT only if its first data is a CONNECT, or an HTTP
-        Upgrade to WebSocket with the `mqtt` subprotocol (MQTT over WebSocket).
+        """A connection on no MQTT port: it is MQTT only if its first data is a CONNECT, an HTTP
+        Upgrade to WebSocket with the `mqtt` subprotocol (MQTT over WebSocket), or a TLS
+        ClientHello that offers MQTT by ALPN or whose plaintext, when keys were given, shows MQTT
+        (`_opening`).
 
-        An upgrade request cut over several segments is held (in `flow.state`) until its head is
-        complete, then its segments are replayed into the connection with their own frames."""
+        An upgrade request or ClientHello cut over several segments is held (in `flow.state`)
+        until it is complete, then its segments are replayed into the connection with their own
+        frames."""
         if flags & (FIN | RST):
             flow.closed = True
         held = flow.state
@@ -173,12 +187,12 @@ class CaptureAnalysis:
             conn = self._make_mqtt(flow, client_is_a=is_a)
             conn.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
             return
-        elif payload[:1] != b"G":
+        elif payload[:1] != b"G" and payload[:1] != b"\x16":
             flow.kind = OTHER
             return
         else:
             head = payload
-        verdict = upgrade_verdict(head)
+        verdict = self._opening(head)
         if verdict is None and not missing and not flags & (FIN | RST):
             if held is None:
                 flow.state = (is_a, [(seq, ack, flags, payload, missing, frame_no, ts_ns)])
@@ -187,28 +201,65 @@ class CaptureAnalysis:
         if not verdict:
             flow.kind = OTHER
             return
-        conn = self._make_mqtt(flow, client_is_a=is_a, websocket=True)
+        conn = self._make_mqtt(flow, client_is_a=is_a, **verdict)  # type: ignore[arg-type]
         for segment in held[1] if held is not None else [(seq, ack, flags, payload, missing, frame_no, ts_ns)]:
+            if flow.state is not conn:  # rejected (a tentative TLS connection that is not MQTT)
+                break
             conn.segment(is_a, *segment)
 
-    def _make_mqtt(self, flow: Flow, client_is_a: bool, websocket: bool | None = False) -> Connection:
-        """`websocket`: see `Connection` (None: a configured port, decided by the first bytes)."""
+    def _opening(self, head: bytes) -> dict[str, bool] | bool | None:
+        """What a client's first bytes on no MQTT port open, as `Connection` keyword arguments:
+        MQTT over WebSocket, or over TLS (tentative when only its plaintext can tell); False: not
+        MQTT; None: not complete yet."""
+        if head[:1] == b"G":
+            upgrade = upgrade_verdict(head)
+            return {"websocket": True} if upgrade else upgrade
+        hello = client_hello_verdict(head)
+        if not isinstance(hello, ClientHello):
+            return hello  # None (not complete) or False (not a ClientHello)
+        if offers_mqtt(hello):
+            return {"tls": True}
+        if self.plaintext.keys_given and self.plaintext.available(self.last_frame):
+            return {"tls": True, "tls_tentative": True}
+        return False
+
+    def _make_mqtt(self, flow: Flow, client_is_a: bool, websocket: bool | None = False, *,
+                   tls: bool = False, tls_tentative: bool = False) -> Connection:
+        """`websocket`, `tls`, `tls_tentative`: see `Connection` (websocket None: a configured
+        port, decided by the first bytes)."""
         flow.kind = MQTT
         conn = Connection(flow.index, client_is_a, self.judge, self.findings,
                           self._timeline_factory(flow), self._note_connect, self.options.packet_hook,
-                          websocket=websocket)
+                          websocket=websocket, tls=tls, tls_tentative=tls_tentative,
+                          plaintext=self.plaintext, on_reject=lambda: self._rejected(flow))
         flow.state = conn
         return conn
+
+    @staticmethod
+    def _rejected(flow: Flow) -> None:
+        """A tentative TLS connection is not MQTT after all: ignored from now on, no session."""
+        flow.kind, flow.state = OTHER, None
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def _timeline_factory(self, flow: Flow):
         def make(conn: Connection, frame_no: int, ts_ns: int) -> SessionTimeline:
             a, b = (flow.key_a[0], flow.key_a[1]), (flow.key_a[2], flow.key_a[3])
             client, server = (a, b) if conn.client_is_a else (b, a)
-            return SessionTimeline(
-                f"{self.name}#{flow.index}", self.path, flow_key(client, server, flow.index),
-                flow.first_frame, flow.first_ns, mid_stream=not flow.syn_seen,
-                assume_keep_alive_s=self.options.assume_keep_alive_s,
-                silence_floor=self.judge.silence_floor_ns)
+            args = (f"{self.name}#{flow.index}", self.path, flow_key(client, server, flow.index),
+                    flow.first_frame, flow.first_ns)
+            assumed = self.options.assume_keep_alive_s
+            if assumed is None:
+                assumed = self.options.ruleset.profile.assume_keep_alive_s
+            kwargs = dict(mid_stream=not flow.syn_seen, assume_keep_alive_s=assumed,
+                          silence_floor=self.judge.silence_floor_ns)
+            if conn.keyless:
+                tl = KeylessTimeline(*args, tls_facts=conn.tls.describe(), **kwargs)  # type: ignore[union-attr]
+                tl.ping_record_length = conn.tls.ping_length  # type: ignore[union-attr]
+                return tl
+            return SessionTimeline(*args, **kwargs)  # type: ignore[arg-type]
         return make
 
     def _note_connect(self, tl: SessionTimeline, ts_ns: int) -> None:
@@ -299,6 +350,8 @@ class CaptureAnalysis:
         for flow in list(self.table.flows()):
             if flow.kind == MQTT:
                 self._finalize(flow, EndReason.CAPTURE_END, self.last_frame, self.now_ns)
+        self.warnings += self.plaintext.warnings()
+        self.plaintext.close()
         self.sessions.sort(key=lambda s: s.flow.stream_index)
         self.findings.sort(key=lambda f: (f.stream_index, f.ts_ns, f.rule_id))
 
@@ -463,6 +516,8 @@ class _Chain:
              progress: Progress | None = None) -> None:
         frame = self.analysis.frame
         offset = self.offset
+        if self.paths:  # a later file of a rotation: its TLS plaintext is looked up with the offset
+            self.analysis.plaintext.add_file(reader.path, offset)
         last = 0
         if first is not None:
             last = first[0]

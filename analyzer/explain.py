@@ -128,7 +128,9 @@ EXPLANATIONS: dict[str, Explanation] = {
         "A client sends C1 00 and mosquitto answers it: a KA401 (captures/malformed-ping.pcap)."),
     "KA901": Explanation(
         "The capture does not hold the session's CONNECT, so its Keep Alive is unknown; the session "
-        "is judged only with `--assume-keep-alive`.",
+        "is judged only with `--assume-keep-alive`. For MQTT over TLS without keys the CONNECT was "
+        "sent but cannot be read: the finding says which TLS version, suite and ping record size "
+        "were used, and whether K was assumed, inferred from regular probable pings, or unknown.",
         "A verdict without K would be a guess. The finding says so, and suggests a K from the ping "
         "spacing when there are pings.",
         "A capture started after CONNECT with PINGREQs every 1.0 s: a KA901 suggesting K near 1 s "

@@ -18,7 +18,12 @@ from enum import Enum, IntEnum
 
 
 class PacketType(IntEnum):
-    """MQTT control packet types, with the spec's names (type 0 is reserved)."""
+    """MQTT control packet types, with the spec's names (type 0 is reserved).
+
+    `ENCRYPTED` is not an MQTT type: it stands for a TLS application-data record whose content
+    could not be read (MQTT over TLS without keys), timed as one client or broker packet of unknown
+    type. It can never come out of the framer, which reads 4-bit types.
+    """
 
     RESERVED = 0
     CONNECT = 1
@@ -36,6 +41,7 @@ class PacketType(IntEnum):
     PINGRESP = 13
     DISCONNECT = 14
     AUTH = 15
+    ENCRYPTED = 16
 
 
 class Direction(IntEnum):
@@ -183,6 +189,9 @@ class MQTTPacket:
     truncated: bool = False
     header_length: int = 2
     """Bytes of fixed header (1 + the remaining-length varint); more than minimal is legal in 3.1.1."""
+    encrypted: bool = False
+    """Made from an encrypted TLS record, not read: its type is `ENCRYPTED`, or PINGREQ/PINGRESP
+    guessed from the record's length (`analyzer.session.keyless`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +223,10 @@ class StreamEnd:
     reason: EndReason
 
 
+CONFIRMED, LIKELY = "confirmed", "likely"
+"""Finding confidence: read from MQTT packets, or inferred from encrypted TLS record sizes."""
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One rule violation (or informational observation) with its evidence."""
@@ -234,6 +247,9 @@ class Finding:
     limit_s: float | None = None
     keep_alive_s: int | None = None
     uncertainty: tuple[str, ...] = ()
+    confidence: str = CONFIRMED
+    """`confirmed` (from packets read on the wire) or `likely` (from the sizes of encrypted TLS
+    records: MQTT over TLS without keys)."""
 
     @property
     def wireshark_filter(self) -> str:

@@ -14,6 +14,12 @@ MQTT by). ``--port 0`` picks a free port instead, for tests that must not collid
 Timing is scheduled against one start time per scenario (no drift), client ids are fixed
 (``ka-<scenario>``) and payloads are constant, so a re-recording differs only in ports, sequence
 numbers and a few milliseconds.
+
+The TLS scenarios (``tls-*``, ``tls12-*``, ``wss-*``) are twins of plain ones over a mosquitto TLS
+listener (port 8883, or 8081 for WebSocket over TLS) with a throw-away CA made by ``openssl``; their
+client writes its session secrets next to the capture, ``<scenario>.keys`` (SSLKEYLOGFILE format),
+which is what decrypts them (``mqtt-keepalive analyze X.pcap --tls-keylog X.keys``). A
+re-recording also differs in every key and ciphertext.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import argparse
 import hashlib
 import os
 import shutil
+import ssl
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,12 +52,25 @@ from tests.support.clients import (  # noqa: E402
     run_paho_session,
 )
 from tests.support.scripted_broker import ScriptedBroker  # noqa: E402
+from tests.support.tls import (  # noqa: E402
+    CertificateFiles,
+    TLSRawClient,
+    TLSRawWSClient,
+    client_context,
+    make_certificates,
+    tls_listener_lines,
+)
 from tests.support.ws_client import RawWSClient, run_paho_ws_session, wait_listening  # noqa: E402
 
 DEFAULT_PORT = 1883
 WS_PORT = 9001
 """mosquitto's websockets listener in the ws-* scenarios: mosquitto's customary port, not an MQTT
 port, so the analyzer must find MQTT there by the HTTP Upgrade alone."""
+TLS_PORT = 8883
+"""mosquitto's TLS listener in the tls-* scenarios: the registered port of MQTT over TLS, where
+Wireshark dissects MQTT inside TLS without "decode as" (given the keys)."""
+WSS_PORT = 8081
+"""The WebSocket-over-TLS listener of the wss-* scenarios (mosquitto's customary wss port)."""
 
 # mosquitto log lines worth keeping in a recording's notes.
 NOTEWORTHY = ("connected from", "exceeded timeout", "disconnect", "error", "malformed", "closed", "connack")
@@ -67,6 +88,8 @@ class Recording:
     path: Path
     port: int
     notes: list[str] = field(default_factory=list)
+    keylog: Path | None = None
+    """Where a TLS scenario's client writes its session secrets (moved beside the capture)."""
 
     @property
     def client_id(self) -> str:
@@ -81,6 +104,13 @@ class Recording:
     def note(self, text: str) -> None:
         """Keep an observation for the summary (and the README)."""
         self.notes.append(text)
+
+    def tls_context(self, files: CertificateFiles, version: str = "1.3") -> ssl.SSLContext:
+        """A client context for this recording (TLS ``version`` 1.3 or 1.2) logging its secrets to
+        a fresh key log beside the partial capture (the key log appends, so a stale one goes)."""
+        self.keylog = self.path.with_name(f".{self.name}.keys.partial")
+        self.keylog.unlink(missing_ok=True)
+        return client_context(files, self.keylog, version=version)
 
 
 Scenario = Callable[[Recording], None]
@@ -149,23 +179,50 @@ def mosquitto_ws_capture(rec: Recording) -> Iterator[tuple[MosquittoBroker, int]
     note_broker_log(rec, broker.log_text())
 
 
+@contextmanager
+def mosquitto_tls_capture(rec: Recording, *, websockets: bool = False
+                          ) -> Iterator[tuple[MosquittoBroker, int, CertificateFiles]]:
+    """A mosquitto with a TLS listener (port 8883; WebSocket over TLS on 8081 with
+    ``websockets``; a free port with ``--port 0``) and tcpdump capturing that listener only; yields
+    the broker, the TLS port and the certificates (a fresh CA, removed afterwards)."""
+    tls_port = (WSS_PORT if websockets else TLS_PORT) if rec.port else free_port()
+    with tempfile.TemporaryDirectory(prefix="ka-certs-") as certs:
+        files = make_certificates(Path(certs))
+        broker = MosquittoBroker(port=rec.broker_port,
+                                 extra_lines=tls_listener_lines(files, tls_port, websockets=websockets))
+        with broker:
+            wait_listening(broker.host, tls_port)  # it opens after the plain listener
+            with TcpdumpCapture(rec.path, [tls_port]):
+                yield broker, tls_port, files
+    note_broker_log(rec, broker.log_text())
+
+
 def note_broker_log(rec: Recording, log: str) -> None:
     """Keep mosquitto's lines about our clients (connects, timeouts, protocol errors).
 
-    Lines about ``<unknown>`` come from the readiness probe, before the capture started; the
-    per-packet "Received/Sending" lines only repeat what the capture shows.
+    Lines about ``<unknown>`` (and, on a TLS listener, "unexpected eof") come from the readiness
+    probe, before the capture started; the per-packet "Received/Sending" lines only repeat what the
+    capture shows.
     """
     for line in log.splitlines():
         text = line.split(": ", 1)[-1]
+        if "unexpected eof" in text:
+            continue  # the readiness probe of a TLS listener (a bare TCP connect), before the capture
         if any(word in text.lower() for word in NOTEWORTHY) and "<unknown>" not in text:
             rec.note("mosquitto: " + text)
 
 
 def connected(rec: Recording, host: str, port: int, keep_alive: int, *, level: int = 4,
-              client_id: str | None = None, websocket: bool = False) -> RawClient:
-    """An open raw client (over WebSocket if asked) that has sent CONNECT and received a
-    successful CONNACK."""
-    client = (RawWSClient if websocket else RawClient)(host, port, level=level).open()
+              client_id: str | None = None, websocket: bool = False,
+              context: ssl.SSLContext | None = None) -> RawClient:
+    """An open raw client (over WebSocket if asked, over TLS with a ``context``) that has sent
+    CONNECT and received a successful CONNACK."""
+    if context is None:
+        client = (RawWSClient if websocket else RawClient)(host, port, level=level).open()
+    else:
+        kind = TLSRawWSClient if websocket else TLSRawClient
+        client = kind(host, port, level=level, context=context).open()
+        rec.note(f"TLS: {client.tls.version}")  # type: ignore[attr-defined]
     connack = client.connect(client_id or rec.client_id, keep_alive)
     if connack.reason_code != 0:
         raise ScenarioError(f"CONNACK refused: {connack.raw.hex()}")
@@ -173,9 +230,10 @@ def connected(rec: Recording, host: str, port: int, keep_alive: int, *, level: i
 
 
 def ping_session(rec: Recording, host: str, port: int, *, keep_alive: int, interval_s: float,
-                 pings: int, tail_s: float, websocket: bool = False) -> None:
+                 pings: int, tail_s: float, websocket: bool = False,
+                 context: ssl.SSLContext | None = None) -> None:
     """CONNECT, ``pings`` PINGREQs every ``interval_s``, DISCONNECT ``tail_s`` after the last."""
-    client = connected(rec, host, port, keep_alive, websocket=websocket)
+    client = connected(rec, host, port, keep_alive, websocket=websocket, context=context)
     clock = Clock()
     for index in range(1, pings + 1):
         clock.sleep_until(index * interval_s)
@@ -451,6 +509,67 @@ def ws_paho(rec: Recording) -> None:
     rec.notes.extend("paho: " + line for line in log)
 
 
+@scenario("tls-late-pinger")
+def tls_late_pinger(rec: Recording) -> None:
+    """late-pinger over TLS 1.3 (mosquitto's TLS listener on 8883): K=2, PINGREQ every 2.6 s, each
+    in its own TLS record."""
+    with mosquitto_tls_capture(rec) as (broker, port, files):
+        ping_session(rec, broker.host, port, keep_alive=2, interval_s=2.6, pings=4, tail_s=0.5,
+                     context=rec.tls_context(files, "1.3"))
+
+
+@scenario("tls12-late-pinger")
+def tls12_late_pinger(rec: Recording) -> None:
+    """late-pinger over TLS 1.2 (ECDHE-RSA-AES128-GCM-SHA256): the key log's CLIENT_RANDOM line,
+    not the TLS 1.3 traffic secrets, decrypts it."""
+    with mosquitto_tls_capture(rec) as (broker, port, files):
+        ping_session(rec, broker.host, port, keep_alive=2, interval_s=2.6, pings=4, tail_s=0.5,
+                     context=rec.tls_context(files, "1.2"))
+
+
+@scenario("tls-compliant-pinger")
+def tls_compliant_pinger(rec: Recording) -> None:
+    """compliant-pinger over TLS 1.3: K=2, PINGREQ every 1.2 s. Expected: no finding."""
+    with mosquitto_tls_capture(rec) as (broker, port, files):
+        ping_session(rec, broker.host, port, keep_alive=2, interval_s=1.2, pings=5, tail_s=1.0,
+                     context=rec.tls_context(files, "1.3"))
+
+
+@scenario("tls-split-and-coalesced")
+def tls_split_and_coalesced(rec: Recording) -> None:
+    """split-and-coalesced over TLS 1.3: one PUBLISH in one TLS record cut over three segments
+    0.3 s apart; then one segment of two TLS records, PINGREQ+PUBLISH in the first, PINGREQ in the
+    second."""
+    with mosquitto_tls_capture(rec) as (broker, port, files):
+        client = connected(rec, broker.host, port, keep_alive=2, context=rec.tls_context(files, "1.3"))
+        assert isinstance(client, TLSRawClient)
+        clock = Clock()
+        big = publish_packet(f"ka/{rec.name}", bytes(range(256)) * 11 + bytes(184))  # ~3000 bytes
+        record = client.tls.seal(big)
+        pieces = [record[:1000], record[1000:2000], record[2000:]]
+        for index, piece in enumerate(pieces):
+            clock.sleep_until(0.5 + 0.3 * index)
+            client.tls.send_raw(piece)
+        clock.sleep_until(2.0)
+        client.send_records([pingreq_packet() + publish_packet(f"ka/{rec.name}", b"small"),
+                             pingreq_packet()])
+        client.wait_for(PINGRESP, 2)
+        clock.sleep_until(3.0)
+        client.disconnect()
+        client.close()
+        rec.note(f"PUBLISH of {len(big)} bytes in a TLS record of {len(record)} bytes sent as "
+                 f"{[len(p) for p in pieces]}")
+
+
+@scenario("wss-late-pinger")
+def wss_late_pinger(rec: Recording) -> None:
+    """late-pinger over WebSocket over TLS 1.3 (mosquitto's websockets listener with a
+    certificate, port 8081): the Upgrade and every WebSocket frame in its own TLS record."""
+    with mosquitto_tls_capture(rec, websockets=True) as (broker, port, files):
+        ping_session(rec, broker.host, port, keep_alive=2, interval_s=2.6, pings=4, tail_s=0.5,
+                     websocket=True, context=rec.tls_context(files, "1.3"))
+
+
 # --- command line ----------------------------------------------------------------------------
 
 
@@ -466,10 +585,17 @@ def record(name: str, out: Path, port: int) -> Recording:
         SCENARIOS[name](rec)
     except BaseException:
         rec.path.unlink(missing_ok=True)
+        if rec.keylog is not None:
+            rec.keylog.unlink(missing_ok=True)
         raise
     # tcpdump drops privileges and leaves the file to its own user; under sudo give it back.
     uid = int(os.environ.get("SUDO_UID", os.getuid()))
-    os.chown(rec.path, uid, int(os.environ.get("SUDO_GID", os.getgid())))
+    gid = int(os.environ.get("SUDO_GID", os.getgid()))
+    if rec.keylog is not None:  # the key log first: a capture never lies beside a stale one
+        os.chown(rec.keylog, uid, gid)
+        os.replace(rec.keylog, out / f"{name}.keys")
+        rec.keylog = out / f"{name}.keys"
+    os.chown(rec.path, uid, gid)
     os.replace(rec.path, final)
     rec.path = final
     return rec
@@ -479,6 +605,9 @@ def summary(rec: Recording) -> str:
     """Size, sha256 and notes of one recording, for the console and the README."""
     data = rec.path.read_bytes()
     lines = [f"{rec.name}: {rec.path} {len(data)} bytes sha256 {hashlib.sha256(data).hexdigest()}"]
+    if rec.keylog is not None:
+        keys = rec.keylog.read_bytes()
+        lines.append(f"    key log {rec.keylog} {len(keys)} bytes sha256 {hashlib.sha256(keys).hexdigest()}")
     lines += [f"    {note}" for note in rec.notes]
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ if command -v apt-get >/dev/null 2>&1; then
     # tshark asks whether non-root users may capture; the answer does not matter for root.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends mosquitto tcpdump tshark tcpreplay chromium python3-venv >/dev/null
+    apt-get install -y -qq --no-install-recommends mosquitto tcpdump tshark tcpreplay chromium openssl python3-venv >/dev/null
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from analyzer.model import Finding, FlowKey, KeepAliveSource, Uncertainty
+from analyzer.model import CONFIRMED, LIKELY, Finding, FlowKey, KeepAliveSource, Uncertainty
 from analyzer.ruleset.model import RuleSet
 
 NS = 1_000_000_000
@@ -36,7 +36,10 @@ def fmt_s(value_s: float) -> str:
 def finding(ruleset: RuleSet, rule_id: str, session: SessionView, frames: tuple[int, int],
             ts_ns: int, message: str, *, gap_ns: int | None = None, limit_s: float | None = None,
             keep_alive_s: int | None = None) -> Finding | None:
-    """Build a finding for `rule_id`, or None when the pack disables that rule."""
+    """Build a finding for `rule_id`, or None when the pack disables that rule.
+
+    A session judged from encrypted TLS records (uncertainty `encrypted`) only ever gives `likely`
+    findings: its packets were inferred from record sizes, not read."""
     rule = ruleset.rule(rule_id)
     if rule is None:
         return None
@@ -47,6 +50,7 @@ def finding(ruleset: RuleSet, rule_id: str, session: SessionView, frames: tuple[
         spec=rule.spec, gap_s=None if gap_ns is None else round(seconds(gap_ns), 6),
         limit_s=limit_s, keep_alive_s=keep_alive_s,
         uncertainty=tuple(sorted(u.value for u in session.uncertainty)),
+        confidence=LIKELY if Uncertainty.ENCRYPTED in session.uncertainty else CONFIRMED,
     )
 
 

@@ -1,13 +1,14 @@
 """How a client schedules its pings: no margin left (KA104), and its cadence (KA107, info).
 
 Both read the timeline's histogram of idle->PINGREQ gaps in whole percent of K, so they see every
-ping of a session of any length in bounded memory.
+ping of a session of any length in bounded memory. Neither runs when K was inferred from the pings
+themselves (MQTT over TLS without keys): the cadence would only be compared with itself.
 """
 
 from __future__ import annotations
 
 from analyzer.checks.base import NS, finding, fmt_s
-from analyzer.model import Finding
+from analyzer.model import Finding, KeepAliveSource
 from analyzer.ruleset.model import RuleSet
 from analyzer.session.timeline import SessionTimeline
 
@@ -19,6 +20,8 @@ _PATTERNS = (  # (low, high) ratio of K -> what the cadence looks like (client l
 
 
 def ping_cadence(tl: SessionTimeline, ruleset: RuleSet) -> list[Finding]:
+    if tl.keep_alive_source == KeepAliveSource.INFERRED:
+        return []
     out = [_no_margin(tl, ruleset), _cadence(tl, ruleset)]
     return [f for f in out if f is not None]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from statistics import median
 
 from analyzer.checks.base import NS, finding, fmt_s
-from analyzer.model import Finding, KeepAliveSource
+from analyzer.model import Finding, KeepAliveSource, Uncertainty
 from analyzer.ruleset.model import RuleSet
 from analyzer.session.timeline import SessionTimeline
 
@@ -55,6 +55,8 @@ def _server_override(tl: SessionTimeline, ruleset: RuleSet) -> Finding | None:
 def _start_unseen(tl: SessionTimeline, ruleset: RuleSet) -> Finding | None:
     if tl.connect is not None:
         return None
+    if Uncertainty.ENCRYPTED in tl.uncertainty:
+        return _encrypted(tl, ruleset)
     if tl.keep_alive_source == KeepAliveSource.ASSUMED:
         judged = f"judged with the assumed Keep Alive of {tl.keep_alive_s} s"
     else:
@@ -66,3 +68,24 @@ def _start_unseen(tl: SessionTimeline, ruleset: RuleSet) -> Finding | None:
     return finding(ruleset, "KA901", tl, (tl.start_frame, tl.start_frame), tl.start_ns,
                    f"the capture does not hold this session's CONNECT (it started before the "
                    f"capture); {judged}{hint}", keep_alive_s=tl.keep_alive_s)
+
+
+def _encrypted(tl: SessionTimeline, ruleset: RuleSet) -> Finding | None:
+    """KA901 for MQTT over TLS judged without keys: the CONNECT was sent but cannot be read."""
+    facts = getattr(tl, "tls_facts", "") or "TLS"
+    ping_length = getattr(tl, "ping_record_length", None)
+    pings = (f"{ping_length}-byte records are taken for PINGREQ/PINGRESP" if ping_length else
+             "no record size identifies a ping under this cipher suite")
+    if tl.keep_alive_source == KeepAliveSource.ASSUMED:
+        judged = f"judged with the assumed Keep Alive of {tl.keep_alive_s} s"
+    elif tl.keep_alive_source == KeepAliveSource.INFERRED:
+        judged = (f"judged with a Keep Alive of {tl.keep_alive_s} s inferred from "
+                  f"{getattr(tl, 'inferred_from', 0)} answered probable pings (the client's idle ping "
+                  "interval; a client that pings before K makes this smaller than its real K)")
+    else:
+        judged = ("its Keep Alive is unknown and could not be inferred from regular pings, so its "
+                  "timing was not judged (use --assume-keep-alive, or --tls-keylog to decrypt)")
+    return finding(ruleset, "KA901", tl, (tl.start_frame, tl.start_frame), tl.start_ns,
+                   f"MQTT over TLS ({facts}) without keys: the CONNECT cannot be read; each TLS "
+                   f"application-data record counts as one packet and {pings}; {judged}",
+                   keep_alive_s=tl.keep_alive_s)

@@ -23,6 +23,7 @@ from analyzer.cli.common import (
     Profile,
     Rules,
     Table,
+    TlsKeylog,
     app,
     console,
     reader_may_leave,
@@ -46,7 +47,7 @@ def analyze_command(
     captures: Captures,
     fmt: Format = OutputFormat.table,
     output: Output = None,
-    port: Ports = [1883],  # noqa: B006 - typer reads the default from here
+    port: Ports = [1883, 8883],  # noqa: B006 - typer reads the default from here
     assume_keep_alive: AssumeKeepAlive = None,
     fail_on: FailOnOpt = FailOn.error,
     table: Table = CsvTable.findings,
@@ -56,11 +57,12 @@ def analyze_command(
     html: Html = None,
     jobs: Jobs = None,
     dask: Dask = None,
+    tls_keylog: TlsKeylog = [],  # noqa: B006 - typer reads the default from here
 ) -> None:
     """Analyse captures and report every keep-alive violation with its evidence."""
     s = settings(ctx, fmt=fmt, output=output, port=port, assume_keep_alive=assume_keep_alive,
                  fail_on=fail_on, table=table, rules=rules, profile=profile, junit=junit, html=html, jobs=jobs,
-                 dask=dask)
+                 dask=dask, tls_keylog=tls_keylog)
     require_parquet_output(s)
     report = run_analysis(captures, s)
     fail = severity(s["fail_on"])
@@ -83,12 +85,13 @@ def sessions_command(
     ctx: typer.Context,
     captures: Captures,
     output: Output = None,
-    port: Ports = [1883],  # noqa: B006
+    port: Ports = [1883, 8883],  # noqa: B006
     assume_keep_alive: AssumeKeepAlive = None,
     fmt: Format = OutputFormat.table,
+    tls_keylog: TlsKeylog = [],  # noqa: B006
 ) -> None:
     """List the MQTT sessions in captures: client, client id, version, keep-alive, how it ended."""
-    s = settings(ctx, port=port, assume_keep_alive=assume_keep_alive)
+    s = settings(ctx, port=port, assume_keep_alive=assume_keep_alive, tls_keylog=tls_keylog)
     s.values.update(rules="default", profile=None, jobs=None)
     if fmt is OutputFormat.github:
         typer.echo("error: sessions has no github format (table, json, jsonl, csv or parquet)", err=True)

@@ -38,6 +38,7 @@ from analyzer.cli.common import (
     Quiet,
     Rules,
     Table,
+    TlsKeylog,
     app,
     error,
     render_report,
@@ -60,7 +61,7 @@ def check_command(
     captures: Captures,
     rules: Rules = "default",
     profile: Profile = None,
-    port: Ports = [1883],  # noqa: B006 - typer reads the default from here
+    port: Ports = [1883, 8883],  # noqa: B006 - typer reads the default from here
     assume_keep_alive: AssumeKeepAlive = None,
     fail_on: FailOnOpt = FailOn.error,
     junit: Junit = None,
@@ -73,11 +74,13 @@ def check_command(
     jobs: Jobs = None,
     dask: Dask = None,
     quiet: Quiet = False,
+    tls_keylog: TlsKeylog = [],  # noqa: B006 - typer reads the default from here
 ) -> None:
     """Gate a CI job on captures: files, directories (recursive) and globs (quote them: '**' works)."""
     s = settings(ctx, rules=rules, profile=profile, port=port, assume_keep_alive=assume_keep_alive,
                  fail_on=fail_on, junit=junit, html=html, fmt=fmt, output=output, table=table,
-                 allow_empty=allow_empty, exit_zero=exit_zero, jobs=jobs, dask=dask, quiet=quiet)
+                 allow_empty=allow_empty, exit_zero=exit_zero, jobs=jobs, dask=dask, quiet=quiet,
+                 tls_keylog=tls_keylog)
     require_parquet_output(s)
     paths = expand_globs(captures)
     jobs = s["jobs"] or config.default_jobs()

@@ -67,8 +67,10 @@ Captures = Annotated[list[str], typer.Argument(
     help="pcap or pcapng files (gzip/bz2/xz too), directories of them, or - for stdin.",
     show_default=False)]
 Ports = Annotated[list[int], typer.Option(
-    "--port", "-p", help="TCP port carrying MQTT (repeatable). Any port is also recognised when "
-    "a connection opens with an MQTT CONNECT. " + _ENV.format("PORT (1883,8884)"),
+    "--port", "-p", help="TCP port carrying MQTT, plain, over TLS or over WebSocket (repeatable; "
+    "replaces the default 1883 and 8883). Any port is also recognised when a connection opens "
+    "with an MQTT CONNECT, a WebSocket upgrade to mqtt, or a TLS ClientHello offering the mqtt "
+    "ALPN. " + _ENV.format("PORT (1883,8884)"),
     min=1, max=65535)]
 AssumeKeepAlive = Annotated[int | None, typer.Option(
     "--assume-keep-alive", metavar="SECONDS", min=0, max=65535,
@@ -106,6 +108,11 @@ AllowEmpty = Annotated[bool, typer.Option(
     "--allow-empty/--no-allow-empty", help="Pass (exit 0) when no MQTT session is found.")]
 ExitZero = Annotated[bool, typer.Option(
     "--exit-zero/--no-exit-zero", help="Exit 0 on findings and on no session (never on exit 2).")]
+TlsKeylog = Annotated[list[str], typer.Option(
+    "--tls-keylog", metavar="FILE", show_default=False,
+    help="Decrypt MQTT over TLS with this SSLKEYLOGFILE key log (repeatable: one per client, "
+    "merged). Needs tshark (apt-get install tshark). Without it, TLS connections are judged "
+    "without their contents. " + _ENV.format("TLS_KEYLOG (a.keys:b.keys)"))]
 Quiet = Annotated[bool, typer.Option(
     "--quiet/--no-quiet", "-q", help="No progress display and no summary line on stderr.")]
 
@@ -163,9 +170,33 @@ def load_rules(pack: str, profile: str | None) -> RuleSet:
 
 
 def analysis_options(s: config.Resolved) -> Options:
-    """Engine options from the resolved settings (exit 2 on a bad rule pack)."""
+    """Engine options from the resolved settings (exit 2 on a bad rule pack or key log)."""
     return Options(ports=frozenset(s["port"]), assume_keep_alive_s=s["assume_keep_alive"],
-                   ruleset=load_rules(s["rules"], s["profile"]))
+                   ruleset=load_rules(s["rules"], s["profile"]),
+                   tls_keylogs=tls_keylogs(s.values.get("tls_keylog", ())))
+
+
+def tls_keylogs(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The `--tls-keylog` files, each checked before any capture is read: a key log that is not
+    there is a mistake in the command line (exit 2), not a reason to judge TLS without keys. So is
+    asking for decryption without tshark, which does it: the message says what to install (the
+    Python API, given key logs and no tshark, judges TLS without its contents and warns)."""
+    if paths:
+        from analyzer.tls.decrypt import find_tshark
+
+        try:
+            find_tshark()
+        except AnalyzerError as exc:
+            fail(exc)
+    for path in paths:
+        if not os.path.isfile(path):
+            what = "is not a file" if os.path.exists(path) else "no such file"
+            error(f"--tls-keylog {path}: {what}")
+            raise typer.Exit(2)
+        if not os.access(path, os.R_OK):
+            error(f"--tls-keylog {path}: cannot be read (permission denied)")
+            raise typer.Exit(2)
+    return tuple(paths)
 
 
 def run_analysis(captures: list[str], s: config.Resolved,

@@ -24,6 +24,7 @@ from analyzer.cli.common import (
     Quiet,
     Rules,
     Table,
+    TlsKeylog,
     app,
     settings,
 )
@@ -38,7 +39,7 @@ def config_show(
     ctx: typer.Context,
     rules: Rules = "default",
     profile: Profile = None,
-    port: Ports = [1883],  # noqa: B006 - typer reads the default from here
+    port: Ports = [1883, 8883],  # noqa: B006 - typer reads the default from here
     assume_keep_alive: AssumeKeepAlive = None,
     fail_on: FailOnOpt = FailOn.error,
     junit: Junit = None,
@@ -51,13 +52,14 @@ def config_show(
     exit_zero: ExitZero = False,
     jobs: Jobs = None,
     quiet: Quiet = False,
+    tls_keylog: TlsKeylog = [],  # noqa: B006
 ) -> None:
     """The settings check would use with these options: value and source of each (command line >
     MQTT_KEEPALIVE_<NAME> > project file > default)."""
     resolved = settings(ctx, rules=rules, profile=profile, port=port,
                         assume_keep_alive=assume_keep_alive, fail_on=fail_on, junit=junit, html=html, dask=dask, fmt=fmt,
                         output=output, table=table, allow_empty=allow_empty, exit_zero=exit_zero,
-                        jobs=jobs, quiet=quiet)
+                        jobs=jobs, quiet=quiet, tls_keylog=tls_keylog)
     if resolved.file:
         typer.echo(f"project file: {resolved.file.path}")
     else:
@@ -74,7 +76,7 @@ def _shown(name: str, value: object) -> str:
     if name == "jobs" and value is None:
         return f"{config.default_jobs()} (one per core)"
     if isinstance(value, tuple):
-        return ",".join(map(str, value))
+        return ",".join(map(str, value)) or "-"
     if isinstance(value, bool):
         return "true" if value else "false"
     return "-" if value is None else str(value)

@@ -65,7 +65,7 @@ def live_command(
     ctx: typer.Context,
     interface: Interface = None,
     read: Read = None,
-    port: Ports = [1883],  # noqa: B006 - typer reads the default from here
+    port: Ports = [1883, 8883],  # noqa: B006 - typer reads the default from here
     bpf: Bpf = None,
     fmt: Format = OutputFormat.table,
     output: Output = None,

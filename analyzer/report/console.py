@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from analyzer.model import (
+    LIKELY,
     CaptureSummary,
     Finding,
     KeepAliveSource,
@@ -109,6 +110,15 @@ def _secs(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+def severity_cell(f: Finding) -> Text:
+    """The severity, with "(likely)" after it when the finding was inferred from encrypted TLS
+    record sizes: a reader must not take it for one read from the MQTT packets."""
+    cell = Text(f.severity.label, style=SEVERITY_STYLES[f.severity])
+    if f.confidence == LIKELY:
+        cell.append(" (likely)", style="italic")
+    return cell
+
+
 def frames_cell(f: Finding) -> str:
     first, last = f.frames
     return str(first) if first == last else f"{first}-{last}"
@@ -180,7 +190,7 @@ def _findings_table(findings: list[Finding]) -> Table:
         table.add_column(name, overflow="fold")
     for f in worst_first(findings):
         table.add_row(
-            Text(f.severity.label, style=SEVERITY_STYLES[f.severity]),
+            severity_cell(f),
             _text(f"{f.rule_id} {f.rule}"),
             client_id_cell(f.client_id),
             frames_cell(f),

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TextIO
 
-from analyzer.model import Finding, Report, Severity
+from analyzer.model import LIKELY, Finding, Report, Severity
 from analyzer.report.console import MAX_CLIENT_ID_CHARS, frames_cell, printable, worst_first
 from analyzer.report.records import TOOL_NAME, severity_counts
 
@@ -66,9 +66,11 @@ def frames_text(f: Finding) -> str:
 
 
 def finding_annotation(f: Finding) -> str:
-    """``::error file=<capture>,title=<id> <name>::<message> (frames a-b, filter: ...)``."""
+    """``::error file=<capture>,title=<id> <name>::<message> (frames a-b, filter: ...)``; the
+    title ends in ``(likely)`` for a finding inferred from encrypted TLS record sizes."""
     message = f"{f.message} ({frames_text(f)}, filter: {f.wireshark_filter})"
-    return command(COMMANDS[f.severity], message, file=f.capture, title=f"{f.rule_id} {f.rule}")
+    likely = " (likely)" if f.confidence == LIKELY else ""
+    return command(COMMANDS[f.severity], message, file=f.capture, title=f"{f.rule_id} {f.rule}{likely}")
 
 
 def _more(n: int, word: str) -> str:

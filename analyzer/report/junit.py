@@ -36,7 +36,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import BinaryIO, TextIO
 
-from analyzer.model import CaptureSummary, Finding, Report, Session, Severity
+from analyzer.model import CONFIRMED, CaptureSummary, Finding, Report, Session, Severity
 from analyzer.report.console import frames_cell, worst_first
 from analyzer.report.records import TOOL_NAME
 
@@ -103,6 +103,8 @@ def failure_text(f: Finding) -> str:
     ]
     if f.uncertainty:
         lines.append(f"uncertainty: {', '.join(f.uncertainty)}")
+    if f.confidence != CONFIRMED:
+        lines.append(f"confidence: {f.confidence} (MQTT over TLS judged from encrypted record sizes)")
     return "\n".join(lines) + "\n"
 
 

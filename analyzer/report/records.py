@@ -143,7 +143,9 @@ def session_record(s: Session) -> Record:
 
 
 def finding_record(f: Finding) -> Record:
-    """One entry of ``findings``; ``uncertainty`` is an extra field after the documented ones.
+    """One entry of ``findings``; ``uncertainty`` and ``confidence`` are extra fields after the
+    documented ones. ``confidence`` is ``confirmed`` (judged from MQTT packets read on the wire)
+    or ``likely`` (MQTT over TLS without keys: judged from the sizes of encrypted records).
 
     A Finding carries everything its record needs (client id, stream index, keep-alive), so no
     session lookup is needed: a reporter renders, it does not join.
@@ -166,6 +168,7 @@ def finding_record(f: Finding) -> Record:
         "message": f.message,
         "wireshark_filter": f.wireshark_filter,
         "uncertainty": _strings(f.uncertainty),
+        "confidence": f.confidence,
     }
 
 

@@ -42,6 +42,7 @@ FINDING_COLUMNS: dict[str, str] = {
     "message": "string",
     "wireshark_filter": "string",
     "uncertainty": "string",
+    "confidence": "string",
 }
 """Findings table: column name -> dtype, in output order (the JSON order, flattened)."""
 

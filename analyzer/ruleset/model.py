@@ -66,6 +66,9 @@ class BrokerProfile:
     zero_keep_alive: str = "disabled"
     timer_start: str = "connect"
     sends_disconnect_0x8d: bool | None = None
+    assume_keep_alive_s: int | None = None
+    """The Keep Alive of sessions whose CONNECT cannot be read (not captured, or MQTT over TLS
+    without keys), for a fleet that uses one value; `--assume-keep-alive` wins over it."""
     description: str = ""
     sources: tuple[str, ...] = ()
 

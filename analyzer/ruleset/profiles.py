@@ -10,7 +10,7 @@ from analyzer.ruleset.model import BrokerProfile
 from analyzer.ruleset.values import integer, number
 
 _NUMBERS = ("multiplier", "early_s", "early_k", "late_s", "late_k", "late_max_s", "deadline_max_s")
-_INTEGERS = ("min_keep_alive_s", "max_keep_alive_s")
+_INTEGERS = ("min_keep_alive_s", "max_keep_alive_s", "assume_keep_alive_s")
 _CHOICES = {"above_max": ("clamp", "reject", "allow"),
             "zero_keep_alive": ("disabled", "max", "reject"),
             "timer_start": ("connect", "connack")}

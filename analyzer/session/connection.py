@@ -3,8 +3,13 @@
 This is where the layers meet for a single connection: TCP segments go into the two `HalfStream`s,
 their in-order bytes into the two `MQTTFramer`s, and the framed packets, gaps and the end into the
 `SessionTimeline`, whose observations the `Judge` turns into findings. Roles (which side is the
-client) are fixed when the connection is recognised; a CONNECT arriving from the side believed to
-be the broker, before anything else was framed, swaps them.
+client) are fixed when the connection is recognised; a CONNECT (or a TLS ClientHello) arriving from
+the side believed to be the broker, before anything else was framed, swaps them.
+
+Three transports sit between the byte streams and the framers: none (plain MQTT), WebSocket
+(`_WSSide`), and TLS (`tls_link.TLSSide` and the connection's `TLSLink`, which decrypts with the
+capture's plaintext or, without it, turns TLS records into packets of unknown type). On a
+configured port the first bytes decide (`_Sniff`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from analyzer.model import (
 from analyzer.mqtt.framer import MQTTFramer
 from analyzer.reassembly.stream import HalfStream
 from analyzer.session.timeline import SessionTimeline
+from analyzer.session.tls_link import KEYLESS, TLSLink, TLSSide
+from analyzer.tls.plaintext import PlaintextSource
+from analyzer.tls.records import plausible_header
 from analyzer.websocket import WebSocketDecoder, WSClose, WSData, WSError, WSGap, WSOpen
 
 TimelineFactory = Callable[["Connection", int, int], SessionTimeline]
@@ -69,9 +77,9 @@ class _WSSide:
 
 
 class _Sniff:
-    """Stream sink until the first bytes of a port-detected connection: a WebSocket upgrade from
-    the client turns it into MQTT over WebSocket, anything else into plain MQTT. Either way the
-    real sink replaces this one, so later segments cost nothing extra."""
+    """Stream sink until the first bytes of a port-detected connection: a TLS record turns it into
+    MQTT over TLS, a WebSocket upgrade from the client into MQTT over WebSocket, anything else into
+    plain MQTT. Either way the real sink replaces this one, so later segments cost nothing extra."""
 
     __slots__ = ("conn", "is_a")
 
@@ -91,9 +99,15 @@ class Connection:
     def __init__(self, index: int, client_is_a: bool, judge: Judge, sink: list[Finding],
                  make_timeline: TimelineFactory,
                  on_connect: Callable[[SessionTimeline, int], None],
-                 packet_hook: PacketHook | None = None, *, websocket: bool | None = False) -> None:
+                 packet_hook: PacketHook | None = None, *, websocket: bool | None = False,
+                 tls: bool = False, tls_tentative: bool = False,
+                 plaintext: PlaintextSource | None = None,
+                 on_reject: Callable[[], None] | None = None) -> None:
         """`websocket`: True for MQTT over WebSocket (its HTTP Upgrade is the first data), False
-        for plain MQTT, None to decide on the first data (a configured MQTT port)."""
+        for plain MQTT, None to decide on the first data (a configured MQTT port). `tls`: MQTT over
+        TLS (its ClientHello is the first data); `tls_tentative`: only if its plaintext says so
+        (`TLSLink`), else `on_reject` is called and the connection is dropped. `plaintext`: the
+        capture's decrypted TLS data, when key logs were given."""
         self.index = index
         self.client_is_a = client_is_a
         self.judge = judge
@@ -110,7 +124,13 @@ class Connection:
         self.websocket = False
         self.halves = (HalfStream(self.sides[0]), HalfStream(self.sides[1]))
         self.closed = False
-        if websocket:
+        self.plaintext = plaintext
+        self.tls: TLSLink | None = None
+        self.rejected = False
+        self.on_reject = on_reject
+        if tls:
+            self._use_tls(tentative=tls_tentative)
+        elif websocket:
             self._use_websocket()
         elif websocket is None:
             self.halves[0].sink, self.halves[1].sink = _Sniff(self, True), _Sniff(self, False)
@@ -192,8 +212,13 @@ class Connection:
             half.sink = side
 
     def _decide(self, is_a: bool, payload: bytes):
-        """First bytes of a port-detected connection: MQTT over WebSocket or plain MQTT."""
-        if is_a == self.client_is_a and payload.startswith(b"GET "):
+        """First bytes of a port-detected connection: MQTT over TLS, over WebSocket, or plain.
+
+        A TLS record from either side is TLS (a capture that starts mid-connection may show the
+        broker's first); no MQTT packet starts like one (see `analyzer.tls.detect`)."""
+        if plausible_header(payload):
+            self._use_tls(tentative=False)
+        elif is_a == self.client_is_a and payload.startswith(b"GET "):
             self._use_websocket()
         else:
             for half, side in zip(self.halves, self.sides):
@@ -226,9 +251,48 @@ class Connection:
 
     def _ws_close(self, side: _WSSide, frame_no: int, ts_ns: int) -> None:
         """A WebSocket close frame: that side ends the session, as with a FIN on plain TCP."""
-        self._flush(side, frame_no, ts_ns)  # type: ignore[arg-type]
+        self._flush(side, frame_no, ts_ns, stream_end=False)  # type: ignore[arg-type]
         by_client = side.is_a == self.client_is_a
         self._end(EndReason.CLIENT_FIN if by_client else EndReason.SERVER_FIN, frame_no, ts_ns)
+
+    # -- TLS ------------------------------------------------------------------------------------
+
+    def _use_tls(self, *, tentative: bool) -> None:
+        self.tls = TLSLink(self, self.plaintext, tentative=tentative)
+        self.sides = tuple(TLSSide(self, side.is_a, side.framer)  # type: ignore[assignment]
+                           for side in self.sides)
+        for half, side in zip(self.halves, self.sides):
+            half.sink = side
+
+    @property
+    def keyless(self) -> bool:
+        """MQTT over TLS judged from record sizes (no plaintext for this connection)."""
+        return self.tls is not None and self.tls.mode == KEYLESS
+
+    def use_websocket_over_tls(self) -> None:
+        """The decrypted client data is an HTTP upgrade: WebSocket inside TLS."""
+        self.websocket = True
+        for side in self.sides:
+            side.ws = WebSocketDecoder(side.is_a == self.client_is_a)  # type: ignore[union-attr]
+
+    def tls_close(self, side: TLSSide, frame_no: int, ts_ns: int) -> None:
+        """An alert that ends TLS (close_notify, fatal, or encrypted): that side closes."""
+        events = side.framer.eof(frame_no, ts_ns)
+        if events:
+            self.on_events(side.is_a, events)
+        by_client = side.is_a == self.client_is_a
+        self._end(EndReason.CLIENT_FIN if by_client else EndReason.SERVER_FIN, frame_no, ts_ns)
+
+    def reject(self) -> None:
+        """A tentative TLS connection turned out not to be MQTT: nothing more is read of it."""
+        self.rejected = True
+        for half in self.halves:
+            half.sink = _IGNORE
+        if self.on_reject is not None:
+            self.on_reject()
+
+    def swap_roles(self) -> None:
+        self._swap_roles()
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -242,7 +306,13 @@ class Connection:
         for side in self.sides:
             side.framer.direction = self._direction(side.is_a)
 
-    def _flush(self, side: _Side, frame_no: int, ts_ns: int) -> None:
+    def _flush(self, side: _Side, frame_no: int, ts_ns: int, *, stream_end: bool = True) -> None:
+        """The packet in progress, cut short. `stream_end`: the TCP stream itself ended (a TLS
+        record in progress is then reported too), not just the protocol above it."""
+        if stream_end and self.tls is not None and not self.rejected:
+            tls_events = side.parser.eof(frame_no, ts_ns)  # type: ignore[attr-defined]
+            if tls_events:
+                self.tls.on_events(side, tls_events)  # type: ignore[arg-type]
         events = side.framer.eof(frame_no, ts_ns)
         if events:
             self.on_events(side.is_a, events)
@@ -259,12 +329,27 @@ class Connection:
         self._end(reason, frame_no, ts_ns)
 
     def _end(self, reason: EndReason, frame_no: int, ts_ns: int) -> None:
+        if self.tls is not None and not self.rejected:
+            self.tls.settle()
         tl = self.timeline
         if tl is None or tl.ended:
             return
         observed = tl.on_end(StreamEnd(frame_no, ts_ns, reason))
         if observed:
             self.findings += self.judge.observations(observed, tl)
+
+
+class _Ignore:
+    """The sink of a rejected connection's streams."""
+
+    def data(self, payload: bytes, frame_no: int, ts_ns: int) -> None:
+        pass
+
+    def gap(self, missing: int, frame_no: int, ts_ns: int) -> None:
+        pass
+
+
+_IGNORE = _Ignore()
 
 
 def flow_key(client: tuple[bytes, int], server: tuple[bytes, int], index: int) -> FlowKey:

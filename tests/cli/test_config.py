@@ -58,7 +58,7 @@ def test_defaults_without_any_source(tmp_path: Path) -> None:
     assert r.file is None
     assert set(r.sources.values()) == {"default"}
     assert (r["fail_on"], r["port"], r["rules"], r["profile"], r["jobs"]) == (
-        "error", (1883,), "default", None, None)
+        "error", (1883, 8883), "default", None, None)
 
 
 def test_file_env_and_command_line_precedence(project: Path) -> None:

@@ -2,6 +2,8 @@
 
 The captures were recorded from a real mosquitto (or the scripted broker) by `captures/record.py`;
 `tests/scenarios/expected.toml` holds the verdicts, `captures/README.md` the reasons for them.
+A capture of MQTT over TLS names its key log (`keylog`), given to the analysis as `--tls-keylog`
+would: its expected verdicts are those with the keys.
 """
 
 from __future__ import annotations
@@ -11,16 +13,24 @@ from pathlib import Path
 
 import pytest
 
-from analyzer import analyze
+from analyzer import Options, analyze
+from analyzer.model import Report
 from analyzer.report.records import session_record
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = tomllib.loads((Path(__file__).with_name("expected.toml")).read_text())
 
 
+def analyzed(name: str) -> Report:
+    """The shipped capture `name` analysed with default options (and its key log, if it has one)."""
+    keylog = EXPECTED[name].get("keylog")
+    keylogs = (str(REPO / "captures" / keylog),) if keylog else ()
+    return analyze([str(REPO / "captures" / f"{name}.pcap")], Options(tls_keylogs=keylogs))
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_shipped_capture_gives_exactly_the_expected_findings(name: str) -> None:
-    report = analyze([str(REPO / "captures" / f"{name}.pcap")])
+    report = analyzed(name)
     found = sorted([f.rule_id, *f.frames] for f in report.findings)
     assert found == sorted(EXPECTED[name]["findings"])
     assert report.captures[0].error is None and report.captures[0].warnings == ()
@@ -28,7 +38,7 @@ def test_shipped_capture_gives_exactly_the_expected_findings(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_shipped_capture_sessions_are_as_recorded(name: str) -> None:
-    report = analyze([str(REPO / "captures" / f"{name}.pcap")])
+    report = analyzed(name)
     records = [session_record(s) for s in report.sessions]
     expected = EXPECTED[name]["sessions"]
     assert len(records) == len(expected)
@@ -44,3 +54,10 @@ def test_every_shipped_capture_has_expectations_and_a_readme_row() -> None:
     assert shipped == set(EXPECTED)
     readme = (REPO / "captures" / "README.md").read_text()
     assert all(f"`{name}.pcap`" in readme for name in shipped)
+
+
+def test_every_shipped_key_log_belongs_to_a_capture_that_names_it() -> None:
+    keys = {p.name for p in (REPO / "captures").glob("*.keys")}
+    named = {e["keylog"] for e in EXPECTED.values() if "keylog" in e}
+    assert keys == named
+    assert all((REPO / "captures" / k).with_suffix(".pcap").exists() for k in keys)

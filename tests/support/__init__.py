@@ -9,6 +9,8 @@ record fresh traffic on the machine they run on. Everything here talks to 127.0.
 - :mod:`tests.support.clients`: a raw-socket MQTT client for exact (mis)behaviour, and paho-mqtt
   where a real library's own timing is the point.
 - :mod:`tests.support.scripted_broker`: a tiny broker for behaviour no real broker shows.
+- :mod:`tests.support.tls`: a throw-away CA (``openssl``), mosquitto TLS listeners, and TLS clients
+  (raw and paho-mqtt) that log their session secrets, so the captures can be decrypted.
 """
 
 from tests.support.broker import MosquittoBroker, free_port

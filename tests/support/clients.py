@@ -453,11 +453,13 @@ def run_paho_session(
     protocol: int,
     duration_s: float,
     ws_path: str | None = None,
+    tls_context: Any = None,
 ) -> list[str]:
     """Connect a paho-mqtt client, let its own network loop run ``duration_s``, disconnect.
 
     The scenario does nothing but wait: every PINGREQ in the capture is paho's own decision, which
     is the point of recording it. Returns paho's log lines (it logs each PINGREQ/PINGRESP).
+    ``tls_context``: an ``ssl.SSLContext`` for MQTT over TLS (``tls_set_context``).
     """
     import paho.mqtt.client as mqtt
 
@@ -472,6 +474,8 @@ def run_paho_session(
     )
     if ws_path is not None:
         client.ws_set_options(path=ws_path)
+    if tls_context is not None:
+        client.tls_set_context(tls_context)
     client.on_log = lambda _c, _u, _level, message: log.append(f"{time.monotonic():.3f} {message}")
     client.on_connect = lambda *_args: connected.set()
     client.on_disconnect = lambda *_args: disconnected.set()

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from analyzer.model import Finding, Report, Session, Severity
+from analyzer.model import LIKELY, Finding, Report, Session, Severity
 from analyzer.report.console import printable, version_name
 from analyzer.report.html import charts, page
 from analyzer.report.html.page import esc
@@ -683,6 +683,8 @@ def _finding_row(f: Finding, s: Session | None, with_session: bool = False) -> s
     gap = "-" if f.gap_s is None else f"{f.gap_s:.3f}"
     limit = "" if f.limit_s is None else f" / {f.limit_s:g}"
     first, last = f.frames
+    likely = (' <i title="inferred from encrypted TLS record sizes">likely</i>'
+              if f.confidence == LIKELY else "")
     lead = (
         f"<td>{esc(f.session_id)}</td><td>{_client_id(f.client_id, 80)}</td>"
         if with_session
@@ -691,7 +693,7 @@ def _finding_row(f: Finding, s: Session | None, with_session: bool = False) -> s
     return (
         f'<tr class="finding" data-rule="{esc(f.rule_id)}" data-frames="{first}-{last}" '
         f'data-session="{esc(f.session_id)}">{lead}'
-        f'<td><span class="badge {f.severity.label}">{f.severity.label}</span></td>'
+        f'<td><span class="badge {f.severity.label}">{f.severity.label}</span>{likely}</td>'
         f"<td><b>{esc(f.rule_id)}</b> {esc(f.rule)}</td><td>{first}-{last}</td>"
         f'<td class="num">{at}</td><td class="num">{gap}{limit}</td><td>{esc(f.message)}</td>'
         f"<td><code>{esc(f.wireshark_filter)}</code></td></tr>"

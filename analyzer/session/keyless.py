@@ -1,0 +1,205 @@
+"""An MQTT-over-TLS session judged without its plaintext: TLS records stand in for MQTT packets.
+
+Theory of operation
+-------------------
+Without keys the MQTT packets are invisible, but each TLS application-data record the client sends
+carries at least one of them (TLS only sends records when the application writes), so the records
+are the client's activity: a silence runs from the end of one client record to the start of the
+next, exactly as the plain timeline measures packets. The TLS link (`tls_link`) hands them in as
+`MQTTPacket`s of type `ENCRYPTED` with `encrypted` set, or as PINGREQ / PINGRESP when the record has
+the length of an encrypted 2-byte packet under the negotiated version and suite (`tls.suites`).
+Every verdict is then "likely", never "confirmed": the session carries the `encrypted` uncertainty
+and every finding says so.
+
+What a record's size cannot tell, this timeline does not guess:
+
+* A 2-byte client packet is a PINGREQ or a DISCONNECT, and a TLS 1.3 close_notify alert has the
+  same size. Unanswered probable PINGREQs that are the client's last records before the connection
+  closes are therefore dropped (taken for the DISCONNECT or close_notify that preceded the close),
+  so no KA203 or KA106 comes from them; an unanswered one followed by other client records, or
+  while the connection stays open, is judged.
+* A lone broker record of ping size may be a close_notify: no KA205 (unsolicited PINGRESP).
+* Broker records are of unknown type: they are not counted as inbound PUBLISHes (no KA103).
+* Keep Alive comes from `--assume-keep-alive` (or the broker profile's `assume_keep_alive_s`).
+  Without it, it is inferred from the client's ping cadence, conservatively: only from answered
+  probable pings (a PINGRESP-sized answer came), at least `MIN_REGULAR_PINGS` of them, most of
+  them within `REGULAR_TOLERANCE` of the median silence before a ping. K is then that median,
+  rounded to whole seconds (`keep_alive_source` `inferred`): the interval at which the client pings
+  when idle, which is K itself for libraries that ping at K (paho, libmosquitto, MQTT.js) and a
+  fraction of K for those that ping earlier, so a gap judged against it is at least "silent for
+  longer than it usually lets pass". Silences completed before K is known are kept (the longest
+  `MAX_DEFERRED`) and judged once it is. When K can be neither assumed nor inferred the session
+  gets `unknown_keep_alive` and no timing verdict.
+"""
+
+from __future__ import annotations
+
+import heapq
+from statistics import median
+
+from analyzer.model import EndReason, KeepAliveSource, MQTTPacket, PacketType, Uncertainty
+from analyzer.session.observations import PingOutcome, Silence, SilenceEnd
+from analyzer.session.timeline import Observation, SessionTimeline, _Ping
+
+NS = 1_000_000_000
+MIN_REGULAR_PINGS = 4
+REGULAR_SHARE = 0.75
+"""At least this share of the answered pings must be regular for K to be inferred."""
+REGULAR_TOLERANCE = 0.1
+"""A ping's preceding silence is regular within this fraction of the median (at least
+`REGULAR_FLOOR_NS`, for the jitter of small K)."""
+REGULAR_FLOOR_NS = 300_000_000
+MAX_IDLE_SAMPLES = 128
+MAX_DEFERRED = 256
+
+
+class _ProbablePing(_Ping):
+    __slots__ = ("sent_ns", "idle_ns")
+
+    def __init__(self, frame: int, ts_ns: int, sent_ns: int, idle_ns: int | None) -> None:
+        super().__init__(frame, ts_ns)
+        self.sent_ns, self.idle_ns = sent_ns, idle_ns
+
+
+def infer_keep_alive(idle_ns: list[int]) -> int | None:
+    """K in whole seconds from the silences before answered probable pings, or None (see the
+    module docstring for why this is conservative)."""
+    if len(idle_ns) < MIN_REGULAR_PINGS:
+        return None
+    middle = median(idle_ns)
+    if middle < NS // 2:
+        return None
+    tolerance = max(REGULAR_TOLERANCE * middle, REGULAR_FLOOR_NS)
+    regular = [gap for gap in idle_ns if abs(gap - middle) <= tolerance]
+    if len(regular) < MIN_REGULAR_PINGS or len(regular) < REGULAR_SHARE * len(idle_ns):
+        return None
+    return max(1, round(median(regular) / NS))
+
+
+class KeylessTimeline(SessionTimeline):
+    """A `SessionTimeline` fed with TLS records instead of MQTT packets; see the module docstring."""
+
+    def __init__(self, *args, tls_facts: str = "", **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.uncertainty.add(Uncertainty.ENCRYPTED)
+        self.tls_facts = tls_facts
+        """Version, suite, SNI and ALPN, for messages ("TLS 1.3 TLS_AES_256_GCM_SHA384, SNI ...")."""
+        self.inferring = self.keep_alive_s is None
+        self.inferred_from = 0
+        """How many answered probable pings K was inferred from (0: not inferred)."""
+        self.ping_record_length: int | None = None
+        """The record length taken for a ping (set by the TLS link), for messages."""
+        self._idle: list[int] = []
+        self._deferred: list[tuple[int, int, Silence]] = []
+        self._deferred_seen = 0
+        self._last_other_ns: int | None = None
+        """When the client last sent a record that was not ping-sized."""
+
+    # -- records in -----------------------------------------------------------------------------
+
+    def on_packet(self, pkt: MQTTPacket, to_server: bool) -> list[Observation]:
+        out: list[Observation] = []
+        if to_server:
+            self._client_record(pkt, out)
+        else:
+            self._server_record(pkt, out)
+        return out
+
+    def _client_record(self, pkt: MQTTPacket, out: list[Observation]) -> None:
+        self.client_packets += 1
+        if self.ended:
+            return
+        self.last_client_malformed = False  # a record came through after any TLS error
+        idle = None
+        if self._silence_start is not None:
+            idle = pkt.ts_first_ns - self._silence_start[1]
+            silence = self._close_silence(pkt.first_frame, pkt.ts_first_ns, SilenceEnd.PACKET)
+            if silence is not None:
+                out.append(silence)
+        self._open_silence(pkt.last_frame, pkt.ts_last_ns, first=False)
+        if pkt.type == PacketType.PINGREQ:
+            self.pingreq += 1
+            for ping in self._pings:
+                if ping.repinged_ns is None:
+                    ping.repinged_ns = pkt.ts_first_ns
+            self._pings.append(_ProbablePing(pkt.first_frame, pkt.ts_last_ns, pkt.ts_first_ns, idle))
+        else:
+            self._last_other_ns = pkt.ts_first_ns
+
+    def _server_record(self, pkt: MQTTPacket, out: list[Observation]) -> None:
+        self.server_packets += 1
+        if self.ended or pkt.type != PacketType.PINGRESP or not self._pings:
+            return
+        self.pingresp += 1
+        ping = self._pings.popleft()
+        out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
+                               ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None))
+        self._answered(ping, out)  # type: ignore[arg-type]
+
+    def _answered(self, ping: _ProbablePing, out: list[Observation]) -> None:
+        """An answered probable ping: now it counts for the cadence (and for inferring K)."""
+        self._note_ping_spacing(ping.sent_ns)
+        if ping.idle_ns is None:
+            return
+        if self.keep_alive_s:
+            self._note_ping_gap(ping.idle_ns)
+        if len(self._idle) < MAX_IDLE_SAMPLES:
+            self._idle.append(ping.idle_ns)
+        if self.inferring:
+            out.extend(self._try_infer())
+
+    # -- Keep Alive from the cadence -------------------------------------------------------------
+
+    def _try_infer(self) -> list[Observation]:
+        k = infer_keep_alive(self._idle)
+        if k is None:
+            return []
+        self.keep_alive_s, self.keep_alive_source = k, KeepAliveSource.INFERRED
+        self.inferring = False
+        self.inferred_from = len(self._idle)
+        for gap in self._idle:
+            self._note_ping_gap(gap)
+        floor = self._silence_floor(k) if self._silence_floor is not None else -1
+        kept = sorted((s for _, _, s in self._deferred), key=lambda s: s.start_ns)
+        self._deferred = []
+        return [s for s in kept if s.end != SilenceEnd.PACKET or s.clock_step or s.duration_ns > floor]
+
+    def _close_silence(self, frame: int, ts_ns: int, end: SilenceEnd,
+                       explained: str | None = None) -> Silence | None:
+        """While K may still be inferred, keep the silences the floor would drop, to judge later."""
+        if not self.inferring:
+            return super()._close_silence(frame, ts_ns, end, explained)
+        floor, self._silence_floor = self._silence_floor, None
+        try:
+            silence = super()._close_silence(frame, ts_ns, end, explained)
+        finally:
+            self._silence_floor = floor
+        if silence is not None and end == SilenceEnd.PACKET:
+            self._defer(silence)
+            return None
+        return silence
+
+    def _defer(self, silence: Silence) -> None:
+        """Keep the `MAX_DEFERRED` longest silences: only long ones can exceed any K."""
+        self._deferred_seen += 1
+        item = (silence.duration_ns, self._deferred_seen, silence)
+        if len(self._deferred) < MAX_DEFERRED:
+            heapq.heappush(self._deferred, item)
+        else:
+            heapq.heappushpop(self._deferred, item)
+
+    # -- the end --------------------------------------------------------------------------------
+
+    def _end(self, reason: EndReason, frame: int, ts_ns: int) -> list[Observation]:
+        out: list[Observation] = []
+        if self.inferring:
+            out += self._try_infer()
+            self.inferring = False  # whatever it is now, it stays
+            self._deferred = []
+        if reason.by_client or reason.by_server:
+            # The client's last 2-byte records before a close are its DISCONNECT or close_notify.
+            while self._pings and (self._last_other_ns is None
+                                   or self._pings[-1].sent_ns > self._last_other_ns):  # type: ignore[attr-defined]
+                self._pings.pop()
+                self.pingreq -= 1
+        return out + super()._end(reason, frame, ts_ns)

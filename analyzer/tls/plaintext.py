@@ -1,0 +1,113 @@
+"""Where a capture's decrypted TLS application data comes from, for the connections that need it.
+
+The engine owns one `PlaintextSource` per analysis. It asks `analyzer.tls.decrypt` (which runs
+tshark with the key logs) only when a TLS connection first needs plaintext, so captures without
+TLS, and runs without `--tls-keylog`, never start tshark. The files of a rotation are one analysis
+with frame numbers that count on across files (`mergecap -a`): each file is decrypted on its own
+and looked up with its frame offset.
+
+Decryption that cannot run (no tshark, a capture on stdin, an unreadable file) is not fatal: the
+connections are judged from their record sizes instead (the keyless path) and the capture gets a
+warning. A key log that is itself unusable (`UsageError` from `decrypt`) is the user's option
+being wrong, and stops the run with exit 2 as any bad option does.
+
+This module is the only part of `analyzer.tls` that leads to I/O, and only through the engine.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable
+from typing import Protocol
+
+from analyzer.errors import InputError
+
+
+class Plaintext(Protocol):
+    """What `analyzer.tls.decrypt.decrypt_capture` returns (see there)."""
+
+    def chunks(self, frame_no: int) -> list[bytes]: ...
+    def __bool__(self) -> bool: ...
+
+
+class PlaintextSource:
+    """Decrypted application data of one analysis (a capture or the files of a rotation)."""
+
+    def __init__(self, keylogs: tuple[str, ...], warn: Callable[[str], None]) -> None:
+        self.keylogs = keylogs
+        self.warn = warn
+        self._offsets: list[int] = []
+        self._paths: list[str] = []
+        self._loaded: dict[int, Plaintext | None] = {}
+        self.fallback_streams: list[int] = []
+        """TLS connections that had no plaintext although keys were given (judged keyless)."""
+
+    @property
+    def keys_given(self) -> bool:
+        return bool(self.keylogs)
+
+    def add_file(self, path: str, frame_offset: int) -> None:
+        """A capture file whose frame N is the analysis' frame `frame_offset + N`."""
+        self._offsets.append(frame_offset)
+        self._paths.append(path)
+
+    def available(self, frame_no: int) -> bool:
+        """Is there any plaintext in the file that holds `frame_no`?"""
+        plain = self._file(frame_no)
+        return plain is not None and bool(plain[0])
+
+    def chunks(self, frame_no: int) -> list[bytes]:
+        """The plaintext of each application-data record completed in `frame_no`, in order."""
+        plain = self._file(frame_no)
+        if plain is None or not plain[0]:
+            return []
+        return plain[0].chunks(frame_no - plain[1])
+
+    def fallback(self, stream_index: int) -> None:
+        self.fallback_streams.append(stream_index)
+
+    def warnings(self) -> list[str]:
+        """The end-of-capture summary of connections judged without their plaintext."""
+        if not self.fallback_streams:
+            return []
+        streams = ", ".join(str(i) for i in self.fallback_streams[:10])
+        more = f" and {len(self.fallback_streams) - 10} more" if len(self.fallback_streams) > 10 else ""
+        return [f"TLS keys were given but {len(self.fallback_streams)} MQTT-over-TLS connection(s) "
+                f"had no decrypted data (tcp.stream {streams}{more}): judged from TLS record sizes "
+                "(uncertainty encrypted, findings likely)"]
+
+    def close(self) -> None:
+        """Drop the decrypted data (the analysis is over)."""
+        for plain in self._loaded.values():
+            close = getattr(plain, "close", None)
+            if close is not None:
+                close()
+        self._loaded.clear()
+        self.keylogs = ()  # and never decrypt again
+
+    def _file(self, frame_no: int) -> tuple[Plaintext | None, int] | None:
+        if not self.keylogs or not self._offsets:
+            return None
+        index = max(bisect_right(self._offsets, frame_no - 1) - 1, 0)
+        if index not in self._loaded:
+            self._loaded[index] = self._load(self._paths[index])
+        return self._loaded[index], self._offsets[index]
+
+    def _load(self, path: str) -> Plaintext | None:
+        try:
+            from analyzer.tls.decrypt import decrypt_capture
+        except ImportError:
+            self.warn("TLS decryption is not available in this installation: MQTT over TLS is "
+                      "judged from TLS record sizes")
+            return None
+        try:
+            plain = decrypt_capture(path, self.keylogs)
+        except InputError as exc:
+            self.warn(f"TLS not decrypted ({exc}): MQTT over TLS is judged from TLS record sizes")
+            return None
+        for warning in getattr(plain, "warnings", ()):
+            self.warn(warning)
+        if not plain:
+            self.warn("the TLS key log(s) decrypted nothing in this capture: MQTT over TLS is "
+                      "judged from TLS record sizes")
+        return plain

@@ -1,0 +1,334 @@
+"""MQTT over TLS without keys, through the whole engine: detection, records as packets, probable
+pings, Keep Alive assumed or inferred, and `confidence: likely` on every finding.
+
+Connections are synthetic raw-IPv4 frames fed to `CaptureAnalysis.frame`; encrypted records are
+random bytes of the length a real TLS stack would send (see `tests.tls_builders`).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analyzer.engine import CaptureAnalysis, Options
+from analyzer.model import KeepAliveSource, Uncertainty
+from analyzer.ruleset import load_ruleset
+from analyzer.ruleset.model import RuleSet
+from analyzer.session.keyless import infer_keep_alive
+from tests.builders import PINGREQ, PINGRESP, connack, connect
+from tests.tls_builders import (
+    AES256_GCM_13, ALERT, ECDHE_RSA_AES128_CBC_SHA, ECDHE_RSA_AES128_GCM, HANDSHAKE, TLS10, TLS12,
+    TLS13, appdata, change_cipher_spec, client_hello, handshake, record, server_hello,
+)
+
+NS = 1_000_000_000
+_C, _S = b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02"
+
+
+class Conn:
+    """Raw-IPv4 TCP frames of one connection, client port 40000 -> `server_port`."""
+
+    def __init__(self, server_port: int = 8883) -> None:
+        self.seq = {True: 1000, False: 5000}
+        self.server_port = server_port
+        self.frames: list[tuple[float, bytes]] = []
+
+    def send(self, at: float, from_client: bool, payload: bytes = b"", flags: int = 0x18) -> int:
+        """Append one segment; return its frame number."""
+        src, dst = (_C, _S) if from_client else (_S, _C)
+        sport, dport = (40000, self.server_port) if from_client else (self.server_port, 40000)
+        seq, ack = self.seq[from_client], self.seq[not from_client]
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(payload), 0, 0, 64, 6, 0, src, dst)
+        self.seq[from_client] = (seq + len(payload) + (1 if flags & 0x03 else 0)) % (1 << 32)
+        self.frames.append((at, ip + tcp + payload))
+        return len(self.frames)
+
+    def open(self) -> None:
+        self.send(0.0, True, flags=0x02)
+        self.send(0.0, False, flags=0x12)
+        self.send(0.0, True, flags=0x10)
+
+    def close(self, at: float, by_client: bool = True) -> int:
+        frame = self.send(at, by_client, flags=0x11)
+        self.send(at, not by_client, flags=0x11)
+        return frame
+
+
+def tls13_session(conn: Conn, *, alpn: tuple[str, ...] = (), at: float = 0.01) -> None:
+    """Handshake, CONNECT and CONNACK of a TLS 1.3 session as OpenSSL sends them."""
+    conn.open()
+    conn.send(at, True, record(HANDSHAKE, client_hello(alpn=alpn), TLS10))
+    conn.send(at, False, record(HANDSHAKE, server_hello(TLS13, AES256_GCM_13)) + change_cipher_spec()
+              + appdata(23) + appdata(1699) + appdata(281) + appdata(69))
+    conn.send(at, True, change_cipher_spec() + appdata(69))   # Finished
+    conn.send(at, True, appdata(40))                          # CONNECT
+    conn.send(at, False, appdata(266) + appdata(266) + appdata(21))  # two tickets, CONNACK
+
+
+def pings(conn: Conn, times: list[float], *, length: int = 19, answered: bool = True) -> list[int]:
+    frames = []
+    for t in times:
+        frames.append(conn.send(t, True, appdata(length)))
+        if answered:
+            conn.send(t + 0.001, False, appdata(length))
+    return frames
+
+
+def run(conn: Conn, *, assume: int | None = None, ports: frozenset[int] | None = None,
+        ruleset: RuleSet | None = None) -> CaptureAnalysis:
+    kwargs = {} if ports is None else {"ports": ports}
+    analysis = CaptureAnalysis("synthetic", Options(assume_keep_alive_s=assume,
+                                                    ruleset=ruleset or load_ruleset(), **kwargs))
+    for n, (at, data) in enumerate(conn.frames, start=1):
+        analysis.frame(n, int(at * NS), 101, data)
+    analysis.finish()
+    return analysis
+
+
+def rules(analysis: CaptureAnalysis) -> list[tuple[str, int, int]]:
+    return sorted((f.rule_id, *f.frames) for f in analysis.findings)
+
+
+# -- the keyless path --------------------------------------------------------------------------
+
+
+def test_default_ports_include_8883() -> None:
+    assert Options().ports == frozenset({1883, 8883})
+
+
+def test_late_probable_ping_with_assumed_keep_alive() -> None:
+    conn = Conn()
+    tls13_session(conn)
+    frames = pings(conn, [2.0, 4.0, 7.5])
+    end = conn.close(8.0)
+    analysis = run(conn, assume=2)
+    (session,) = analysis.sessions
+    assert Uncertainty.ENCRYPTED in session.uncertainty and session.client_id is None
+    assert (session.keep_alive_source, session.effective_keep_alive_s) == (KeepAliveSource.ASSUMED, 2)
+    assert (session.pingreq, session.pingresp) == (3, 3)
+    assert session.client_packets == 5 and session.end_reason.value == "client_fin" and session.end_frame == end
+    assert ("KA101", frames[1], frames[2]) in rules(analysis)
+    assert ("KA102", frames[1], frames[2]) in rules(analysis)   # 3.5 s > 1.5 x 2 + 0.25
+    assert {f.confidence for f in analysis.findings} == {"likely"}
+    assert all("encrypted" in f.uncertainty for f in analysis.findings)
+    ka901 = next(f for f in analysis.findings if f.rule_id == "KA901")
+    assert "TLS 1.3 TLS_AES_256_GCM_SHA384" in ka901.message and "SNI broker.example" in ka901.message
+    assert "19-byte records" in ka901.message and "assumed Keep Alive of 2 s" in ka901.message
+
+
+def test_keep_alive_inferred_from_regular_pings_judges_earlier_silences_too() -> None:
+    conn = Conn()
+    tls13_session(conn)
+    late = pings(conn, [3.2])                       # a late ping before K is known
+    regular = pings(conn, [5.2, 7.2, 9.2, 11.2, 13.2])
+    conn.close(13.5)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert (session.keep_alive_source, session.effective_keep_alive_s) == (KeepAliveSource.INFERRED, 2)
+    found = rules(analysis)
+    assert [r for r in found if r[0] == "KA101"] == [("KA101", 7, late[0])]
+    assert not any(r[0] in ("KA104", "KA107") for r in found)  # the cadence defined K
+    assert {f.confidence for f in analysis.findings} == {"likely"}
+    assert len(regular) == 5
+
+
+def test_irregular_pings_leave_keep_alive_unknown_and_nothing_judged() -> None:
+    conn = Conn()
+    tls13_session(conn)
+    pings(conn, [1.0, 4.0, 5.0, 11.0, 12.5])
+    conn.close(13.0)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert session.effective_keep_alive_s is None
+    assert {Uncertainty.ENCRYPTED, Uncertainty.UNKNOWN_KEEP_ALIVE} <= session.uncertainty
+    assert [f.rule_id for f in analysis.findings] == ["KA901"]
+    assert "could not be inferred" in analysis.findings[0].message
+
+
+def test_unanswered_ping_sized_record_before_a_close_is_not_a_ping() -> None:
+    """A client's DISCONNECT (or TLS 1.3 close_notify) has the size of a PINGREQ."""
+    conn = Conn()
+    tls13_session(conn)
+    pings(conn, [1.0])
+    conn.send(1.5, True, appdata(19))   # DISCONNECT
+    conn.send(1.5, True, appdata(19))   # close_notify
+    conn.close(1.5)
+    analysis = run(conn, assume=1)
+    (session,) = analysis.sessions
+    assert session.pingreq == 1
+    assert not any(f.rule_id in ("KA203", "KA106") for f in analysis.findings)
+
+
+def test_ping_unanswered_while_the_connection_stays_open_is_judged() -> None:
+    conn = Conn()
+    tls13_session(conn)
+    pings(conn, [1.0])
+    ping = pings(conn, [2.0], answered=False)[0]
+    pings(conn, [3.0, 4.0], length=100, answered=False)  # PUBLISHes keep the client active
+    conn.close(5.0)
+    found = rules(run(conn, assume=1))
+    assert ("KA203", ping, ping) not in found and any(r[:2] == ("KA203", ping) for r in found)
+
+
+def test_a_lone_ping_sized_broker_record_is_not_an_unsolicited_pingresp() -> None:
+    conn = Conn()
+    tls13_session(conn)
+    conn.send(1.0, False, appdata(19))
+    conn.close(1.5, by_client=False)
+    analysis = run(conn, assume=2)
+    assert not any(f.rule_id == "KA205" for f in analysis.findings)
+    assert analysis.sessions[0].end_reason.value == "server_fin"
+
+
+def test_tls12_gcm_encrypted_alert_ends_the_session() -> None:
+    conn = Conn()
+    conn.open()
+    conn.send(0.01, True, record(HANDSHAKE, client_hello(versions=()), TLS10))
+    conn.send(0.01, False, record(HANDSHAKE, server_hello(TLS12, ECDHE_RSA_AES128_GCM)
+                                  + handshake(11, bytes(900)) + handshake(14, b"")))
+    conn.send(0.02, True, record(HANDSHAKE, bytes(37)) + change_cipher_spec() + record(HANDSHAKE, bytes(40)))
+    conn.send(0.02, False, change_cipher_spec() + record(HANDSHAKE, bytes(40)))
+    conn.send(0.03, True, appdata(46))
+    conn.send(0.03, False, appdata(28))
+    pings(conn, [1.0, 2.0], length=26)
+    alert_frame = conn.send(6.0, False, record(ALERT, bytes(26)))
+    conn.close(6.0, by_client=False)
+    analysis = run(conn, assume=2)
+    (session,) = analysis.sessions
+    assert (session.pingreq, session.pingresp) == (2, 2)
+    assert (session.end_reason.value, session.end_frame) == ("server_fin", alert_frame)
+    assert ("KA201", 12, alert_frame) in rules(analysis)
+
+
+def test_cbc_has_no_probable_pings_but_activity_is_still_judged() -> None:
+    conn = Conn()
+    conn.open()
+    conn.send(0.01, True, record(HANDSHAKE, client_hello(versions=()), TLS10))
+    conn.send(0.01, False, record(HANDSHAKE, server_hello(TLS12, ECDHE_RSA_AES128_CBC_SHA)))
+    conn.send(0.02, True, change_cipher_spec() + record(HANDSHAKE, bytes(64)))
+    conn.send(0.03, True, appdata(64))
+    pings(conn, [1.0, 2.0, 5.0], length=48)
+    conn.close(5.5)
+    analysis = run(conn, assume=2)
+    (session,) = analysis.sessions
+    assert (session.pingreq, session.pingresp) == (0, 0)
+    assert "no record size identifies a ping" in next(f.message for f in analysis.findings if f.rule_id == "KA901")
+    assert any(f.rule_id == "KA101" and f.confidence == "likely" for f in analysis.findings)
+
+
+# -- detection -----------------------------------------------------------------------------------
+
+
+def test_tls_on_443_counts_only_with_an_mqtt_alpn() -> None:
+    for alpn, sessions in ((("x-amzn-mqtt-ca",), 1), (("mqtt", "h2"), 1), (("h2", "http/1.1"), 0), ((), 0)):
+        conn = Conn(server_port=443)
+        tls13_session(conn, alpn=alpn)
+        pings(conn, [1.0])
+        conn.close(2.0)
+        assert len(run(conn).sessions) == sessions, alpn
+
+
+def test_client_hello_over_several_segments_on_443() -> None:
+    conn = Conn(server_port=443)
+    conn.open()
+    wire = record(HANDSHAKE, client_hello(alpn=("mqtt",), padding=2500))
+    conn.send(0.01, True, wire[:1400])
+    conn.send(0.01, True, wire[1400:])
+    conn.send(0.01, False, record(HANDSHAKE, server_hello(TLS13, AES256_GCM_13)) + appdata(1000))
+    conn.send(0.02, True, appdata(53))
+    conn.send(0.02, True, appdata(40))
+    pings(conn, [1.0])
+    conn.close(1.5)
+    (session,) = run(conn, assume=1).sessions
+    assert session.pingreq == 1 and session.client_packets == 3
+
+
+def test_plain_mqtt_on_8883_and_1883_stays_plain() -> None:
+    for port in (1883, 8883):
+        conn = Conn(server_port=port)
+        conn.open()
+        conn.send(0.01, True, connect(client_id="plain", keep_alive=1))
+        conn.send(0.01, False, connack())
+        conn.send(1.0, True, PINGREQ)
+        conn.send(1.0, False, PINGRESP)
+        conn.close(1.5)
+        analysis = run(conn)
+        (session,) = analysis.sessions
+        assert session.client_id == "plain" and Uncertainty.ENCRYPTED not in session.uncertainty
+        assert all(f.confidence == "confirmed" for f in analysis.findings)
+
+
+def test_capture_starting_mid_tls_session() -> None:
+    conn = Conn()
+    conn.send(0.0, False, appdata(19))          # the broker's answer to an unseen ping
+    pings(conn, [1.0, 2.0, 3.0, 4.0, 5.0, 8.0])
+    conn.send(8.5, True, flags=0x04)            # RST
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert {Uncertainty.ENCRYPTED, Uncertainty.MID_STREAM} <= session.uncertainty
+    assert session.pingreq == 0                  # version and suite unseen: no ping size
+    assert any("handshake not captured" in f.message for f in analysis.findings)
+
+
+def test_malformed_tls_never_raises_and_the_session_keeps_what_was_read() -> None:
+    conn = Conn()
+    tls13_session(conn)
+    pings(conn, [1.0])
+    conn.send(1.5, True, b"\x17\x03\x03\xff\xff garbage that is not TLS")
+    conn.send(2.0, True, b"more garbage")
+    pings(conn, [3.0])                            # a segment that starts a record: resynchronised
+    conn.close(3.5)
+    analysis = run(conn, assume=5)
+    (session,) = analysis.sessions
+    assert session.pingreq == 2 and session.end_reason.value == "client_fin"
+
+
+# -- inference ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gaps, k", [
+    ([2.0, 2.0, 2.0], None),                       # too few
+    ([2.0, 2.01, 1.99, 2.0], 2),
+    ([60.0, 60.1, 59.9, 60.0, 150.0], 60),         # one late ping among regular ones
+    ([60.0, 60.1, 150.0, 150.0, 30.0], None),      # not regular enough
+    ([0.2, 0.2, 0.2, 0.2], None),                  # a ping storm says nothing about K
+    ([29.6, 30.4, 30.0, 30.1, 30.0, 5.0], 30),
+])
+def test_infer_keep_alive(gaps: list[float], k: int | None) -> None:
+    assert infer_keep_alive([int(g * NS) for g in gaps]) == k
+
+
+def test_a_broker_profile_may_give_the_keep_alive(tmp_path) -> None:
+    profile = tmp_path / "fleet.toml"
+    profile.write_text('[broker]\nid = "fleet"\nmultiplier = 1.5\nassume_keep_alive_s = 2\n'
+                       'sources = ["our fleet: every device uses K = 2"]\n')
+    conn = Conn()
+    tls13_session(conn)
+    frames = pings(conn, [2.0, 5.0])
+    conn.close(5.5)
+    analysis = run(conn, ruleset=load_ruleset("default", str(profile)))
+    (session,) = analysis.sessions
+    assert (session.keep_alive_source, session.effective_keep_alive_s) == (KeepAliveSource.ASSUMED, 2)
+    assert ("KA101", frames[0], frames[1]) in rules(analysis)
+    assert run(conn, assume=5, ruleset=load_ruleset("default", str(profile))).sessions[0].effective_keep_alive_s == 5
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.booleans(), st.binary(max_size=60)), max_size=12), st.booleans())
+def test_garbage_after_a_handshake_never_raises(segments: list[tuple[bool, bytes]], tls13: bool) -> None:
+    conn = Conn()
+    if tls13:
+        tls13_session(conn)
+    else:
+        conn.open()
+        conn.send(0.01, True, record(HANDSHAKE, client_hello(), TLS10))
+    for n, (from_client, data) in enumerate(segments):
+        if data:
+            conn.send(1.0 + n, from_client, data)
+    conn.send(20.0, True, appdata(19))
+    analysis = run(conn, assume=2)
+    assert len(analysis.sessions) <= 1
