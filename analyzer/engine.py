@@ -211,7 +211,7 @@ class CaptureAnalysis:
                 f"{self.name}#{flow.index}", self.path, flow_key(client, server, flow.index),
                 flow.first_frame, flow.first_ns, mid_stream=not flow.syn_seen,
                 assume_keep_alive_s=self.options.assume_keep_alive_s,
-                silence_floor=self.judge.silence_floor_ns)
+                silence_floor=self.judge.silence_floor_ns, ping_floor=self.judge.ping_floor_ns)
         return make
 
     def _note_connect(self, tl: SessionTimeline, ts_ns: int) -> None:

@@ -9,11 +9,14 @@ spool and a `Chain` of spools both give.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import pickle
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from itertools import chain
+from operator import attrgetter
 from typing import IO, Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -31,12 +34,12 @@ RUN_BATCH = 128
 class Spool(Generic[T]):
     """An append-only, re-iterable sequence of picklable records, mostly on disk when large."""
 
-    def __init__(self, records: Iterable[T] = (), *, in_memory: int = IN_MEMORY) -> None:
+    def __init__(self, records: Iterable[T] = (), *, in_memory: int | None = None) -> None:
         self._head: list[T] = []
         self._batch: list[T] = []
         self._file: IO[bytes] | None = None
         self._spilled = 0
-        self._in_memory = in_memory
+        self._in_memory = IN_MEMORY if in_memory is None else in_memory
         for record in records:
             self.append(record)
 
@@ -57,7 +60,7 @@ class Spool(Generic[T]):
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="mqtt-keepalive-")
         self._file.seek(0, 2)
-        pickle.dump(self._batch, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        _dump(self._batch, self._file)
         self._spilled += len(self._batch)
         self._batch = []
 
@@ -106,7 +109,7 @@ class Spool(Generic[T]):
             read = 0
             while read < spilled:
                 self._file.seek(position)
-                batch = pickle.load(self._file)
+                batch = _load(self._file)
                 position = self._file.tell()
                 read += len(batch)
                 yield from batch
@@ -140,20 +143,45 @@ class Spool(Generic[T]):
             self._file = None
 
 
+def _dump(batch: list, file: IO[bytes]) -> None:
+    """Pickle a batch; a batch of one dataclass (sessions, findings) as field tuples, since
+    pickling slotted dataclasses one by one looks their fields up again for every record."""
+    cls = batch[0].__class__ if batch else None
+    getter = _field_getter(cls) if cls is not None and dataclasses.is_dataclass(cls) else None
+    if getter is not None and all(r.__class__ is cls for r in batch):
+        pickle.dump((cls, [getter(r) for r in batch]), file, protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+        pickle.dump((None, batch), file, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _load(file: IO[bytes]) -> list:
+    cls, rows = pickle.load(file)
+    return rows if cls is None else [cls(*row) for row in rows]
+
+
+@lru_cache(maxsize=None)
+def _field_getter(cls: type) -> Callable[[Any], tuple] | None:
+    """A getter of every field, in `__init__` order; None if some field is not an init argument."""
+    fields = dataclasses.fields(cls)
+    if len(fields) < 2 or not all(f.init for f in fields):
+        return None
+    return attrgetter(*(f.name for f in fields))
+
+
 def _write_run(file: IO[bytes], run: list, key: Callable[[Any], Any]) -> list[int]:
     run.sort(key=key)
     offsets = []
     file.seek(0, 2)
     for start in range(0, len(run), RUN_BATCH):
         offsets.append(file.tell())
-        pickle.dump(run[start:start + RUN_BATCH], file, protocol=pickle.HIGHEST_PROTOCOL)
+        _dump(run[start:start + RUN_BATCH], file)
     return offsets
 
 
 def _read_run(file: IO[bytes], offsets: list[int]) -> Iterator[Any]:
     for offset in offsets:
         file.seek(offset)
-        yield from pickle.load(file)
+        yield from _load(file)
 
 
 def _keyed(records: Iterator[Any], run: int, key: Callable[[Any], Any]) -> Iterator[tuple]:
