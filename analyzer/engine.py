@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from itertools import islice
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from analyzer.session.keyless import KeylessTimeline
 from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
 from analyzer.sources.rotation import rotation_groups
+from analyzer.spool import Chain, Spool
 from analyzer.tls.detect import client_hello_verdict, offers_mqtt
 from analyzer.tls.plaintext import PlaintextSource
 from analyzer.tls.records import ClientHello
@@ -72,7 +73,9 @@ class Options:
 class CaptureAnalysis:
     """Analyses one capture frame by frame; `finish()` ends every open session."""
 
-    def __init__(self, path: str, options: Options) -> None:
+    def __init__(self, path: str, options: Options, *, spool: bool = True) -> None:
+        """`spool`: keep closed sessions and findings mostly on disk (`analyzer.spool`), so memory
+        stays flat on long captures; live mode, which reads them back as they come, keeps lists."""
         self.path = path
         self.name = "stdin" if path == "-" else os.path.basename(path)
         """Session ids are `<file name>#<tcp.stream>`; records carry the path as given."""
@@ -82,8 +85,8 @@ class CaptureAnalysis:
         self.table = FlowTable(on_evict=self._evicted)
         self._lookup = self.table.get
         self.skipped: Counter[str] = Counter()
-        self.sessions: list[Session] = []
-        self.findings: list[Finding] = []
+        self.sessions: Spool[Session] | list[Session] = Spool() if spool else []
+        self.findings: Spool[Finding] | list[Finding] = Spool() if spool else []
         self.now_ns = 0
         self.last_frame = 0
         self._next_sweep_ns: int | None = None
@@ -254,7 +257,7 @@ class CaptureAnalysis:
             if assumed is None:
                 assumed = self.options.ruleset.profile.assume_keep_alive_s
             kwargs = dict(mid_stream=not flow.syn_seen, assume_keep_alive_s=assumed,
-                          silence_floor=self.judge.silence_floor_ns)
+                          silence_floor=self.judge.silence_floor_ns, ping_floor=self.judge.ping_floor_ns)
             if conn.keyless:
                 tl = KeylessTimeline(*args, tls_facts=conn.tls.describe(), **kwargs)  # type: ignore[union-attr]
                 tl.ping_record_length = conn.tls.ping_length  # type: ignore[union-attr]
@@ -280,7 +283,7 @@ class CaptureAnalysis:
         that became certain, each once: deadlines that passed while sessions stayed silent, and
         the findings frames produced since the last tick."""
         self.now_ns = max(self.now_ns, now_ns)
-        fresh = self._unseen(self.findings[self._reported:])
+        fresh = self._unseen(list(islice(self.findings, self._reported, None)))
         self._reported = len(self.findings)
         for flow in self.table.flows():
             conn = flow.state
@@ -415,17 +418,17 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
         for i, group in enumerate(groups):
             results.append(_analyze_group(group, options, meter.within(i)))
             meter.group_done(i)
-    sessions: list[Session] = []
-    findings: list[Finding] = []
+    sessions: list[Sequence[Session]] = []
+    findings: list[Sequence[Finding]] = []
     for group_results in results:
         for summary, found_sessions, found in group_results:
             captures.append(summary)
-            sessions += found_sessions
-            findings += found
+            sessions.append(found_sessions)
+            findings.append(found)
     kept, suppressed, warnings = apply_suppressions(
-        findings, options.ruleset.suppressions, options.today or dt.date.today())
-    return Report(tuple(captures), tuple(sessions), tuple(kept), options.ruleset.info,
-                  tuple(suppressed), tuple(warnings))
+        Chain(findings), options.ruleset.suppressions, options.today or dt.date.today())
+    return Report(tuple(captures), Chain(sessions), kept, options.ruleset.info,
+                  suppressed, tuple(warnings))
 
 
 Result = tuple[CaptureSummary, list[Session], list[Finding]]
@@ -522,16 +525,16 @@ class _Chain:
         if first is not None:
             last = first[0]
             frame(first[0] + offset, first[1], first[2], first[3])
-        while True:  # in chunks, so progress costs nothing per frame
-            chunk = list(islice(frames, PROGRESS_EVERY_FRAMES))
-            for frame_no, ts_ns, linktype, data, _wire_len in chunk:
+        frame_no = None
+        while True:  # in runs of frames, so progress costs nothing per frame
+            before = frame_no
+            for frame_no, ts_ns, linktype, data, _wire_len in islice(frames, PROGRESS_EVERY_FRAMES):
                 frame(frame_no + offset, ts_ns, linktype, data)
-            if chunk:
-                last = chunk[-1][0]
             if progress is not None:
                 progress(self.bytes_read + reader.bytes_read, 0)
-            if len(chunk) < PROGRESS_EVERY_FRAMES:
+            if frame_no == before:  # nothing more was read
                 break
+            last = frame_no
         self.offset += last
         self.paths.append(reader.path)
         self.formats.add(reader.format)

@@ -136,7 +136,7 @@ class LiveRunner:
     ) -> None:
         self.source = source
         self.options = options
-        self.analysis = CaptureAnalysis(source.path, options)
+        self.analysis = CaptureAnalysis(source.path, options, spool=False)
         self.on_finding = on_finding
         self.on_session = on_session
         self.on_tick = on_tick

@@ -324,10 +324,12 @@ class Report:
     """Everything a reporter renders."""
 
     captures: tuple[CaptureSummary, ...]
-    sessions: tuple[Session, ...]
-    findings: tuple[Finding, ...]
+    sessions: Sequence[Session]
+    """Any re-iterable sequence: a long capture's sessions and findings are spooled to disk
+    (`analyzer.spool`), so reporters iterate them rather than index them."""
+    findings: Sequence[Finding]
     ruleset: RuleSetInfo = RuleSetInfo()
-    suppressed: tuple[Finding, ...] = ()
+    suppressed: Sequence[Finding] = ()
     """Findings silenced by a suppression of the rule pack (reported as a count, never judged)."""
     warnings: tuple[str, ...] = ()
     """Run-level warnings, e.g. an expired suppression."""

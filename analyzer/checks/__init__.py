@@ -30,6 +30,7 @@ class Judge:
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
         self._floors: dict[int, int] = {}
+        self._ping_floors: dict[int, int] = {}
 
     def observations(self, observed: list[Observation], tl: SessionTimeline) -> list[Finding]:
         out: list[Finding] = []
@@ -61,6 +62,30 @@ class Judge:
             if k_enf is not None:
                 shortest = min(shortest, self.ruleset.profile.window_s(k_enf)[1])
             floor = self._floors[keep_alive_s] = int((shortest + self.ruleset.tolerance_s) * NS)
+        return floor
+
+    def ping_floor_ns(self, keep_alive_s: int | None) -> int:
+        """The longest PINGREQ->PINGRESP latency that no check objects to, for a given K.
+
+        An answered ping can only break KA203 (answer later than `wait_k` x K), KA204 (later than
+        its threshold) or KA106 (the client waited past `close_within_k` x K); the timeline skips
+        building observations for pings answered sooner than all of them. Rules missing from the
+        pack do not count; disabled ones still do (a floor only ever needs to be low enough).
+        """
+        key = -1 if keep_alive_s is None else keep_alive_s
+        floor = self._ping_floors.get(key)
+        if floor is None:
+            rules, tol = self.ruleset.rules, self.ruleset.tolerance_s
+            limits: list[float] = []
+            if "KA204" in rules:
+                limits.append(rules["KA204"].params["threshold_s"])
+            if keep_alive_s:
+                if "KA203" in rules:
+                    limits.append(rules["KA203"].params["wait_k"] * keep_alive_s)
+                if "KA106" in rules:
+                    limits.append(rules["KA106"].params["close_within_k"] * keep_alive_s)
+            floor = int((min(limits) + tol) * NS) - 1 if limits else _NEVER
+            self._ping_floors[key] = floor
         return floor
 
     def pending(self, tl: SessionTimeline, now_frame: int, now_ns: int) -> list[Finding]:

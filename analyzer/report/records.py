@@ -191,15 +191,20 @@ def summary_record(report: Report, fail_on: Severity | None) -> Record:
     }
 
 
-def report_document(report: Report, fail_on: Severity | None) -> Record:
-    """The whole JSON document, keys in the documented order."""
+STREAMED: Any = object()
+"""Stands in for the session and finding lists of a document that a writer streams."""
+
+
+def report_document(report: Report, fail_on: Severity | None, *, records: bool = True) -> Record:
+    """The whole JSON document, keys in the documented order. With `records=False` the sessions
+    and findings lists are `STREAMED` placeholders, for writers that render them one by one."""
     return {
         "schema": SCHEMA_ID,
         "tool": tool_record(),
         "ruleset": ruleset_record(report.ruleset),
         "captures": [capture_record(c) for c in report.captures],
-        "sessions": [session_record(s) for s in report.sessions],
-        "findings": [finding_record(f) for f in report.findings],
+        "sessions": [session_record(s) for s in report.sessions] if records else STREAMED,
+        "findings": [finding_record(f) for f in report.findings] if records else STREAMED,
         "summary": summary_record(report, fail_on),
         "warnings": list(report.warnings),
     }

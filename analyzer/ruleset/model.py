@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from analyzer.model import Finding, RuleSetInfo, Severity
+from analyzer.spool import Spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +134,18 @@ class RuleSet:
         return RuleSetInfo(packs=self.packs, profile=self.profile.profile_id)
 
 
-def apply_suppressions(findings: list[Finding], suppressions: tuple[Suppression, ...],
-                       today: dt.date) -> tuple[list[Finding], list[Finding], list[str]]:
+def apply_suppressions(findings: Sequence[Finding], suppressions: tuple[Suppression, ...],
+                       today: dt.date) -> tuple[Sequence[Finding], Sequence[Finding], list[str]]:
     """Split findings into (kept, suppressed); expired suppressions no longer apply and are
     returned as warnings, so an exception cannot outlive its review date unnoticed."""
     active = [s for s in suppressions if not s.expired(today)]
     warnings = [f"suppression of {s.rule_id} for client ids {s.client_id!r} ({s.source}) expired on "
                 f"{s.expires.isoformat()}; its findings are reported again (reason was: {s.reason})"
                 for s in suppressions if s.expired(today)]
-    kept: list[Finding] = []
-    suppressed: list[Finding] = []
+    if not active:
+        return findings, (), warnings
+    kept: Spool[Finding] = Spool()
+    suppressed: Spool[Finding] = Spool()
     for f in findings:
         (suppressed if any(s.matches(f.rule_id, f.client_id) for s in active) else kept).append(f)
     return kept, suppressed, warnings

@@ -30,6 +30,8 @@ from analyzer.tls.plaintext import PlaintextSource
 from analyzer.tls.records import plausible_header
 from analyzer.websocket import WebSocketDecoder, WSClose, WSData, WSError, WSGap, WSOpen
 
+_SYN_FIN_RST = SYN | FIN | RST
+
 TimelineFactory = Callable[["Connection", int, int], SessionTimeline]
 PacketHook = Callable[[str, bool, MQTTPacket], None]
 """Sees every MQTT packet of every session: (session id, sent by the client, packet)."""
@@ -144,10 +146,24 @@ class Connection:
                 frame_no: int, ts_ns: int) -> None:
         """Take one TCP segment of this connection, sent by side A (`is_a`) or side B."""
         half, other = (self.halves[0], self.halves[1]) if is_a else (self.halves[1], self.halves[0])
-        if self.holes_suspected:
+        if half.hole_deadline_ns is not None or other.hole_deadline_ns is not None:
             self._expire_holes(frame_no, ts_ns)
         if flags & ACK and ack != other.next_seq and other.next_seq is not None:
             other.acked(ack, frame_no, ts_ns)
+        if (payload and seq == half.next_seq and not flags & _SYN_FIN_RST and not missing
+                and not half.pending and half.acked_seq is None):
+            # The common case, with the reassembler's and the sink's bookkeeping inlined: the next
+            # bytes of the stream, nothing buffered and no hole suspected (exactly what
+            # `HalfStream.segment` would do: deliver them and advance).
+            half.next_seq = (seq + len(payload)) & 0xFFFFFFFF
+            sink = half.sink
+            if sink.__class__ is _Side:
+                events = sink.framer.feed(payload, frame_no, ts_ns)
+                if events:
+                    self.on_events(is_a, events)
+            else:
+                sink.data(payload, frame_no, ts_ns)
+            return
         if flags & RST:
             self._close(is_a, frame_no, ts_ns, rst=True)
             return
@@ -180,11 +196,13 @@ class Connection:
     def on_events(self, is_a: bool, events: list[MQTTPacket | FramingError]) -> None:
         to_server = is_a == self.client_is_a
         for event in events:
-            if isinstance(event, MQTTPacket):
-                if (self.timeline is None and not to_server and event.type == PacketType.CONNECT):
-                    self._swap_roles()
-                    to_server = True
-                tl = self._timeline(event.first_frame, event.ts_first_ns)
+            if event.__class__ is MQTTPacket:
+                tl = self.timeline
+                if tl is None:
+                    if not to_server and event.type == PacketType.CONNECT:
+                        self._swap_roles()
+                        to_server = True
+                    tl = self._timeline(event.first_frame, event.ts_first_ns)
                 observed = tl.on_packet(event, to_server)
                 if self.packet_hook is not None:
                     self.packet_hook(tl.session_id, to_server, event)

@@ -49,7 +49,8 @@ class SessionTimeline:
 
     def __init__(self, session_id: str, capture: str, flow: FlowKey, start_frame: int,
                  start_ns: int, *, mid_stream: bool, assume_keep_alive_s: int | None = None,
-                 silence_floor: Callable[[int | None], int] | None = None) -> None:
+                 silence_floor: Callable[[int | None], int] | None = None,
+                 ping_floor: Callable[[int | None], int] | None = None) -> None:
         self.session_id = session_id
         self.capture = capture
         self.flow = flow
@@ -91,6 +92,9 @@ class SessionTimeline:
         self._gaps_seen = 0
         self._gap_stride = 1
         self._silence_floor = silence_floor
+        self._ping_floor = ping_floor
+        """Given K, the longest PINGREQ->PINGRESP latency no check could object to: such answered
+        pings (nearly all of them) are not turned into observations. None: report all."""
         """Given K, the longest silence ended by a client packet that no check could object to;
         such silences (nearly all of them) are not turned into observations. None: report all."""
 
@@ -254,8 +258,11 @@ class SessionTimeline:
         elif ptype == PacketType.PINGRESP:
             if self._pings:
                 ping = self._pings.popleft()
-                out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
-                                       ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None))
+                latency = pkt.ts_first_ns - ping.ts_ns
+                if (self._ping_floor is None or latency < 0 or self._clock_stepped
+                        or latency > self._ping_floor(self.keep_alive_s)):
+                    out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
+                                           ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None))
             elif not self._pingreq_may_be_unseen():
                 out.append(UnsolicitedPingresp(pkt))
         elif ptype == PacketType.CONNACK and self.connack is None and isinstance(pkt.body, ConnAckBody):

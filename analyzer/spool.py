@@ -1,0 +1,217 @@
+"""Append-only record sequences that keep memory flat however long the capture.
+
+A multi-GB capture yields hundreds of thousands of sessions and findings. Held as objects they
+would make memory grow with the file; a `Spool` keeps the first few thousand in memory (small
+captures never touch the disk) and pickles the rest, in batches, to an anonymous temporary file
+that it reads back on every iteration. Reporters only need `len()` and repeated iteration, which a
+spool and a `Chain` of spools both give.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import pickle
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
+from itertools import chain
+from operator import attrgetter
+from typing import IO, Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+IN_MEMORY = 1024
+"""Records kept as objects before the spool starts writing to disk."""
+BATCH = 1024
+"""Records per pickled batch: large enough that pickling costs little per record."""
+RUN = 2048
+"""Records sorted in memory at a time when a spool too large for memory is sorted."""
+RUN_BATCH = 128
+"""Records per pickled batch of a sorted run: the merge holds one batch of every run."""
+
+
+class Spool(Generic[T]):
+    """An append-only, re-iterable sequence of picklable records, mostly on disk when large."""
+
+    def __init__(self, records: Iterable[T] = (), *, in_memory: int | None = None) -> None:
+        self._head: list[T] = []
+        self._batch: list[T] = []
+        self._file: IO[bytes] | None = None
+        self._spilled = 0
+        self._in_memory = IN_MEMORY if in_memory is None else in_memory
+        for record in records:
+            self.append(record)
+
+    def append(self, record: T) -> None:
+        if len(self._head) < self._in_memory:
+            self._head.append(record)
+            return
+        self._batch.append(record)
+        if len(self._batch) >= BATCH:
+            self._spill()
+
+    def __iadd__(self, records: Iterable[T]) -> Spool[T]:
+        for record in records:
+            self.append(record)
+        return self
+
+    def _spill(self) -> None:
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="mqtt-keepalive-")
+        self._file.seek(0, 2)
+        _dump(self._batch, self._file)
+        self._spilled += len(self._batch)
+        self._batch = []
+
+    def __len__(self) -> int:
+        return len(self._head) + self._spilled + len(self._batch)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def sort(self, key: Callable[[T], Any]) -> None:
+        """Sort in place, stably. In memory when everything is there; otherwise an external
+        merge sort: sorted runs of `RUN` records go to a temporary file, and a k-way merge of them
+        refills the spool, so memory stays bounded by the number of runs, not of records."""
+        if self._file is None:
+            self._head += self._batch
+            self._batch = []
+            self._head.sort(key=key)
+            extra = self._head[self._in_memory:]
+            del self._head[self._in_memory:]
+            self._batch = []
+            for record in extra:
+                self.append(record)
+            return
+        runs_file = tempfile.TemporaryFile(prefix="mqtt-keepalive-sort-")
+        runs: list[list[int]] = []  # the file offset of every batch, per run
+        run: list[T] = []
+        for record in self:
+            run.append(record)
+            if len(run) == RUN:
+                runs.append(_write_run(runs_file, run, key))
+                run = []
+        if run:
+            runs.append(_write_run(runs_file, run, key))
+        self.close()
+        self._head, self._batch, self._spilled = [], [], 0
+        readers = [_read_run(runs_file, offsets) for offsets in runs]
+        merged = heapq.merge(*(_keyed(reader, i, key) for i, reader in enumerate(readers)))
+        for _k, _i, _n, record in merged:
+            self.append(record)
+        runs_file.close()
+
+    def __iter__(self) -> Iterator[T]:
+        yield from self._head
+        if self._file is not None:
+            spilled, position = self._spilled, 0
+            read = 0
+            while read < spilled:
+                self._file.seek(position)
+                batch = _load(self._file)
+                position = self._file.tell()
+                read += len(batch)
+                yield from batch
+        yield from self._batch
+
+    def __getitem__(self, index: int) -> T:
+        """Records by position; slices and negative indices too (cheap only within memory)."""
+        if isinstance(index, slice):
+            return list(self)[index]  # type: ignore[return-value]
+        if 0 <= index < len(self._head):
+            return self._head[index]
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any list, tuple or sequence of this module holding the same records."""
+        if isinstance(other, (list, tuple, Chain, Spool)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Spool({list(self)!r})"
+
+    def __reduce__(self):  # to another process (jobs > 1, Dask): as a plain list
+        return (list, (list(self),))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _dump(batch: list, file: IO[bytes]) -> None:
+    """Pickle a batch; a batch of one dataclass (sessions, findings) as field tuples, since
+    pickling slotted dataclasses one by one looks their fields up again for every record."""
+    cls = batch[0].__class__ if batch else None
+    getter = _field_getter(cls) if cls is not None and dataclasses.is_dataclass(cls) else None
+    if getter is not None and all(r.__class__ is cls for r in batch):
+        pickle.dump((cls, [getter(r) for r in batch]), file, protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+        pickle.dump((None, batch), file, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _load(file: IO[bytes]) -> list:
+    cls, rows = pickle.load(file)
+    return rows if cls is None else [cls(*row) for row in rows]
+
+
+@lru_cache(maxsize=None)
+def _field_getter(cls: type) -> Callable[[Any], tuple] | None:
+    """A getter of every field, in `__init__` order; None if some field is not an init argument."""
+    fields = dataclasses.fields(cls)
+    if len(fields) < 2 or not all(f.init for f in fields):
+        return None
+    return attrgetter(*(f.name for f in fields))
+
+
+def _write_run(file: IO[bytes], run: list, key: Callable[[Any], Any]) -> list[int]:
+    run.sort(key=key)
+    offsets = []
+    file.seek(0, 2)
+    for start in range(0, len(run), RUN_BATCH):
+        offsets.append(file.tell())
+        _dump(run[start:start + RUN_BATCH], file)
+    return offsets
+
+
+def _read_run(file: IO[bytes], offsets: list[int]) -> Iterator[Any]:
+    for offset in offsets:
+        file.seek(offset)
+        yield from _load(file)
+
+
+def _keyed(records: Iterator[Any], run: int, key: Callable[[Any], Any]) -> Iterator[tuple]:
+    """(key, run, position, record): ties between runs go to the earlier run, within a run to the
+    earlier record, so the merge is as stable as `list.sort`; records are never compared."""
+    for n, record in enumerate(records):
+        yield key(record), run, n, record
+
+
+class Chain(Sequence[T]):
+    """Several sequences read as one, without copying them."""
+
+    def __init__(self, parts: Iterable[Sequence[T]]) -> None:
+        self._parts = [p for p in parts if len(p)]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._parts)
+
+    def __iter__(self) -> Iterator[T]:
+        return chain.from_iterable(self._parts)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, Chain, Spool)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Chain({list(self)!r})"

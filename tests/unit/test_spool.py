@@ -1,0 +1,64 @@
+"""Spooled sessions and findings: what goes in comes out, in order, sorted like `list.sort`, and
+the streamed JSON document is byte for byte the one built in memory."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+
+from analyzer import spool as spool_module
+from analyzer.engine import analyze
+from analyzer.model import Severity
+from analyzer.report.json import dumps, render_json
+from analyzer.report.records import report_document
+from analyzer.spool import Chain, Spool
+
+CAPTURES = Path(__file__).resolve().parents[2] / "captures"
+
+
+@pytest.mark.parametrize("n", [0, 1, 1023, 1024, 1025, 5000, 30_000])
+def test_records_come_back_in_order_from_memory_and_disk(n: int) -> None:
+    records = [(i, str(i)) for i in range(n)]
+    spool = Spool(records, in_memory=100)
+    assert len(spool) == n and bool(spool) == (n > 0)
+    assert list(spool) == records
+    assert list(spool) == records  # iterating twice reads the disk part again
+
+
+@pytest.mark.parametrize("n", [0, 7, 99, 100, 5_000, 12_345])
+def test_sort_is_stable_and_equals_list_sort_beyond_memory(n: int, monkeypatch) -> None:
+    monkeypatch.setattr(spool_module, "RUN", 1000)  # many runs to merge
+    rng = random.Random(n)
+    records = [(rng.randint(0, 20), i) for i in range(n)]
+    spool = Spool(records, in_memory=100)
+    spool.sort(key=lambda r: r[0])
+    assert list(spool) == sorted(records, key=lambda r: r[0])
+    assert len(spool) == n
+
+
+def test_dataclass_records_survive_the_disk_and_other_processes() -> None:
+    report = analyze([str(CAPTURES)])
+    sessions = Spool(report.sessions, in_memory=2)
+    assert list(sessions) == list(report.sessions)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(sessions)) == list(report.sessions)
+
+
+def test_chain_reads_parts_as_one() -> None:
+    chain = Chain([Spool([1, 2], in_memory=1), [], (3,), Spool([4, 5, 6], in_memory=0)])
+    assert len(chain) == 6 and list(chain) == [1, 2, 3, 4, 5, 6] and chain == [1, 2, 3, 4, 5, 6]
+
+
+def test_streamed_json_equals_the_document_built_in_memory(monkeypatch) -> None:
+    """Sessions and findings spilled to disk (tiny in-memory limit), rendered record by record:
+    the text is exactly `json.dumps(document, indent=2)`."""
+    monkeypatch.setattr(spool_module, "IN_MEMORY", 3)
+    report = analyze([str(CAPTURES), "/nonexistent/file.pcap"])
+    assert len(report.sessions) > 3 and len(report.findings) > 3
+    streamed = io.StringIO()
+    render_json(report, Severity.ERROR, streamed)
+    assert streamed.getvalue() == dumps(report_document(report, Severity.ERROR), indent=2) + "\n"
