@@ -261,6 +261,7 @@ class CaptureAnalysis:
             if conn.keyless:
                 tl = KeylessTimeline(*args, tls_facts=conn.tls.describe(), **kwargs)  # type: ignore[union-attr]
                 tl.ping_record_length = conn.tls.ping_length  # type: ignore[union-attr]
+                tl.alerts_hidden = conn.tls.hides_alerts  # type: ignore[union-attr]
                 return tl
             return SessionTimeline(*args, **kwargs)  # type: ignore[arg-type]
         return make

@@ -53,6 +53,11 @@ MAX_IDLE_SAMPLES = 128
 MAX_DEFERRED = 256
 
 
+DISCONNECT_CLOSE_NS = NS // 5
+"""A client closes (or the broker closes) within milliseconds of a DISCONNECT; a ping-sized
+exchange this shortly before the end is taken for DISCONNECT + close_notify, not for a ping."""
+
+
 class _ProbablePing(_Ping):
     __slots__ = ("sent_ns", "idle_ns")
 
@@ -94,6 +99,10 @@ class KeylessTimeline(SessionTimeline):
         self._deferred_seen = 0
         self._last_other_ns: int | None = None
         """When the client last sent a record that was not ping-sized."""
+        self.alerts_hidden = True
+        """TLS 1.3: the broker's close_notify looks like a PINGRESP (see `_confirm_answer`)."""
+        self._unconfirmed: tuple[_ProbablePing, MQTTPacket] | None = None
+        """The latest ping-sized exchange, until the client sends again (`_confirm_answer`)."""
 
     # -- records in -----------------------------------------------------------------------------
 
@@ -109,6 +118,7 @@ class KeylessTimeline(SessionTimeline):
         self.client_packets += 1
         if self.ended:
             return
+        self._confirm_answer(out)
         self.last_client_malformed = False  # a record came through after any TLS error
         idle = None
         if self._silence_start is not None:
@@ -130,8 +140,20 @@ class KeylessTimeline(SessionTimeline):
         self.server_packets += 1
         if self.ended or pkt.type != PacketType.PINGRESP or not self._pings:
             return
+        self._confirm_answer(out)
+        self._unconfirmed = (self._pings.popleft(), pkt)  # type: ignore[assignment]
+        if not self.alerts_hidden:  # a broker alert is a record of its own type: no doubt
+            self._confirm_answer(out)
+
+    def _confirm_answer(self, out: list[Observation]) -> None:
+        """A ping-sized exchange counts as a ping once the client sends again. The last one before
+        a close is as likely its DISCONNECT answered by the broker's close_notify (TLS 1.3 gives
+        both the size of a ping), so `_end` drops an exchange still unconfirmed."""
+        if self._unconfirmed is None:
+            return
+        ping, pkt = self._unconfirmed
+        self._unconfirmed = None
         self.pingresp += 1
-        ping = self._pings.popleft()
         out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
                                ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None))
         self._answered(ping, out)  # type: ignore[arg-type]
@@ -192,6 +214,13 @@ class KeylessTimeline(SessionTimeline):
 
     def _end(self, reason: EndReason, frame: int, ts_ns: int) -> list[Observation]:
         out: list[Observation] = []
+        if self._unconfirmed is not None:
+            ping = self._unconfirmed[0]
+            if (reason.by_client or reason.by_server) and ts_ns - ping.sent_ns <= DISCONNECT_CLOSE_NS:
+                self._unconfirmed = None  # a DISCONNECT the connection closed right after
+                self.pingreq -= 1
+            else:  # a ping the client sent well before the end, or the capture ended
+                self._confirm_answer(out)
         if self.inferring:
             out += self._try_infer()
             self.inferring = False  # whatever it is now, it stays

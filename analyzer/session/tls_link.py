@@ -144,6 +144,12 @@ class TLSLink:
             self.ping_length = probable_ping_length(hello.version, hello.cipher_suite,
                                                     encrypt_then_mac=hello.encrypt_then_mac)
 
+    @property
+    def hides_alerts(self) -> bool:
+        """TLS 1.3 sends alerts (close_notify among them) as application-data records, so a
+        2-byte alert has the size of an encrypted 2-byte MQTT packet."""
+        return self._tls13
+
     def describe(self) -> str:
         """The TLS facts of this connection for messages: version, suite, SNI, ALPN."""
         hello, client = self.server_hello, self.client_hello

@@ -163,6 +163,25 @@ def test_unanswered_ping_sized_record_before_a_close_is_not_a_ping() -> None:
     assert not any(f.rule_id in ("KA203", "KA106") for f in analysis.findings)
 
 
+def test_disconnect_answered_by_a_tls13_close_notify_is_not_a_ping_exchange() -> None:
+    """The client's DISCONNECT, then the broker's close_notify (both 19 bytes under TLS 1.3),
+    then the close: not a PINGREQ/PINGRESP pair. A ping answered well before a close still is."""
+    conn = Conn()
+    tls13_session(conn)
+    pings(conn, [1.0, 2.0])
+    pings(conn, [2.6])                  # DISCONNECT + close_notify, answered at 2.601
+    conn.close(2.62)
+    (session,) = run(conn, assume=1).sessions
+    assert (session.pingreq, session.pingresp) == (2, 2)
+
+    conn = Conn()
+    tls13_session(conn)
+    pings(conn, [1.0, 2.0])
+    conn.close(2.5)                     # the last exchange was 0.5 s before the close: a ping
+    (session,) = run(conn, assume=1).sessions
+    assert (session.pingreq, session.pingresp) == (2, 2)
+
+
 def test_ping_unanswered_while_the_connection_stays_open_is_judged() -> None:
     conn = Conn()
     tls13_session(conn)
