@@ -522,6 +522,8 @@ class _Chain:
         offset = self.offset
         if self.paths:  # a later file of a rotation: its TLS plaintext is looked up with the offset
             self.analysis.plaintext.add_file(reader.path, offset)
+        if reader.tls_secrets:  # seen before the first packet (`first`), as pcapng requires
+            self.analysis.plaintext.embedded_secrets(offset)
         last = 0
         if first is not None:
             last = first[0]

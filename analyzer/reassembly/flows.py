@@ -21,7 +21,7 @@ UNDECIDED, MQTT, OTHER = 0, 1, 2
 """What a connection carries: not known yet, MQTT (tracked in full), or something else (ignored)."""
 
 MAX_FLOWS = 200_000
-MAX_REMEMBERED = 65_536
+MAX_REMEMBERED = 16_384
 
 
 class Flow:

@@ -83,6 +83,8 @@ class CaptureReader:
         self.bytes_read = 0
         self.warnings: list[str] = []
         self.error: str | None = None
+        self.tls_secrets = False
+        """A pcapng section carried TLS secrets (a Decryption Secrets Block) before its packets."""
         self._closers = closers
         self._records: Generator[Record, None, None] = _no_records()  # open_capture sets it
 

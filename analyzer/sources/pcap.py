@@ -63,6 +63,7 @@ class ReadState(Protocol):
     warnings: list[str]
     error: str | None
     linktypes: set[int]
+    tls_secrets: bool
 
 
 class StreamFailed(Exception):

@@ -40,6 +40,10 @@ from analyzer.sources.pcap import (
 
 SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
 SHB = 0x0A0D0D0A
+DSB = 0x0000000A
+"""Decryption Secrets Block: key material the capture carries (`editcap --inject-secrets`)."""
+TLS_KEY_LOG = 0x544C534B
+"""A DSB's secrets type for a TLS key log ("TLSK")."""
 BYTE_ORDERS = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
 MAX_BLOCK = 32 + MAX_ANY + 131_072
 """Wireshark's MAX_BLOCK_SIZE: an EPB holding the largest record, plus 128 KiB of options."""
@@ -165,6 +169,9 @@ def _block(
         except (ValueError, struct.error) as exc:
             raise _Corrupt(f"malformed interface description block: {exc}") from None
         state.linktypes.add(ifaces[-1][0])
+    elif btype == DSB:
+        if blen >= 16 and s.u32(buf, pos + 8)[0] == TLS_KEY_LOG:
+            state.tls_secrets = True
     elif btype == SHB:
         version = s.version(buf, pos + 12) if blen >= 28 else None
         if version is None or version[0] != 1:

@@ -38,18 +38,27 @@ class PlaintextSource:
         self.warn = warn
         self._offsets: list[int] = []
         self._paths: list[str] = []
+        self._secrets: list[bool] = []
+        """Per file: the capture carries its own TLS secrets (a pcapng Decryption Secrets Block)."""
         self._loaded: dict[int, Plaintext | None] = {}
         self.fallback_streams: list[int] = []
         """TLS connections that had no plaintext although keys were given (judged keyless)."""
 
     @property
     def keys_given(self) -> bool:
-        return bool(self.keylogs)
+        return bool(self.keylogs) or any(self._secrets)
 
     def add_file(self, path: str, frame_offset: int) -> None:
         """A capture file whose frame N is the analysis' frame `frame_offset + N`."""
         self._offsets.append(frame_offset)
         self._paths.append(path)
+        self._secrets.append(False)
+
+    def embedded_secrets(self, frame_offset: int) -> None:
+        """The file added at `frame_offset` carries TLS secrets itself: decrypt it even without
+        key logs."""
+        if frame_offset in self._offsets:
+            self._secrets[self._offsets.index(frame_offset)] = True
 
     def available(self, frame_no: int) -> bool:
         """Is there any plaintext in the file that holds `frame_no`?"""
@@ -84,11 +93,14 @@ class PlaintextSource:
                 close()
         self._loaded.clear()
         self.keylogs = ()  # and never decrypt again
+        self._secrets = [False] * len(self._secrets)
 
     def _file(self, frame_no: int) -> tuple[Plaintext | None, int] | None:
-        if not self.keylogs or not self._offsets:
+        if not self._offsets:
             return None
         index = max(bisect_right(self._offsets, frame_no - 1) - 1, 0)
+        if not self.keylogs and not self._secrets[index]:
+            return None
         if index not in self._loaded:
             self._loaded[index] = self._load(self._paths[index])
         return self._loaded[index], self._offsets[index]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from analyzer.engine import Options, analyze
 from analyzer.errors import InputError, UsageError
 from analyzer.model import Direction, MQTTPacket
 from analyzer.mqtt.framer import MQTTFramer
@@ -203,6 +204,12 @@ def test_secrets_embedded_in_a_pcapng_need_no_key_log(tmp_path: Path) -> None:
     with_file = decrypted(name)
     assert same_plaintext(with_file, decrypt_capture(str(embedded), []))
     assert not decrypt_capture(str(pcap(name)), [])
+    # and the analysis uses them by itself: the findings with the key log, confirmed
+    keyed = analyze([str(pcap(name))], Options(tls_keylogs=(str(keys(name)),)))
+    alone = analyze([str(embedded)])
+    assert [(f.rule_id, f.frames, f.confidence) for f in alone.findings] == \
+        [(f.rule_id, f.frames, f.confidence) for f in keyed.findings]
+    assert {f.confidence for f in alone.findings} == {"confirmed"} and alone.findings
 
 
 @pytest.mark.parametrize(("suffix", "opener"), [(".gz", gzip.open), (".bz2", bz2.open), (".xz", lzma.open)])
