@@ -136,3 +136,23 @@ def test_the_late_pingers_have_four_late_intervals() -> None:
     assert [rule for rule, _, _ in findings] == ["KA101"] * 4
     assert findings[0][1] == (("client", 0, 1),)  # from the CONNECT ...
     assert findings[0][2] == (("client", 1, 12),)  # ... to the first PINGREQ
+
+
+@pytest.mark.parametrize("name", ["tls-late-pinger", "tls12-late-pinger"])
+def test_without_keys_the_same_late_pings_are_caught_as_likely(name: str) -> None:
+    """The keyless path against the keyed truth of the same capture: with the Keep Alive given
+    (`--assume-keep-alive`, as the CONNECT inside says), the same KA101 on the same frames, marked
+    likely, and the session marked encrypted."""
+    keyed = report(name)
+    k = keyed["sessions"][0]["keep_alive_s"]
+    command = [sys.executable, "-m", "analyzer", "analyze", str(CAPTURES / f"{name}.pcap"),
+               "--port", "8883", "--assume-keep-alive", str(k), "--format", "json",
+               "--fail-on", "never"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    keyless = json.loads(result.stdout)
+    late = [(f["rule_id"], f["frames"]) for f in keyed["findings"] if f["rule_id"] == "KA101"]
+    assert len(late) == 4 and {f["confidence"] for f in keyed["findings"]} == {"confirmed"}
+    assert [(f["rule_id"], f["frames"]) for f in keyless["findings"] if f["rule_id"] == "KA101"] == late
+    assert {f["confidence"] for f in keyless["findings"]} == {"likely"}
+    assert "encrypted" in keyless["sessions"][0]["uncertainty"]
