@@ -31,7 +31,22 @@ RUN_BATCH = 128
 """Records per pickled batch of a sorted run: the merge holds one batch of every run."""
 
 
-class Spool(Generic[T]):
+class _Records:
+    """Comparison and display shared by the sequences here: by their records, in order."""
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any list, tuple or sequence of this module holding the same records."""
+        if isinstance(other, (list, tuple, _Records)):
+            return len(self) == len(other) and list(self) == list(other)  # type: ignore[arg-type]
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self)!r})"  # type: ignore[call-overload]
+
+
+class Spool(_Records, Generic[T]):
     """An append-only, re-iterable sequence of picklable records, mostly on disk when large."""
 
     def __init__(self, records: Iterable[T] = (), *, in_memory: int | None = None) -> None:
@@ -123,17 +138,6 @@ class Spool(Generic[T]):
             return self._head[index]
         return list(self)[index]
 
-    def __eq__(self, other: object) -> bool:
-        """Equal to any list, tuple or sequence of this module holding the same records."""
-        if isinstance(other, (list, tuple, Chain, Spool)):
-            return len(self) == len(other) and list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Spool({list(self)!r})"
-
     def __reduce__(self):  # to another process (jobs > 1, Dask): as a plain list
         return (list, (list(self),))
 
@@ -191,7 +195,7 @@ def _keyed(records: Iterator[Any], run: int, key: Callable[[Any], Any]) -> Itera
         yield key(record), run, n, record
 
 
-class Chain(Sequence[T]):
+class Chain(_Records, Sequence[T]):
     """Several sequences read as one, without copying them."""
 
     def __init__(self, parts: Iterable[Sequence[T]]) -> None:
@@ -205,13 +209,3 @@ class Chain(Sequence[T]):
 
     def __getitem__(self, index):  # type: ignore[override]
         return list(self)[index]
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, (list, tuple, Chain, Spool)):
-            return len(self) == len(other) and list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Chain({list(self)!r})"
