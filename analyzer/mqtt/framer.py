@@ -66,6 +66,15 @@ class MQTTFramer:
 
     def feed(self, data: bytes, frame_no: int, ts_ns: int) -> list[Event]:
         """Take the next in-order bytes of the stream; return the events they complete."""
+        if (self._ptype < 0 and self.synced and not self._head and not self._head_frame
+                and len(data) > 1 and data[1] < 0x80 and len(data) == 2 + data[1]
+                and data[0] >> 4 not in _BODY_TYPES):
+            # The commonest segment: exactly one bodiless packet (a ping, an ack) with a one-byte
+            # Remaining Length; what `_read_packets` would make of it, without its loop.
+            first = data[0]
+            self.packets += 1
+            return [MQTTPacket(self.direction, _TYPES[first >> 4], first & 0x0F, data[1], frame_no,
+                               frame_no, ts_ns, ts_ns, None, False, 2)]
         out: list[Event] = []
         pos = 0
         if self._ptype >= 0:
