@@ -193,8 +193,22 @@ def decrypt_capture(path: str, keylogs: Sequence[str]) -> Plaintext:
 
 
 def find_tshark() -> str:
-    """The tshark on PATH; `InputError` with what to install when there is none."""
-    found = shutil.which(TSHARK)
+    """The tshark to run; `InputError` with what to install when there is none.
+
+    With the `tshark` extra installed, pyshark finds it: on PATH, and also where Wireshark's
+    installers put it without touching PATH (Program Files on Windows, Wireshark.app on macOS) or
+    where pyshark's own `config.ini` says. That is the part of pyshark this tool needs; running
+    tshark and reading its output is done here (see the module docstring).
+    """
+    try:
+        from pyshark.tshark.tshark import get_process_path
+    except ImportError:
+        found = shutil.which(TSHARK)
+    else:
+        try:
+            found = get_process_path()
+        except Exception:  # pyshark's TSharkNotFoundException, or its config.ini unreadable
+            found = shutil.which(TSHARK)
     if found is None:
         raise InputError(INSTALL_HINT)
     return found

@@ -14,8 +14,10 @@ import bz2
 import functools
 import gzip
 import lzma
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -289,3 +291,22 @@ def test_every_tls_subdissector_of_the_installed_tshark_is_known() -> None:
     tshark_path = find_tshark()
     installed = set(tls_port_dissectors(tshark_path)) | set(tls_heuristics(tshark_path))
     assert installed and installed <= set(KNOWN_SUBDISSECTORS)
+
+
+def test_tshark_off_path_is_found_through_pyshark(tmp_path: Path) -> None:
+    """Wireshark installers on Windows and macOS leave tshark off PATH; pyshark knows where it
+    is (here: told by its config.ini), so decryption still finds it."""
+    pytest.importorskip("pyshark")
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        pytest.skip("needs tshark")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    probe = [sys.executable, "-c", "from analyzer.tls.decrypt import find_tshark; print(find_tshark())"]
+    env = {**os.environ, "PATH": str(empty), "PYTHONPATH": str(REPO)}
+    lost = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert lost.returncode != 0 and "apt-get install tshark" in lost.stderr
+    (tmp_path / "config.ini").write_text(f"[tshark]\ntshark_path = {tshark}\n")
+    found = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == tshark
