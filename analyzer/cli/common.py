@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -196,6 +197,14 @@ def tls_keylogs(paths: tuple[str, ...]) -> tuple[str, ...]:
         if not os.access(path, os.R_OK):
             error(f"--tls-keylog {path}: cannot be read (permission denied)")
             raise typer.Exit(2)
+    if paths:  # a file with no secret at all is the wrong file: say so whether or not TLS shows up
+        from analyzer.tls.decrypt import merge_keylogs
+
+        with tempfile.TemporaryDirectory(prefix="mqtt-keepalive-") as scratch:
+            try:
+                merge_keylogs(paths, Path(scratch) / "keys.log")
+            except AnalyzerError as exc:
+                fail(exc)
     return tuple(paths)
 
 

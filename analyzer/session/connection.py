@@ -203,6 +203,9 @@ class Connection:
                         self._swap_roles()
                         to_server = True
                     tl = self._timeline(event.first_frame, event.ts_first_ns)
+                if not to_server and event.type is PacketType.PINGRESP:
+                    client = self.halves[0] if self.client_is_a else self.halves[1]
+                    tl.client_backlog = bool(client.pending) or client.acked_seq is not None
                 observed = tl.on_packet(event, to_server)
                 if self.packet_hook is not None:
                     self.packet_hook(tl.session_id, to_server, event)

@@ -227,8 +227,9 @@ class KeylessTimeline(SessionTimeline):
             self._deferred = []
         if reason.by_client or reason.by_server:
             # The client's last 2-byte records before a close are its DISCONNECT or close_notify.
-            while self._pings and (self._last_other_ns is None
-                                   or self._pings[-1].sent_ns > self._last_other_ns):  # type: ignore[attr-defined]
+            while (self._pings and ts_ns - self._pings[-1].sent_ns <= DISCONNECT_CLOSE_NS  # type: ignore[attr-defined]
+                   and (self._last_other_ns is None
+                        or self._pings[-1].sent_ns > self._last_other_ns)):  # type: ignore[attr-defined]
                 self._pings.pop()
                 self.pingreq -= 1
         return out + super()._end(reason, frame, ts_ns)

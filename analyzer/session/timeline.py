@@ -70,6 +70,9 @@ class SessionTimeline:
         self.client_packets = self.server_packets = self.pingreq = self.pingresp = 0
         self.max_gap_ns: int | None = None
         self.last_client_malformed = False
+        self.client_backlog = False
+        """Set by the connection as a PINGRESP arrives: client bytes are still held behind a
+        capture hole (buffered, or acknowledged but unseen), so its PINGREQ may be among them."""
         self.takeover_ns: int | None = None
         """Set by the engine when a newer session with the same client id connects."""
         self.framing_errors = 0
@@ -275,7 +278,7 @@ class SessionTimeline:
     def _pingreq_may_be_unseen(self) -> bool:
         """A PINGRESP with nothing to answer is only the broker's fault if no PINGREQ can hide in
         the capture: none before it started, none in a capture gap."""
-        if self._hole is not None:
+        if self._hole is not None or self.client_backlog:
             return True
         unseen_start = Uncertainty.MID_STREAM in self.uncertainty or Uncertainty.HOLE in self.uncertainty
         return unseen_start and self.pingreq == 0

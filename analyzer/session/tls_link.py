@@ -122,7 +122,9 @@ class TLSLink:
                     self.settle()
                     self.conn.tls_close(side, event.frame_no, event.ts_ns)
             elif cls is TLSGap:
-                if self.mode == DECRYPTED:
+                # a loss inside a record: the truncated record has no plaintext and becomes the
+                # hole itself (`_undecrypted`), measured in plaintext bytes, not ciphertext
+                if self.mode == DECRYPTED and not event.in_record:
                     self._consume_gap(side, event)
             elif cls is TLSError:
                 self.errors += 1
@@ -179,7 +181,7 @@ class TLSLink:
             chunk = self._next_chunk(side, rec.last_frame)
             if chunk is not None:
                 self._plain(side, chunk, rec)
-            elif not self._tls13:
+            elif not self._tls13 or rec.truncated:
                 self._undecrypted(side, rec)
         else:
             self._undecided(side, rec, to_server)

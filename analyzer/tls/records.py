@@ -137,6 +137,8 @@ class TLSGap:
     missing: int
     frame_no: int
     ts_ns: int
+    in_record: bool = False
+    """The bytes fell inside a record, which ends truncated and stands for them itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,9 +323,10 @@ class TLSRecordParser:
 
     def gap(self, missing: int, frame_no: int, ts_ns: int) -> list[Event]:
         """`missing` bytes of this direction were never captured."""
-        out: list[Event] = [TLSGap(missing, frame_no, ts_ns)]
         rec = self._rec
-        if rec is not None and missing <= self._left:
+        inside = rec is not None and missing <= self._left
+        out: list[Event] = [TLSGap(missing, frame_no, ts_ns, inside)]
+        if inside:
             rec.truncated = True
             self._left -= missing
             if rec.content_type == HANDSHAKE:
@@ -478,9 +481,10 @@ class TLSRecordParser:
             else:
                 hello = decode_server_hello(body, frame_no, ts_ns)
                 out.append(hello)
-                if hello.version == TLS13 and not hello.retry:
-                    self.tls13 = True
-                    self._hs_readable = False  # the rest of the server's handshake is protected
+                if hello.version == TLS13:
+                    self.tls13 = True  # a HelloRetryRequest too: the ChangeCipherSpec after it is a dummy
+                    if not hello.retry:
+                        self._hs_readable = False  # the rest of the server's handshake is protected
         except _Malformed as exc:
             name = "ClientHello" if mtype == CLIENT_HELLO else "ServerHello"
             out.append(TLSError(frame_no, ts_ns, f"malformed {name}: {exc}"))

@@ -59,9 +59,11 @@ def test_a_missing_key_log_is_exit_2_before_any_analysis(command: str) -> None:
 
 
 @needs_tshark
-def test_a_file_that_is_no_key_log_is_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("capture", [LATE, str(CAPTURES / "late-pinger.pcap")], ids=["tls", "plain"])
+def test_a_file_that_is_no_key_log_is_exit_2(tmp_path: Path, capture: str) -> None:
+    """Whether or not the capture holds TLS: the option is wrong either way."""
     (tmp_path / "server.key").write_text("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
-    result = run("analyze", LATE, "--tls-keylog", str(tmp_path / "server.key"))
+    result = run("analyze", capture, "--tls-keylog", str(tmp_path / "server.key"))
     assert result.returncode == 2
     assert "server.key: no TLS secret in this key log" in result.stderr
     assert "Traceback" not in result.stderr

@@ -310,3 +310,19 @@ def test_tshark_off_path_is_found_through_pyshark(tmp_path: Path) -> None:
     found = subprocess.run(probe, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == tshark
+
+
+def test_a_segment_lost_inside_a_decrypted_record_gives_uncertainty_not_verdicts(tmp_path: Path) -> None:
+    """Drop the middle segment of the PUBLISH record cut over three (TLS 1.3): tshark then decrypts
+    none of the client's later records (their nonces count records). The session says `hole`,
+    and the silence across it is KA902 (uncertain), never a missed-deadline verdict; the broker's
+    PINGRESPs, whose PINGREQs hid behind the loss, are not called unsolicited."""
+    if shutil.which("editcap") is None:
+        pytest.skip("needs editcap")
+    name = "tls-split-and-coalesced"
+    cut = tmp_path / "cut.pcap"
+    subprocess.run(["editcap", str(pcap(name)), str(cut), "17"], check=True, capture_output=True)
+    lossy = analyze([str(cut)], Options(tls_keylogs=(str(keys(name)),)))
+    (session,) = lossy.sessions
+    assert "hole" in session.uncertainty and session.pingresp == 2
+    assert [f.rule_id for f in lossy.findings] == ["KA902"]

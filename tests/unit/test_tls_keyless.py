@@ -18,10 +18,10 @@ from analyzer.model import KeepAliveSource, Uncertainty
 from analyzer.ruleset import load_ruleset
 from analyzer.ruleset.model import RuleSet
 from analyzer.session.keyless import infer_keep_alive
-from tests.builders import PINGREQ, PINGRESP, connack, connect
+from tests.builders import PINGREQ, PINGRESP, connack, connect, disconnect, publish
 from tests.tls_builders import (
-    AES256_GCM_13, ALERT, ECDHE_RSA_AES128_CBC_SHA, ECDHE_RSA_AES128_GCM, HANDSHAKE, TLS10, TLS12,
-    TLS13, appdata, change_cipher_spec, client_hello, handshake, record, server_hello,
+    AES256_GCM_13, ALERT, APPDATA, ECDHE_RSA_AES128_CBC_SHA, ECDHE_RSA_AES128_GCM, HANDSHAKE, TLS10,
+    TLS12, TLS13, appdata, change_cipher_spec, client_hello, handshake, record, server_hello,
 )
 
 NS = 1_000_000_000
@@ -351,3 +351,114 @@ def test_garbage_after_a_handshake_never_raises(segments: list[tuple[bool, bytes
     conn.send(20.0, True, appdata(19))
     analysis = run(conn, assume=2)
     assert len(analysis.sessions) <= 1
+
+
+def test_hello_retry_request_with_its_dummy_ccs_in_one_segment_keeps_ping_sizes() -> None:
+    """OpenSSL sends the HelloRetryRequest and the middlebox-compatibility ChangeCipherSpec in one
+    segment; the connection is TLS 1.3 from the HRR on, so the 19-byte pings are still seen."""
+    for together in (False, True):
+        conn = Conn()
+        conn.open()
+        conn.send(0.01, True, record(HANDSHAKE, client_hello(), TLS10))
+        hrr = record(HANDSHAKE, server_hello(TLS13, AES256_GCM_13, hrr=True))
+        if together:
+            conn.send(0.01, False, hrr + change_cipher_spec())
+        else:
+            conn.send(0.01, False, hrr)
+            conn.send(0.01, False, change_cipher_spec())
+        conn.send(0.02, True, change_cipher_spec() + record(HANDSHAKE, client_hello()))
+        conn.send(0.03, False, record(HANDSHAKE, server_hello(TLS13, AES256_GCM_13)) + appdata(23)
+                  + appdata(1699) + appdata(281) + appdata(69))
+        conn.send(0.04, True, appdata(69))
+        conn.send(0.04, True, appdata(40))
+        conn.send(0.05, False, appdata(266) + appdata(21))
+        pings(conn, [2.0, 4.0, 7.5])
+        conn.close(8.0)
+        (session,) = run(conn, assume=2).sessions
+        assert (session.pingreq, session.pingresp) == (3, 3), together
+
+
+def test_a_ping_left_unanswered_long_before_the_close_is_judged() -> None:
+    """Only a ping-sized record right before the close is taken for the DISCONNECT: a PINGREQ
+    the broker never answered, seconds before the client gave up, is KA203 and KA106."""
+    conn = Conn()
+    tls13_session(conn)
+    pings(conn, [1.2], answered=False)
+    conn.close(6.2)
+    analysis = run(conn, assume=2)
+    (session,) = analysis.sessions
+    assert session.pingreq == 1 and session.pingresp == 0
+    assert {"KA203", "KA106"} <= {f.rule_id for f in analysis.findings}
+
+
+class _Decrypted:
+    """What tshark hands back for a capture, by frame (the plaintext source of the engine):
+    here written down directly, for a loss no recorded capture can be decrypted across."""
+
+    keys_given = True
+
+    def __init__(self) -> None:
+        self.by_frame: dict[int, list[bytes]] = {}
+
+    def available(self, frame_no: int) -> bool:
+        return True
+
+    def chunks(self, frame_no: int) -> list[bytes]:
+        return list(self.by_frame.get(frame_no, []))
+
+    def fallback(self, stream_index: int) -> None:
+        raise AssertionError("every record but the lost one has its plaintext")
+
+    def warnings(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_tls12_loss_inside_a_decrypted_record_is_one_hole_of_its_plaintext() -> None:
+    """TLS 1.2 GCM records carry their nonce, so records after a lost segment still decrypt. The
+    truncated record stands for the lost bytes once (as its plaintext size), and the framer keeps
+    its place: the pings and the DISCONNECT after it are read as without the loss."""
+    outcomes = []
+    for lose in (False, True):
+        conn, plain = Conn(), _Decrypted()
+
+        def rec12(data: bytes, at: float, from_client: bool) -> None:
+            frame = conn.send(at, from_client, appdata(8 + len(data) + 16))
+            plain.by_frame.setdefault(frame, []).append(data)
+
+        conn.open()
+        conn.send(0.01, True, record(HANDSHAKE, client_hello(versions=()), TLS10))
+        conn.send(0.01, False, record(HANDSHAKE, server_hello(TLS12, ECDHE_RSA_AES128_GCM)))
+        conn.send(0.02, True, change_cipher_spec() + record(HANDSHAKE, bytes(40)))
+        conn.send(0.02, False, change_cipher_spec() + record(HANDSHAKE, bytes(40)))
+        rec12(connect(keep_alive=2), 0.03, True)
+        rec12(connack(), 0.031, False)
+        pub = publish("t", b"x" * 2990)
+        rec12(pub[:1000], 0.5, True)
+        cut = record(APPDATA, bytes(8 + 1000 + 16))  # the middle record, over three segments
+        conn.send(0.6, True, cut[:400])
+        if lose:
+            conn.seq[True] += 300
+        else:
+            conn.send(0.6, True, cut[400:700])
+        last = conn.send(0.6, True, cut[700:])
+        if not lose:
+            plain.by_frame.setdefault(last, []).append(pub[1000:2000])
+        rec12(pub[2000:], 0.7, True)
+        for t in (1.5, 3.0):
+            rec12(PINGREQ, t, True)
+            rec12(PINGRESP, t + 0.001, False)
+        rec12(disconnect(), 4.0, True)
+        conn.close(4.0)
+        analysis = CaptureAnalysis("synthetic", Options(ruleset=load_ruleset(), tls_keylogs=("k",)))
+        analysis.plaintext = plain  # type: ignore[assignment]
+        for n, (at, data) in enumerate(conn.frames, start=1):
+            analysis.frame(n, int(at * NS), 101, data)
+        analysis.finish()
+        (session,) = analysis.sessions
+        outcomes.append((session.client_packets, session.pingreq, session.pingresp,
+                         session.end_reason.value, rules(analysis)))
+        assert ("hole" in session.uncertainty) == lose
+    assert outcomes[0] == outcomes[1] == (5, 2, 2, "client_disconnect", [])
