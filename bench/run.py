@@ -1,6 +1,7 @@
 """Time `mqtt-keepalive analyze` against tshark and scapy's raw reader on the same captures.
 
     python bench/run.py                        # generates /tmp/mqtt-keepalive-bench/1m.pcap first
+    python bench/run.py --sizes 1m 10m         # both sizes (10m: 2.2 GB, one run each by default)
     python bench/run.py FILE.pcap ... [--runs 3]
 
 Each tool runs as a whole process, several times, alternating, so a busy machine slows all of
@@ -24,6 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT = Path("/tmp/mqtt-keepalive-bench/1m.pcap")
+SIZES = {"1m": 1_000_000, "10m": 10_000_000}
+"""Captures `--sizes` generates (beside DEFAULT), by frames."""
 
 TSHARK = ["tshark", "-r", "{f}", "-Y", "mqtt", "-T", "fields", "-e", "frame.time_epoch",
           "-e", "tcp.stream", "-e", "mqtt.msgtype", "-e", "mqtt.kalive"]
@@ -68,13 +71,17 @@ def check_truth(capture: Path, report: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("captures", nargs="*", type=Path)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES),
+                        help="generated captures to time (when no capture is named): 1m, 10m")
+    parser.add_argument("--runs", type=int, help="runs per tool (default 3; 1 for 10m)")
     args = parser.parse_args()
-    captures = args.captures or [DEFAULT]
+    generated = {DEFAULT.with_name(f"{size}.pcap"): SIZES[size] for size in (args.sizes or ["1m"])}
+    captures = args.captures or list(generated)
     for capture in captures:
-        if capture == DEFAULT and not capture.exists():
+        if capture in generated and not capture.exists():
             capture.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([sys.executable, str(HERE / "generate.py"), str(capture)], check=True)
+            subprocess.run([sys.executable, str(HERE / "generate.py"), str(capture),
+                            "--frames", str(generated[capture])], check=True)
     tools = {"mqtt-keepalive analyze": ANALYZE, "scapy RawPcapReader": SCAPY}
     if shutil.which("tshark"):
         tools["tshark -T fields"] = TSHARK
@@ -85,7 +92,8 @@ def main() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         times: dict[str, list[float]] = {t: [] for t in tools}
         rss: dict[str, float] = {t: 0.0 for t in tools}
-        for _ in range(args.runs):
+        runs = args.runs or (1 if frames > 5_000_000 else 3)
+        for _ in range(runs):
             for name, command in tools.items():
                 elapsed, peak = run(command, capture, out)
                 times[name].append(elapsed)
