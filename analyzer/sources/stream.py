@@ -11,9 +11,9 @@ runner's 0.2 s clock never waits for the writer of the pipe.
 from __future__ import annotations
 
 import os
-import queue
 import struct
 import threading
+from collections import deque
 from typing import BinaryIO
 
 from analyzer.errors import InputError
@@ -23,7 +23,8 @@ LiveFrame = tuple[int, int, bytes, int]
 """(ts_ns, linktype, data, wire_len)."""
 
 BATCH = 512
-_END = object()
+MAX_PENDING = 256 * BATCH
+"""Frames read ahead of the engine at most; then the reader waits (and the pipe fills)."""
 
 
 class PipeSource:
@@ -36,7 +37,15 @@ class PipeSource:
         self.reader: CaptureReader | None = None
         self.error: str | None = None
         self.frames = 0
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=256)
+        self._ready = threading.Condition()
+        self._pending: deque[LiveFrame] = deque()
+        """Frames read and not yet polled: each is handed over as soon as it is read, never held
+        back for a batch, so a frame followed by silence is seen at once. Appends and pops of a
+        deque need no lock; the condition is only taken to wake a side that waits."""
+        self._poller_waits = False
+        self._reader_waits = False
+        self._ended = False
+        self._failure: InputError | None = None
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture-reader", daemon=True)
 
@@ -60,54 +69,58 @@ class PipeSource:
         try:
             reader = open_capture(self.path)
         except InputError as exc:
-            self._queue.put(InputError(f"{self.path}: {exc}"))
-            self._queue.put(_END)
+            self._end(InputError(f"{self.path}: {exc}"))
             return
         except OSError as exc:
-            self._queue.put(InputError(f"{self.path}: {exc.strerror or exc}"))
-            self._queue.put(_END)
+            self._end(InputError(f"{self.path}: {exc.strerror or exc}"))
             return
         self.reader = reader
         self._opened.set()
-        batch: list[LiveFrame] = []
-        put = self._queue.put
+        ready, pending = self._ready, self._pending
         try:
             # a generator of the reader yields each frame as soon as its bytes are in (read1)
             for _n, ts_ns, linktype, data, wire_len in reader:
-                batch.append((ts_ns, linktype, data, wire_len))
-                if len(batch) >= BATCH or self._queue.empty():
-                    put(batch)
-                    batch = []
+                if len(pending) >= MAX_PENDING:  # the engine is behind: wait for it
+                    with ready:
+                        self._reader_waits = True
+                        while len(pending) >= MAX_PENDING:
+                            ready.wait()
+                        self._reader_waits = False
+                pending.append((ts_ns, linktype, data, wire_len))
+                if self._poller_waits:  # (set under the lock before the poller looks: no lost wake-up)
+                    with ready:
+                        ready.notify_all()
         except OSError as exc:  # a broken pipe, EIO
             reader.error = reader.error or f"read failed: {exc.strerror or exc}"
         finally:
-            if batch:
-                put(batch)
-            put(_END)
+            self._end(None)
+
+    def _end(self, failure: InputError | None) -> None:
+        with self._ready:
+            self._failure, self._ended = failure, True
+            self._ready.notify_all()
 
     def poll(self, timeout_s: float) -> list[LiveFrame] | None:
-        """Frames that arrived within `timeout_s`; None at the end of the stream."""
-        try:
-            item = self._queue.get(timeout=max(timeout_s, 0.0))
-        except queue.Empty:
-            return []
-        if item is _END:
-            self._queue.put(_END)  # stay ended
-            return None
-        if isinstance(item, InputError):
-            raise item
-        frames: list[LiveFrame] = item  # type: ignore[assignment]
-        while len(frames) < 4 * BATCH:  # take what else is there, but keep ticking under load
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if more is _END or isinstance(more, InputError):
-                self._queue.put(more)
-                break
-            frames += more  # type: ignore[arg-type]
-        self.frames += len(frames)
-        return frames
+        """Frames that arrived within `timeout_s` (at most `4 x BATCH`, so the caller keeps
+        ticking under load); None at the end of the stream."""
+        pending = self._pending
+        if not pending:
+            with self._ready:
+                self._poller_waits = True
+                if not pending and not self._ended:
+                    self._ready.wait(max(timeout_s, 0.0))
+                self._poller_waits = False
+        if pending:
+            popleft = pending.popleft
+            frames = [popleft() for _ in range(min(len(pending), 4 * BATCH))]
+            if self._reader_waits:
+                with self._ready:
+                    self._ready.notify_all()  # room for the reader
+            self.frames += len(frames)
+            return frames
+        if self._failure is not None:
+            raise self._failure
+        return None if self._ended else []
 
     def stats(self) -> str:
         return "kernel drop counts unavailable on a pipe (the capturing tcpdump prints its own)"
