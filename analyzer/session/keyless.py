@@ -14,10 +14,12 @@ and every finding says so.
 What a record's size cannot tell, this timeline does not guess:
 
 * A 2-byte client packet is a PINGREQ or a DISCONNECT, and a TLS 1.3 close_notify alert has the
-  same size. Unanswered probable PINGREQs that are the client's last records before the connection
-  closes are therefore dropped (taken for the DISCONNECT or close_notify that preceded the close),
-  so no KA203 or KA106 comes from them; an unanswered one followed by other client records, or
-  while the connection stays open, is judged.
+  same size. Probable PINGREQs that are the client's last records and came less than
+  `DISCONNECT_CLOSE_NS` before the connection closed are therefore dropped (taken for the
+  DISCONNECT or close_notify that preceded the close), so no KA203 or KA106 comes from them, and
+  under TLS 1.3 so is such a record answered by a ping-sized broker record (the broker's
+  close_notify); one sent earlier, followed by other client records, or while the connection
+  stays open, is judged.
 * A lone broker record of ping size may be a close_notify: no KA205 (unsolicited PINGRESP).
 * Broker records are of unknown type: they are not counted as inbound PUBLISHes (no KA103).
 * Keep Alive comes from `--assume-keep-alive` (or the broker profile's `assume_keep_alive_s`).
