@@ -33,6 +33,18 @@ _TYPES = tuple(PacketType)
 Event = MQTTPacket | FramingError
 
 
+def plausible_start(data: bytes) -> bool | None:
+    """Whether `data` starts with a believable fixed header (strictly: a point to resynchronise
+    at); None when it is too short to say."""
+    try:
+        decoded = decode_varint(data, 1)
+    except DecodeError:
+        return False
+    if decoded is None:
+        return None
+    return header_is_plausible(data[0], decoded[0])
+
+
 class MQTTFramer:
     """Framing state of one direction of one TCP connection."""
 
@@ -124,14 +136,7 @@ class MQTTFramer:
     # -- internals ----------------------------------------------------------------------------
 
     def _plausible_start(self, data: bytes) -> bool | None:
-        """Whether `data` starts with a believable fixed header; None when it is too short to say."""
-        try:
-            decoded = decode_varint(data, 1)
-        except DecodeError:
-            return False
-        if decoded is None:
-            return None
-        return header_is_plausible(data[0], decoded[0])
+        return plausible_start(data)
 
     def _sync(self, data: bytes, frame_no: int, ts_ns: int) -> bool:
         """Unsynchronised: does a packet start here (with any held header bytes before `data`)?

@@ -22,7 +22,7 @@ from analyzer.decode.tcp import ACK, FIN, RST, SYN
 from analyzer.model import (
     Direction, EndReason, Endpoint, Finding, FlowKey, FramingError, MQTTPacket, PacketType, StreamEnd, StreamGap,
 )
-from analyzer.mqtt.framer import MQTTFramer
+from analyzer.mqtt.framer import MQTTFramer, plausible_start
 from analyzer.reassembly.stream import HalfStream
 from analyzer.session.timeline import SessionTimeline
 from analyzer.session.tls_link import KEYLESS, TLSLink, TLSSide
@@ -95,6 +95,27 @@ class _Sniff:
         self.conn._decide(self.is_a, b"").gap(missing, frame_no, ts_ns)
 
 
+class _Unplaced:
+    """Sink for one segment of a mid-stream connection not yet known to be TLS or plain MQTT, that
+    starts inside a record or packet: nothing in it can be placed, so it is passed over (a loss is
+    still noted on the session)."""
+
+    __slots__ = ("conn", "is_a")
+
+    def __init__(self, conn: Connection, is_a: bool) -> None:
+        self.conn, self.is_a = conn, is_a
+
+    def data(self, payload: bytes, frame_no: int, ts_ns: int) -> None:
+        pass
+
+    def gap(self, missing: int, frame_no: int, ts_ns: int) -> None:
+        self.conn.on_gap(self.is_a, missing, frame_no, ts_ns)
+
+
+MAX_UNPLACED = 16
+"""Segments of a mid-stream connection passed over before it is taken for plain MQTT."""
+
+
 class Connection:
     """Per-connection state of an MQTT flow; see the module docstring."""
 
@@ -126,6 +147,8 @@ class Connection:
         self.websocket = False
         self.halves = (HalfStream(self.sides[0]), HalfStream(self.sides[1]))
         self.closed = False
+        self.unplaced = 0
+        """Mid-stream segments passed over before the transport was known (`_decide`)."""
         self.plaintext = plaintext
         self.tls: TLSLink | None = None
         self.rejected = False
@@ -236,7 +259,15 @@ class Connection:
         """First bytes of a port-detected connection: MQTT over TLS, over WebSocket, or plain.
 
         A TLS record from either side is TLS (a capture that starts mid-connection may show the
-        broker's first); no MQTT packet starts like one (see `analyzer.tls.detect`)."""
+        broker's first); no MQTT packet starts like one (see `analyzer.tls.detect`). A capture that
+        starts in the middle of a connection may begin inside a TLS record or an MQTT packet, or
+        with a loss: such bytes tell nothing and cannot be placed, so up to `MAX_UNPLACED` segments
+        of them are passed over (`_Unplaced`) until one starts with a TLS record or an MQTT header.
+        """
+        if (self.unplaced < MAX_UNPLACED and self.halves[0 if is_a else 1].mid_stream
+                and not plausible_header(payload) and plausible_start(payload) is not True):
+            self.unplaced += 1
+            return _Unplaced(self, is_a)
         if plausible_header(payload):
             self._use_tls(tentative=False)
         elif is_a == self.client_is_a and payload.startswith(b"GET "):

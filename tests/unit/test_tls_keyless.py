@@ -462,3 +462,19 @@ def test_tls12_loss_inside_a_decrypted_record_is_one_hole_of_its_plaintext() -> 
                          session.end_reason.value, rules(analysis)))
         assert ("hole" in session.uncertainty) == lose
     assert outcomes[0] == outcomes[1] == (5, 2, 2, "client_disconnect", [])
+
+
+def test_capture_starting_inside_a_tls_record_still_finds_the_session(tmp_path) -> None:
+    """A capture that begins with the middle segment of a record (a large PUBLISH): those bytes
+    cannot be placed, so they are passed over until a segment starts with a record header; the
+    connection is MQTT over TLS, not dropped for failing to look like plain MQTT."""
+    conn = Conn()
+    conn.seq[True] += 7                      # mid-connection: no SYN, no hello
+    conn.send(0.1, True, bytes(range(200)))  # inside a record
+    conn.send(0.2, True, appdata(300))
+    conn.send(0.3, False, appdata(40))
+    conn.send(2.9, True, appdata(60))
+    conn.close(3.0)
+    (session,) = run(conn, assume=1).sessions
+    assert {"encrypted", "mid_stream"} <= {u.value for u in session.uncertainty}
+    assert session.client_packets == 2
