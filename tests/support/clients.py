@@ -411,15 +411,22 @@ class RawClient:
             if not self._changed.wait_for(ready, timeout):
                 raise TimeoutError(f"no {what} within {timeout} s")
 
+    def _readable(self, timeout_s: float) -> bool:
+        """Whether `_recv` has something to return now."""
+        readable, _, _ = select.select([self.sock], [], [], timeout_s)
+        return bool(readable)
+
+    def _recv(self) -> bytes:
+        return self.sock.recv(65536)
+
     def _read_loop(self) -> None:
         """Split the byte stream into packets until the peer closes or we stop."""
         buffer = bytearray()
         while not self._stop.is_set():
-            readable, _, _ = select.select([self.sock], [], [], 0.05)
-            if not readable:
+            if not self._readable(0.05):
                 continue
             try:
-                data = self.sock.recv(65536)
+                data = self._recv()
             except OSError:
                 data = b""
             now = time.monotonic()

@@ -279,7 +279,20 @@ def _ready(sock: TLSSocket, timeout_s: float) -> bool:
     return bool(readable)
 
 
-class TLSRawClient(RawClient):
+class _ReadsTLS:
+    """How the TLS clients read: readiness that also sees bytes already decrypted, which a
+    `select` on the socket misses."""
+
+    tls: TLSSocket
+
+    def _readable(self, timeout_s: float) -> bool:
+        return _ready(self.tls, timeout_s)
+
+    def _recv(self) -> bytes:
+        return self.tls.recv(65536)
+
+
+class TLSRawClient(_ReadsTLS, RawClient):
     """:class:`RawClient` over TLS: each ``send`` is one TLS record in one TCP segment.
 
     ``send_records`` writes several records in one segment, ``send_split`` one record over several
@@ -307,25 +320,8 @@ class TLSRawClient(RawClient):
             self.tls.send_raw(wire[start:end])
         return time.monotonic()
 
-    def _read_loop(self) -> None:
-        """As RawClient's, with readiness that also sees bytes already decrypted."""
-        buffer = bytearray()
-        while not self._stop.is_set():
-            if not _ready(self.tls, 0.05):
-                continue
-            try:
-                data = self.tls.recv(65536)
-            except OSError:
-                data = b""
-            now = time.monotonic()
-            if not data:
-                self._record_close(now)
-                return
-            buffer.extend(data)
-            self._record_packets(buffer, now)
 
-
-class TLSRawWSClient(RawWSClient):
+class TLSRawWSClient(_ReadsTLS, RawWSClient):
     """:class:`~tests.support.ws_client.RawWSClient` over TLS (``wss://``): the HTTP Upgrade and
     every WebSocket frame travel in TLS records, one record per frame."""
 
@@ -334,23 +330,6 @@ class TLSRawWSClient(RawWSClient):
         super().__init__(host, port, **kwargs)
         self.tls = TLSSocket(self.sock, context, server_hostname=self.host)
         self.sock = self.tls  # type: ignore[assignment]
-
-    def _read_loop(self) -> None:
-        """As RawWSClient's, with readiness that also sees bytes already decrypted."""
-        raw = getattr(self, "_pending", bytearray())
-        mqtt = bytearray()
-        while not self._stop.is_set():
-            self._unwrap(raw, mqtt)
-            if not _ready(self.tls, 0.05):
-                continue
-            try:
-                data = self.tls.recv(65536)
-            except OSError:
-                data = b""
-            if not data:
-                self._record_close(time.monotonic())
-                return
-            raw.extend(data)
 
 
 # --- paho-mqtt ----------------------------------------------------------------------------------

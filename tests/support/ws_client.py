@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import os
-import select
 import struct
 import time
 
@@ -108,11 +107,10 @@ class RawWSClient(RawClient):
         mqtt = bytearray()
         while not self._stop.is_set():
             self._unwrap(raw, mqtt)
-            readable, _, _ = select.select([self.sock], [], [], 0.05)
-            if not readable:
+            if not self._readable(0.05):
                 continue
             try:
-                data = self.sock.recv(65536)
+                data = self._recv()
             except OSError:
                 data = b""
             if not data:
