@@ -89,15 +89,9 @@ class Spool(_Records, Generic[T]):
         """Sort in place, stably. In memory when everything is there; otherwise an external
         merge sort: sorted runs of `RUN` records go to a temporary file, and a k-way merge of them
         refills the spool, so memory stays bounded by the number of runs, not of records."""
-        if self._file is None:
-            self._head += self._batch
-            self._batch = []
-            self._head.sort(key=key)
-            extra = self._head[self._in_memory:]
-            del self._head[self._in_memory:]
-            self._batch = []
-            for record in extra:
-                self.append(record)
+        if self._file is None:  # everything in memory: fewer than `BATCH` beyond the head
+            records = sorted(self._head + self._batch, key=key)
+            self._head, self._batch = records[:self._in_memory], records[self._in_memory:]
             return
         runs_file = tempfile.TemporaryFile(prefix="mqtt-keepalive-sort-")
         runs: list[list[int]] = []  # the file offset of every batch, per run

@@ -135,9 +135,6 @@ class MQTTFramer:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _plausible_start(self, data: bytes) -> bool | None:
-        return plausible_start(data)
-
     def _sync(self, data: bytes, frame_no: int, ts_ns: int) -> bool:
         """Unsynchronised: does a packet start here (with any held header bytes before `data`)?
 
@@ -145,12 +142,12 @@ class MQTTFramer:
         a packet are dropped, and `data` is judged alone: it starts a segment.
         """
         if self._head:
-            plausible = self._plausible_start(self._head + data)
+            plausible = plausible_start(self._head + data)
             if plausible is not False:
                 return self._judged(plausible, self._head + data, frame_no, ts_ns)
             self.unsynced_bytes += len(self._head)
             self._head, self._head_frame = b"", 0
-        return self._judged(self._plausible_start(data), data, frame_no, ts_ns)
+        return self._judged(plausible_start(data), data, frame_no, ts_ns)
 
     def _judged(self, plausible: bool | None, data: bytes, frame_no: int, ts_ns: int) -> bool:
         if plausible is None:  # too few bytes to judge: wait for the next segment

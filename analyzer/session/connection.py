@@ -197,10 +197,6 @@ class Connection:
             half.skip_to(half.fin_seq, frame_no, ts_ns)
             self._close(is_a, frame_no, ts_ns, rst=False)
 
-    @property
-    def holes_suspected(self) -> bool:
-        return self.halves[0].hole_deadline_ns is not None or self.halves[1].hole_deadline_ns is not None
-
     def _expire_holes(self, frame_no: int, ts_ns: int) -> None:
         for stream in self.halves:
             if stream.hole_deadline_ns is not None and ts_ns >= stream.hole_deadline_ns:
@@ -223,7 +219,7 @@ class Connection:
                 tl = self.timeline
                 if tl is None:
                     if not to_server and event.type == PacketType.CONNECT:
-                        self._swap_roles()
+                        self.swap_roles()
                         to_server = True
                     tl = self._timeline(event.first_frame, event.ts_first_ns)
                 if not to_server and event.type is PacketType.PINGRESP:
@@ -264,11 +260,12 @@ class Connection:
         with a loss: such bytes tell nothing and cannot be placed, so up to `MAX_UNPLACED` segments
         of them are passed over (`_Unplaced`) until one starts with a TLS record or an MQTT header.
         """
-        if (self.unplaced < MAX_UNPLACED and self.halves[0 if is_a else 1].mid_stream
-                and not plausible_header(payload) and plausible_start(payload) is not True):
+        tls = plausible_header(payload)
+        if (not tls and self.unplaced < MAX_UNPLACED and self.halves[0 if is_a else 1].mid_stream
+                and plausible_start(payload) is not True):
             self.unplaced += 1
             return _Unplaced(self, is_a)
-        if plausible_header(payload):
+        if tls:
             self._use_tls(tentative=False)
         elif is_a == self.client_is_a and payload.startswith(b"GET "):
             self._use_websocket()
@@ -343,9 +340,6 @@ class Connection:
         if self.on_reject is not None:
             self.on_reject()
 
-    def swap_roles(self) -> None:
-        self._swap_roles()
-
     # -- internals ----------------------------------------------------------------------------
 
     def _timeline(self, frame_no: int, ts_ns: int) -> SessionTimeline:
@@ -353,7 +347,8 @@ class Connection:
             self.timeline = self.make_timeline(self, frame_no, ts_ns)
         return self.timeline
 
-    def _swap_roles(self) -> None:
+    def swap_roles(self) -> None:
+        """The side taken for the broker is the client (its CONNECT or ClientHello says so)."""
         self.client_is_a = not self.client_is_a
         for side in self.sides:
             side.framer.direction = self._direction(side.is_a)
