@@ -17,6 +17,7 @@ from itertools import islice
 from dataclasses import dataclass, field
 
 from analyzer.checks import Judge
+from analyzer.columnar.feed import ColumnarFeed
 from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
 from analyzer.errors import InputError
 from analyzer.model import CaptureSummary, EndReason, Finding, Report, Session
@@ -28,6 +29,7 @@ from analyzer.session.connection import Connection, PacketHook, flow_key
 from analyzer.session.keyless import KeylessTimeline
 from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
+from analyzer.sources.batch import FrameBatch
 from analyzer.sources.rotation import rotation_groups
 from analyzer.spool import Chain, Spool
 from analyzer.tls.detect import client_hello_verdict, offers_mqtt
@@ -36,7 +38,10 @@ from analyzer.tls.records import ClientHello
 from analyzer.websocket.detect import upgrade_verdict
 
 NS = 1_000_000_000
-SWEEP_EVERY_NS = 30 * NS
+SWEEP_EVERY_NS = 300 * NS
+"""How often idle connections are swept, in network time. Every sweep is a point where all
+connections meet, so the columnar path judges frames in runs between sweeps: rare sweeps make long
+runs. A connection is evicted at most this long after its idle limit (60 s to an hour) passed."""
 IDLE_CLOSED_NS = 60 * NS
 IDLE_OTHER_NS = 300 * NS
 IDLE_MQTT_UNKNOWN_NS = 3600 * NS
@@ -68,6 +73,9 @@ class Options:
     that draw a session's packets (a module-level function, so `jobs` > 1 can pickle it)."""
     tls_keylogs: tuple[str, ...] = ()
     """SSLKEYLOGFILE key logs that decrypt MQTT over TLS in the captures (`--tls-keylog`)."""
+    columnar: bool = True
+    """Read captures that allow it in batches and analyse their steady frames with NumPy
+    (`analyzer.columnar`); False: frame by frame. The reports are identical either way."""
 
 
 class CaptureAnalysis:
@@ -485,14 +493,23 @@ def _analyze_group(paths: list[str], options: Options, progress: Progress | None
             results.append((_unusable(path, str(exc)), [], []))
             continue
         with reader:
-            frames = iter(reader)
-            first = next(frames, None)
+            columnar = options.columnar and options.packet_hook is None and reader.batches_available
+            if columnar:
+                batches = reader.batches()
+                batch = next(batches, None)
+                first = batch.frame(0) if batch is not None and len(batch) else None
+            else:
+                frames = iter(reader)
+                first = next(frames, None)
             if current is not None and not _continues(current.analysis.now_ns, first):
                 results.append(current.result())
                 current = None
             if current is None:
                 current = _Chain(reader.path, options)
-            current.feed(reader, first, frames, progress)
+            if columnar:
+                current.feed_batches(reader, batch, batches, progress)
+            else:
+                current.feed(reader, first, frames, progress)
     if current is not None:
         results.append(current.result())
     return results
@@ -538,6 +555,10 @@ class _Chain:
             if frame_no == before:  # nothing more was read
                 break
             last = frame_no
+        self._done(reader, last)
+
+    def _done(self, reader: CaptureReader, last: int) -> None:
+        """A file of the chain was read to its frame `last`."""
         self.offset += last
         self.paths.append(reader.path)
         self.formats.add(reader.format)
@@ -547,6 +568,26 @@ class _Chain:
         self.warnings += [prefix + w for w in reader.warnings]
         if reader.error:
             self.error = prefix + reader.error
+
+    def feed_batches(self, reader: CaptureReader, first: FrameBatch | None, batches,
+                     progress: Progress | None = None) -> None:
+        """`feed`, for a reader read in `FrameBatch`es (the columnar path)."""
+        feed = ColumnarFeed(self.analysis, sweep_every_ns=SWEEP_EVERY_NS, clock_step_ns=CLOCK_STEP_NS)
+        offset = self.offset
+        if self.paths:
+            self.analysis.plaintext.add_file(reader.path, offset)
+        if reader.tls_secrets:
+            self.analysis.plaintext.embedded_secrets(offset)
+        last = 0
+        batch = first
+        while batch is not None:
+            if len(batch):
+                feed.feed(batch, offset)
+                last = batch.first_frame + len(batch) - 1
+            if progress is not None:
+                progress(self.bytes_read + reader.bytes_read, 0)
+            batch = next(batches, None)
+        self._done(reader, last)
 
     def result(self) -> Result:
         analysis = self.analysis

@@ -29,6 +29,7 @@ from typing import IO, cast
 from analyzer.errors import InputError
 from analyzer.sources import pcap, pcapng
 from analyzer.sources.pcap import CHUNK, Read, Record
+from analyzer.sources.batch import FrameBatch
 
 HEAD = 28
 """Bytes needed to check a file header: a pcap header is 24, the smallest pcapng SHB 28."""
@@ -87,6 +88,20 @@ class CaptureReader:
         """A pcapng section carried TLS secrets (a Decryption Secrets Block) before its packets."""
         self._closers = closers
         self._records: Generator[Record, None, None] = _no_records()  # open_capture sets it
+        self._batches: Callable[[], Generator[FrameBatch, None, None]] | None = None
+
+    @property
+    def batches_available(self) -> bool:
+        """Whether `batches()` can read this capture (classic pcap, not yet read)."""
+        return self._batches is not None
+
+    def batches(self) -> Generator[FrameBatch, None, None]:
+        """Read the capture as `FrameBatch`es instead of record tuples (the columnar path); either
+        this or iteration, once."""
+        assert self._batches is not None
+        self._records = self._batches()  # type: ignore[assignment]
+        self._batches = None
+        return self._records  # type: ignore[return-value]
 
     def __iter__(self) -> Generator[Record, None, None]:
         # The walker itself, not a wrapper: a wrapper generator would double the per-frame cost.
@@ -228,6 +243,8 @@ def _open_stream(path: str, raw: Stream, closers: list[Stream]) -> CaptureReader
         reader = CaptureReader(path, "pcap", compression, closers)
         reader.linktypes.add(linktype)
         reader._records = pcap.iter_pcap(reader, read, head, order, frac_ns, snaplen, linktype)
+        reader._batches = lambda: pcap.iter_pcap_batches(reader, read, head, order, frac_ns, snaplen,
+                                                         linktype)
     elif kind == "pcapng":
         pcapng.check_section_header(head)
         reader = CaptureReader(path, "pcapng", compression, closers)

@@ -175,3 +175,66 @@ def iter_pcap(
                 return
     finally:
         state.bytes_read = base + pos
+
+
+BATCH_BYTES = 8 << 20
+"""Bytes of records read per batch (`iter_pcap_batches`): large enough that the per-batch work
+of the columnar path is spread over tens of thousands of frames, small enough to stay flat."""
+
+
+def iter_pcap_batches(
+    state: ReadState, read: Read, buf: bytes, order: str, frac_ns: int, snaplen: int, linktype: int
+) -> Generator[FrameBatch, None, None]:
+    """Every record of a pcap whose 24-byte header starts `buf`, in `FrameBatch`es.
+
+    The same walk as `iter_pcap` (same checks, same warnings and errors, same `bytes_read`), but
+    the loop per record only finds where the next one starts; timestamps and lengths are then read
+    for the whole batch at once, so a frame costs a fraction of a microsecond before analysis."""
+    from analyzer.sources.batch import FrameBatch, record_columns
+
+    unpack = struct.Struct(order + "I").unpack_from
+    cap = min(max(MAX_STANDARD, snaplen), MAX_ANY)
+    pos, base, frame = 24, 0, 0
+    try:
+        while True:
+            end = len(buf)
+            starts: list[int] = []
+            add = starts.append
+            bad = False
+            while pos + 16 <= end:
+                incl = unpack(buf, pos + 8)[0]
+                if incl > cap:
+                    bad = True
+                    break
+                if pos + 16 + incl > end:
+                    break
+                add(pos)
+                pos += 16 + incl
+            if starts:
+                yield FrameBatch.of(buf, record_columns(buf, starts, order, frac_ns), frame + 1, linktype)
+                frame += len(starts)
+                state.bytes_read = base + pos
+            if bad:
+                state.error = (
+                    f"corrupt record header for frame {frame + 1} at byte {base + pos}: captured "
+                    f"length {unpack(buf, pos + 8)[0]} is larger than {MAX_STANDARD} and the snaplen "
+                    f"{snaplen}; stopped reading"
+                )
+                return
+            rest = end - pos
+            need = 16 + (unpack(buf, pos + 8)[0] if rest >= 16 else 0)
+            try:
+                buf = fill(read, buf, pos, max(BATCH_BYTES, need))
+            except StreamFailed as exc:
+                stream_failed(state, exc, frame, base + pos)
+                return
+            base += pos
+            pos = 0
+            state.bytes_read = base
+            if not buf:
+                return
+            if len(buf) < 16 or (unpack(buf, 8)[0] <= cap and len(buf) < 16 + unpack(buf, 8)[0]):
+                state.warnings.append(cut_short(frame, base))
+                return
+    finally:
+        state.bytes_read = base + pos

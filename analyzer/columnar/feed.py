@@ -1,0 +1,174 @@
+"""Feed `FrameBatch`es to a `CaptureAnalysis`: steady frames in bulk, every other frame one by one.
+
+Theory of operation
+-------------------
+A batch is cut into runs of frames between two points where network time does something global
+(an idle sweep, a clock step), so within a run connections do not interact. For every frame the
+run decides, with NumPy over the whole run, whether it is *steady* given what its connection's
+state was at the start of the run and the frames of that connection before it:
+
+* a connection that carries nothing we analyse (decided not MQTT) or has not sent data yet: any
+  frame but a SYN;
+* an MQTT connection in a healthy steady state (`steady.Snapshot`): an in-order segment with no
+  SYN, FIN or RST, acknowledging exactly what the other side sent, whose bytes frame into packets
+  of the common kinds (`steady.frame_payloads`), each keeping the session's timeline inside every
+  limit (`steady.check_events`): a client silence no longer than any rule could object to, a
+  PINGREQ answered in time.
+
+A connection's frames up to its first unsteady one are applied in one step (`steady.apply`): the
+counters, clocks and sequence numbers they would have moved, moved. Its first unsteady frame then
+goes through `CaptureAnalysis.frame`, in capture order with the other connections' such frames.
+Its later frames wait for the next pass over the run, which judges them afresh from the state the
+unsteady frame left. Passes repeat until the run is done.
+
+Order matters only where connections meet: the stream numbers of new connections. A SYN that would
+wait for a later pass (and might open a connection with a new number) ends the run before it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from analyzer.columnar import steady
+from analyzer.columnar.segments import Segments, decode
+from analyzer.decode.tcp import ACK, SYN, decode_segment
+from analyzer.sources.batch import FrameBatch
+
+if TYPE_CHECKING:
+    from analyzer.engine import CaptureAnalysis
+
+MAX_RUN = 1 << 17
+"""Frames judged together at most."""
+MAX_PASSES = 6
+"""Passes over a run; in the last, a connection's frames after its first unsteady one all go the
+per-frame way, in capture order (a connection that stays unusual costs one pass, not one each)."""
+
+
+class ColumnarFeed:
+    """Feeds one capture's batches to `analysis`; see the module docstring."""
+
+    def __init__(self, analysis: CaptureAnalysis, *, sweep_every_ns: int, clock_step_ns: int) -> None:
+        self.analysis = analysis
+        self.sweep_every_ns = sweep_every_ns
+        self.clock_step_ns = clock_step_ns
+
+    def feed(self, batch: FrameBatch, offset: int = 0) -> None:
+        """Take every frame of `batch`; frame numbers are `offset` on from the batch's own."""
+        analysis = self.analysis
+        n = len(batch)
+        if not n:
+            return
+        segs = decode(batch)
+        flows = _FlowIds(batch, segs)
+        ts = batch.ts_ns
+        pos = 0
+        while pos < n:
+            if analysis._next_sweep_ns is None or len(analysis.table) > analysis.table.max_flows // 2:
+                self._one(batch, pos, offset)
+                pos += 1
+                continue
+            window = ts[pos:pos + MAX_RUN]
+            before = np.maximum.accumulate(np.concatenate(([analysis.now_ns], window)))[:-1]
+            turn = (((window > before) & (window >= analysis._next_sweep_ns))
+                    | (window < before - self.clock_step_ns))
+            end = int(np.argmax(turn)) if turn.any() else len(window)
+            if end == 0:
+                self._one(batch, pos, offset)
+                pos += 1
+                continue
+            pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset).run()
+
+    def _one(self, batch: FrameBatch, i: int, offset: int) -> None:
+        frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
+        self.analysis.frame(frame_no + offset, ts_ns, linktype, data)
+
+
+class _FlowIds:
+    """Which TCP connection each frame of a batch belongs to: `gid` (-1: not a TCP segment) and,
+    per id, the 4-tuple of its lower endpoint towards its higher one (`keys`); `lower[i]` tells
+    whether frame i was sent by the lower endpoint."""
+
+    def __init__(self, batch: FrameBatch, segs: Segments) -> None:
+        n = len(batch)
+        a = (segs.src << 16) | segs.sport
+        b = (segs.dst << 16) | segs.dport
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        gid = np.full(n, -1, dtype=np.int64)
+        lower = a <= b
+        keys: list[tuple[bytes, int, bytes, int]] = []
+        simple = np.flatnonzero(segs.simple & (a != b))
+        if len(simple):
+            pairs = np.stack([lo[simple], hi[simple]], axis=1)
+            uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+            gid[simple] = inverse.reshape(-1)
+            for x, y in uniq.tolist():
+                keys.append(((x >> 16).to_bytes(4, "big"), x & 0xFFFF, (y >> 16).to_bytes(4, "big"),
+                             y & 0xFFFF))
+        index = {k: i for i, k in enumerate(keys)}
+        for i in np.flatnonzero(~segs.simple).tolist():  # other shapes: decoded the per-frame way
+            seg = decode_segment(batch.linktype, batch.frame(i)[3])
+            if seg.__class__ is str:
+                continue
+            one, two = (seg[0], seg[1]), (seg[2], seg[3])  # type: ignore[index]
+            if one == two:
+                continue
+            first, second = (one, two) if one < two else (two, one)
+            key = (first[0], first[1], second[0], second[1])
+            gid[i] = index.setdefault(key, len(keys))
+            if gid[i] == len(keys):
+                keys.append(key)
+            lower[i] = one < two
+            segs.flags[i] = seg[6]  # type: ignore[index]  (the run's SYN rule reads it)
+        self.gid, self.keys, self.lower = gid, keys, lower
+
+
+class _Run:
+    """One run of frames (see the module docstring), judged and applied in passes."""
+
+    def __init__(self, feed: ColumnarFeed, batch: FrameBatch, segs: Segments, flows: _FlowIds,
+                 lo: int, hi: int, before: np.ndarray, offset: int) -> None:
+        self.feed, self.batch, self.segs, self.flows = feed, batch, segs, flows
+        self.lo, self.hi, self.before, self.offset = lo, hi, before, offset
+
+    def run(self) -> int:
+        """Analyse the run's frames; return where the next run starts (a run may end early)."""
+        analysis = self.feed.analysis
+        rest = np.arange(self.lo, self.hi)
+        passes = 0
+        while len(rest):
+            passes += 1
+            last = passes == MAX_PASSES
+            plan = steady.plan(analysis, self.batch, self.segs, self.flows, rest, self.offset, last)
+            if passes == 1:
+                late_syn = plan.deferred[(self.segs.flags[plan.deferred] & (SYN | ACK)) == SYN]
+                if len(late_syn):  # see the module docstring: end the run before it
+                    self.hi = int(late_syn[0])
+                    rest = rest[rest < self.hi]
+                    plan = steady.plan(analysis, self.batch, self.segs, self.flows, rest, self.offset,
+                                       last)
+            self._apply(plan)
+            rest = plan.deferred
+        analysis.now_ns = max(analysis.now_ns, int(self.batch.ts_ns[self.lo:self.hi].max()))
+        analysis.last_frame = self.batch.first_frame + self.offset + self.hi - 1
+        return self.hi
+
+    def _apply(self, plan: steady.Plan) -> None:
+        """The pass's steady frames in bulk and its other frames one by one, in capture order."""
+        analysis = self.feed.analysis
+        batch = self.batch
+        pending = plan.bulk  # group -> what its steady frames do
+        before = self.before
+        lo, offset = self.lo, self.offset
+        frame = analysis.frame
+        for i, g in zip(plan.single.tolist(), plan.single_gid.tolist()):
+            if g >= 0:
+                work = pending.pop(g, None)
+                if work is not None:
+                    steady.apply(work)
+            analysis.now_ns = int(before[i - lo])
+            frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
+            frame(frame_no + offset, ts_ns, linktype, data)
+        for work in pending.values():
+            steady.apply(work)

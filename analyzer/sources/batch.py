@@ -1,0 +1,55 @@
+"""Frames in batches: one buffer of records plus columns saying where each frame lies in it.
+
+The columnar analysis path (`analyzer.columnar`) reads a capture a few megabytes at a time. A
+`FrameBatch` keeps the raw buffer as read and NumPy columns for its frames (where the data starts,
+captured and wire length, timestamp), so nothing is built per frame until a frame needs Python:
+`frame(i)` gives the record tuple the per-frame path takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Consecutive frames of one capture; frame `i` is number `first_frame + i`."""
+
+    buf: bytes
+    data_start: np.ndarray
+    """int64: where each frame's data starts in `buf`."""
+    caplen: np.ndarray
+    """int64: bytes of each frame in the capture."""
+    wire_len: np.ndarray
+    ts_ns: np.ndarray
+    """int64 nanoseconds since the epoch."""
+    first_frame: int
+    linktype: int
+
+    @classmethod
+    def of(cls, buf: bytes, columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+           first_frame: int, linktype: int) -> FrameBatch:
+        start, caplen, wire_len, ts_ns = columns
+        return cls(buf, start, caplen, wire_len, ts_ns, first_frame, linktype)
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+    def frame(self, i: int) -> tuple[int, int, int, bytes, int]:
+        """Frame `i` as the per-frame path's record: (frame_no, ts_ns, linktype, data, wire_len)."""
+        start = int(self.data_start[i])
+        return (self.first_frame + i, int(self.ts_ns[i]), self.linktype,
+                self.buf[start:start + int(self.caplen[i])], int(self.wire_len[i]))
+
+
+def record_columns(buf: bytes, starts: list[int], order: str,
+                   frac_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Columns of the pcap records whose 16-byte headers start at `starts` in `buf`."""
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    at = np.asarray(starts, dtype=np.int64)
+    heads = sliding_window_view(raw, 16)[at].copy().view(np.dtype(order + "u4"))
+    sec, frac, caplen, wire = (heads[:, k].astype(np.int64) for k in range(4))
+    return at + 16, caplen, wire, sec * 1_000_000_000 + frac * frac_ns
