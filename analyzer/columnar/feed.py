@@ -21,8 +21,11 @@ goes through `CaptureAnalysis.frame`, in capture order with the other connection
 Its later frames wait for the next pass over the run, which judges them afresh from the state the
 unsteady frame left. Passes repeat until the run is done.
 
-Order matters only where connections meet: the stream numbers of new connections. A SYN that would
-wait for a later pass (and might open a connection with a new number) ends the run before it.
+Order matters only where connections meet: the stream numbers of new connections, and a CONNECT
+that takes over an older session by client id. So a run ends before a SYN that would wait for a
+later pass (it might open a connection with a new number), and before any data of a connection that
+is not steady once frames have started to wait (it might be a CONNECT). A run never holds more
+frames than the flow table has room for, so no connection is shed inside one.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ class ColumnarFeed:
                 self._one(batch, pos, offset)
                 pos += 1
                 continue
-            window = ts[pos:pos + MAX_RUN]
+            room = analysis.table.max_flows - len(analysis.table)  # no flow is shed inside a run
+            window = ts[pos:pos + min(MAX_RUN, room)]
             before = np.maximum.accumulate(np.concatenate(([analysis.now_ns], window)))[:-1]
             turn = (((window > before) & (window >= analysis._next_sweep_ns))
                     | (window < before - self.clock_step_ns))
@@ -142,9 +146,11 @@ class _Run:
             last = passes == MAX_PASSES
             plan = steady.plan(analysis, self.batch, self.segs, self.flows, rest, self.offset, last)
             if passes == 1:
-                late_syn = plan.deferred[(self.segs.flags[plan.deferred] & (SYN | ACK)) == SYN]
-                if len(late_syn):  # see the module docstring: end the run before it
-                    self.hi = int(late_syn[0])
+                cuts = plan.deferred[(self.segs.flags[plan.deferred] & (SYN | ACK)) == SYN][:1].tolist()
+                if len(plan.deferred):
+                    cuts += plan.unsettled[plan.unsettled > plan.deferred[0]][:1].tolist()
+                if cuts:  # see the module docstring: end the run before it
+                    self.hi = min(cuts)
                     rest = rest[rest < self.hi]
                     plan = steady.plan(analysis, self.batch, self.segs, self.flows, rest, self.offset,
                                        last)

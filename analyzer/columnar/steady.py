@@ -53,6 +53,9 @@ class Plan:
     single_gid: np.ndarray
     deferred: np.ndarray
     bulk: dict[int, Work]
+    unsettled: np.ndarray
+    """Frames with data on connections that are not steady (they may carry a CONNECT, which
+    reaches across connections: a takeover by client id)."""
 
 
 @dataclass
@@ -101,7 +104,9 @@ def plan(analysis: CaptureAnalysis, batch: FrameBatch, segs: Segments, flows: _F
     fast = row < limit
     bulk = _bulk(rest, fast, slot, snaps, batch, segs, events)
     ids = present.tolist()
-    return Plan(rest[single_rows], gid[single_rows], deferred, {ids[x]: w for x, w in bulk.items()})
+    unsettled = rest[((kind == SINGLE) | (kind == ABSENT)) & ((segs.pay_len[rest] > 0) | ~simple)]
+    return Plan(rest[single_rows], gid[single_rows], deferred, {ids[x]: w for x, w in bulk.items()},
+                unsettled)
 
 
 # -- snapshots ------------------------------------------------------------------------------------

@@ -195,6 +195,7 @@ def iter_pcap_batches(
     unpack = struct.Struct(order + "I").unpack_from
     cap = min(max(MAX_STANDARD, snaplen), MAX_ANY)
     pos, base, frame = 24, 0, 0
+    failed: StreamFailed | None = None
     try:
         while True:
             end = len(buf)
@@ -221,16 +222,25 @@ def iter_pcap_batches(
                     f"{snaplen}; stopped reading"
                 )
                 return
+            if failed is not None:  # what was read before the failure is analysed first
+                stream_failed(state, failed, frame, base + pos)
+                return
             rest = end - pos
             need = 16 + (unpack(buf, pos + 8)[0] if rest >= 16 else 0)
-            try:
-                buf = fill(read, buf, pos, max(BATCH_BYTES, need))
-            except StreamFailed as exc:
-                stream_failed(state, exc, frame, base + pos)
-                return
-            base += pos
-            pos = 0
+            buf, base, pos = buf[pos:], base + pos, 0
+            target = max(BATCH_BYTES, need)
+            while len(buf) < target:  # a megabyte at a time, so a failure loses no records
+                try:
+                    more = fill(read, buf, 0, len(buf) + 1)  # one read of up to CHUNK
+                except StreamFailed as exc:
+                    failed = exc
+                    break
+                if len(more) == len(buf):
+                    break
+                buf = more
             state.bytes_read = base
+            if failed is not None:
+                continue
             if not buf:
                 return
             if len(buf) < 16 or (unpack(buf, 8)[0] <= cap and len(buf) < 16 + unpack(buf, 8)[0]):

@@ -1,0 +1,480 @@
+"""The columnar path and the frame-by-frame path give identical reports.
+
+`Options(columnar=True)` reads classic pcap captures in `FrameBatch`es and analyses their steady
+frames with NumPy (`analyzer.columnar`); `columnar=False` runs every frame through
+`CaptureAnalysis.frame`. The contract is the whole report, byte for byte: the same sessions,
+findings, capture summaries, warnings and errors. Each case here renders both reports as the CLI's
+`--format json` does and compares the parsed documents (they hold no time of day; the tool version
+is the same in both).
+
+Inputs: the shipped captures, synthetic broker captures from `bench/generate.py`, rotated and
+merged files, compressed, truncated and corrupt copies, other link layers, other options, batch
+and run boundaries forced small, stdin, and the public corpus in `../shared/captures-public`
+(skipped when it is absent, like `tests/corpus`).
+"""
+
+from __future__ import annotations
+
+import bz2
+import datetime as dt
+import gzip
+import importlib.util
+import io
+import json
+import lzma
+import os
+import shutil
+import struct
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from analyzer.engine import Options, analyze
+from analyzer.model import Report, Severity
+from analyzer.report.json import render_json
+from analyzer.ruleset import load_ruleset
+from analyzer.sources import open_capture
+from tests.unit.test_pipeline_variants import VARIANTS, write_pcap, write_pcapng
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPTURES = ROOT / "captures"
+SHIPPED = sorted(p.name for p in CAPTURES.glob("*.pcap"))
+PUBLIC = ROOT.parent / "shared" / "captures-public"
+RULESET = load_ruleset()
+TODAY = dt.date(2026, 1, 1)
+
+
+def _load_generate() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "bench" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+generate = _load_generate().generate
+
+# -- comparing the two paths --------------------------------------------------------------------
+
+
+def report(paths: list[str | Path], **options: Any) -> Report:
+    options.setdefault("ruleset", RULESET)
+    options.setdefault("today", TODAY)
+    return analyze([str(p) for p in paths], Options(**options))
+
+
+def document(paths: list[str | Path] | Report, **options: Any) -> dict[str, Any]:
+    """The report (of `paths`) as the JSON document `--format json` writes."""
+    found = paths if isinstance(paths, Report) else report(paths, **options)
+    out = io.StringIO()
+    render_json(found, Severity.ERROR, out)
+    return json.loads(out.getvalue())
+
+
+def differences(columnar: Any, per_frame: Any, where: str = "$", limit: int = 12) -> list[str]:
+    """Where two JSON documents differ, as `path: columnar != per-frame` lines (the first few)."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if len(out) >= limit:
+            return
+        if type(a) is not type(b):
+            out.append(f"{path}: {a!r:.300} != {b!r:.300}")
+        elif isinstance(a, dict):
+            for key in list(a) + [k for k in b if k not in a]:
+                if key not in a or key not in b:
+                    out.append(f"{path}.{key}: only on the {'columnar' if key in a else 'per-frame'} path")
+                else:
+                    walk(a[key], b[key], f"{path}.{key}")
+        elif isinstance(a, list):
+            if len(a) != len(b):
+                out.append(f"{path}: {len(a)} items != {len(b)} items")
+            for i, (x, y) in enumerate(zip(a, b)):
+                walk(x, y, f"{path}[{i}]")
+        elif a != b:
+            out.append(f"{path}: {a!r:.300} != {b!r:.300}")
+
+    walk(columnar, per_frame, where)
+    return out
+
+
+def _objects(found: Report) -> dict[str, Any]:
+    """The report's records as objects: they also hold what JSON leaves out (the gap samples of a
+    session, which the HTML report draws)."""
+    return {"captures": list(found.captures), "sessions": list(found.sessions),
+            "findings": list(found.findings), "suppressed": list(found.suppressed),
+            "warnings": list(found.warnings)}
+
+
+def report_differences(paths: list[str | Path], **options: Any) -> tuple[dict[str, Any], list[str]]:
+    """The columnar path's JSON document, and how the two paths' reports differ (nothing: [])."""
+    columnar, per_frame = report(paths, columnar=True, **options), report(paths, columnar=False, **options)
+    doc_c, doc_f = document(columnar), document(per_frame)
+    if doc_c != doc_f:
+        return doc_c, differences(doc_c, doc_f)
+    objects_c, objects_f = _objects(columnar), _objects(per_frame)
+    out = []
+    for key, items in objects_c.items():
+        if items != objects_f[key]:
+            pairs = [(i, x, y) for i, (x, y) in enumerate(zip(items, objects_f[key])) if x != y]
+            out += [f"report.{key}[{i}]: {x!r:.400} != {y!r:.400}" for i, x, y in pairs[:3]]
+            out += [] if pairs else [f"report.{key}: {len(items)} items != {len(objects_f[key])} items"]
+    return doc_c, out
+
+
+def assert_same_report(paths: list[str | Path], **options: Any) -> dict[str, Any]:
+    """Both paths give the same report; returns its JSON document (for checks that the case did
+    something)."""
+    doc, found = report_differences(paths, **options)
+    if found:
+        lines = "\n  ".join(found)
+        pytest.fail(f"columnar and per-frame reports differ for {[str(p) for p in paths]} "
+                    f"(options {options}):\n  {lines}", pytrace=False)
+    return doc
+
+
+# -- capture helpers ----------------------------------------------------------------------------
+
+
+def record_offsets(data: bytes) -> list[int]:
+    """Where each record header of a little-endian classic pcap starts."""
+    offsets, pos = [], 24
+    while pos + 16 <= len(data):
+        offsets.append(pos)
+        pos += 16 + struct.unpack_from("<I", data, pos + 8)[0]
+    return offsets
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory):
+    """`bench/generate.py` captures by (frames, clients, seed), generated once per module."""
+    top = tmp_path_factory.mktemp("synthetic")
+    made: dict[tuple[int, int, int], Path] = {}
+
+    def make(frames: int, clients: int, seed: int) -> Path:
+        key = (frames, clients, seed)
+        if key not in made:
+            path = top / f"gen-{frames}-{clients}-{seed}.pcap"
+            generate(path, frames, clients, seed)
+            made[key] = path
+        return made[key]
+
+    return make
+
+
+# -- the shipped captures -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_capture(name: str) -> None:
+    doc = assert_same_report([CAPTURES / name])
+    assert doc["captures"][0]["error"] is None
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CAPTURES.glob("*.keys")))
+def test_shipped_tls_capture_with_its_key_log(name: str) -> None:
+    capture = CAPTURES / name.replace(".keys", ".pcap")
+    assert_same_report([capture], tls_keylogs=(str(CAPTURES / name),))
+
+
+def test_all_shipped_captures_in_one_run() -> None:
+    doc = assert_same_report([CAPTURES])
+    assert len(doc["captures"]) == len(SHIPPED)
+
+
+# -- synthetic broker captures (bench/generate.py) ----------------------------------------------
+
+SYNTHETIC = [  # (frames, clients, seed): few clients (long runs per connection) to many
+    (3_000, 3, 1), (3_000, 40, 2), (6_000, 5, 3), (8_000, 120, 4), (12_000, 12, 5),
+    (20_000, 60, 6),
+]
+
+
+@pytest.mark.parametrize(("frames", "clients", "seed"), SYNTHETIC)
+def test_synthetic_capture(synthetic, frames: int, clients: int, seed: int) -> None:
+    doc = assert_same_report([synthetic(frames, clients, seed)])
+    assert doc["captures"][0]["frames"] >= frames and doc["sessions"]
+
+
+def test_synthetic_capture_options(synthetic) -> None:
+    """--assume-keep-alive and other port sets: port 80 (the background HTTP) as an MQTT port,
+    and only a port nobody uses, so MQTT is found by its CONNECT."""
+    path = synthetic(6_000, 5, 3)
+    assert_same_report([path], assume_keep_alive_s=5)
+    assert_same_report([path], assume_keep_alive_s=1, ports=frozenset({1883}))
+    assert_same_report([path], ports=frozenset({80, 1883}))
+    assert_same_report([path], ports=frozenset({80}))
+    assert_same_report([path], ports=frozenset({1884}))
+
+
+def test_shipped_captures_with_options() -> None:
+    assert_same_report([CAPTURES / "mid-stream.pcap"], assume_keep_alive_s=1)
+    assert_same_report([CAPTURES / "mid-stream.pcap"], assume_keep_alive_s=60)
+    assert_same_report([CAPTURES / "late-pinger.pcap"], assume_keep_alive_s=1)
+    assert_same_report([CAPTURES / "late-pinger.pcap"], ports=frozenset({1884}))
+    assert_same_report([CAPTURES / "ws-paho.pcap"], ports=frozenset({1883}))
+    assert_same_report([CAPTURES], ports=frozenset({9001, 1883}), assume_keep_alive_s=30)
+
+
+@pytest.mark.parametrize("batch_bytes", [4096, 65_536])
+def test_small_batches(synthetic, monkeypatch: pytest.MonkeyPatch, batch_bytes: int) -> None:
+    """Batch boundaries inside records and sessions, many batches per capture."""
+    import analyzer.sources.pcap as pcap
+
+    monkeypatch.setattr(pcap, "BATCH_BYTES", batch_bytes)
+    assert_same_report([synthetic(3_000, 3, 1)])
+    assert_same_report([synthetic(3_000, 40, 2)])
+
+
+@pytest.mark.parametrize("max_run", [3, 64])
+def test_short_runs(synthetic, monkeypatch: pytest.MonkeyPatch, max_run: int) -> None:
+    """Runs cut short (`MAX_RUN`): steady state carried from one run into the next."""
+    import analyzer.columnar.feed as feed
+
+    monkeypatch.setattr(feed, "MAX_RUN", max_run)
+    assert_same_report([synthetic(3_000, 3, 1)])
+
+
+# -- rotated and merged files -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_rotated_files(synthetic, tmp_path: Path, parts: int) -> None:
+    """A capture split like `tcpdump -C` (dev.pcap0, dev.pcap1...): one analysis across the files,
+    whether given as a directory or file by file in any order."""
+    data = synthetic(6_000, 5, 3).read_bytes()
+    offsets = record_offsets(data)
+    cuts = [offsets[len(offsets) * i // parts] for i in range(parts)] + [len(data)]
+    files = []
+    for i in range(parts):
+        path = tmp_path / f"dev.pcap{i}"
+        path.write_bytes(data[:24] + data[cuts[i]:cuts[i + 1]])
+        files.append(path)
+    doc = assert_same_report([tmp_path])
+    assert len(doc["captures"]) == 1 and "rotated files" in doc["captures"][0]["warnings"][0]
+    assert_same_report(files[::-1])
+    assert_same_report(files, assume_keep_alive_s=2)
+
+
+def test_rotated_file_cut_after_one_record(synthetic, tmp_path: Path) -> None:
+    data = synthetic(3_000, 40, 2).read_bytes()
+    second = record_offsets(data)[1]
+    (tmp_path / "ring_001.pcap").write_bytes(data[:second])
+    (tmp_path / "ring_002.pcap").write_bytes(data[:24] + data[second:])
+    assert_same_report([tmp_path])
+
+
+def test_rotation_of_pcap_and_pcapng_files(synthetic, tmp_path: Path) -> None:
+    """A rotation whose files alternate between pcap (read in batches) and pcapng (frame by frame
+    on both paths): one analysis carried from one reader to the other."""
+    with open_capture(str(synthetic(6_000, 5, 3))) as reader:
+        frames = [(ts, data) for _, ts, _, data, _ in reader]
+    cuts = [len(frames) * i // 4 for i in range(5)]
+    for i in range(4):
+        write = write_pcapng if i % 2 else write_pcap
+        write(tmp_path / f"dev.cap{i}", 1, frames[cuts[i]:cuts[i + 1]])
+    doc = assert_same_report([tmp_path])
+    assert len(doc["captures"]) == 1 and doc["captures"][0]["format"] == "pcap/pcapng"
+
+
+def test_merged_and_overlapping_captures(synthetic, tmp_path: Path) -> None:
+    """Unrelated captures analysed together, numbered copies of the same moment (not a rotation),
+    and one file holding two recordings one after the other (the clock goes back)."""
+    one, two = synthetic(3_000, 40, 2), synthetic(6_000, 5, 3)
+    assert_same_report([one, two])
+    assert_same_report([CAPTURES / "late-pinger.pcap", one, CAPTURES / "silent-client.pcap"])
+    shutil.copy(one, tmp_path / "probe1.pcap")
+    shutil.copy(one, tmp_path / "probe2.pcap")
+    doc = assert_same_report([tmp_path])
+    assert len(doc["captures"]) == 2
+    data = one.read_bytes()
+    half = record_offsets(data)[1_500]
+    back = tmp_path / "clock-back.pcap"
+    back.write_bytes(data[:24] + data[half:] + data[24:half])
+    doc = assert_same_report([back])
+    assert any("timestamps go back" in w for w in doc["captures"][0]["warnings"])
+
+
+# -- compressed, truncated and corrupt copies ---------------------------------------------------
+
+COMPRESSORS = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}
+
+
+@pytest.mark.parametrize("suffix", COMPRESSORS)
+def test_compressed_copies(synthetic, tmp_path: Path, suffix: str) -> None:
+    for source in (CAPTURES / "split-and-coalesced.pcap", synthetic(3_000, 40, 2)):
+        path = tmp_path / f"{source.name}.{suffix}"
+        path.write_bytes(COMPRESSORS[suffix](source.read_bytes()))
+        doc = assert_same_report([path])
+        assert doc["captures"][0]["error"] is None and not doc["captures"][0]["warnings"]
+
+
+def _cuts(data: bytes) -> dict[str, int]:
+    """Byte offsets to cut a capture at: inside the file header, inside record headers and record
+    data, exactly between records, and the last byte."""
+    offsets = record_offsets(data)
+    mid = offsets[len(offsets) // 2]
+    return {
+        "file header": 10,
+        "after file header": 24,
+        "first record header": 24 + 7,
+        "first record data": 24 + 16 + 5,
+        "second record header": offsets[1] + 15,
+        "middle record header": mid + 8,
+        "middle record data": mid + 16 + 20,
+        "between records": mid,
+        "last byte": len(data) - 1,
+    }
+
+
+@pytest.mark.parametrize("capture", ["late-pinger.pcap", "synthetic"])
+def test_truncated_copies(synthetic, tmp_path: Path, capture: str) -> None:
+    source = CAPTURES / capture if capture != "synthetic" else synthetic(3_000, 40, 2)
+    data = source.read_bytes()
+    for where, cut in _cuts(data).items():
+        path = tmp_path / f"cut-{cut}.pcap"
+        path.write_bytes(data[:cut])
+        doc = assert_same_report([path])
+        summary = doc["captures"][0]
+        if "header" in where and where != "after file header" or "data" in where or where == "last byte":
+            assert summary["error"] is not None or summary["warnings"], where
+
+
+def test_truncated_gzip_copies(synthetic, tmp_path: Path) -> None:
+    """Compressed streams cut short: the warning ("compressed stream ends early") and every frame
+    before it must be the same on both paths."""
+    for source in (CAPTURES / "receive-only-subscriber.pcap", synthetic(3_000, 40, 2)):
+        compressed = gzip.compress(source.read_bytes())
+        for cut in (len(compressed) // 3, len(compressed) - 10, len(compressed) - 1):
+            path = tmp_path / f"{source.stem}-{cut}.pcap.gz"
+            path.write_bytes(compressed[:cut])
+            doc = assert_same_report([path])
+            assert doc["captures"][0]["warnings"]
+
+
+def test_gzip_of_a_truncated_capture(synthetic, tmp_path: Path) -> None:
+    """A complete gzip stream of a capture cut inside a record."""
+    data = synthetic(3_000, 40, 2).read_bytes()
+    cut = _cuts(data)["middle record data"]
+    path = tmp_path / "cut.pcap.gz"
+    path.write_bytes(gzip.compress(data[:cut]))
+    doc = assert_same_report([path])
+    assert doc["captures"][0]["warnings"]
+
+
+@pytest.mark.parametrize("length", [0xFFFFFFF0, 300_000])
+def test_corrupt_record_length(synthetic, tmp_path: Path, length: int) -> None:
+    """A captured length larger than any snaplen allows, on the first, a middle and the last
+    record: reading stops there with an error."""
+    data = synthetic(3_000, 40, 2).read_bytes()
+    offsets = record_offsets(data)
+    for k in (0, 1, len(offsets) // 2, len(offsets) - 1):
+        bad = bytearray(data)
+        struct.pack_into("<I", bad, offsets[k] + 8, length)
+        path = tmp_path / f"corrupt-{k}.pcap"
+        path.write_bytes(bytes(bad))
+        summary = assert_same_report([path])["captures"][0]
+        assert "corrupt record header" in summary["error"] and summary["frames"] == k
+
+
+def test_record_length_past_the_end(synthetic, tmp_path: Path) -> None:
+    """A plausible captured length that swallows the following records: the last one runs past
+    the end of the file (a cut-short warning); a middle one makes the rest of the file garbage."""
+    data = synthetic(3_000, 40, 2).read_bytes()
+    offsets = record_offsets(data)
+    for k in (len(offsets) - 1, len(offsets) - 3, len(offsets) // 2):
+        bad = bytearray(data)
+        struct.pack_into("<I", bad, offsets[k] + 8, 200_000)
+        path = tmp_path / f"long-{k}.pcap"
+        path.write_bytes(bytes(bad))
+        summary = assert_same_report([path])["captures"][0]
+        assert summary["warnings"] or summary["error"]
+
+
+# -- other link layers and frame shapes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))
+@pytest.mark.parametrize("name", ["compliant-pinger.pcap", "late-pinger.pcap", "split-and-coalesced.pcap",
+                                  "ws-paho.pcap"])
+def test_link_layer_variants(tmp_path: Path, name: str, variant: str) -> None:
+    """The shipped captures rewritten as other capture setups write them (`test_pipeline_variants`):
+    frames the columnar decoder does not take (raw IP, Linux cooked, VLAN tags) go the per-frame
+    way and must be judged exactly as on that path."""
+    with open_capture(str(CAPTURES / name)) as reader:
+        frames = [(ts, data) for _, ts, _, data, _ in reader]
+        linktype = next(iter(reader.linktypes))
+    try:
+        new_linktype, new_frames = VARIANTS[variant](linktype, frames)
+    except AssertionError:  # the variant changes nothing in this capture
+        pytest.skip("variant does not apply")
+    assert_same_report([write_pcap(tmp_path / "v.pcap", new_linktype, new_frames)])
+
+
+# -- stdin --------------------------------------------------------------------------------------
+
+
+class _Stdin:
+    """What `open_capture('-')` uses of `sys.stdin`."""
+
+    def __init__(self, buffer: io.BufferedReader) -> None:
+        self.buffer = buffer
+
+    def isatty(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("cut", ["whole", "inside a record"])
+def test_stdin_pipe(synthetic, monkeypatch: pytest.MonkeyPatch, cut: str) -> None:
+    """'-' read from a pipe that delivers 3,000 bytes at a time, whole or ending inside a record."""
+    data = synthetic(3_000, 40, 2).read_bytes()
+    if cut != "whole":
+        data = data[:_cuts(data)["middle record data"]]
+
+    def run(columnar: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        read_fd, write_fd = os.pipe()
+
+        def feed() -> None:
+            with os.fdopen(write_fd, "wb", buffering=0) as pipe:
+                for i in range(0, len(data), 3000):
+                    pipe.write(data[i:i + 3000])
+
+        writer = threading.Thread(target=feed)
+        writer.start()
+        with os.fdopen(read_fd, "rb") as pipe:
+            monkeypatch.setattr(sys, "stdin", _Stdin(pipe))
+            found = report(["-"], columnar=columnar)
+        writer.join()
+        return document(found), _objects(found)
+
+    (columnar, objects), (per_frame, expected) = run(True), run(False)
+    assert columnar == per_frame, "\n".join(differences(columnar, per_frame))
+    assert objects == expected
+    assert bool(columnar["captures"][0]["warnings"]) == (cut != "whole")
+
+
+# -- the public corpus (../shared/captures-public) -----------------------------------------------
+
+
+def _public() -> list[Any]:
+    if not PUBLIC.is_dir():
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"public corpus not found at {PUBLIC}"),
+                             id="no-corpus")]
+    return sorted(p.name for p in PUBLIC.glob("*.pcap"))
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("name", _public())
+def test_public_capture(name: str) -> None:
+    """Each public capture with the default ports and with the MQTT ports its tshark oracle used
+    (as `tests/corpus` analyses it)."""
+    path = PUBLIC / name
+    assert_same_report([path])
+    oracle = path.with_name(name + ".tshark.json")
+    if oracle.exists():
+        ports = frozenset(json.loads(oracle.read_text())["server_ports"])
+        assert_same_report([path], ports=ports)
