@@ -1,16 +1,17 @@
 """Property: the columnar path and the frame-by-frame path give identical reports (Hypothesis).
 
 Random small captures (Ethernet / IPv4 / TCP, linktype 1, written with `struct`) of a few MQTT
-clients talking to a broker on port 1883: TCP handshakes, CONNECT (3.1.1, Keep Alive 1-5 s, client
-ids from a small pool so that a newer connection can take an older one's session over), PINGREQ /
+clients talking to a broker on port 1883 (now and then 1884, found by the CONNECT): TCP handshakes,
+CONNECT (3.1.1, Keep Alive 1-5 s, rarely 0 or 5.0 with a Server Keep Alive; client ids from a small
+pool, so that a newer connection can take an older one's session over; a second CONNECT), PINGREQ /
 PINGRESP (answered, late, unanswered, unsolicited), PUBLISH in one segment, split over segments
 or several in one, broker PUBLISHes, pure ACKs, retransmissions, segments out of order or never
 captured, FIN, RST and DISCONNECT, a later connection on the same 4-tuple, connections that start
 mid-stream, frames of other shapes (VLAN tag, IP options, cut by the snap length), noise (HTTP,
 UDP), and time that jumps: gaps around K and 1.5 K, beyond the analyzer's idle sweep
 (`engine.SWEEP_EVERY_NS`, where the columnar path's runs end), beyond idle eviction, and backwards
-(jitter and clock steps). The report with
-`Options(columnar=True)` must equal the one with `columnar=False`, as the JSON document.
+(jitter and clock steps). The report with `Options(columnar=True)` must equal the one with
+`columnar=False`: the JSON document, and the report's records (which also hold the gap samples).
 
 A failing example's capture is kept at `columnar-property-failure.pcap` in the temporary
 directory, to replay with `mqtt-keepalive analyze`.
@@ -68,24 +69,15 @@ class Conn:
     sent: dict[bool, bytes] = field(default_factory=dict)
     """The last data frame of each side (True: the client), for retransmissions."""
 
-    def frame(self, from_client: bool, payload: bytes = b"", flags: int = PSH | ACK,
-              seq: int | None = None) -> bytes:
-        """A segment of this connection (not written); advances that side's sequence number unless
-        `seq` is given."""
+    def frame(self, from_client: bool, payload: bytes = b"", flags: int = PSH | ACK) -> bytes:
+        """A segment of this connection (not written); advances that side's sequence number."""
+        step = len(payload) + (1 if flags & (SYN | FIN) else 0)
         if from_client:
-            own, other = self.cseq, self.sseq
-            data = ip_tcp(self.ip, self.port, BROKER, self.server_port, own if seq is None else seq,
-                          other, flags, payload)
+            data = ip_tcp(self.ip, self.port, BROKER, self.server_port, self.cseq, self.sseq, flags, payload)
+            self.cseq = (self.cseq + step) % MOD
         else:
-            own, other = self.sseq, self.cseq
-            data = ip_tcp(BROKER, self.server_port, self.ip, self.port, own if seq is None else seq,
-                          other, flags, payload)
-        if seq is None:
-            step = len(payload) + (1 if flags & (SYN | FIN) else 0)
-            if from_client:
-                self.cseq = (self.cseq + step) % MOD
-            else:
-                self.sseq = (self.sseq + step) % MOD
+            data = ip_tcp(BROKER, self.server_port, self.ip, self.port, self.sseq, self.cseq, flags, payload)
+            self.sseq = (self.sseq + step) % MOD
         if payload:
             self.sent[from_client] = data
         return data
@@ -117,8 +109,9 @@ class Capture:
         """Move the clock (backwards too); the next frame comes `dt_ns` after the last one."""
         self.now = max(self.now + dt_ns, T0 // 2)
 
-    def conn(self, n: int, *, port: int | None = None, seq: int = 1000) -> Conn:
-        return Conn(self, bytes([10, 1, 0, n + 1]), port or 40000 + n, seq % MOD, (seq * 7 + 5000) % MOD)
+    def conn(self, n: int, *, seq: int = 1000) -> Conn:
+        """Client `n`'s connection (always from the same port: a new one reuses the 4-tuple)."""
+        return Conn(self, bytes([10, 1, 0, n + 1]), 40000 + n, seq % MOD, (seq * 7 + 5000) % MOD)
 
     def write(self, path: Path) -> Path:
         return write_pcap(path, 1, self.frames)
@@ -178,7 +171,7 @@ def build(script: list[tuple[int, str, int, int, int]]) -> Capture:
             conn.server_port = 1884 if p % 16 == 9 else 1883  # 1884: MQTT found by its CONNECT
             _open(conn, p)
             continue
-        _STEPS.get(kind, _ping)(cap, conn, p)
+        _STEPS[kind](cap, conn, p)
     return cap
 
 
@@ -209,6 +202,12 @@ def _ping(cap: Capture, conn: Conn, p: int) -> None:
     conn.s(PINGRESP, dt_ns=latency)
     if p % 2:
         conn.c(flags=ACK)
+
+
+def _second_connect(cap: Capture, conn: Conn, p: int) -> None:
+    """A CONNECT on a connection that already sent one (a protocol violation)."""
+    conn.c(connect(keep_alive=1 + p % 5, client_id=CLIENT_IDS[p % 3]))
+    conn.s(flags=ACK)
 
 
 def _ping_unanswered(cap: Capture, conn: Conn, p: int) -> None:
@@ -328,12 +327,12 @@ _STEPS = {
     "ping": _ping, "ping_unanswered": _ping_unanswered, "pingresp": _pingresp, "publish": _publish,
     "qos1": _qos1, "split": _split, "coalesced": _coalesced, "inbound": _inbound, "ack": _ack,
     "retransmit": _retransmit, "out_of_order": _out_of_order, "drop": _drop,
-    "odd_frame": _odd_frame,
+    "odd_frame": _odd_frame, "connect": _second_connect,
     "fin": lambda cap, conn, p: _close(cap, conn, p, "fin"),
     "rst": lambda cap, conn, p: _close(cap, conn, p, "rst"),
     "disconnect": lambda cap, conn, p: _close(cap, conn, p, "disconnect"),
 }
-"""What a step does on an open connection ("connect" on one: a PINGREQ)."""
+"""What a step does on an open connection (on none, any step opens one)."""
 
 
 def _noise(cap: Capture, client: int, p: int) -> None:
@@ -370,7 +369,7 @@ def test_columnar_and_per_frame_reports_are_identical(script, assume, ports) -> 
     assert_same(build(script), assume_keep_alive_s=assume, **options)
 
 
-# -- cases the property found, kept as plain tests ------------------------------------------------
+# -- cases found while writing these tests, kept as plain tests ----------------------------------
 
 
 def test_run_without_any_tcp_frame() -> None:

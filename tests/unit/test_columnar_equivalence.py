@@ -188,9 +188,8 @@ def test_all_shipped_captures_in_one_run() -> None:
 
 # -- synthetic broker captures (bench/generate.py) ----------------------------------------------
 
-SYNTHETIC = [  # (frames, clients, seed): few clients (long runs per connection) to many
-    (3_000, 3, 1), (3_000, 40, 2), (6_000, 5, 3), (8_000, 120, 4), (12_000, 12, 5),
-    (20_000, 60, 6),
+SYNTHETIC = [  # (frames, clients, seed): few clients (long sessions) to many
+    (3_000, 3, 1), (3_000, 40, 2), (6_000, 5, 3), (8_000, 120, 4), (20_000, 12, 5),
 ]
 
 
@@ -203,11 +202,10 @@ def test_synthetic_capture(synthetic, frames: int, clients: int, seed: int) -> N
 def test_synthetic_capture_options(synthetic) -> None:
     """--assume-keep-alive and other port sets: port 80 (the background HTTP) as an MQTT port,
     and only a port nobody uses, so MQTT is found by its CONNECT."""
-    path = synthetic(6_000, 5, 3)
+    path = synthetic(3_000, 40, 2)
     assert_same_report([path], assume_keep_alive_s=5)
     assert_same_report([path], assume_keep_alive_s=1, ports=frozenset({1883}))
     assert_same_report([path], ports=frozenset({80, 1883}))
-    assert_same_report([path], ports=frozenset({80}))
     assert_same_report([path], ports=frozenset({1884}))
 
 
@@ -220,14 +218,13 @@ def test_shipped_captures_with_options() -> None:
     assert_same_report([CAPTURES], ports=frozenset({9001, 1883}), assume_keep_alive_s=30)
 
 
-@pytest.mark.parametrize("batch_bytes", [4096, 65_536])
-def test_small_batches(synthetic, monkeypatch: pytest.MonkeyPatch, batch_bytes: int) -> None:
+@pytest.mark.parametrize(("batch_bytes", "clients"), [(4096, 3), (65_536, 40)])
+def test_small_batches(synthetic, monkeypatch: pytest.MonkeyPatch, batch_bytes: int, clients: int) -> None:
     """Batch boundaries inside records and sessions, many batches per capture."""
     import analyzer.sources.pcap as pcap
 
     monkeypatch.setattr(pcap, "BATCH_BYTES", batch_bytes)
-    assert_same_report([synthetic(3_000, 3, 1)])
-    assert_same_report([synthetic(3_000, 40, 2)])
+    assert_same_report([synthetic(3_000, clients, 1)])
 
 
 @pytest.mark.parametrize("max_run", [3, 64])
@@ -256,8 +253,10 @@ def test_rotated_files(synthetic, tmp_path: Path, parts: int) -> None:
         files.append(path)
     doc = assert_same_report([tmp_path])
     assert len(doc["captures"]) == 1 and "rotated files" in doc["captures"][0]["warnings"][0]
-    assert_same_report(files[::-1])
-    assert_same_report(files, assume_keep_alive_s=2)
+    if parts == 2:
+        assert_same_report(files, assume_keep_alive_s=2)
+    else:
+        assert_same_report(files[::-1])
 
 
 def test_rotated_file_cut_after_one_record(synthetic, tmp_path: Path) -> None:
@@ -284,11 +283,10 @@ def test_rotation_of_pcap_and_pcapng_files(synthetic, tmp_path: Path) -> None:
 def test_merged_and_overlapping_captures(synthetic, tmp_path: Path) -> None:
     """Unrelated captures analysed together, numbered copies of the same moment (not a rotation),
     and one file holding two recordings one after the other (the clock goes back)."""
-    one, two = synthetic(3_000, 40, 2), synthetic(6_000, 5, 3)
-    assert_same_report([one, two])
-    assert_same_report([CAPTURES / "late-pinger.pcap", one, CAPTURES / "silent-client.pcap"])
-    shutil.copy(one, tmp_path / "probe1.pcap")
-    shutil.copy(one, tmp_path / "probe2.pcap")
+    one, two = synthetic(3_000, 40, 2), synthetic(3_000, 3, 1)
+    assert_same_report([CAPTURES / "late-pinger.pcap", one, two, CAPTURES / "silent-client.pcap"])
+    shutil.copy(CAPTURES / "busy-publisher.pcap", tmp_path / "probe1.pcap")
+    shutil.copy(CAPTURES / "busy-publisher.pcap", tmp_path / "probe2.pcap")
     doc = assert_same_report([tmp_path])
     assert len(doc["captures"]) == 2
     data = one.read_bytes()
@@ -338,10 +336,9 @@ def test_truncated_copies(synthetic, tmp_path: Path, capture: str) -> None:
     for where, cut in _cuts(data).items():
         path = tmp_path / f"cut-{cut}.pcap"
         path.write_bytes(data[:cut])
-        doc = assert_same_report([path])
-        summary = doc["captures"][0]
-        if "header" in where and where != "after file header" or "data" in where or where == "last byte":
-            assert summary["error"] is not None or summary["warnings"], where
+        summary = assert_same_report([path])["captures"][0]
+        clean = where in ("after file header", "between records")
+        assert bool(summary["error"] or summary["warnings"]) != clean, where
 
 
 def test_truncated_gzip_copies(synthetic, tmp_path: Path) -> None:
@@ -366,13 +363,13 @@ def test_gzip_of_a_truncated_capture(synthetic, tmp_path: Path) -> None:
     assert doc["captures"][0]["warnings"]
 
 
-@pytest.mark.parametrize("length", [0xFFFFFFF0, 300_000])
-def test_corrupt_record_length(synthetic, tmp_path: Path, length: int) -> None:
-    """A captured length larger than any snaplen allows, on the first, a middle and the last
-    record: reading stops there with an error."""
+def test_corrupt_record_length(synthetic, tmp_path: Path) -> None:
+    """A captured length larger than the file's snaplen and 256 KiB allow (just over, or absurd),
+    on the first, the second, a middle and the last record: reading stops there with an error."""
     data = synthetic(3_000, 40, 2).read_bytes()
     offsets = record_offsets(data)
-    for k in (0, 1, len(offsets) // 2, len(offsets) - 1):
+    last = len(offsets) - 1
+    for k, length in ((0, 0xFFFFFFF0), (1, 300_000), (last // 2, 0xFFFFFFF0), (last, 300_000)):
         bad = bytearray(data)
         struct.pack_into("<I", bad, offsets[k] + 8, length)
         path = tmp_path / f"corrupt-{k}.pcap"
@@ -386,7 +383,7 @@ def test_record_length_past_the_end(synthetic, tmp_path: Path) -> None:
     the end of the file (a cut-short warning); a middle one makes the rest of the file garbage."""
     data = synthetic(3_000, 40, 2).read_bytes()
     offsets = record_offsets(data)
-    for k in (len(offsets) - 1, len(offsets) - 3, len(offsets) // 2):
+    for k in (len(offsets) - 1, len(offsets) // 2):
         bad = bytearray(data)
         struct.pack_into("<I", bad, offsets[k] + 8, 200_000)
         path = tmp_path / f"long-{k}.pcap"
@@ -470,11 +467,12 @@ def _public() -> list[Any]:
 @pytest.mark.corpus
 @pytest.mark.parametrize("name", _public())
 def test_public_capture(name: str) -> None:
-    """Each public capture with the default ports and with the MQTT ports its tshark oracle used
-    (as `tests/corpus` analyses it)."""
+    """Each public capture with the default ports and, where its tshark oracle used others, with
+    those (as `tests/corpus` analyses it)."""
     path = PUBLIC / name
     assert_same_report([path])
     oracle = path.with_name(name + ".tshark.json")
     if oracle.exists():
         ports = frozenset(json.loads(oracle.read_text())["server_ports"])
-        assert_same_report([path], ports=ports)
+        if ports != Options(ruleset=RULESET).ports:
+            assert_same_report([path], ports=ports)
