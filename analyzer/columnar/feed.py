@@ -37,6 +37,10 @@ import numpy as np
 from analyzer.columnar import steady
 from analyzer.columnar.segments import Segments, decode
 from analyzer.decode.tcp import ACK, SYN, decode_segment
+from analyzer.errors import DecodeError
+from analyzer.mqtt.codec import decode_connect, decode_varint
+from analyzer.mqtt.detect import looks_like_connect
+from analyzer.websocket.detect import upgrade_verdict
 from analyzer.sources.batch import FrameBatch
 
 if TYPE_CHECKING:
@@ -87,6 +91,21 @@ class ColumnarFeed:
     def _one(self, batch: FrameBatch, i: int, offset: int) -> None:
         frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
         self.analysis.frame(frame_no + offset, ts_ns, linktype, data)
+
+
+def _client_id(payload: bytes) -> str | None:
+    """The client id of a CONNECT that `payload` starts with and holds whole; None if it is not
+    one."""
+    if not looks_like_connect(payload):
+        return None
+    try:
+        decoded = decode_varint(payload, 1)
+        if decoded is None or 1 + decoded[1] + decoded[0] > len(payload):
+            return None
+        body = decode_connect(payload[1 + decoded[1]:1 + decoded[1] + decoded[0]])
+    except DecodeError:
+        return None
+    return body.client_id or ""
 
 
 class _FlowIds:
@@ -148,7 +167,7 @@ class _Run:
             if passes == 1:
                 cuts = plan.deferred[(self.segs.flags[plan.deferred] & (SYN | ACK)) == SYN][:1].tolist()
                 if len(plan.deferred):
-                    cuts += plan.unsettled[plan.unsettled > plan.deferred[0]][:1].tolist()
+                    cuts += self._takeover_cut(plan)
                 if cuts:  # see the module docstring: end the run before it
                     self.hi = min(cuts)
                     rest = rest[rest < self.hi]
@@ -159,6 +178,54 @@ class _Run:
         analysis.now_ns = max(analysis.now_ns, int(self.batch.ts_ns[self.lo:self.hi].max()))
         analysis.last_frame = self.batch.first_frame + self.offset + self.hi - 1
         return self.hi
+
+    def _takeover_cut(self, plan: steady.Plan) -> list[int]:
+        """Where the run must end so that a CONNECT that may take an older session over by client
+        id is handled in capture order with every other frame (`[]`: nowhere).
+
+        Frames wait for later passes only after the first deferred one, so a CONNECT before it
+        needs nothing. After it, a CONNECT is harmless when its client id belongs to no open
+        session and to no other CONNECT of the run; data that cannot be read as a CONNECT (inside
+        TLS or WebSocket, cut, or another packet first) is not trusted to be harmless."""
+        first = int(plan.deferred[0])
+        taken = self.feed.analysis._latest_by_client_id
+        seen: set[str] = set()
+        settled: set[int] = set()  # connections past their first data: nothing later counts
+        examined: set[int] = set()
+        batch = self.batch
+        gid = self.flows.gid
+        for i in plan.unsettled.tolist():
+            g = int(gid[i])
+            if g in settled:
+                continue
+            seg = decode_segment(batch.linktype, batch.frame(i)[3])
+            client_id = None if seg.__class__ is str else _client_id(seg[7])  # type: ignore[index]
+            if client_id is None:
+                if g not in examined and seg.__class__ is not str and self._stays_other(seg):
+                    settled.add(g)
+                    continue
+                examined.add(g)
+                harmless = False
+            else:
+                examined.add(g)
+                settled.add(g)
+                older = taken.get(client_id) if client_id else None
+                harmless = not client_id or (client_id not in seen and (older is None or older.ended))
+                seen.add(client_id)
+            if not harmless and i > first:
+                return [i]
+        return []
+
+    def _stays_other(self, seg: tuple) -> bool:
+        """A connection on no MQTT port whose first data opens nothing MQTT could be carried in (not
+        a CONNECT, a ClientHello, or an HTTP upgrade): it will be ignored, so no CONNECT can come."""
+        ports = self.feed.analysis.ports
+        if seg[1] in ports or seg[3] in ports:
+            return False
+        payload = seg[7]
+        if payload[:1] == b"G":
+            return upgrade_verdict(payload) is False
+        return payload[:1] != b"\x16"
 
     def _apply(self, plan: steady.Plan) -> None:
         """The pass's steady frames in bulk and its other frames one by one, in capture order."""

@@ -54,8 +54,8 @@ class Plan:
     deferred: np.ndarray
     bulk: dict[int, Work]
     unsettled: np.ndarray
-    """Frames with data on connections that are not steady (they may carry a CONNECT, which
-    reaches across connections: a takeover by client id)."""
+    """Frames with data on connections that have not sent their CONNECT yet: one may be a CONNECT,
+    which reaches across connections (it takes an older session with its client id over)."""
 
 
 @dataclass
@@ -104,16 +104,24 @@ def plan(analysis: CaptureAnalysis, batch: FrameBatch, segs: Segments, flows: _F
     fast = row < limit
     bulk = _bulk(rest, fast, slot, snaps, batch, segs, events)
     ids = present.tolist()
-    unsettled = rest[((kind == SINGLE) | (kind == ABSENT)) & ((segs.pay_len[rest] > 0) | ~simple)]
+    connect = np.array([x.connect for x in snaps] + [CONNECT_NONE], dtype=np.int8)[slot]
+    data = (segs.pay_len[rest] > 0) | ~simple
+    unsettled = rest[(connect != CONNECT_NONE) & data]
     return Plan(rest[single_rows], gid[single_rows], deferred, {ids[x]: w for x, w in bulk.items()},
                 unsettled)
 
 
 # -- snapshots ------------------------------------------------------------------------------------
 
+CONNECT_NONE, CONNECT_PLAIN, CONNECT_OPAQUE = 0, 1, 2
+"""Whether a connection's data may still bring its first CONNECT (which can take an older session
+over by client id), and whether that CONNECT would be visible at the start of a segment."""
+
+
 @dataclass
 class Snapshot:
     kind: int
+    connect: int = CONNECT_NONE
     flow: Any = None
     lower_is_a: bool = True
     undecided: bool = False
@@ -136,23 +144,31 @@ class Snapshot:
 def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> Snapshot:
     entry = analysis.table.get(key)
     if entry is None:
-        return Snapshot(ABSENT)
+        return Snapshot(ABSENT, CONNECT_PLAIN)
     flow, lower_is_a = entry
     if flow.kind == OTHER:
-        return Snapshot(IGNORED, flow, lower_is_a)
+        return Snapshot(IGNORED, CONNECT_NONE, flow, lower_is_a)
     if flow.kind == UNDECIDED:
         if flow.state is None:
-            return Snapshot(IGNORED, flow, lower_is_a, undecided=True)
-        return Snapshot(SINGLE)
+            return Snapshot(IGNORED, CONNECT_PLAIN, flow, lower_is_a, undecided=True)
+        return Snapshot(SINGLE, CONNECT_OPAQUE)
     conn = flow.state
-    if flow.kind != MQTT or conn is None or conn.tls is not None or conn.websocket or conn.packet_hook:
-        return Snapshot(SINGLE)
+    if flow.kind != MQTT or conn is None:
+        return Snapshot(SINGLE, CONNECT_NONE)
     tl = conn.timeline
+    if tl is not None and tl.connect is not None:
+        settled = CONNECT_NONE
+    elif conn.tls is not None or conn.websocket or conn.halves[0].sink.__class__ is not _Side:
+        settled = CONNECT_OPAQUE
+    else:
+        settled = CONNECT_PLAIN
+    if conn.tls is not None or conn.websocket or conn.packet_hook:
+        return Snapshot(SINGLE, settled)
     if (tl is None or tl.__class__ is not SessionTimeline or tl.end_reason is not None
             or tl._silence_start is None or tl._hole is not None or tl._clock_stepped
             or len(tl._pings) > 1 or (tl._pings and tl._pings[0].repinged_ns is not None)
             or tl._silence_floor is None or tl._ping_floor is None or conn.closed):
-        return Snapshot(SINGLE)
+        return Snapshot(SINGLE, settled)
     sides = conn.sides if lower_is_a else (conn.sides[1], conn.sides[0])
     halves = conn.halves if lower_is_a else (conn.halves[1], conn.halves[0])
     carry = []
@@ -162,17 +178,17 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
                 or half.pending or half.acked_seq is not None or half.hole_deadline_ns is not None
                 or half.fin_seq is not None or not framer.synced or framer._head
                 or framer._head_frame or framer._body is not None):
-            return Snapshot(SINGLE)
+            return Snapshot(SINGLE, settled)
         if framer._ptype >= 0:
             if not _PLAIN_TYPES[framer._ptype]:
-                return Snapshot(SINGLE)
+                return Snapshot(SINGLE, settled)
             carry.append((framer._left, framer._ptype, framer._flags, framer._rl, framer._hlen,
                           framer._first_frame, framer._ts_first))
         else:
             carry.append((0, 0, 0, 0, 0, 0, 0))
     k = tl.keep_alive_s
     return Snapshot(
-        STEADY, flow, lower_is_a, conn=conn, tl=tl, client_lower=conn.client_is_a == lower_is_a,
+        STEADY, CONNECT_NONE, flow, lower_is_a, conn=conn, tl=tl, client_lower=conn.client_is_a == lower_is_a,
         next_seq=(halves[0].next_seq, halves[1].next_seq),
         framers=(sides[0].framer, sides[1].framer), halves=halves, carry=tuple(carry),
         silence_ns=tl._silence_start[1], silence_floor=tl._silence_floor(k),
