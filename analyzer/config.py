@@ -137,6 +137,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("exit_zero", _flag, False),
     Setting("quiet", _flag, False),
     Setting("tls_keylog", _paths, (), _always),
+    Setting("columnar", _flag, False),
 )}
 """Every setting; `jobs` None means one per core (`default_jobs()`), `profile` None the pack's own
 or `spec`, `dask` None no cluster (else a Dask scheduler address, `tcp://host:8786`), `tls_keylog`

@@ -37,11 +37,13 @@ SCAPY = [sys.executable, "-c",
          "for _ in RawPcapReader(sys.argv[1]): n+=1\nprint(n)", "{f}"]
 
 
-def run(command: list[str], capture: Path, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one run of `command`."""
+def run(command: list[str], capture: Path, out: Path,
+        env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one run of `command` (`env`: added to the environment)."""
     args = [a.format(f=capture, out=out) for a in command]
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, **env) if env else None)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) not in (0, 1):
@@ -74,6 +76,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES),
                         help="generated captures to time (when no capture is named): 1m, 10m")
     parser.add_argument("--runs", type=int, help="runs per tool (default 3; 1 for 10m)")
+    parser.add_argument("--columnar", action="store_true",
+                        help="also time the analyzer with the columnar path (MQTT_KEEPALIVE_COLUMNAR)")
     args = parser.parse_args()
     generated = {DEFAULT.with_name(f"{size}.pcap"): SIZES[size] for size in (args.sizes or ["1m"])}
     captures = args.captures or list(generated)
@@ -82,9 +86,12 @@ def main() -> None:
             capture.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([sys.executable, str(HERE / "generate.py"), str(capture),
                             "--frames", str(generated[capture])], check=True)
-    tools = {"mqtt-keepalive analyze": ANALYZE, "scapy RawPcapReader": SCAPY}
+    tools: dict[str, tuple[list[str], dict[str, str] | None]] = {
+        "mqtt-keepalive analyze": (ANALYZE, None), "scapy RawPcapReader": (SCAPY, None)}
+    if args.columnar:
+        tools["analyze, columnar"] = (ANALYZE, {"MQTT_KEEPALIVE_COLUMNAR": "true"})
     if shutil.which("tshark"):
-        tools["tshark -T fields"] = TSHARK
+        tools["tshark -T fields"] = (TSHARK, None)
     print(f"{'capture':<16} {'tool':<24} {'median s':>9} {'frames/s':>10} {'x tshark':>9} {'peak MiB':>9}")
     for capture in captures:
         frames = frames_in(capture)
@@ -94,8 +101,8 @@ def main() -> None:
         rss: dict[str, float] = {t: 0.0 for t in tools}
         runs = args.runs or (1 if frames > 5_000_000 else 3)
         for _ in range(runs):
-            for name, command in tools.items():
-                elapsed, peak = run(command, capture, out)
+            for name, (command, env) in tools.items():
+                elapsed, peak = run(command, capture, out, env)
                 times[name].append(elapsed)
                 rss[name] = max(rss[name], peak)
         tshark_median = statistics.median(times["tshark -T fields"]) if "tshark -T fields" in times else None

@@ -62,7 +62,7 @@ def analyze_command(
     """Analyse captures and report every keep-alive violation with its evidence."""
     s = settings(ctx, fmt=fmt, output=output, port=port, assume_keep_alive=assume_keep_alive,
                  fail_on=fail_on, table=table, rules=rules, profile=profile, junit=junit, html=html, jobs=jobs,
-                 dask=dask, tls_keylog=tls_keylog)
+                 dask=dask, tls_keylog=tls_keylog, columnar=False)
     require_parquet_output(s)
     report = run_analysis(captures, s)
     fail = severity(s["fail_on"])
@@ -91,7 +91,7 @@ def sessions_command(
     tls_keylog: TlsKeylog = [],  # noqa: B006
 ) -> None:
     """List the MQTT sessions in captures: client, client id, version, keep-alive, how it ended."""
-    s = settings(ctx, port=port, assume_keep_alive=assume_keep_alive, tls_keylog=tls_keylog)
+    s = settings(ctx, port=port, assume_keep_alive=assume_keep_alive, tls_keylog=tls_keylog, columnar=False)
     s.values.update(rules="default", profile=None, jobs=None)
     if fmt is OutputFormat.github:
         typer.echo("error: sessions has no github format (table, json, jsonl, csv or parquet)", err=True)

@@ -80,7 +80,7 @@ def check_command(
     s = settings(ctx, rules=rules, profile=profile, port=port, assume_keep_alive=assume_keep_alive,
                  fail_on=fail_on, junit=junit, html=html, fmt=fmt, output=output, table=table,
                  allow_empty=allow_empty, exit_zero=exit_zero, jobs=jobs, dask=dask, quiet=quiet,
-                 tls_keylog=tls_keylog)
+                 tls_keylog=tls_keylog, columnar=False)
     require_parquet_output(s)
     paths = expand_globs(captures)
     jobs = s["jobs"] or config.default_jobs()

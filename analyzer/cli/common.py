@@ -174,7 +174,8 @@ def analysis_options(s: config.Resolved) -> Options:
     """Engine options from the resolved settings (exit 2 on a bad rule pack or key log)."""
     return Options(ports=frozenset(s["port"]), assume_keep_alive_s=s["assume_keep_alive"],
                    ruleset=load_rules(s["rules"], s["profile"]),
-                   tls_keylogs=tls_keylogs(s.values.get("tls_keylog", ())))
+                   tls_keylogs=tls_keylogs(s.values.get("tls_keylog", ())),
+                   columnar=bool(s.values.get("columnar", False)))
 
 
 def tls_keylogs(paths: tuple[str, ...]) -> tuple[str, ...]:

@@ -227,17 +227,20 @@ def iter_pcap_batches(
                 return
             rest = end - pos
             need = 16 + (unpack(buf, pos + 8)[0] if rest >= 16 else 0)
-            buf, base, pos = buf[pos:], base + pos, 0
+            parts, have = [buf[pos:]], end - pos
+            base, pos = base + pos, 0
             target = max(BATCH_BYTES, need)
-            while len(buf) < target:  # a megabyte at a time, so a failure loses no records
+            while have < target:  # a read at a time, so a failure loses no record read before it
                 try:
-                    more = fill(read, buf, 0, len(buf) + 1)  # one read of up to CHUNK
+                    chunk = fill(read, b"", 0, 1)  # one read of up to CHUNK bytes
                 except StreamFailed as exc:
                     failed = exc
                     break
-                if len(more) == len(buf):
+                if not chunk:
                     break
-                buf = more
+                parts.append(chunk)
+                have += len(chunk)
+            buf = b"".join(parts)
             state.bytes_read = base
             if failed is not None:
                 continue

@@ -476,3 +476,45 @@ def test_public_capture(name: str) -> None:
         ports = frozenset(json.loads(oracle.read_text())["server_ports"])
         if ports != Options(ruleset=RULESET).ports:
             assert_same_report([path], ports=ports)
+
+
+def test_cli_switch_gives_the_same_document(tmp_path: Path) -> None:
+    """`MQTT_KEEPALIVE_COLUMNAR=1` turns the columnar path on for the command; the document it
+    writes is the one the frame-by-frame command writes."""
+    import subprocess
+
+    capture = Path(__file__).resolve().parents[2] / "captures" / "busy-publisher.pcap"
+    outputs = []
+    for switch in ("false", "true"):
+        out = tmp_path / f"report-{switch}.json"
+        env = dict(os.environ, MQTT_KEEPALIVE_COLUMNAR=switch)
+        done = subprocess.run([sys.executable, "-m", "analyzer", "analyze", str(capture), "--format",
+                               "json", "-o", str(out)], env=env, capture_output=True, text=True)
+        assert done.returncode in (0, 1), done.stderr
+        outputs.append(out.read_text())
+    assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("switch, used", [("true", True), ("1", True), ("false", False), (None, False)])
+def test_cli_switch_selects_the_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                     switch: str | None, used: bool) -> None:
+    """The `columnar` setting (here from the environment) picks the path the command runs."""
+    from typer.testing import CliRunner
+
+    import analyzer.cli  # noqa: F401 - registers the commands
+    from analyzer.cli.common import app
+    from analyzer.columnar import feed
+
+    calls = []
+    real = feed.ColumnarFeed.feed
+    monkeypatch.setattr(feed.ColumnarFeed, "feed", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    if switch is None:
+        monkeypatch.delenv("MQTT_KEEPALIVE_COLUMNAR", raising=False)
+    else:
+        monkeypatch.setenv("MQTT_KEEPALIVE_COLUMNAR", switch)
+    capture = Path(__file__).resolve().parents[2] / "captures" / "late-pinger.pcap"
+    result = CliRunner().invoke(app, ["analyze", str(capture), "--format", "json", "-o",
+                                      str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "not a setting" not in result.output
+    assert bool(calls) is used
