@@ -141,7 +141,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
 )}
 """Every setting; `jobs` None means one per core (`default_jobs()`), `profile` None the pack's own
 or `spec`, `dask` None no cluster (else a Dask scheduler address, `tcp://host:8786`), `tls_keylog`
-the SSLKEYLOGFILE key logs that decrypt MQTT over TLS (none: TLS is judged without its contents)."""
+the SSLKEYLOGFILE key logs that decrypt MQTT over TLS (none: TLS is judged without its contents),
+`columnar` the columnar analysis path (`engine.Options.columnar`)."""
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ def config_show(
     resolved = settings(ctx, rules=rules, profile=profile, port=port,
                         assume_keep_alive=assume_keep_alive, fail_on=fail_on, junit=junit, html=html, dask=dask, fmt=fmt,
                         output=output, table=table, allow_empty=allow_empty, exit_zero=exit_zero,
-                        jobs=jobs, quiet=quiet, tls_keylog=tls_keylog)
+                        jobs=jobs, quiet=quiet, tls_keylog=tls_keylog, columnar=False)
     if resolved.file:
         typer.echo(f"project file: {resolved.file.path}")
     else:
