@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from itertools import islice
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from analyzer.checks import Judge
-from analyzer.columnar.feed import ColumnarFeed
 from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
 from analyzer.errors import InputError
 from analyzer.model import CaptureSummary, EndReason, Finding, Report, Session
@@ -29,13 +29,15 @@ from analyzer.session.connection import Connection, PacketHook, flow_key
 from analyzer.session.keyless import KeylessTimeline
 from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
-from analyzer.sources.batch import FrameBatch
 from analyzer.sources.rotation import rotation_groups
 from analyzer.spool import Chain, Spool
 from analyzer.tls.detect import client_hello_verdict, offers_mqtt
 from analyzer.tls.plaintext import PlaintextSource
 from analyzer.tls.records import ClientHello
 from analyzer.websocket.detect import upgrade_verdict
+
+if TYPE_CHECKING:
+    from analyzer.sources.batch import FrameBatch
 
 NS = 1_000_000_000
 SWEEP_EVERY_NS = 30 * NS
@@ -568,9 +570,11 @@ class _Chain:
         if reader.error:
             self.error = prefix + reader.error
 
-    def feed_batches(self, reader: CaptureReader, first: FrameBatch | None, batches,
+    def feed_batches(self, reader: CaptureReader, first: "FrameBatch | None", batches,
                      progress: Progress | None = None) -> None:
         """`feed`, for a reader read in `FrameBatch`es (the columnar path)."""
+        from analyzer.columnar.feed import ColumnarFeed  # NumPy only for this path
+
         feed = ColumnarFeed(self.analysis, sweep_every_ns=SWEEP_EVERY_NS, clock_step_ns=CLOCK_STEP_NS)
         offset = self.offset
         if self.paths:

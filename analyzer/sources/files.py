@@ -24,12 +24,14 @@ import sys
 import zlib
 from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from analyzer.errors import InputError
 from analyzer.sources import pcap, pcapng
 from analyzer.sources.pcap import CHUNK, Read, Record
-from analyzer.sources.batch import FrameBatch
+
+if TYPE_CHECKING:
+    from analyzer.sources.batch import FrameBatch
 
 HEAD = 28
 """Bytes needed to check a file header: a pcap header is 24, the smallest pcapng SHB 28."""
