@@ -575,7 +575,7 @@ class _Chain:
         """`feed`, for a reader read in `FrameBatch`es (the columnar path)."""
         from analyzer.columnar.feed import ColumnarFeed  # NumPy only for this path
 
-        feed = ColumnarFeed(self.analysis, sweep_every_ns=SWEEP_EVERY_NS, clock_step_ns=CLOCK_STEP_NS)
+        feed = ColumnarFeed(self.analysis, clock_step_ns=CLOCK_STEP_NS)
         offset = self.offset
         if self.paths:
             self.analysis.plaintext.add_file(reader.path, offset)

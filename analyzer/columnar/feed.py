@@ -56,9 +56,10 @@ per-frame way, in capture order (a connection that stays unusual costs one pass,
 class ColumnarFeed:
     """Feeds one capture's batches to `analysis`; see the module docstring."""
 
-    def __init__(self, analysis: CaptureAnalysis, *, sweep_every_ns: int, clock_step_ns: int) -> None:
+    def __init__(self, analysis: CaptureAnalysis, *, clock_step_ns: int) -> None:
+        """`clock_step_ns`: how far back a timestamp goes before `analysis` takes it for a clock
+        step (which touches every connection, so a run ends there)."""
         self.analysis = analysis
-        self.sweep_every_ns = sweep_every_ns
         self.clock_step_ns = clock_step_ns
 
     def feed(self, batch: FrameBatch, offset: int = 0) -> None:
@@ -139,9 +140,10 @@ class _FlowIds:
                 continue
             first, second = (one, two) if one < two else (two, one)
             key = (first[0], first[1], second[0], second[1])
-            gid[i] = index.setdefault(key, len(keys))
-            if gid[i] == len(keys):
+            if key not in index:
+                index[key] = len(keys)
                 keys.append(key)
+            gid[i] = index[key]
             lower[i] = one < two
             segs.flags[i] = seg[6]  # type: ignore[index]  (the run's SYN rule reads it)
         self.gid, self.keys, self.lower = gid, keys, lower
@@ -229,19 +231,14 @@ class _Run:
 
     def _apply(self, plan: steady.Plan) -> None:
         """The pass's steady frames in bulk and its other frames one by one, in capture order."""
-        analysis = self.feed.analysis
-        batch = self.batch
-        pending = plan.bulk  # group -> what its steady frames do
-        before = self.before
-        lo, offset = self.lo, self.offset
-        frame = analysis.frame
+        feed = self.feed
+        pending = plan.bulk  # connection id -> what its steady frames do
         for i, g in zip(plan.single.tolist(), plan.single_gid.tolist()):
             if g >= 0:
                 work = pending.pop(g, None)
                 if work is not None:
                     steady.apply(work)
-            analysis.now_ns = int(before[i - lo])
-            frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
-            frame(frame_no + offset, ts_ns, linktype, data)
+            feed.analysis.now_ns = int(self.before[i - self.lo])  # network time just before frame i
+            feed._one(self.batch, i, self.offset)
         for work in pending.values():
             steady.apply(work)

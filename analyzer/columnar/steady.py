@@ -12,7 +12,7 @@ that is applied was judged on true assumptions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,8 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from analyzer.decode.tcp import ACK, FIN, RST, SYN
 from analyzer.reassembly.flows import MQTT, OTHER, UNDECIDED
 from analyzer.session.connection import _Side
-from analyzer.model import MAX_GAP_SAMPLES
-from analyzer.session.timeline import MAX_PING_SPACINGS, SessionTimeline, _Ping
+from analyzer.session.timeline import SessionTimeline, SteadyPackets
 
 if TYPE_CHECKING:
     from analyzer.columnar.feed import _FlowIds
@@ -67,8 +66,9 @@ class Work:
     closes: bool = False
     conn: Any = None
     halves: tuple = ()
-    """(next_seq or None, framer packets added, framer state or None) per direction (lower first)."""
-    timeline: dict[str, Any] = field(default_factory=dict)
+    """Per direction, lower endpoint's first: (its `HalfStream`, its framer, (next_seq, the
+    framer's `bulk_state` or None) or None when it sent no data, packets framed)."""
+    timeline: SteadyPackets | None = None
 
 
 def plan(analysis: CaptureAnalysis, batch: FrameBatch, segs: Segments, flows: _FlowIds,
@@ -164,36 +164,25 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
         settled = CONNECT_PLAIN
     if conn.tls is not None or conn.websocket or conn.packet_hook:
         return Snapshot(SINGLE, settled)
-    if (tl is None or tl.__class__ is not SessionTimeline or tl.end_reason is not None
-            or tl._silence_start is None or tl._hole is not None or tl._clock_stepped
-            or len(tl._pings) > 1 or (tl._pings and tl._pings[0].repinged_ns is not None)
-            or tl._silence_floor is None or tl._ping_floor is None or conn.closed):
+    limits = tl.steady_limits() if tl is not None and tl.__class__ is SessionTimeline else None
+    if limits is None or conn.closed:
         return Snapshot(SINGLE, settled)
     sides = conn.sides if lower_is_a else (conn.sides[1], conn.sides[0])
     halves = conn.halves if lower_is_a else (conn.halves[1], conn.halves[0])
     carry = []
     for side, half in zip(sides, halves):
-        framer = side.framer
-        if (side.__class__ is not _Side or half.sink is not side or half.next_seq is None
-                or half.pending or half.acked_seq is not None or half.hole_deadline_ns is not None
-                or half.fin_seq is not None or not framer.synced or framer._head
-                or framer._head_frame or framer._body is not None):
+        state = side.framer.bulk_state()
+        if (side.__class__ is not _Side or half.sink is not side or not half.settled
+                or state is None or (state[0] and not _PLAIN_TYPES[state[1]])):
             return Snapshot(SINGLE, settled)
-        if framer._ptype >= 0:
-            if not _PLAIN_TYPES[framer._ptype]:
-                return Snapshot(SINGLE, settled)
-            carry.append((framer._left, framer._ptype, framer._flags, framer._rl, framer._hlen,
-                          framer._first_frame, framer._ts_first))
-        else:
-            carry.append((0, 0, 0, 0, 0, 0, 0))
-    k = tl.keep_alive_s
+        carry.append(state)
+    silence_ns, silence_floor, ping_floor, pings, ping_ns = limits
     return Snapshot(
         STEADY, CONNECT_NONE, flow, lower_is_a, conn=conn, tl=tl, client_lower=conn.client_is_a == lower_is_a,
         next_seq=(halves[0].next_seq, halves[1].next_seq),
         framers=(sides[0].framer, sides[1].framer), halves=halves, carry=tuple(carry),
-        silence_ns=tl._silence_start[1], silence_floor=tl._silence_floor(k),
-        ping_floor=tl._ping_floor(k), pings=len(tl._pings),
-        ping_ns=tl._pings[0].ts_ns if tl._pings else 0)
+        silence_ns=silence_ns, silence_floor=silence_floor, ping_floor=ping_floor, pings=pings,
+        ping_ns=ping_ns)
 
 
 def _undecided(snaps: list[Snapshot]) -> np.ndarray:
@@ -506,10 +495,9 @@ def _steady_bulk(ev: Events, fast: np.ndarray, snaps: list[Snapshot], works: dic
                 origin = int(ev.carry_of[q])
                 if origin >= 0:
                     ptype, pflags, rl, hl = ev.head[origin].tolist()
-                    carry = (ptype, pflags, rl, hl, int(ev.frame_no[origin]), int(ev.ts[origin]), left)
+                    carry = (left, ptype, pflags, rl, hl, int(ev.frame_no[origin]), int(ev.ts[origin]))
                 else:
-                    c = snaps[sl].carry[x]
-                    carry = (c[1], c[2], c[3], c[4], c[5], c[6], left)
+                    carry = (left,) + snaps[sl].carry[x][1:]
             per_dir[x][sl] = (int(ev.end_seq[q]), carry)
     # the packets those rows emit
     ef = fast_sorted[ev.e_row]
@@ -566,22 +554,21 @@ def _steady_bulk(ev: Events, fast: np.ndarray, snaps: list[Snapshot], works: dic
         work.conn = snap.conn
         work.halves = ((snap.halves[0], snap.framers[0], per_dir[0].get(sl), n_lower[sl]),
                        (snap.halves[1], snap.framers[1], per_dir[1].get(sl), n_upper[sl]))
-        tl: dict[str, Any] = {"client": n_client[sl], "server": n_server[sl], "req": n_req[sl],
-                              "resp": n_resp[sl], "inbound": n_inbound[sl],
-                              "inbound_first": inbound_first.get(sl)}
+        run = SteadyPackets(n_client[sl], n_server[sl], n_req[sl], n_resp[sl], n_inbound[sl],
+                            inbound_first.get(sl))
         q = last_client.get(sl)
         if q is not None:
-            tl["silence"] = (e_last_frame[q], e_ts_last[q])
+            run.silence = (e_last_frame[q], e_ts_last[q])
             a, b = gap_ranges[sl]
-            tl["gaps"] = gaps[a:b]
+            run.gaps = gaps[a:b]
         q = last_ping_of.get(sl)
         if q is not None:
-            tl["ping"] = (e_client[q], e_first_frame[q], e_ts_last[q])
+            run.last_ping = (e_client[q], e_first_frame[q], e_ts_last[q])
         r = req_ranges.get(sl)
         if r is not None:
-            tl["req_ts"] = req_ts[r[0]:r[1]]
-            tl["req_buckets"] = req_bucket[r[0]:r[1]]
-        work.timeline = tl
+            run.pingreq_ts = req_ts[r[0]:r[1]]
+            run.pingreq_buckets = req_bucket[r[0]:r[1]]
+        work.timeline = run
 
 
 def apply(work: Work) -> None:
@@ -593,83 +580,7 @@ def apply(work: Work) -> None:
     if work.conn is None:
         return
     for half, framer, stream, packets in work.halves:
-        framer.packets += packets
-        if stream is None:
-            continue
-        half.next_seq, carry = stream
-        if carry is None:
-            framer._ptype = -1
-            framer._left = 0
-        else:
-            (framer._ptype, framer._flags, framer._rl, framer._hlen, framer._first_frame,
-             framer._ts_first, framer._left) = carry
-    tl: SessionTimeline = work.conn.timeline
-    t = work.timeline
-    tl.client_packets += t["client"]
-    tl.server_packets += t["server"]
-    tl.pingreq += t["req"]
-    tl.pingresp += t["resp"]
-    if t["resp"]:
-        tl.client_backlog = False
-    silence = t.get("silence")
-    if silence is not None:
-        tl.last_client_malformed = False
-        tl._silence_start = silence
-        tl._silence_first = False
-        tl._inbound, tl._inbound_first, tl._hole = t["inbound"], t["inbound_first"], None
-        gaps = t["gaps"]
-        top = max(gaps)
-        if tl.max_gap_ns is None or top > tl.max_gap_ns:
-            tl.max_gap_ns = top
-        _sample_gaps(tl, gaps)
-    elif t["inbound"]:
-        tl._inbound += t["inbound"]
-        if tl._inbound_first is None:
-            tl._inbound_first = t["inbound_first"]
-    times = t.get("req_ts")
-    if times is not None:
-        percent = tl.ping_gap_percent
-        for bucket in t["req_buckets"]:
-            if bucket >= 0:
-                percent[bucket] = percent.get(bucket, 0) + 1
-        room = MAX_PING_SPACINGS - len(tl.ping_spacings_ns)
-        if room > 0:
-            spaced = [b - a for a, b in zip(times, times[1:])]
-            if tl._last_pingreq_ns is not None:
-                spaced.insert(0, times[0] - tl._last_pingreq_ns)
-            tl.ping_spacings_ns += spaced[:room]
-        tl._last_pingreq_ns = times[-1]
-    ping = t.get("ping")
-    if ping is not None:
-        tl._pings.clear()
-        if ping[0]:
-            tl._pings.append(_Ping(ping[1], ping[2]))
-
-
-def _sample_gaps(tl: SessionTimeline, values: list[int]) -> None:
-    """`SessionTimeline._sample_gap` for each of `values` in order."""
-    if len(values) < 8:
-        for gap in values:
-            tl._sample_gap(gap)
-        return
-    i = 0
-    while i < len(values):
-        stride = tl._gap_stride
-        seen = tl._gaps_seen
-        # the next value kept is the one that brings `seen` to a multiple of the stride
-        first = (-seen) % stride
-        if i + first >= len(values):
-            tl._gaps_seen += len(values) - i
-            return
-        i += first
-        tl._gaps_seen += first
-        if len(tl._gaps) == MAX_GAP_SAMPLES:
-            tl._sample_gap(values[i])  # halves the samples, doubles the stride
-            i += 1
-            continue
-        room = MAX_GAP_SAMPLES - len(tl._gaps)
-        take = values[i::stride][:room]
-        tl._gaps += take
-        used = (len(take) - 1) * stride + 1
-        tl._gaps_seen += used
-        i += used
+        if stream is not None:  # packets are framed only from data
+            half.next_seq, carry = stream
+            framer.resume(carry, packets)
+    work.conn.timeline.absorb(work.timeline)

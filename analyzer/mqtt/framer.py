@@ -128,6 +128,28 @@ class MQTTFramer:
         self._reset(synced=self.synced)
         return out
 
+    def bulk_state(self) -> tuple[int, int, int, int, int, int, int] | None:
+        """Where the framer stands, for feeding it in bulk (the columnar path): the packet in
+        progress as (bytes left, type, flags, remaining length, header length, first frame,
+        first ts), all 0 at a packet boundary; None when it holds bytes (a cut header, a body
+        being kept) or has lost sync, which only `feed` handles."""
+        if not self.synced or self._head or self._head_frame or self._body is not None:
+            return None
+        if self._ptype < 0:
+            return (0, 0, 0, 0, 0, 0, 0)
+        return (self._left, self._ptype, self._flags, self._rl, self._hlen, self._first_frame,
+                self._ts_first)
+
+    def resume(self, state: tuple[int, int, int, int, int, int, int] | None, packets: int) -> None:
+        """Stand where bulk feeding left it (`bulk_state`'s form; None: at a packet boundary),
+        having framed `packets` more."""
+        self.packets += packets
+        if state is None:
+            self._ptype, self._left = -1, 0
+        else:
+            (self._left, self._ptype, self._flags, self._rl, self._hlen, self._first_frame,
+             self._ts_first) = state
+
     @property
     def in_packet(self) -> bool:
         """True while a packet has started but not finished (its first byte was sent)."""

@@ -89,6 +89,12 @@ class HalfStream:
         else:
             self._buffer(seq, payload, frame_no, ts_ns)
 
+    @property
+    def settled(self) -> bool:
+        """In order with nothing pending: the next segment is either the next bytes or not."""
+        return (self.next_seq is not None and not self.pending and self.acked_seq is None
+                and self.hole_deadline_ns is None and self.fin_seq is None)
+
     def acked(self, ack: int, frame_no: int, ts_ns: int) -> None:
         """The other side acknowledged up to `ack`: bytes before it that never appear are lost."""
         if self.next_seq is None:

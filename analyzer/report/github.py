@@ -21,7 +21,7 @@ from collections import Counter
 from typing import TextIO
 
 from analyzer.model import LIKELY, Finding, Report, Severity
-from analyzer.report.console import MAX_CLIENT_ID_CHARS, frames_cell, printable, worst_first
+from analyzer.report.console import MAX_CLIENT_ID_CHARS, printable, worst_first
 from analyzer.report.records import TOOL_NAME, severity_counts
 
 LIMIT_PER_KIND = 10

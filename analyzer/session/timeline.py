@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from array import array
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable
 
 from analyzer.model import (
@@ -42,6 +43,29 @@ class _Ping:
 
     def __init__(self, frame: int, ts_ns: int) -> None:
         self.frame, self.ts_ns, self.repinged_ns = frame, ts_ns, None
+
+
+@dataclass
+class SteadyPackets:
+    """A run of a session's packets that completed no observation, summed (the columnar path's
+    bulk, `analyzer.columnar.steady`): what `on_packet` would have changed, packet by packet."""
+
+    client: int
+    server: int
+    pingreq: int
+    pingresp: int
+    inbound: int
+    """Broker PUBLISH/PUBREL after the last client packet (all of them when there was none)."""
+    inbound_first: int | None
+    silence: tuple[int, int] | None = None
+    """The last client packet's (last frame, end): where the open silence starts."""
+    gaps: list[int] = field(default_factory=list)
+    """The silences client packets ended, in order."""
+    last_ping: tuple[bool, int, int] | None = None
+    """The last PINGREQ (True) or PINGRESP: (is PINGREQ, first frame, end)."""
+    pingreq_ts: list[int] = field(default_factory=list)
+    pingreq_buckets: list[int] = field(default_factory=list)
+    """Each PINGREQ's silence as whole percent of K (-1: not counted)."""
 
 
 class SessionTimeline:
@@ -129,6 +153,59 @@ class SessionTimeline:
         else:
             self._server_packet(pkt, out)
         return out
+
+    def steady_limits(self) -> tuple[int, int, int, int, int] | None:
+        """What judging this session's packets in bulk needs: (open silence's start, silence
+        floor, ping floor, unanswered PINGREQs, the unanswered one's end), or None when the
+        session is in a state only packet-by-packet handling covers (ended, no silence open, a
+        hole, a clock step, a repeated ping, no floors)."""
+        if (self.end_reason is not None or self._silence_start is None or self._hole is not None
+                or self._clock_stepped or len(self._pings) > 1
+                or (self._pings and self._pings[0].repinged_ns is not None)
+                or self._silence_floor is None or self._ping_floor is None):
+            return None
+        k = self.keep_alive_s
+        return (self._silence_start[1], self._silence_floor(k), self._ping_floor(k),
+                len(self._pings), self._pings[0].ts_ns if self._pings else 0)
+
+    def absorb(self, run: SteadyPackets) -> None:
+        """Take a run of packets at once, as `on_packet` one by one would have (the run completed
+        no observation: `steady_limits` held throughout)."""
+        self.client_packets += run.client
+        self.server_packets += run.server
+        self.pingreq += run.pingreq
+        self.pingresp += run.pingresp
+        if run.pingresp:
+            self.client_backlog = False
+        if run.silence is not None:
+            self.last_client_malformed = False
+            self._silence_start, self._silence_first = run.silence, False
+            self._inbound, self._inbound_first, self._hole = run.inbound, run.inbound_first, None
+            top = max(run.gaps)
+            if self.max_gap_ns is None or top > self.max_gap_ns:
+                self.max_gap_ns = top
+            self._sample_gaps(run.gaps)
+        elif run.inbound:
+            self._inbound += run.inbound
+            if self._inbound_first is None:
+                self._inbound_first = run.inbound_first
+        times = run.pingreq_ts
+        if times:
+            for bucket in run.pingreq_buckets:
+                if bucket >= 0:
+                    self.ping_gap_percent[bucket] = self.ping_gap_percent.get(bucket, 0) + 1
+            room = MAX_PING_SPACINGS - len(self.ping_spacings_ns)
+            if room > 0:
+                spaced = [b - a for a, b in zip(times, times[1:])]
+                if self._last_pingreq_ns is not None:
+                    spaced.insert(0, times[0] - self._last_pingreq_ns)
+                self.ping_spacings_ns += spaced[:room]
+            self._last_pingreq_ns = times[-1]
+        if run.last_ping is not None:
+            self._pings.clear()
+            is_req, frame, ts_ns = run.last_ping
+            if is_req:
+                self._pings.append(_Ping(frame, ts_ns))
 
     def on_gap(self, gap: StreamGap, to_server: bool) -> None:
         """Bytes of this connection were not captured: intervals across them are uncertain."""
@@ -330,6 +407,27 @@ class SessionTimeline:
             if self._gaps_seen % self._gap_stride == 0:
                 self._gaps.append(gap_ns)
         self._gaps_seen += 1
+
+    def _sample_gaps(self, values: list[int]) -> None:
+        """`_sample_gap` for each of `values` in order, a stride at a time."""
+        i = 0
+        while i < len(values):
+            # the next value kept is the one that brings the count seen to a multiple of the stride
+            first = (-self._gaps_seen) % self._gap_stride
+            if i + first >= len(values):
+                self._gaps_seen += len(values) - i
+                return
+            i += first
+            self._gaps_seen += first
+            if len(self._gaps) == MAX_GAP_SAMPLES:
+                self._sample_gap(values[i])  # halves the samples, doubles the stride
+                i += 1
+                continue
+            take = values[i::self._gap_stride][:MAX_GAP_SAMPLES - len(self._gaps)]
+            self._gaps += take
+            used = (len(take) - 1) * self._gap_stride + 1
+            self._gaps_seen += used
+            i += used
 
     def _end(self, reason: EndReason, frame: int, ts_ns: int) -> list[Observation]:
         self.end_reason, self.end_frame, self.end_ns = reason, frame, ts_ns

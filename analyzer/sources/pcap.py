@@ -18,9 +18,12 @@ import lzma
 import struct
 import zlib
 from collections.abc import Callable, Generator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from analyzer.errors import InputError
+
+if TYPE_CHECKING:
+    from analyzer.sources.batch import FrameBatch
 
 Read = Callable[[int], bytes]
 """Reads up to n bytes, fewer when that is what is available now (a pipe), b"" only at the end."""
