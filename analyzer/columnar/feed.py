@@ -196,14 +196,15 @@ class _Run:
         examined: set[int] = set()
         batch = self.batch
         gid = self.flows.gid
-        for i in plan.unsettled.tolist():
+        for i, undecided in zip(plan.unsettled.tolist(), plan.undecided.tolist()):
             g = int(gid[i])
             if g in settled:
                 continue
             seg = decode_segment(batch.linktype, batch.frame(i)[3])
             client_id = None if seg.__class__ is str else _client_id(seg[7])  # type: ignore[index]
             if client_id is None:
-                if g not in examined and seg.__class__ is not str and self._stays_other(seg):
+                if (undecided and g not in examined and seg.__class__ is not str
+                        and self._stays_other(seg)):
                     settled.add(g)
                     continue
                 examined.add(g)

@@ -55,6 +55,9 @@ class Plan:
     unsettled: np.ndarray
     """Frames with data on connections that have not sent their CONNECT yet: one may be a CONNECT,
     which reaches across connections (it takes an older session with its client id over)."""
+    undecided: np.ndarray
+    """For each of those: its connection is not known to be MQTT yet (its first data may show it
+    is not)."""
 
 
 @dataclass
@@ -106,16 +109,18 @@ def plan(analysis: CaptureAnalysis, batch: FrameBatch, segs: Segments, flows: _F
     ids = present.tolist()
     connect = np.array([x.connect for x in snaps] + [CONNECT_NONE], dtype=np.int8)[slot]
     data = (segs.pay_len[rest] > 0) | ~simple
-    unsettled = rest[(connect != CONNECT_NONE) & data]
+    unsettled = (connect != CONNECT_NONE) & data
     return Plan(rest[single_rows], gid[single_rows], deferred, {ids[x]: w for x, w in bulk.items()},
-                unsettled)
+                rest[unsettled], (connect == CONNECT_UNDECIDED)[unsettled])
 
 
 # -- snapshots ------------------------------------------------------------------------------------
 
-CONNECT_NONE, CONNECT_PLAIN, CONNECT_OPAQUE = 0, 1, 2
+CONNECT_NONE, CONNECT_PENDING, CONNECT_UNDECIDED = 0, 1, 2
 """Whether a connection's data may still bring its first CONNECT (which can take an older session
-over by client id), and whether that CONNECT would be visible at the start of a segment."""
+over by client id): no; yes (an MQTT connection, or one whose first data is held, that has not
+sent it); yes unless its first data shows it is not MQTT at all (not in the table yet, or no data
+yet on no MQTT port)."""
 
 
 @dataclass
@@ -144,24 +149,19 @@ class Snapshot:
 def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> Snapshot:
     entry = analysis.table.get(key)
     if entry is None:
-        return Snapshot(ABSENT, CONNECT_PLAIN)
+        return Snapshot(ABSENT, CONNECT_UNDECIDED)
     flow, lower_is_a = entry
     if flow.kind == OTHER:
         return Snapshot(IGNORED, CONNECT_NONE, flow, lower_is_a)
     if flow.kind == UNDECIDED:
         if flow.state is None:
-            return Snapshot(IGNORED, CONNECT_PLAIN, flow, lower_is_a, undecided=True)
-        return Snapshot(SINGLE, CONNECT_OPAQUE)
+            return Snapshot(IGNORED, CONNECT_UNDECIDED, flow, lower_is_a, undecided=True)
+        return Snapshot(SINGLE, CONNECT_PENDING)
     conn = flow.state
     if flow.kind != MQTT or conn is None:
         return Snapshot(SINGLE, CONNECT_NONE)
     tl = conn.timeline
-    if tl is not None and tl.connect is not None:
-        settled = CONNECT_NONE
-    elif conn.tls is not None or conn.websocket or conn.halves[0].sink.__class__ is not _Side:
-        settled = CONNECT_OPAQUE
-    else:
-        settled = CONNECT_PLAIN
+    settled = CONNECT_NONE if tl is not None and tl.connect is not None else CONNECT_PENDING
     if conn.tls is not None or conn.websocket or conn.packet_hook:
         return Snapshot(SINGLE, settled)
     limits = tl.steady_limits() if tl is not None and tl.__class__ is SessionTimeline else None

@@ -453,3 +453,31 @@ def test_flow_table_overflow_within_a_run(monkeypatch: pytest.MonkeyPatch) -> No
     for i in range(11):
         cap.conn(20 + i).c(flags=SYN)
     assert_same(cap)
+
+
+def test_takeover_by_a_websocket_connection_on_another_port() -> None:
+    """MQTT over WebSocket on a port that is not an MQTT port (decided by its upgrade before the
+    run): its CONNECT, inside a WebSocket frame, takes over a session whose broker close came just
+    before it in capture order but waits for a later pass of the run. Handled out of order, the
+    close would be explained by a takeover that came after it."""
+    from tests.unit.test_websocket import REQUEST, RESPONSE, cframe
+
+    cap = Capture()
+    y = cap.conn(1)
+    y.handshake()
+    y.c(connect(keep_alive=5, client_id="dev"))
+    y.s(connack())
+    x = cap.conn(0)
+    x.server_port = 9001
+    x.handshake()
+    x.c(REQUEST)
+    x.s(RESPONSE)
+    cap.wait(engine.SWEEP_EVERY_NS + NS)
+    cap.conn(2).c(flags=ACK)  # a stray frame starts the sweep: what follows is a new run
+    y.c(PINGREQ)  # late (after 5 s): not steady, so y's next frames wait for a later pass
+    y.s(PINGRESP)
+    cap.wait(3 * NS)
+    y.s(flags=FIN | ACK)  # the broker closes y 3 s into a silence, before 1.5 x K
+    x.c(cframe(2, connect(keep_alive=5, client_id="dev")))
+    x.s(b"\x82\x04" + connack())
+    assert_same(cap)
