@@ -93,6 +93,12 @@ class Conn:
         self.s(flags=SYN | ACK)
         self.c(flags=ACK)
 
+    def session(self, client_id: str, keep_alive: int) -> None:
+        """Handshake, CONNECT and CONNACK: an MQTT session in its steady state."""
+        self.handshake()
+        self.c(connect(keep_alive=keep_alive, client_id=client_id))
+        self.s(connack())
+
 
 class Capture:
     """Frames with their timestamps, written as a nanosecond pcap (linktype 1)."""
@@ -409,9 +415,7 @@ def test_long_steady_session() -> None:
     cap = Capture()
     conns = [cap.conn(i) for i in range(2)]
     for conn in conns:
-        conn.handshake()
-        conn.c(connect(keep_alive=5, client_id=f"long-{conn.port}"))
-        conn.s(connack())
+        conn.session(f"long-{conn.port}", keep_alive=5)
     for i in range(3_000):
         conn = conns[i % 2]
         cap.wait(rng.randrange(50, 400) * MS)
@@ -437,9 +441,7 @@ def test_flow_table_overflow_within_a_run(monkeypatch: pytest.MonkeyPatch) -> No
     cap = Capture()
     sessions = [cap.conn(i) for i in range(10)]
     for conn in sessions:
-        conn.handshake()
-        conn.c(connect(keep_alive=60, client_id=f"c{conn.port}"))
-        conn.s(connack())
+        conn.session(f"c{conn.port}", keep_alive=60)
     cap.wait(2 * NS)
     sessions[0].c(PINGREQ)
     sessions[0].s(PINGRESP)
@@ -464,9 +466,7 @@ def test_takeover_by_a_websocket_connection_on_another_port() -> None:
 
     cap = Capture()
     y = cap.conn(1)
-    y.handshake()
-    y.c(connect(keep_alive=5, client_id="dev"))
-    y.s(connack())
+    y.session("dev", keep_alive=5)
     x = cap.conn(0)
     x.server_port = 9001
     x.handshake()
