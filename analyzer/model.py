@@ -120,6 +120,11 @@ class Endpoint:
     def __str__(self) -> str:
         return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
 
+    def __reduce__(self) -> tuple:
+        # Pickled with every session and finding a large capture spills to disk (`spool`): the
+        # dataclass default looks the fields up again for each one.
+        return (Endpoint, (self.ip, self.port))
+
 
 @dataclass(frozen=True, slots=True)
 class FlowKey:
@@ -129,6 +134,9 @@ class FlowKey:
     server: Endpoint
     stream_index: int
     """Wireshark's `tcp.stream`: order of the connection's first frame in its capture, from 0."""
+
+    def __reduce__(self) -> tuple:
+        return (FlowKey, (self.client, self.server, self.stream_index))  # see `Endpoint.__reduce__`
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ import numpy as np
 from analyzer.columnar import steady
 from analyzer.columnar.segments import Segments, decode
 from analyzer.decode.tcp import ACK, SYN, decode_segment
+from analyzer.engine import IDLE_MQTT_MIN_NS
 from analyzer.errors import DecodeError
 from analyzer.mqtt.codec import decode_connect, decode_varint
 from analyzer.mqtt.detect import looks_like_connect
@@ -70,10 +71,13 @@ class ColumnarFeed:
             return
         segs = decode(batch)
         flows = _FlowIds(batch, segs)
+        store = self._store = steady.Store(analysis, flows.keys)
+        self._gid = flows.gid
         ts = batch.ts_ns
         pos = 0
         while pos < n:
             if analysis._next_sweep_ns is None or len(analysis.table) > analysis.table.max_flows // 2:
+                store.flush_all()  # the table may shed any connection
                 self._one(batch, pos, offset)
                 pos += 1
                 continue
@@ -83,13 +87,20 @@ class ColumnarFeed:
             turn = (((window > before) & (window >= analysis._next_sweep_ns))
                     | (window < before - self.clock_step_ns))
             end = int(np.argmax(turn)) if turn.any() else len(window)
-            if end == 0:
+            if end == 0:  # an idle sweep or a clock step, before this frame
+                if turn[0] and window[0] < before[0]:
+                    store.flush_all()  # every session's timeline hears of the step
+                else:
+                    store.before_sweep(int(window[0]), IDLE_MQTT_MIN_NS)
                 self._one(batch, pos, offset)
                 pos += 1
                 continue
             pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset).run()
+        store.flush_all()
 
     def _one(self, batch: FrameBatch, i: int, offset: int) -> None:
+        """Frame `i` the per-frame way (its connection's steady frames written first)."""
+        self._store.flush(int(self._gid[i]))
         frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
         self.analysis.frame(frame_no + offset, ts_ns, linktype, data)
 
@@ -160,12 +171,13 @@ class _Run:
     def run(self) -> int:
         """Analyse the run's frames; return where the next run starts (a run may end early)."""
         analysis = self.feed.analysis
+        store = self.feed._store
         rest = np.arange(self.lo, self.hi)
         passes = 0
         while len(rest):
             passes += 1
             last = passes == MAX_PASSES
-            plan = steady.plan(analysis, self.batch, self.segs, self.flows, rest, self.offset, last)
+            plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset, last)
             if passes == 1:
                 cuts = plan.deferred[(self.segs.flags[plan.deferred] & (SYN | ACK)) == SYN][:1].tolist()
                 if len(plan.deferred):
@@ -173,7 +185,7 @@ class _Run:
                 if cuts:  # see the module docstring: end the run before it
                     self.hi = min(cuts)
                     rest = rest[rest < self.hi]
-                    plan = steady.plan(analysis, self.batch, self.segs, self.flows, rest, self.offset,
+                    plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
                                        last)
             self._apply(plan)
             rest = plan.deferred
@@ -233,7 +245,7 @@ class _Run:
     def _apply(self, plan: steady.Plan) -> None:
         """The pass's steady frames in bulk and its other frames one by one, in capture order."""
         feed = self.feed
-        pending = plan.bulk  # connection id -> what its steady frames do
+        pending = steady.commit(feed._store, plan, self.batch, self.segs)
         for i, g in zip(plan.single.tolist(), plan.single_gid.tolist()):
             if g >= 0:
                 work = pending.pop(g, None)

@@ -46,12 +46,17 @@ analyse (any frame but a SYN is steady), an MQTT session in a steady state."""
 @dataclass
 class Plan:
     """A pass over a run: frames for `CaptureAnalysis.frame` (`single`, capture order, with their
-    connection ids), frames for the next pass (`deferred`), and steady work per connection id."""
+    connection ids), frames for the next pass (`deferred`), and the steady frames (`fast`, over
+    `rest`) that `commit` applies in bulk."""
 
     single: np.ndarray
     single_gid: np.ndarray
     deferred: np.ndarray
-    bulk: dict[int, Work]
+    rest: np.ndarray
+    gid: np.ndarray
+    """Connection id of each frame of `rest` (-1: not a TCP segment)."""
+    fast: np.ndarray
+    events: Events | None
     unsettled: np.ndarray
     """Frames with data on connections that have not sent their CONNECT yet: one may be a CONNECT,
     which reaches across connections (it takes an older session with its client id over)."""
@@ -62,55 +67,45 @@ class Plan:
 
 @dataclass
 class Work:
-    """What a connection's steady frames of one pass do."""
+    """What the steady frames of a pass do to a connection that carries nothing we analyse."""
 
     flow: Any
     last_ns: int
     closes: bool = False
-    conn: Any = None
-    halves: tuple = ()
-    """Per direction, lower endpoint's first: (its `HalfStream`, its framer, (next_seq, the
-    framer's `bulk_state` or None) or None when it sent no data, packets framed)."""
-    timeline: SteadyPackets | None = None
 
 
-def plan(analysis: CaptureAnalysis, batch: FrameBatch, segs: Segments, flows: _FlowIds,
-         rest: np.ndarray, offset: int, last: bool = False) -> Plan:
+def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest: np.ndarray,
+         offset: int, last: bool = False) -> Plan:
     """Judge the frames `rest` (positions in `batch`, ascending) of one pass; in the `last`,
-    nothing is deferred."""
+    nothing is deferred. Changes nothing but which connections the store holds."""
     gid = flows.gid[rest]
-    present = np.unique(gid[gid >= 0])
-    snaps = [_snapshot(analysis, flows.keys[g]) for g in present.tolist()]
-    where = np.full(max(1, len(flows.keys)), -1, dtype=np.int64)
-    where[present] = np.arange(len(present))
-    slot = np.where(gid >= 0, where[np.maximum(gid, 0)], -1)
-    kind = np.array([s.kind for s in snaps] + [SINGLE], dtype=np.int8)[slot]  # slot -1: the SINGLE
+    tcp = gid >= 0
+    g0 = np.maximum(gid, 0)
+    store.load(np.unique(gid[tcp]))
+    kind = np.where(tcp, store.kind[g0], SINGLE)
     flags = segs.flags[rest]
     syn_alone = (flags & (SYN | ACK)) == SYN
     simple = segs.simple[rest]  # other shapes (decoded the per-frame way) are never steady
-    ok = ((kind == IGNORED) & ~syn_alone & simple
-          & np.where(_undecided(snaps)[slot], segs.pay_len[rest] == 0, True))
+    undecided = tcp & store.undecided[g0]
+    ok = (kind == IGNORED) & ~syn_alone & simple & np.where(undecided, segs.pay_len[rest] == 0, True)
     steady_rows = np.flatnonzero(kind == STEADY)
     events = None
     if len(steady_rows):
-        ok_steady, events = _steady_frames(batch, segs, flows, rest, steady_rows, slot, snaps, offset)
+        ok_steady, events = _steady_frames(store, batch, segs, flows, rest, steady_rows, gid, offset)
         ok[steady_rows] = ok_steady & simple[steady_rows]
     # the steady prefix of each connection: frames before its first unsteady one
-    bad = np.flatnonzero(~ok & (gid >= 0))
-    first_bad = np.full(max(1, len(present)), len(rest), dtype=np.int64)
-    bad_slots, first = np.unique(slot[bad], return_index=True)
-    first_bad[bad_slots] = bad[first]
+    bad = np.flatnonzero(~ok & tcp)
+    first_bad = np.full(len(store), len(rest), dtype=np.int64)
+    bad_gids, first = np.unique(gid[bad], return_index=True)
+    first_bad[bad_gids] = bad[first]
     row = np.arange(len(rest))
-    limit = np.where(slot >= 0, first_bad[np.maximum(slot, 0)], row)
-    single_rows = np.flatnonzero((row >= limit if last else row == limit) | (gid < 0))
+    limit = np.where(tcp, first_bad[g0], row)
+    single_rows = np.flatnonzero((row >= limit if last else row == limit) | ~tcp)
     deferred = rest[row > limit] if not last else rest[:0]
-    fast = row < limit
-    bulk = _bulk(rest, fast, slot, snaps, batch, segs, events)
-    ids = present.tolist()
-    connect = np.array([x.connect for x in snaps] + [CONNECT_NONE], dtype=np.int8)[slot]
+    connect = np.where(tcp, store.connect[g0], CONNECT_NONE)
     data = (segs.pay_len[rest] > 0) | ~simple
     unsettled = (connect != CONNECT_NONE) & data
-    return Plan(rest[single_rows], gid[single_rows], deferred, {ids[x]: w for x, w in bulk.items()},
+    return Plan(rest[single_rows], gid[single_rows], deferred, rest, gid, row < limit, events,
                 rest[unsettled], (connect == CONNECT_UNDECIDED)[unsettled])
 
 
@@ -185,8 +180,127 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
         ping_ns=ping_ns)
 
 
-def _undecided(snaps: list[Snapshot]) -> np.ndarray:
-    return np.array([s.undecided for s in snaps] + [False], dtype=bool)
+class Store:
+    """What a batch's passes judge from, by connection id (`_FlowIds`), and the residents' state.
+
+    For every connection a pass touches, `load` records its kind; an MQTT connection in a steady
+    state becomes a *resident*: its stream positions, framer carry, open silence, unanswered ping
+    and limits move here, and `commit` moves them on with each pass's steady frames, together with
+    what those frames add to the session (counts, gaps, pings). Its objects are written once, by
+    `flush`: before one of its frames goes the per-frame way, before an idle sweep that could evict
+    it, at a clock step, and at the end of the batch. So a steady connection costs Python once per
+    batch, not once per run.
+    """
+
+    def __init__(self, analysis: CaptureAnalysis, keys: list[tuple[bytes, int, bytes, int]]) -> None:
+        self.analysis = analysis
+        self.keys = keys
+        n = max(1, len(keys))
+        self.kind = np.zeros(n, dtype=np.int8)
+        self.connect = np.zeros(n, dtype=np.int8)
+        self.undecided = np.zeros(n, dtype=bool)
+        self.snaps: list[Snapshot | None] = [None] * n
+        self.resident = np.zeros(n, dtype=bool)
+        # a resident's state, as its objects would hold it (per direction: lower endpoint first)
+        self.next_seq = np.zeros((n, 2), dtype=np.int64)
+        self.carry = np.zeros((n, 2, 7), dtype=np.int64)
+        """Per direction: a packet in progress (left, type, flags, rl, hlen, first frame, first
+        ts); left 0: none."""
+        self.client_lower = np.ones(n, dtype=bool)
+        self.silence_ns = np.zeros(n, dtype=np.int64)
+        self.silence_floor = np.zeros(n, dtype=np.int64)
+        self.ping_floor = np.zeros(n, dtype=np.int64)
+        self.pings = np.zeros(n, dtype=np.int64)
+        self.ping_ns = np.zeros(n, dtype=np.int64)
+        self.keep_alive = np.zeros(n, dtype=np.int64)
+        # what a resident's steady frames did since it was loaded (`SteadyPackets`, summed)
+        self.dirty = np.zeros(n, dtype=bool)
+        self.last_ns = np.zeros(n, dtype=np.int64)
+        self.counts = np.zeros((n, 6), dtype=np.int64)
+        """Packets framed by the lower and the upper endpoint, client and server packets, PINGREQs,
+        PINGRESPs."""
+        self.moved = np.zeros((n, 2), dtype=bool)
+        """Per direction: data came (its stream and framer moved)."""
+        self.silence = np.full((n, 2), -1, dtype=np.int64)
+        """The last client packet's (last frame, end); -1: none."""
+        self.inbound = np.zeros(n, dtype=np.int64)
+        self.inbound_first = np.full(n, -1, dtype=np.int64)
+        self.last_ping = np.full((n, 3), -1, dtype=np.int64)
+        """(is PINGREQ, first frame, end) of the last ping; -1: none."""
+        self.gaps: dict[int, list[int]] = {}
+        self.pingreq_ts: dict[int, list[int]] = {}
+        self.pingreq_buckets: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.resident)
+
+    def load(self, present: np.ndarray) -> None:
+        """Snapshot the connections `present` (ids) that are not residents."""
+        for g in present[~self.resident[present]].tolist():
+            snap = _snapshot(self.analysis, self.keys[g])
+            self.kind[g], self.connect[g], self.undecided[g] = snap.kind, snap.connect, snap.undecided
+            self.snaps[g] = snap
+            if snap.kind == STEADY:
+                self.resident[g] = True
+                self.next_seq[g] = snap.next_seq
+                self.carry[g] = snap.carry
+                self.client_lower[g] = snap.client_lower
+                self.silence_ns[g], self.silence_floor[g], self.ping_floor[g] = (
+                    snap.silence_ns, snap.silence_floor, snap.ping_floor)
+                self.pings[g], self.ping_ns[g] = snap.pings, snap.ping_ns
+                self.keep_alive[g] = snap.tl.keep_alive_s or 0
+
+    def flush(self, g: int) -> None:
+        """Write resident `g`'s steady frames into its objects; it is a resident no more."""
+        if g < 0 or not self.resident[g]:
+            return
+        self.resident[g] = False
+        if not self.dirty[g]:
+            return
+        self.dirty[g] = False
+        snap = self.snaps[g]
+        assert snap is not None
+        snap.flow.last_ns = int(self.last_ns[g])
+        counts = self.counts[g].tolist()
+        for x in (0, 1):
+            if self.moved[g, x]:  # packets are framed only from data
+                snap.halves[x].next_seq = int(self.next_seq[g, x])
+                carry = tuple(self.carry[g, x].tolist())
+                snap.framers[x].resume(carry if carry[0] else None, counts[x])
+        frame, end = self.silence[g].tolist()
+        first = int(self.inbound_first[g])
+        run = SteadyPackets(counts[2], counts[3], counts[4], counts[5], int(self.inbound[g]),
+                            first if first >= 0 else None)
+        if frame >= 0:
+            run.silence = (frame, end)
+            run.gaps = self.gaps.pop(g)
+        is_req, ping_frame, ping_end = self.last_ping[g].tolist()
+        if is_req >= 0:
+            run.last_ping = (bool(is_req), ping_frame, ping_end)
+        if g in self.pingreq_ts:
+            run.pingreq_ts = self.pingreq_ts.pop(g)
+            run.pingreq_buckets = self.pingreq_buckets.pop(g)
+        self.counts[g] = 0
+        self.moved[g] = False
+        self.silence[g] = -1
+        self.inbound[g], self.inbound_first[g] = 0, -1
+        self.last_ping[g] = -1
+        snap.tl.absorb(run)
+
+    def flush_all(self) -> None:
+        for g in np.flatnonzero(self.resident).tolist():
+            self.flush(g)
+
+    def before_sweep(self, now_ns: int, min_idle_ns: int) -> None:
+        """An idle sweep at `now_ns` reads every connection's last activity and evicts those idle
+        longer than their limit, at least `min_idle_ns` for a resident: bring the times up to
+        date, and flush the residents it might evict."""
+        for g in np.flatnonzero(self.resident).tolist():
+            flow = self.snaps[g].flow  # type: ignore[union-attr]
+            if self.dirty[g]:
+                flow.last_ns = int(self.last_ns[g])
+            if now_ns - flow.last_ns > min_idle_ns:
+                self.flush(g)
 
 
 # -- steady MQTT frames ---------------------------------------------------------------------------
@@ -228,10 +342,11 @@ def _seq_ahead(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((a - b + HALF) % MOD) - HALF
 
 
-def _steady_frames(batch: FrameBatch, segs: Segments, flows: _FlowIds, rest: np.ndarray,
-                   rows: np.ndarray, slot: np.ndarray, snaps: list[Snapshot],
+def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds,
+                   rest: np.ndarray, rows: np.ndarray, slot: np.ndarray,
                    offset: int) -> tuple[np.ndarray, Events]:
-    """Judge the frames `rows` (of steady connections); return which are steady and the events."""
+    """Judge the frames `rows` (of residents; `slot`: connection ids) from the residents' state;
+    return which are steady and the events."""
     idx = rest[rows]
     by_slot = np.argsort(slot[rows], kind="stable")
     rows, idx = rows[by_slot], idx[by_slot]
@@ -242,7 +357,7 @@ def _steady_frames(batch: FrameBatch, segs: Segments, flows: _FlowIds, rest: np.
     seq, ack = segs.seq[idx], segs.ack[idx]
     plen = segs.pay_len[idx]
     ok = ((flags & (SYN | FIN | RST)) == 0) & (segs.missing[idx] == 0)
-    nxt = np.array([snap.next_seq if snap.kind == STEADY else (0, 0) for snap in snaps], dtype=np.int64)
+    nxt = store.next_seq
     pos = np.arange(m)
     start = np.r_[True, s[1:] != s[:-1]]
     gstart = np.maximum.accumulate(np.where(start, pos, 0))
@@ -311,8 +426,7 @@ def _steady_frames(batch: FrameBatch, segs: Segments, flows: _FlowIds, rest: np.
     chain_first = np.r_[True, chain[1:] != chain[:-1]]
     chain_end = np.r_[np.flatnonzero(chain_first)[1:], len(pay)]
     chain_end = np.repeat(chain_end, np.diff(np.r_[np.flatnonzero(chain_first), len(pay)]))
-    carry_left = np.array([[c[0] for c in snap.carry] if snap.kind == STEADY else [0, 0]
-                           for snap in snaps], dtype=np.int64).reshape(-1, 2)
+    carry_left = store.carry[:, :, 0]
     start_over = np.where(chain_first, carry_left[s[pay], d[pay]], 0)
     todo = np.flatnonzero((span & valid) | (start_over > 0)).tolist()
     if todo:
@@ -365,9 +479,7 @@ def _steady_frames(batch: FrameBatch, segs: Segments, flows: _FlowIds, rest: np.
     ends_here = np.flatnonzero(role == 2)
     from_row = src[ends_here]
     inner = from_row >= 0
-    carried = np.array([snaps[x].carry[y] for x, y in zip(s[pay[ends_here]].tolist(),
-                                                         d[pay[ends_here]].tolist())],
-                       dtype=np.int64).reshape(-1, 7)
+    carried = store.carry[s[pay[ends_here]], d[pay[ends_here]]].reshape(-1, 7)
     ev_row.append(pay[ends_here])
     ev_k.append(np.zeros(len(ends_here), dtype=np.int64))
     ev_type.append(np.where(inner, sp_type[np.maximum(from_row, 0)], carried[:, 1]))
@@ -382,8 +494,7 @@ def _steady_frames(batch: FrameBatch, segs: Segments, flows: _FlowIds, rest: np.
     e_row, e_type, e_first_row, e_carry = e_row[order], e_type[order], e_first_row[order], e_carry[order]
     e_slot = s[e_row]
     e_lower = d[e_row] == 0
-    client_lower = np.array([snap.client_lower for snap in snaps] + [True], dtype=bool)
-    e_client = e_lower == client_lower[e_slot]
+    e_client = e_lower == store.client_lower[e_slot]
     frame_no = batch.first_frame + offset + idx
     ts = batch.ts_ns[idx]
     e_last_frame, e_ts_last = frame_no[e_row], ts[e_row]
@@ -397,11 +508,8 @@ def _steady_frames(batch: FrameBatch, segs: Segments, flows: _FlowIds, rest: np.
     ev_pos = np.arange(n_ev)
     e_start = np.r_[True, e_slot[1:] != e_slot[:-1]] if n_ev else np.zeros(0, dtype=bool)
     e_gstart = np.maximum.accumulate(np.where(e_start, ev_pos, 0)) if n_ev else ev_pos
-    silence = np.array([snap.silence_ns for snap in snaps] + [0], dtype=np.int64)
-    sfloor = np.array([snap.silence_floor for snap in snaps] + [0], dtype=np.int64)
-    pfloor = np.array([snap.ping_floor for snap in snaps] + [0], dtype=np.int64)
-    pings0 = np.array([snap.pings for snap in snaps] + [0], dtype=np.int64)
-    ping_ns0 = np.array([snap.ping_ns for snap in snaps] + [0], dtype=np.int64)
+    silence, sfloor, pfloor = store.silence_ns, store.silence_floor, store.ping_floor
+    pings0, ping_ns0 = store.pings, store.ping_ns
     last_c = np.maximum.accumulate(np.where(e_client, ev_pos, -1)) if n_ev else ev_pos
     last_c = np.r_[-1, last_c[:-1]] if n_ev else last_c
     prev_end = np.where(last_c >= e_gstart, e_ts_last[np.maximum(last_c, 0)], silence[e_slot])
@@ -457,130 +565,118 @@ def _first_per_slot(positions: np.ndarray, slots: np.ndarray) -> tuple[np.ndarra
     return uniq, positions[first]
 
 
-def _bulk(rest: np.ndarray, fast: np.ndarray, slot: np.ndarray, snaps: list[Snapshot],
-          batch: FrameBatch, segs: Segments, events: Events | None) -> dict[int, Work]:
-    """What each connection's steady frames of this pass do, as `Work` for `apply`."""
-    rows = np.flatnonzero(fast)
+def commit(store: Store, plan: Plan, batch: FrameBatch, segs: Segments) -> dict[int, Work]:
+    """Apply the pass's steady frames: the residents' in the store; for the other connections
+    (ones that carry nothing we analyse), return what they do by connection id, for `apply`."""
+    rows = np.flatnonzero(plan.fast)
     if not len(rows):
         return {}
-    fs = slot[rows]
-    order = np.argsort(fs, kind="stable")
-    rows, fs = rows[order], fs[order]
-    idx = rest[rows]
-    present, last = _last_per_slot(idx, fs)
-    closes = np.bincount(fs, weights=(segs.flags[idx] & (FIN | RST)) != 0, minlength=len(snaps)) > 0
-    works: dict[int, Work] = {}  # by slot
-    for x, i in zip(present.tolist(), last.tolist()):
-        snap = snaps[x]
-        works[x] = Work(snap.flow, int(batch.ts_ns[i]), bool(closes[x]))
-    if events is not None:
-        _steady_bulk(events, fast, snaps, works)
+    gid = plan.gid[rows]
+    order = np.argsort(gid, kind="stable")
+    rows, gid = rows[order], gid[order]
+    idx = plan.rest[rows]
+    present, last = _last_per_slot(idx, gid)
+    last_ns = batch.ts_ns[last]
+    resident = store.resident[present]
+    store.last_ns[present[resident]] = last_ns[resident]
+    store.dirty[present[resident]] = True
+    closes = np.bincount(gid, weights=(segs.flags[idx] & (FIN | RST)) != 0, minlength=len(store)) > 0
+    works = {g: Work(store.snaps[g].flow, t, bool(closes[g]))  # type: ignore[union-attr]
+             for g, t in zip(present[~resident].tolist(), last_ns[~resident].tolist())}
+    if plan.events is not None:
+        _commit_steady(store, plan.events, plan.fast)
     return works
 
 
-def _steady_bulk(ev: Events, fast: np.ndarray, snaps: list[Snapshot], works: dict[int, Work]) -> None:
+def _commit_steady(store: Store, ev: Events, fast: np.ndarray) -> None:
+    """Move the residents' state and sums on by their steady frames (what `SessionTimeline.on_packet`,
+    the framers and the streams would have done, frame by frame)."""
     fast_sorted = fast[ev.rows]
-    steady_slots = np.unique(ev.slot[fast_sorted])
-    if not len(steady_slots):
-        return
     # per direction: where the stream stands after the last steady payload row
-    per_dir: list[dict[int, tuple]] = [{}, {}]
     for x in (0, 1):
         p = np.flatnonzero(fast_sorted & (ev.d == x) & (ev.plen > 0))
-        slots, last = _last_per_slot(p, ev.slot[p])
-        for sl, q in zip(slots.tolist(), last.tolist()):
-            left = int(ev.left_after[q])
-            carry: tuple | None = None
-            if left:
-                origin = int(ev.carry_of[q])
-                if origin >= 0:
-                    ptype, pflags, rl, hl = ev.head[origin].tolist()
-                    carry = (left, ptype, pflags, rl, hl, int(ev.frame_no[origin]), int(ev.ts[origin]))
-                else:
-                    carry = (left,) + snaps[sl].carry[x][1:]
-            per_dir[x][sl] = (int(ev.end_seq[q]), carry)
+        slots, q = _last_per_slot(p, ev.slot[p])
+        if not len(slots):
+            continue
+        left = ev.left_after[q]
+        origin = ev.carry_of[q]
+        inner = (origin >= 0)[:, None]
+        o = np.maximum(origin, 0)
+        before = store.carry[slots, x]  # the packet in progress before the pass (origin -1)
+        carry = np.concatenate([left[:, None],
+                                np.where(inner, ev.head[o], before[:, 1:5]),
+                                np.where(inner, ev.frame_no[o][:, None], before[:, 5:6]),
+                                np.where(inner, ev.ts[o][:, None], before[:, 6:7])], axis=1)
+        carry[left == 0] = 0
+        store.carry[slots, x] = carry
+        store.next_seq[slots, x] = ev.end_seq[q]
+        store.moved[slots, x] = True
     # the packets those rows emit
-    ef = fast_sorted[ev.e_row]
-    e = np.flatnonzero(ef)
+    e = np.flatnonzero(fast_sorted[ev.e_row])
+    if not len(e):
+        return
     es = ev.e_slot[e]
     client = ev.e_client[e]
     etype = ev.e_type[e]
-    nslots = len(snaps)
-    count = lambda mask: np.bincount(es[mask], minlength=nslots)  # noqa: E731
-    n_lower = count(ev.e_lower[e])
-    n_upper = count(~ev.e_lower[e])
-    n_client = count(client)
-    n_server = count(~client)
+    lower = ev.e_lower[e]
     is_req = client & (etype == PINGREQ)
     is_resp = ~client & (etype == PINGRESP)
-    n_req, n_resp = count(is_req), count(is_resp)
+    n = len(store)
+    for column, mask in enumerate((lower, ~lower, client, ~client, is_req, is_resp)):
+        store.counts[:, column] += np.bincount(es[mask], minlength=n)
+    # the last client packet opens the silence; broker PUBLISH/PUBREL after it count as inbound
     c = e[client]
     c_slots = ev.e_slot[c]
     last_c_slots, last_c = _last_per_slot(c, c_slots)
-    last_client = dict(zip(last_c_slots.tolist(), last_c.tolist()))
-    # broker PUBLISH/PUBREL after each connection's last client packet
+    store.silence[last_c_slots, 0] = ev.e_last_frame[last_c]
+    store.silence[last_c_slots, 1] = ev.e_ts_last[last_c]
+    store.silence_ns[last_c_slots] = ev.e_ts_last[last_c]
     inbound = e[~client & ((etype == PUBLISH) | (etype == PUBREL))]
-    last_c_of = np.full(nslots, -1, dtype=np.int64)
+    last_c_of = np.full(n, -1, dtype=np.int64)
     last_c_of[last_c_slots] = last_c
     inbound = inbound[inbound > last_c_of[ev.e_slot[inbound]]]
-    n_inbound = np.bincount(ev.e_slot[inbound], minlength=nslots)
+    n_inbound = np.bincount(ev.e_slot[inbound], minlength=n)
     in_slots, in_first = _first_per_slot(inbound, ev.e_slot[inbound])
-    inbound_first = dict(zip(in_slots.tolist(), ev.e_first_frame[in_first].tolist()))
-    # the last ping event, the gaps, the PINGREQ cadence
+    first_of = np.full(n, -1, dtype=np.int64)
+    first_of[in_slots] = ev.e_first_frame[in_first]
+    reset = last_c_of >= 0
+    store.inbound = np.where(reset, n_inbound, store.inbound + n_inbound)
+    store.inbound_first = np.where(reset | (store.inbound_first < 0), first_of, store.inbound_first)
+    # the last ping: an unanswered PINGREQ, or none
     pings = e[is_req | is_resp]
     ping_slots, last_ping = _last_per_slot(pings, ev.e_slot[pings])
-    last_ping_of = dict(zip(ping_slots.tolist(), last_ping.tolist()))
-    gaps = ev.gap[c].tolist()
-    c_bounds = np.r_[0, np.flatnonzero(np.diff(c_slots)) + 1, len(c)].tolist()
-    gap_ranges = {int(c_slots[a]): (a, b) for a, b in zip(c_bounds[:-1], c_bounds[1:]) if b > a}
-    req = e[is_req]
-    req_slots = ev.e_slot[req]
-    r_bounds = np.r_[0, np.flatnonzero(np.diff(req_slots)) + 1, len(req)].tolist()
-    req_ranges = {int(req_slots[a]): (a, b) for a, b in zip(r_bounds[:-1], r_bounds[1:]) if b > a}
-    req_ts = ev.e_ts_first[req].tolist()
-    keep_alive = np.array([(snap.tl.keep_alive_s or 0) if snap.kind == STEADY else 0 for snap in snaps],
-                          dtype=np.int64)
-    req_gap = ev.gap[req]
-    k_ns = keep_alive[req_slots] * NS
-    req_bucket = np.where((k_ns > 0) & (req_gap >= 0), req_gap * 100 // np.maximum(k_ns, 1), -1).tolist()
-    e_last_frame, e_ts_last = ev.e_last_frame.tolist(), ev.e_ts_last.tolist()
-    e_first_frame, e_client = ev.e_first_frame.tolist(), ev.e_client.tolist()
-    n_lower, n_upper, n_client, n_server = (n_lower.tolist(), n_upper.tolist(), n_client.tolist(),
-                                            n_server.tolist())
-    n_req, n_resp, n_inbound = n_req.tolist(), n_resp.tolist(), n_inbound.tolist()
-    for sl in steady_slots.tolist():
-        snap = snaps[sl]
-        work = works[sl]
-        work.conn = snap.conn
-        work.halves = ((snap.halves[0], snap.framers[0], per_dir[0].get(sl), n_lower[sl]),
-                       (snap.halves[1], snap.framers[1], per_dir[1].get(sl), n_upper[sl]))
-        run = SteadyPackets(n_client[sl], n_server[sl], n_req[sl], n_resp[sl], n_inbound[sl],
-                            inbound_first.get(sl))
-        q = last_client.get(sl)
-        if q is not None:
-            run.silence = (e_last_frame[q], e_ts_last[q])
-            a, b = gap_ranges[sl]
-            run.gaps = gaps[a:b]
-        q = last_ping_of.get(sl)
-        if q is not None:
-            run.last_ping = (e_client[q], e_first_frame[q], e_ts_last[q])
-        r = req_ranges.get(sl)
-        if r is not None:
-            run.pingreq_ts = req_ts[r[0]:r[1]]
-            run.pingreq_buckets = req_bucket[r[0]:r[1]]
-        work.timeline = run
+    req = ev.e_client[last_ping]
+    store.last_ping[ping_slots] = np.stack([req, ev.e_first_frame[last_ping], ev.e_ts_last[last_ping]],
+                                           axis=1)
+    store.pings[ping_slots] = req
+    store.ping_ns[ping_slots] = np.where(req, ev.e_ts_last[last_ping], 0)
+    # the silences client packets ended, and each PINGREQ's time and silence in percent of K
+    _extend(store.gaps, c_slots, ev.gap[c])
+    r = e[is_req]
+    r_slots = ev.e_slot[r]
+    k_ns = store.keep_alive[r_slots] * NS
+    r_gap = ev.gap[r]
+    _extend(store.pingreq_ts, r_slots, ev.e_ts_first[r])
+    _extend(store.pingreq_buckets, r_slots,
+            np.where((k_ns > 0) & (r_gap >= 0), r_gap * 100 // np.maximum(k_ns, 1), -1))
+
+
+def _extend(lists: dict[int, list[int]], slots: np.ndarray, values: np.ndarray) -> None:
+    """Append `values` to the list of their slot; `slots` sorted (values in order within one)."""
+    if not len(slots):
+        return
+    bounds = np.r_[0, np.flatnonzero(np.diff(slots)) + 1, len(slots)].tolist()
+    flat = values.tolist()
+    for g, a, b in zip(slots[bounds[:-1]].tolist(), bounds[:-1], bounds[1:]):
+        found = lists.get(g)
+        if found is None:
+            lists[g] = flat[a:b]
+        else:
+            found += flat[a:b]
 
 
 def apply(work: Work) -> None:
-    """Write a connection's steady frames into its objects (see `_bulk`)."""
-    flow = work.flow
-    flow.last_ns = work.last_ns
+    """Write the steady frames of a connection that carries nothing we analyse."""
+    work.flow.last_ns = work.last_ns
     if work.closes:
-        flow.closed = True
-    if work.conn is None:
-        return
-    for half, framer, stream, packets in work.halves:
-        if stream is not None:  # packets are framed only from data
-            half.next_seq, carry = stream
-            framer.resume(carry, packets)
-    work.conn.timeline.absorb(work.timeline)
+        work.flow.closed = True
