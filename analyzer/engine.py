@@ -9,10 +9,12 @@ verdicts. `analyze()` runs it over capture files and assembles the `Report`.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from itertools import islice
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -45,6 +47,7 @@ IDLE_CLOSED_NS = 60 * NS
 IDLE_OTHER_NS = 300 * NS
 IDLE_MQTT_UNKNOWN_NS = 3600 * NS
 IDLE_MQTT_MIN_NS = 600 * NS
+SHORTEST_IDLE_NS = min(IDLE_CLOSED_NS, IDLE_OTHER_NS, IDLE_MQTT_UNKNOWN_NS, IDLE_MQTT_MIN_NS)
 PROGRESS_EVERY_FRAMES = 65_536
 MAX_HELD_SEGMENTS = 64
 """Segments of an HTTP request held while deciding whether it upgrades to MQTT over WebSocket."""
@@ -340,7 +343,7 @@ class CaptureAnalysis:
 
     def _sweep(self, frame_no: int) -> None:
         self._next_sweep_ns = self.now_ns + SWEEP_EVERY_NS
-        self.table.sweep(self.now_ns, frame_no, _idle_limit_ns)
+        self.table.sweep(self.now_ns, frame_no, _idle_limit_ns, SHORTEST_IDLE_NS)
 
     def _evicted(self, flow: Flow, frame_no: int, now_ns: int) -> None:
         if flow.kind == MQTT:
@@ -485,6 +488,28 @@ def _analyze_group(paths: list[str], options: Options, progress: Progress | None
     Files of a rotation continue one analysis (sessions spanning a rotation are judged across it)
     as long as each starts no earlier than the previous one ended; one that overlaps starts afresh.
     """
+    with fewer_collections():
+        return _analyze_files(paths, options, progress)
+
+
+@contextmanager
+def fewer_collections(first_generation: int = 10_000) -> Iterator[None]:
+    """Run the cyclic garbage collector less often while a capture is analysed.
+
+    Every session allocates objects that live for minutes of capture time, and with the default
+    threshold (700 allocations) the collector walks them over and over: about a tenth of the run
+    time of a large capture. The garbage left between collections stays small (measured: the same
+    peak memory), and the setting is restored afterwards.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(first_generation, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def _analyze_files(paths: list[str], options: Options, progress: Progress | None) -> list[Result]:
     results: list[Result] = []
     current: _Chain | None = None
     for path in paths:
@@ -590,6 +615,7 @@ class _Chain:
             if progress is not None:
                 progress(self.bytes_read + reader.bytes_read, 0)
             batch = next(batches, None)
+        feed.finish()
         self._done(reader, last)
 
     def result(self) -> Result:

@@ -62,6 +62,12 @@ class ColumnarFeed:
         step (which touches every connection, so a run ends there)."""
         self.analysis = analysis
         self.clock_step_ns = clock_step_ns
+        self._store = steady.Store(analysis)
+        self._gid = np.zeros(0, dtype=np.int64)
+
+    def finish(self) -> None:
+        """The capture's last batch was fed: write every steady connection's state."""
+        self._store.flush_all()
 
     def feed(self, batch: FrameBatch, offset: int = 0) -> None:
         """Take every frame of `batch`; frame numbers are `offset` on from the batch's own."""
@@ -71,7 +77,8 @@ class ColumnarFeed:
             return
         segs = decode(batch)
         flows = _FlowIds(batch, segs)
-        store = self._store = steady.Store(analysis, flows.keys)
+        store = self._store
+        store.begin(flows.keys)
         self._gid = flows.gid
         ts = batch.ts_ns
         pos = 0
@@ -96,11 +103,13 @@ class ColumnarFeed:
                 pos += 1
                 continue
             pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset).run()
-        store.flush_all()
+        store.end()
 
     def _one(self, batch: FrameBatch, i: int, offset: int) -> None:
         """Frame `i` the per-frame way (its connection's steady frames written first)."""
-        self._store.flush(int(self._gid[i]))
+        g = int(self._gid[i])
+        if g >= 0:
+            self._store.flush(int(self._store.rows[g]))
         frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
         self.analysis.frame(frame_no + offset, ts_ns, linktype, data)
 
@@ -246,7 +255,7 @@ class _Run:
         """The pass's steady frames in bulk and its other frames one by one, in capture order."""
         feed = self.feed
         pending = steady.commit(feed._store, plan, self.batch, self.segs)
-        for i, g in zip(plan.single.tolist(), plan.single_gid.tolist()):
+        for i, g in zip(plan.single.tolist(), plan.single_slot.tolist()):
             if g >= 0:
                 work = pending.pop(g, None)
                 if work is not None:

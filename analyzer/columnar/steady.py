@@ -46,15 +46,15 @@ analyse (any frame but a SYN is steady), an MQTT session in a steady state."""
 @dataclass
 class Plan:
     """A pass over a run: frames for `CaptureAnalysis.frame` (`single`, capture order, with their
-    connection ids), frames for the next pass (`deferred`), and the steady frames (`fast`, over
+    connections' rows in the store), frames for the next pass (`deferred`), and the steady frames (`fast`, over
     `rest`) that `commit` applies in bulk."""
 
     single: np.ndarray
-    single_gid: np.ndarray
+    single_slot: np.ndarray
     deferred: np.ndarray
     rest: np.ndarray
-    gid: np.ndarray
-    """Connection id of each frame of `rest` (-1: not a TCP segment)."""
+    slot: np.ndarray
+    """The store's row for each frame of `rest` (-1: not a TCP segment)."""
     fast: np.ndarray
     events: Events | None
     unsettled: np.ndarray
@@ -80,8 +80,10 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     nothing is deferred. Changes nothing but which connections the store holds."""
     gid = flows.gid[rest]
     tcp = gid >= 0
-    g0 = np.maximum(gid, 0)
-    store.load(np.unique(gid[tcp]))
+    slot = np.full(len(rest), -1, dtype=np.int64)
+    slot[tcp] = store.rows[gid[tcp]]
+    g0 = np.maximum(slot, 0)
+    store.load(np.unique(slot[tcp]))
     kind = np.where(tcp, store.kind[g0], SINGLE)
     flags = segs.flags[rest]
     syn_alone = (flags & (SYN | ACK)) == SYN
@@ -91,13 +93,13 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     steady_rows = np.flatnonzero(kind == STEADY)
     events = None
     if len(steady_rows):
-        ok_steady, events = _steady_frames(store, batch, segs, flows, rest, steady_rows, gid, offset)
+        ok_steady, events = _steady_frames(store, batch, segs, flows, rest, steady_rows, slot, offset)
         ok[steady_rows] = ok_steady & simple[steady_rows]
     # the steady prefix of each connection: frames before its first unsteady one
     bad = np.flatnonzero(~ok & tcp)
     first_bad = np.full(len(store), len(rest), dtype=np.int64)
-    bad_gids, first = np.unique(gid[bad], return_index=True)
-    first_bad[bad_gids] = bad[first]
+    bad_slots, first = np.unique(slot[bad], return_index=True)
+    first_bad[bad_slots] = bad[first]
     row = np.arange(len(rest))
     limit = np.where(tcp, first_bad[g0], row)
     single_rows = np.flatnonzero((row >= limit if last else row == limit) | ~tcp)
@@ -105,7 +107,7 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     connect = np.where(tcp, store.connect[g0], CONNECT_NONE)
     data = (segs.pay_len[rest] > 0) | ~simple
     unsettled = (connect != CONNECT_NONE) & data
-    return Plan(rest[single_rows], gid[single_rows], deferred, rest, gid, row < limit, events,
+    return Plan(rest[single_rows], slot[single_rows], deferred, rest, slot, row < limit, events,
                 rest[unsettled], (connect == CONNECT_UNDECIDED)[unsettled])
 
 
@@ -183,56 +185,92 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
 class Store:
     """What a batch's passes judge from, by connection id (`_FlowIds`), and the residents' state.
 
-    For every connection a pass touches, `load` records its kind; an MQTT connection in a steady
-    state becomes a *resident*: its stream positions, framer carry, open silence, unanswered ping
-    and limits move here, and `commit` moves them on with each pass's steady frames, together with
-    what those frames add to the session (counts, gaps, pings). Its objects are written once, by
+    Every connection a batch holds gets a row (`begin`), kept while it is a resident. For every
+    connection a pass touches, `load` records its kind; an MQTT connection in a steady state
+    becomes a *resident*: its stream positions, framer carry, open silence, unanswered ping and
+    limits move here, and `commit` moves them on with each pass's steady frames, together with what
+    those frames add to the session (counts, gaps, pings). Its objects are written once, by
     `flush`: before one of its frames goes the per-frame way, before an idle sweep that could evict
-    it, at a clock step, and at the end of the batch. So a steady connection costs Python once per
-    batch, not once per run.
+    it, at a clock step, and when the capture's last batch is done. So a steady connection costs
+    Python when it becomes steady and when it stops being so, not once per run or batch.
     """
 
-    def __init__(self, analysis: CaptureAnalysis, keys: list[tuple[bytes, int, bytes, int]]) -> None:
+    _FILL = {"client_lower": True, "silence": -1, "inbound_first": -1, "last_ping": -1}
+    """Arrays whose rows start at something else than 0."""
+
+    def __init__(self, analysis: CaptureAnalysis) -> None:
         self.analysis = analysis
-        self.keys = keys
-        n = max(1, len(keys))
-        self.kind = np.zeros(n, dtype=np.int8)
-        self.connect = np.zeros(n, dtype=np.int8)
-        self.undecided = np.zeros(n, dtype=bool)
-        self.snaps: list[Snapshot | None] = [None] * n
-        self.resident = np.zeros(n, dtype=bool)
-        # a resident's state, as its objects would hold it (per direction: lower endpoint first)
-        self.next_seq = np.zeros((n, 2), dtype=np.int64)
-        self.carry = np.zeros((n, 2, 7), dtype=np.int64)
-        """Per direction: a packet in progress (left, type, flags, rl, hlen, first frame, first
-        ts); left 0: none."""
-        self.client_lower = np.ones(n, dtype=bool)
-        self.silence_ns = np.zeros(n, dtype=np.int64)
-        self.silence_floor = np.zeros(n, dtype=np.int64)
-        self.ping_floor = np.zeros(n, dtype=np.int64)
-        self.pings = np.zeros(n, dtype=np.int64)
-        self.ping_ns = np.zeros(n, dtype=np.int64)
-        self.keep_alive = np.zeros(n, dtype=np.int64)
-        # what a resident's steady frames did since it was loaded (`SteadyPackets`, summed)
-        self.dirty = np.zeros(n, dtype=bool)
-        self.last_ns = np.zeros(n, dtype=np.int64)
-        self.counts = np.zeros((n, 6), dtype=np.int64)
-        """Packets framed by the lower and the upper endpoint, client and server packets, PINGREQs,
-        PINGRESPs."""
-        self.moved = np.zeros((n, 2), dtype=bool)
-        """Per direction: data came (its stream and framer moved)."""
-        self.silence = np.full((n, 2), -1, dtype=np.int64)
-        """The last client packet's (last frame, end); -1: none."""
-        self.inbound = np.zeros(n, dtype=np.int64)
-        self.inbound_first = np.full(n, -1, dtype=np.int64)
-        self.last_ping = np.full((n, 3), -1, dtype=np.int64)
-        """(is PINGREQ, first frame, end) of the last ping; -1: none."""
+        self.row_of: dict[tuple[bytes, int, bytes, int], int] = {}
+        self.keys: list[tuple[bytes, int, bytes, int] | None] = []
+        self.free: list[int] = []
+        self.rows = np.zeros(0, dtype=np.int64)
+        """The batch's connection ids' rows."""
+        self.snaps: list[Snapshot | None] = []
+        self._arrays: dict[str, tuple[tuple[int, ...], type]] = {
+            "kind": ((), np.int8), "connect": ((), np.int8), "undecided": ((), bool),
+            "resident": ((), bool),
+            # a resident's state, as its objects would hold it (per direction: lower endpoint first)
+            "next_seq": ((2,), np.int64),
+            "carry": ((2, 7), np.int64),
+            # per direction: a packet in progress (left, type, flags, rl, hlen, first frame, first
+            # ts); left 0: none
+            "client_lower": ((), bool), "silence_ns": ((), np.int64),
+            "silence_floor": ((), np.int64), "ping_floor": ((), np.int64), "pings": ((), np.int64),
+            "ping_ns": ((), np.int64), "keep_alive": ((), np.int64),
+            # what a resident's steady frames did since it was loaded (`SteadyPackets`, summed)
+            "dirty": ((), bool), "last_ns": ((), np.int64),
+            "counts": ((6,), np.int64),
+            # packets framed by the lower and the upper endpoint, client and server packets,
+            # PINGREQs, PINGRESPs
+            "moved": ((2,), bool),  # per direction: data came (its stream and framer moved)
+            "silence": ((2,), np.int64),  # the last client packet's (last frame, end); -1: none
+            "inbound": ((), np.int64), "inbound_first": ((), np.int64),
+            "last_ping": ((3,), np.int64),  # (is PINGREQ, first frame, end) of the last; -1: none
+        }
+        for name, (shape, dtype) in self._arrays.items():
+            setattr(self, name, np.full((0, *shape), self._FILL.get(name, 0), dtype=dtype))
         self.gaps: dict[int, list[int]] = {}
         self.pingreq_ts: dict[int, list[int]] = {}
         self.pingreq_buckets: dict[int, list[int]] = {}
+        self._grow(1)
 
     def __len__(self) -> int:
-        return len(self.resident)
+        return len(self.keys)
+
+    def begin(self, keys: list[tuple[bytes, int, bytes, int]]) -> None:
+        """A batch whose connection ids stand for `keys`: give each a row (`rows`)."""
+        need = len(keys) - len(self.free)
+        if need > 0:
+            self._grow(need)
+        rows = []
+        row_of, free = self.row_of, self.free
+        for key in keys:
+            row = row_of.get(key)
+            if row is None:
+                row = row_of[key] = free.pop()
+                self.keys[row] = key
+            rows.append(row)
+        self.rows = np.array(rows, dtype=np.int64)
+
+    def end(self) -> None:
+        """The batch is done: rows of connections that are not residents are free again."""
+        for row in self.rows[~self.resident[self.rows]].tolist():
+            key = self.keys[row]
+            if key is not None:
+                del self.row_of[key]
+                self.keys[row], self.snaps[row] = None, None
+                self.free.append(row)
+
+    def _grow(self, need: int) -> None:
+        old = len(self.keys)
+        size = max(1024, 2 * old, old + need)
+        for name, (shape, dtype) in self._arrays.items():
+            grown = np.full((size, *shape), self._FILL.get(name, 0), dtype=dtype)
+            grown[:old] = getattr(self, name)
+            setattr(self, name, grown)
+        self.keys += [None] * (size - old)
+        self.snaps += [None] * (size - old)
+        self.free += range(size - 1, old - 1, -1)
 
     def load(self, present: np.ndarray) -> None:
         """Snapshot the connections `present` (ids) that are not residents."""
@@ -567,20 +605,20 @@ def _first_per_slot(positions: np.ndarray, slots: np.ndarray) -> tuple[np.ndarra
 
 def commit(store: Store, plan: Plan, batch: FrameBatch, segs: Segments) -> dict[int, Work]:
     """Apply the pass's steady frames: the residents' in the store; for the other connections
-    (ones that carry nothing we analyse), return what they do by connection id, for `apply`."""
+    (ones that carry nothing we analyse), return what they do by row, for `apply`."""
     rows = np.flatnonzero(plan.fast)
     if not len(rows):
         return {}
-    gid = plan.gid[rows]
-    order = np.argsort(gid, kind="stable")
-    rows, gid = rows[order], gid[order]
+    slot = plan.slot[rows]
+    order = np.argsort(slot, kind="stable")
+    rows, slot = rows[order], slot[order]
     idx = plan.rest[rows]
-    present, last = _last_per_slot(idx, gid)
+    present, last = _last_per_slot(idx, slot)
     last_ns = batch.ts_ns[last]
     resident = store.resident[present]
     store.last_ns[present[resident]] = last_ns[resident]
     store.dirty[present[resident]] = True
-    closes = np.bincount(gid, weights=(segs.flags[idx] & (FIN | RST)) != 0, minlength=len(store)) > 0
+    closes = np.bincount(slot, weights=(segs.flags[idx] & (FIN | RST)) != 0, minlength=len(store)) > 0
     works = {g: Work(store.snaps[g].flow, t, bool(closes[g]))  # type: ignore[union-attr]
              for g, t in zip(present[~resident].tolist(), last_ns[~resident].tolist())}
     if plan.events is not None:

@@ -89,10 +89,13 @@ class FlowTable:
             if is_a:
                 yield flow
 
-    def sweep(self, now_ns: int, frame_no: int, idle_limit_ns: Callable[[Flow], int]) -> None:
-        """Evict every connection idle for longer than its limit."""
+    def sweep(self, now_ns: int, frame_no: int, idle_limit_ns: Callable[[Flow], int],
+              shortest_ns: int = 0) -> None:
+        """Evict every connection idle for longer than its limit; no limit is below `shortest_ns`
+        (so the limit of a connection active since then is not worked out)."""
         for flow in list(self.flows()):
-            if now_ns - flow.last_ns > idle_limit_ns(flow):
+            idle = now_ns - flow.last_ns
+            if idle > shortest_ns and idle > idle_limit_ns(flow):
                 self.evict(flow, frame_no, now_ns)
 
     def evict(self, flow: Flow, frame_no: int, now_ns: int) -> None:

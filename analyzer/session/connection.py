@@ -14,6 +14,7 @@ configured port the first bytes decide (`_Sniff`).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from ipaddress import ip_address
 from typing import Callable
 
@@ -401,5 +402,12 @@ _IGNORE = _Ignore()
 
 def flow_key(client: tuple[bytes, int], server: tuple[bytes, int], index: int) -> FlowKey:
     """The report form of a connection's endpoints."""
-    return FlowKey(Endpoint(str(ip_address(client[0])), client[1]),
-                   Endpoint(str(ip_address(server[0])), server[1]), index)
+    return FlowKey(Endpoint(_ip_text(client[0]), client[1]), Endpoint(_ip_text(server[0]), server[1]),
+                   index)
+
+
+@lru_cache(maxsize=1 << 16)
+def _ip_text(raw: bytes) -> str:
+    """An address's text form; cached, since a broker's address opens every session and
+    `ip_address` costs tens of microseconds."""
+    return str(ip_address(raw))
