@@ -354,12 +354,14 @@ class CaptureAnalysis:
         conn.finish(reason, frame_no, now_ns)
         tl = conn.timeline
         if tl is None:
+            conn.release()
             return
         self.findings += self.judge.finished(tl)
         self.sessions.append(tl.summary())
         if tl.client_id and self._latest_by_client_id.get(tl.client_id) is tl:
             del self._latest_by_client_id[tl.client_id]
         flow.state = None
+        conn.release()
 
     def finish(self) -> None:
         """The capture is over: end every open session at the last frame."""
@@ -496,10 +498,11 @@ def _analyze_group(paths: list[str], options: Options, progress: Progress | None
 def fewer_collections(first_generation: int = 10_000) -> Iterator[None]:
     """Run the cyclic garbage collector less often while a capture is analysed.
 
-    Every session allocates objects that live for minutes of capture time, and with the default
-    threshold (700 allocations) the collector walks them over and over: about a tenth of the run
-    time of a large capture. The garbage left between collections stays small (measured: the same
-    peak memory), and the setting is restored afterwards.
+    Every open session holds objects that live for minutes of capture time, and with the default
+    threshold (700 allocations) the collector walks them over and over (0.8 s of a 1M-frame
+    capture; 0.3 s at 10,000). Finished sessions break their own cycles (`Connection.release`), so
+    little garbage waits for a collection: peak memory measured the same. The setting is restored
+    afterwards.
     """
     before = gc.get_threshold()
     gc.set_threshold(max(first_generation, before[0]), *before[1:])

@@ -144,10 +144,12 @@ class _FlowIds:
         keys: list[tuple[bytes, int, bytes, int]] = []
         simple = np.flatnonzero(segs.simple & (a != b))
         if len(simple):
-            pairs = np.stack([lo[simple], hi[simple]], axis=1)
-            uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+            # (lower, higher) endpoint pairs as one number: each endpoint's rank among its kind
+            ulo, ilo = np.unique(lo[simple], return_inverse=True)
+            uhi, ihi = np.unique(hi[simple], return_inverse=True)
+            uniq, inverse = np.unique(ilo.reshape(-1) * len(uhi) + ihi.reshape(-1), return_inverse=True)
             gid[simple] = inverse.reshape(-1)
-            for x, y in uniq.tolist():
+            for x, y in zip(ulo[uniq // len(uhi)].tolist(), uhi[uniq % len(uhi)].tolist()):
                 keys.append(((x >> 16).to_bytes(4, "big"), x & 0xFFFF, (y >> 16).to_bytes(4, "big"),
                              y & 0xFFFF))
         index = {k: i for i, k in enumerate(keys)}

@@ -182,6 +182,10 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
         ping_ns=ping_ns)
 
 
+MAX_HELD = 4096
+"""Silences a resident may hold before it is written at the end of a batch (`Store.end`)."""
+
+
 class Store:
     """What a batch's passes judge from, by connection id (`_FlowIds`), and the residents' state.
 
@@ -253,7 +257,11 @@ class Store:
         self.rows = np.array(rows, dtype=np.int64)
 
     def end(self) -> None:
-        """The batch is done: rows of connections that are not residents are free again."""
+        """The batch is done: residents holding many values are written (so memory follows open
+        sessions, not the file's length), and rows of connections that are not residents are free
+        again."""
+        for g in [g for g, values in self.gaps.items() if len(values) > MAX_HELD]:
+            self.flush(g)
         for row in self.rows[~self.resident[self.rows]].tolist():
             key = self.keys[row]
             if key is not None:

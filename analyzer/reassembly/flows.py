@@ -93,7 +93,7 @@ class FlowTable:
               shortest_ns: int = 0) -> None:
         """Evict every connection idle for longer than its limit; no limit is below `shortest_ns`
         (so the limit of a connection active since then is not worked out)."""
-        for flow in list(self.flows()):
+        for flow in [flow for flow, is_a in self._by_key.values() if is_a]:
             idle = now_ns - flow.last_ns
             if idle > shortest_ns and idle > idle_limit_ns(flow):
                 self.evict(flow, frame_no, now_ns)

@@ -244,6 +244,7 @@ def iter_pcap_batches(
                 parts.append(chunk)
                 have += len(chunk)
             buf = b"".join(parts)
+            del parts  # the batch's bytes are held once, not twice, while it is analysed
             state.bytes_read = base
             if failed is not None:
                 continue

@@ -236,6 +236,32 @@ def test_short_runs(synthetic, monkeypatch: pytest.MonkeyPatch, max_run: int) ->
     assert_same_report([synthetic(3_000, 3, 1)])
 
 
+def test_long_steady_sessions_are_written_as_they_go(synthetic, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection steady for the whole capture is written into its objects once it holds
+    `MAX_HELD` silences at a batch's end, so the store never holds more than that and a batch's
+    worth: the report is still the per-frame path's."""
+    import analyzer.columnar.steady as steady
+    import analyzer.sources.pcap as pcap
+
+    monkeypatch.setattr(pcap, "BATCH_BYTES", 16_384)
+    monkeypatch.setattr(steady, "MAX_HELD", 4)
+    held: list[tuple[int, int]] = []  # the most a resident held at a batch's end, then after it
+    real_end = steady.Store.end
+
+    def most(store: steady.Store) -> int:
+        return max((len(v) for v in store.gaps.values()), default=0)
+
+    def end(store: steady.Store) -> None:
+        before = most(store)
+        real_end(store)
+        held.append((before, most(store)))
+
+    monkeypatch.setattr(steady.Store, "end", end)
+    assert_same_report([synthetic(6_000, 5, 3)])
+    assert max(before for before, _ in held) > 4  # some were written mid-capture...
+    assert max(after for _, after in held) <= 4  # ...so none held more, whatever the file's length
+
+
 # -- rotated and merged files -------------------------------------------------------------------
 
 
