@@ -617,6 +617,7 @@ class _Chain:
                 last = batch.first_frame + len(batch) - 1
             if progress is not None:
                 progress(self.bytes_read + reader.bytes_read, 0)
+            batch = None  # not held while the next one is read
             batch = next(batches, None)
         feed.finish()
         self._done(reader, last)

@@ -231,6 +231,7 @@ def iter_pcap_batches(
             rest = end - pos
             need = 16 + (unpack(buf, pos + 8)[0] if rest >= 16 else 0)
             parts, have = [buf[pos:]], end - pos
+            buf = b""  # the analysed batch's bytes go as soon as its users let them
             base, pos = base + pos, 0
             target = max(BATCH_BYTES, need)
             while have < target:  # a read at a time, so a failure loses no record read before it
