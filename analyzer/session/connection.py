@@ -415,10 +415,9 @@ def flow_key(client: tuple[bytes, int], server: tuple[bytes, int], index: int) -
                    index)
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1024)
 def _ip_text(raw: bytes) -> str:
-    """An address's text form; cached, since a broker's address opens every session and
-    `ip_address` costs tens of microseconds."""
+    """An address's text form; the few busiest (a broker's address opens every session) cached."""
     if len(raw) == 4:
         return "%d.%d.%d.%d" % (raw[0], raw[1], raw[2], raw[3])
     return str(ip_address(raw))
