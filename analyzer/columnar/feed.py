@@ -9,15 +9,17 @@ state was at the start of the run and the frames of that connection before it:
 
 * a connection that carries nothing we analyse (decided not MQTT) or has not sent data yet: any
   frame but a SYN;
-* an MQTT connection in a healthy steady state (`steady.Snapshot`): an in-order segment with no
-  SYN, FIN or RST, acknowledging exactly what the other side sent, whose bytes frame into packets
-  of the common kinds (`steady.frame_payloads`), each keeping the session's timeline inside every
-  limit (`steady.check_events`): a client silence no longer than any rule could object to, a
-  PINGREQ answered in time.
+* an MQTT connection in a healthy steady state (a *resident* of the `steady.Store`): an in-order
+  segment with no SYN, FIN or RST, acknowledging exactly what the other side sent, whose bytes
+  frame into packets of the common kinds, each keeping the session's timeline inside every limit:
+  a client silence no longer than any rule could object to, a PINGREQ answered in time.
 
-A connection's frames up to its first unsteady one are applied in one step (`steady.apply`): the
-counters, clocks and sequence numbers they would have moved, moved. Its first unsteady frame then
-goes through `CaptureAnalysis.frame`, in capture order with the other connections' such frames.
+A connection's frames up to its first unsteady one are applied in one step (`steady.commit`): the
+counters, clocks and sequence numbers they would have moved, moved, in the store's arrays, which
+keep a resident's state from run to run and batch to batch. The store writes a resident into its
+objects (`Store.flush`) before one of its frames goes through `CaptureAnalysis.frame`, before an
+idle sweep that could evict it, at a clock step, and at the end of the capture. Its first unsteady
+frame goes through `CaptureAnalysis.frame` in capture order with the other connections' such frames.
 Its later frames wait for the next pass over the run, which judges them afresh from the state the
 unsteady frame left. Passes repeat until the run is done.
 

@@ -1,9 +1,12 @@
 """Which frames of a run are steady, and what applying them does (see `analyzer.columnar.feed`).
 
-`plan` snapshots every connection the run touches (`_snapshot`), judges all its frames at once
-(`_steady_frames`), and returns, per connection, its steady prefix as a `Work` that `apply` writes
-into the connection's objects: exactly the fields the per-frame path would have changed, to the
-values it would have given them. Everything that is not provably steady is left to that path.
+`plan` makes sure the `Store` knows every connection the pass touches (`Store.load`, from a
+`_snapshot` of its objects), judges all the pass's frames at once from the store's arrays
+(`_steady_frames`), and returns each connection's steady prefix. `commit` then moves the residents'
+state in the store by those frames (and returns, for connections that carry nothing we analyse,
+a `Work` for `apply`); `Store.flush` finally writes a resident into its objects: exactly the
+fields the per-frame path would have changed, to the values it would have given them. Everything
+that is not provably steady is left to that path.
 
 The judgement is speculative in one careful sense: frame i is judged assuming the frames of its
 connection before it are steady too. Only a prefix of each connection is applied, so every frame
@@ -122,6 +125,9 @@ yet on no MQTT port)."""
 
 @dataclass
 class Snapshot:
+    """A connection as its objects stand: what `Store.load` takes in (kind, whether a CONNECT may
+    come, and for a steady MQTT connection its objects and the state the store keeps)."""
+
     kind: int
     connect: int = CONNECT_NONE
     flow: Any = None
