@@ -188,8 +188,9 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
         ping_ns=ping_ns)
 
 
-MAX_HELD = 4096
-"""Silences a resident may hold before it is written at the end of a batch (`Store.end`)."""
+MAX_HELD = 200_000
+"""Silences all residents together may hold (a few MiB) before they are written at the end of a
+batch (`Store.end`)."""
 
 
 class Store:
@@ -263,11 +264,12 @@ class Store:
         self.rows = np.array(rows, dtype=np.int64)
 
     def end(self) -> None:
-        """The batch is done: residents holding many values are written (so memory follows open
-        sessions, not the file's length), and rows of connections that are not residents are free
-        again."""
-        for g in [g for g, values in self.gaps.items() if len(values) > MAX_HELD]:
-            self.flush(g)
+        """The batch is done: if the residents hold many values, they are written (so memory stays
+        bounded however long they stay steady), and rows of connections that are not residents
+        are free again."""
+        if sum(len(values) for values in self.gaps.values()) > MAX_HELD:
+            for g in list(self.gaps):
+                self.flush(g)
         for row in self.rows[~self.resident[self.rows]].tolist():
             key = self.keys[row]
             if key is not None:

@@ -237,19 +237,19 @@ def test_short_runs(synthetic, monkeypatch: pytest.MonkeyPatch, max_run: int) ->
 
 
 def test_long_steady_sessions_are_written_as_they_go(synthetic, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A connection steady for the whole capture is written into its objects once it holds
-    `MAX_HELD` silences at a batch's end, so the store never holds more than that and a batch's
-    worth: the report is still the per-frame path's."""
+    """Connections steady for the whole capture are written into their objects once they hold
+    `MAX_HELD` silences together at a batch's end, so the store never holds more than that and a
+    batch's worth: the report is still the per-frame path's."""
     import analyzer.columnar.steady as steady
     import analyzer.sources.pcap as pcap
 
     monkeypatch.setattr(pcap, "BATCH_BYTES", 16_384)
     monkeypatch.setattr(steady, "MAX_HELD", 4)
-    held: list[tuple[int, int]] = []  # the most a resident held at a batch's end, then after it
+    held: list[tuple[int, int]] = []  # what the residents held at a batch's end, then after it
     real_end = steady.Store.end
 
     def most(store: steady.Store) -> int:
-        return max((len(v) for v in store.gaps.values()), default=0)
+        return sum(len(v) for v in store.gaps.values())
 
     def end(store: steady.Store) -> None:
         before = most(store)
