@@ -365,7 +365,7 @@ class CaptureAnalysis:
 
     def finish(self) -> None:
         """The capture is over: end every open session at the last frame."""
-        for flow in list(self.table.flows()):
+        for flow in self.table.flows():
             if flow.kind == MQTT:
                 self._finalize(flow, EndReason.CAPTURE_END, self.last_frame, self.now_ns)
         self.warnings += self.plaintext.warnings()

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from analyzer.engine import CaptureAnalysis
     from analyzer.sources.batch import FrameBatch
 
-NS = 1_000_000_000
 MOD = 1 << 32
 HALF = 1 << 31
 PUBLISH, PUBREL, PINGREQ, PINGRESP = 3, 6, 12, 13
@@ -49,8 +48,8 @@ analyse (any frame but a SYN is steady), an MQTT session in a steady state."""
 @dataclass
 class Plan:
     """A pass over a run: frames for `CaptureAnalysis.frame` (`single`, capture order, with their
-    connections' rows in the store), frames for the next pass (`deferred`), and the steady frames (`fast`, over
-    `rest`) that `commit` applies in bulk."""
+    connections' rows in the store), frames for the next pass (`deferred`), and the steady frames
+    (`fast`, over `rest`) that `commit` applies in bulk."""
 
     single: np.ndarray
     single_slot: np.ndarray
@@ -131,9 +130,7 @@ class Snapshot:
     kind: int
     connect: int = CONNECT_NONE
     flow: Any = None
-    lower_is_a: bool = True
     undecided: bool = False
-    conn: Any = None
     tl: Any = None
     client_lower: bool = True
     next_seq: tuple[int, int] = (0, 0)
@@ -155,10 +152,10 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
         return Snapshot(ABSENT, CONNECT_UNDECIDED)
     flow, lower_is_a = entry
     if flow.kind == OTHER:
-        return Snapshot(IGNORED, CONNECT_NONE, flow, lower_is_a)
+        return Snapshot(IGNORED, CONNECT_NONE, flow)
     if flow.kind == UNDECIDED:
         if flow.state is None:
-            return Snapshot(IGNORED, CONNECT_UNDECIDED, flow, lower_is_a, undecided=True)
+            return Snapshot(IGNORED, CONNECT_UNDECIDED, flow, undecided=True)
         return Snapshot(SINGLE, CONNECT_PENDING)
     conn = flow.state
     if flow.kind != MQTT or conn is None:
@@ -181,7 +178,7 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
         carry.append(state)
     silence_ns, silence_floor, ping_floor, pings, ping_ns = limits
     return Snapshot(
-        STEADY, CONNECT_NONE, flow, lower_is_a, conn=conn, tl=tl, client_lower=conn.client_is_a == lower_is_a,
+        STEADY, CONNECT_NONE, flow, tl=tl, client_lower=conn.client_is_a == lower_is_a,
         next_seq=(halves[0].next_seq, halves[1].next_seq),
         framers=(sides[0].framer, sides[1].framer), halves=halves, carry=tuple(carry),
         silence_ns=silence_ns, silence_floor=silence_floor, ping_floor=ping_floor, pings=pings,
@@ -194,7 +191,7 @@ batch (`Store.end`)."""
 
 
 class Store:
-    """What a batch's passes judge from, by connection id (`_FlowIds`), and the residents' state.
+    """What a batch's passes judge from, by row (one per connection), and the residents' state.
 
     Every connection a batch holds gets a row (`begin`), kept while it is a resident. For every
     connection a pass touches, `load` records its kind; an MQTT connection in a steady state
@@ -227,7 +224,7 @@ class Store:
             # ts); left 0: none
             "client_lower": ((), bool), "silence_ns": ((), np.int64),
             "silence_floor": ((), np.int64), "ping_floor": ((), np.int64), "pings": ((), np.int64),
-            "ping_ns": ((), np.int64), "keep_alive": ((), np.int64),
+            "ping_ns": ((), np.int64),
             # what a resident's steady frames did since it was loaded (`SteadyPackets`, summed)
             "dirty": ((), bool), "last_ns": ((), np.int64),
             "counts": ((6,), np.int64),
@@ -238,11 +235,9 @@ class Store:
             "inbound": ((), np.int64), "inbound_first": ((), np.int64),
             "last_ping": ((3,), np.int64),  # (is PINGREQ, first frame, end) of the last; -1: none
         }
-        for name, (shape, dtype) in self._arrays.items():
-            setattr(self, name, np.full((0, *shape), self._FILL.get(name, 0), dtype=dtype))
         self.gaps: dict[int, list[int]] = {}
         self.pingreq_ts: dict[int, list[int]] = {}
-        self.pingreq_buckets: dict[int, list[int]] = {}
+        self.pingreq_gaps: dict[int, list[int]] = {}
         self._grow(1)
 
     def __len__(self) -> int:
@@ -282,7 +277,8 @@ class Store:
         size = max(1024, 2 * old, old + need)
         for name, (shape, dtype) in self._arrays.items():
             grown = np.full((size, *shape), self._FILL.get(name, 0), dtype=dtype)
-            grown[:old] = getattr(self, name)
+            if old:
+                grown[:old] = getattr(self, name)
             setattr(self, name, grown)
         self.keys += [None] * (size - old)
         self.snaps += [None] * (size - old)
@@ -302,7 +298,6 @@ class Store:
                 self.silence_ns[g], self.silence_floor[g], self.ping_floor[g] = (
                     snap.silence_ns, snap.silence_floor, snap.ping_floor)
                 self.pings[g], self.ping_ns[g] = snap.pings, snap.ping_ns
-                self.keep_alive[g] = snap.tl.keep_alive_s or 0
 
     def flush(self, g: int) -> None:
         """Write resident `g`'s steady frames into its objects; it is a resident no more."""
@@ -333,7 +328,7 @@ class Store:
             run.last_ping = (bool(is_req), ping_frame, ping_end)
         if g in self.pingreq_ts:
             run.pingreq_ts = self.pingreq_ts.pop(g)
-            run.pingreq_buckets = self.pingreq_buckets.pop(g)
+            run.pingreq_gaps = self.pingreq_gaps.pop(g)
         self.counts[g] = 0
         self.moved[g] = False
         self.silence[g] = -1
@@ -704,15 +699,12 @@ def _commit_steady(store: Store, ev: Events, fast: np.ndarray) -> None:
                                            axis=1)
     store.pings[ping_slots] = req
     store.ping_ns[ping_slots] = np.where(req, ev.e_ts_last[last_ping], 0)
-    # the silences client packets ended, and each PINGREQ's time and silence in percent of K
+    # the silences client packets ended, and each PINGREQ's time and silence
     _extend(store.gaps, c_slots, ev.gap[c])
     r = e[is_req]
     r_slots = ev.e_slot[r]
-    k_ns = store.keep_alive[r_slots] * NS
-    r_gap = ev.gap[r]
     _extend(store.pingreq_ts, r_slots, ev.e_ts_first[r])
-    _extend(store.pingreq_buckets, r_slots,
-            np.where((k_ns > 0) & (r_gap >= 0), r_gap * 100 // np.maximum(k_ns, 1), -1))
+    _extend(store.pingreq_gaps, r_slots, ev.gap[r])
 
 
 def _extend(lists: dict[int, list[int]], slots: np.ndarray, values: np.ndarray) -> None:

@@ -13,7 +13,7 @@ holds more than `max_flows` connections (the least recently active go first).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 FlowKey4 = tuple[bytes, int, bytes, int]
 
@@ -83,17 +83,15 @@ class FlowTable:
         self._by_key.pop(key, None)
         self._by_key.pop((key[2], key[3], key[0], key[1]), None)
 
-    def flows(self) -> Iterator[Flow]:
-        """Every connection once, in the order they were created."""
-        for flow, is_a in list(self._by_key.values()):
-            if is_a:
-                yield flow
+    def flows(self) -> list[Flow]:
+        """Every connection once, in the order they were created (a copy: safe to evict from)."""
+        return [flow for flow, is_a in self._by_key.values() if is_a]
 
     def sweep(self, now_ns: int, frame_no: int, idle_limit_ns: Callable[[Flow], int],
               shortest_ns: int = 0) -> None:
         """Evict every connection idle for longer than its limit; no limit is below `shortest_ns`
         (so the limit of a connection active since then is not worked out)."""
-        for flow in [flow for flow, is_a in self._by_key.values() if is_a]:
+        for flow in self.flows():
             idle = now_ns - flow.last_ns
             if idle > shortest_ns and idle > idle_limit_ns(flow):
                 self.evict(flow, frame_no, now_ns)

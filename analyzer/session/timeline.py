@@ -64,8 +64,8 @@ class SteadyPackets:
     last_ping: tuple[bool, int, int] | None = None
     """The last PINGREQ (True) or PINGRESP: (is PINGREQ, first frame, end)."""
     pingreq_ts: list[int] = field(default_factory=list)
-    pingreq_buckets: list[int] = field(default_factory=list)
-    """Each PINGREQ's silence as whole percent of K (-1: not counted)."""
+    pingreq_gaps: list[int] = field(default_factory=list)
+    """The silence each PINGREQ ended."""
 
 
 class SessionTimeline:
@@ -191,9 +191,8 @@ class SessionTimeline:
                 self._inbound_first = run.inbound_first
         times = run.pingreq_ts
         if times:
-            for bucket in run.pingreq_buckets:
-                if bucket >= 0:
-                    self.ping_gap_percent[bucket] = self.ping_gap_percent.get(bucket, 0) + 1
+            for gap in run.pingreq_gaps:
+                self._note_ping_gap(gap)
             room = MAX_PING_SPACINGS - len(self.ping_spacings_ns)
             if room > 0:
                 spaced = [b - a for a, b in zip(times, times[1:])]
