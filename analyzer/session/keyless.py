@@ -143,7 +143,7 @@ class KeylessTimeline(SessionTimeline):
         if self.ended or pkt.type != PacketType.PINGRESP or not self._pings:
             return
         self._confirm_answer(out)
-        self._unconfirmed = (self._pings.popleft(), pkt)  # type: ignore[assignment]
+        self._unconfirmed = (self._pings.pop(0), pkt)  # type: ignore[assignment]
         if not self.alerts_hidden:  # a broker alert is a record of its own type: no doubt
             self._confirm_answer(out)
 

@@ -18,7 +18,6 @@ DISCONNECT, FIN or RST ends the session; packets after it are counted but not ju
 from __future__ import annotations
 
 from array import array
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -108,7 +107,9 @@ class SessionTimeline:
         self._inbound = 0
         self._inbound_first: int | None = None
         self._hole: StreamGap | None = None
-        self._pings: deque[_Ping] = deque()
+        self._pings: list[_Ping] = []
+        """Unanswered PINGREQs, oldest first: nearly always none or one, so a list (a deque
+        costs ten times the memory of an empty list, on every open session)."""
         self._disconnect_reason: int | None = None
         self._clock_stepped = False
         self.ping_gap_percent: dict[int, int] = {}
@@ -336,7 +337,7 @@ class SessionTimeline:
                 self._inbound_first = pkt.first_frame
         elif ptype == PacketType.PINGRESP:
             if self._pings:
-                ping = self._pings.popleft()
+                ping = self._pings.pop(0)
                 latency = pkt.ts_first_ns - ping.ts_ns
                 if (self._ping_floor is None or latency < 0 or self._clock_stepped
                         or latency > self._ping_floor(self.keep_alive_s)):
@@ -437,10 +438,10 @@ class SessionTimeline:
             explained = self._close_explanation() if kind == SilenceEnd.SERVER_CLOSE else None
             out.append(self._close_silence(frame, ts_ns, kind, explained))  # type: ignore[arg-type]
         closed_by = "server" if reason.by_server else "client" if reason.by_client else None
-        while self._pings:
-            ping = self._pings.popleft()
+        for ping in self._pings:
             out.append(PingOutcome(ping.frame, ping.ts_ns, None, None, ping.repinged_ns, frame,
                                    ts_ns, closed_by))
+        self._pings.clear()
         return out
 
     def _close_explanation(self) -> str | None:
