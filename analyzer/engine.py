@@ -24,7 +24,7 @@ from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
 from analyzer.errors import InputError
 from analyzer.model import CaptureSummary, EndReason, Finding, Report, Session
 from analyzer.mqtt.detect import looks_like_connect
-from analyzer.reassembly.flows import MQTT, OTHER, UNDECIDED, Flow, FlowKey4, FlowTable
+from analyzer.reassembly.flows import MQTT, OTHER, UNDECIDED, Flow, FlowKey4, FlowTable, TableLog
 from analyzer.ruleset import RuleSet, load_ruleset
 from analyzer.ruleset.model import apply_suppressions
 from analyzer.session.connection import Connection, PacketHook, flow_key
@@ -33,6 +33,7 @@ from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
 from analyzer.sources.rotation import rotation_groups
 from analyzer.spool import Chain, Spool
+from analyzer.split import Shard
 from analyzer.tls.detect import client_hello_verdict, offers_mqtt
 from analyzer.tls.plaintext import PlaintextSource
 from analyzer.tls.records import ClientHello
@@ -59,6 +60,10 @@ CLOCK_STEP_NS = NS // 100
 """Timestamps going back by more than this are a clock step (merged captures, NTP), not the
 microsecond disorder of frames captured on several queues."""
 
+SPLIT_MIN_BYTES = 32 << 20
+"""With `jobs` > 1, one capture (or rotation) at least this large is analysed by that many
+processes, its connections dealt out among them (`analyzer.split`): smaller ones take less time
+than starting the processes would save."""
 
 @dataclass(frozen=True)
 class Options:
@@ -85,9 +90,11 @@ class Options:
 class CaptureAnalysis:
     """Analyses one capture frame by frame; `finish()` ends every open session."""
 
-    def __init__(self, path: str, options: Options, *, spool: bool = True) -> None:
+    def __init__(self, path: str, options: Options, *, spool: bool = True,
+                 shard: Shard | None = None) -> None:
         """`spool`: keep closed sessions and findings mostly on disk (`analyzer.spool`), so memory
-        stays flat on long captures; live mode, which reads them back as they come, keeps lists."""
+        stays flat on long captures; live mode, which reads them back as they come, keeps lists.
+        `shard`: track only the connections dealt to this process (`analyzer.split`)."""
         self.path = path
         self.name = "stdin" if path == "-" else os.path.basename(path)
         """Session ids are `<file name>#<tcp.stream>`; records carry the path as given."""
@@ -110,6 +117,9 @@ class CaptureAnalysis:
         self.plaintext = PlaintextSource(options.tls_keylogs, self._warn)
         """Decrypted TLS application data, loaded when a TLS connection first needs it."""
         self.plaintext.add_file(path, 0)
+        self.shard = shard
+        if shard is not None:
+            self.table.log = TableLog()
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -132,6 +142,9 @@ class CaptureAnalysis:
         key = (src, sport, dst, dport)
         entry = self._lookup(key)
         if entry is None:
+            if self.shard is not None and not self.shard.owns(key):
+                self.shard.foreign(self._latest_by_client_id, key, seq, payload, frame_no, ts_ns)
+                return
             entry = self._new_flow(key, frame_no, ts_ns, flags)
         elif flags & SYN and not flags & ACK and entry[0].closed:
             self.table.evict(entry[0], frame_no, ts_ns)
@@ -284,6 +297,8 @@ class CaptureAnalysis:
         client_id = tl.client_id
         if not client_id:
             return
+        if self.shard is not None:
+            self.shard.connected(self.last_frame, client_id)
         older = self._latest_by_client_id.get(client_id)
         if older is not None and older is not tl and not older.ended:
             older.takeover_ns = ts_ns
@@ -406,8 +421,9 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
     """Analyse capture files ('-' = stdin, directories expanded) into one report.
 
     A capture that cannot be opened is recorded with its error and the others are still analysed.
-    With `jobs` > 1 the files are analysed in that many processes; the report is the same, in the
-    same order, as with one. With `dask_address` (a scheduler, `tcp://host:8786`) they are analysed
+    With `jobs` > 1 the files are analysed in that many processes, and a single large capture is
+    split among them by connection (`analyzer.split`); the report is the same, in the same order,
+    as with one. With `dask_address` (a scheduler, `tcp://host:8786`) they are analysed
     on that Dask distributed cluster instead (`analyzer.scale.dask`; inputs may then also be fsspec
     URLs), again into the same report. `progress`, if given, is told how far reading has come.
     """
@@ -428,6 +444,12 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
             for i in as_completed_indices(futures):
                 meter.group_done(i)
             results = [future.result() for future in futures]
+    elif (jobs > 1 and len(groups) == 1 and groups[0] != ["-"] and meter.total >= SPLIT_MIN_BYTES
+          and options.packet_hook is None):
+        from analyzer.split import analyze_split
+
+        results = [analyze_split(groups[0], options, jobs) or _analyze_group(groups[0], options)]
+        meter.group_done(0)
     else:
         results = []
         for i, group in enumerate(groups):
@@ -513,13 +535,19 @@ def fewer_collections(first_generation: int = 10_000) -> Iterator[None]:
 
 
 def _analyze_files(paths: list[str], options: Options, progress: Progress | None) -> list[Result]:
-    results: list[Result] = []
+    return [capture.result() for capture in _analyze_chains(paths, options, progress)]
+
+
+def _analyze_chains(paths: list[str], options: Options, progress: Progress | None,
+                    shard: tuple[int, int] | None = None) -> Iterator[_Chain | _Unusable]:
+    """The files' analyses, fed and not yet finished: one per capture, or per rotation whose
+    files continue each other. `shard`: (index, count) of a process of a split analysis."""
     current: _Chain | None = None
     for path in paths:
         try:
             reader = open_capture(path)
         except InputError as exc:
-            results.append((_unusable(path, str(exc)), [], []))
+            yield _Unusable(path, str(exc))
             continue
         with reader:
             columnar = options.columnar and options.packet_hook is None and reader.batches_available
@@ -531,17 +559,16 @@ def _analyze_files(paths: list[str], options: Options, progress: Progress | None
                 frames = iter(reader)
                 first = next(frames, None)
             if current is not None and not _continues(current.analysis.now_ns, first):
-                results.append(current.result())
+                yield current
                 current = None
             if current is None:
-                current = _Chain(reader.path, options)
+                current = _Chain(reader.path, options, None if shard is None else Shard(*shard))
             if columnar:
                 current.feed_batches(reader, batch, batches, progress)
             else:
                 current.feed(reader, first, frames, progress)
     if current is not None:
-        results.append(current.result())
-    return results
+        yield current
 
 
 def _continues(previous_end_ns: int, first: tuple | None) -> bool:
@@ -552,8 +579,8 @@ def _continues(previous_end_ns: int, first: tuple | None) -> bool:
 class _Chain:
     """One analysis fed by one file or by consecutive files of a rotation."""
 
-    def __init__(self, path: str, options: Options) -> None:
-        self.analysis = CaptureAnalysis(path, options)
+    def __init__(self, path: str, options: Options, shard: Shard | None = None) -> None:
+        self.analysis = CaptureAnalysis(path, options, shard=shard)
         self.paths: list[str] = []
         self.offset = 0
         self.formats: set[str] = set()
@@ -652,6 +679,18 @@ def _capture_paths(paths: list[str], unusable: list[CaptureSummary]) -> list[str
             unusable.append(_unusable(path, f"{path}: no capture files in this directory"))
         out += found
     return out
+
+
+@dataclass
+class _Unusable:
+    """A file of a rotation that could not be opened, in its place among the analyses."""
+
+    path: str
+    error: str
+    analysis: None = None
+
+    def result(self) -> Result:
+        return _unusable(self.path, self.error), [], []
 
 
 def _unusable(path: str, error: str) -> CaptureSummary:

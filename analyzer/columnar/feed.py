@@ -40,9 +40,7 @@ from analyzer.columnar import steady
 from analyzer.columnar.segments import Segments, decode
 from analyzer.decode.tcp import ACK, SYN, decode_segment
 from analyzer.engine import IDLE_MQTT_MIN_NS
-from analyzer.errors import DecodeError
-from analyzer.mqtt.codec import decode_connect, decode_varint
-from analyzer.mqtt.detect import looks_like_connect
+from analyzer.mqtt.detect import connect_client_id
 from analyzer.websocket.detect import upgrade_verdict
 from analyzer.sources.batch import FrameBatch
 
@@ -114,21 +112,6 @@ class ColumnarFeed:
             self._store.flush(int(self._store.rows[g]))
         frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
         self.analysis.frame(frame_no + offset, ts_ns, linktype, data)
-
-
-def _client_id(payload: bytes) -> str | None:
-    """The client id of a CONNECT that `payload` starts with and holds whole; None if it is not
-    one."""
-    if not looks_like_connect(payload):
-        return None
-    try:
-        decoded = decode_varint(payload, 1)
-        if decoded is None or 1 + decoded[1] + decoded[0] > len(payload):
-            return None
-        body = decode_connect(payload[1 + decoded[1]:1 + decoded[1] + decoded[0]])
-    except DecodeError:
-        return None
-    return body.client_id or ""
 
 
 class _FlowIds:
@@ -226,7 +209,7 @@ class _Run:
             if g in settled:
                 continue
             seg = decode_segment(batch.linktype, batch.frame(i)[3])
-            client_id = None if seg.__class__ is str else _client_id(seg[7])  # type: ignore[index]
+            client_id = None if seg.__class__ is str else connect_client_id(seg[7])  # type: ignore[index]
             if client_id is None:
                 if (undecided and g not in examined and seg.__class__ is not str
                         and self._stays_other(seg)):

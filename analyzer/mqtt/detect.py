@@ -8,7 +8,7 @@ The signature is the one Zeek's dynamic protocol detection uses for MQTT: a CONN
 from __future__ import annotations
 
 from analyzer.errors import DecodeError
-from analyzer.mqtt.codec import decode_varint
+from analyzer.mqtt.codec import decode_connect, decode_varint
 
 _NAMES = (b"\x00\x04MQTT", b"\x00\x06MQIsdp")
 
@@ -25,3 +25,18 @@ def looks_like_connect(payload: bytes) -> bool:
         return False
     start = 1 + decoded[1]
     return any(payload.startswith(name, start) for name in _NAMES)
+
+
+def connect_client_id(payload: bytes) -> str | None:
+    """The client id of a CONNECT that `payload` starts with and holds whole ('' when empty);
+    None if it does not."""
+    if not looks_like_connect(payload):
+        return None
+    try:
+        decoded = decode_varint(payload, 1)
+        if decoded is None or 1 + decoded[1] + decoded[0] > len(payload):
+            return None
+        body = decode_connect(payload[1 + decoded[1]:1 + decoded[1] + decoded[0]])
+    except DecodeError:
+        return None
+    return body.client_id or ""

@@ -12,7 +12,9 @@ holds more than `max_flows` connections (the least recently active go first).
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 FlowKey4 = tuple[bytes, int, bytes, int]
@@ -42,17 +44,38 @@ class Flow:
         self.state: Any = None
 
 
+@dataclass
+class TableLog:
+    """What a table did that another table's numbering could depend on, for an analysis split
+    over processes by connection (`analyzer.split`): each process's table holds only its own
+    connections, so its limits bite later than one table's would."""
+
+    first_frames: array = field(default_factory=lambda: array("q"))
+    """The frame of each stream number's first connection, by number."""
+    remembered_at: array = field(default_factory=lambda: array("q"))
+    """The frame of every eviction that remembered a number, in order."""
+    returns: list[tuple[int, int]] = field(default_factory=list)
+    """(eviction frame, return frame) of every connection that came back to its number."""
+    peak: int = 0
+    """The most connections held at once."""
+    shed: bool = False
+    """`max_flows` was reached."""
+
+
 class FlowTable:
     """All connections of one capture; see the module docstring."""
 
     def __init__(self, on_evict: Callable[[Flow, int, int], None],
                  max_flows: int = MAX_FLOWS) -> None:
         self._by_key: dict[FlowKey4, tuple[Flow, bool]] = {}
-        self._remembered: OrderedDict[FlowKey4, int] = OrderedDict()
+        self._remembered: OrderedDict[FlowKey4, tuple[int, int]] = OrderedDict()
+        """Evicted connections that had not ended: key -> (stream number, eviction frame)."""
         self.on_evict = on_evict
         self.max_flows = max_flows
         self.streams = 0
         """How many connections were numbered (the capture's `tcp_streams`)."""
+        self.log: TableLog | None = None
+        """Kept only when asked for (`analyzer.split`)."""
 
     def __len__(self) -> int:
         return len(self._by_key) // 2
@@ -65,16 +88,27 @@ class FlowTable:
     def create(self, key: FlowKey4, frame_no: int, ts_ns: int, *, reopen: bool = False) -> tuple[Flow, bool]:
         """A connection seen for the first time (or reopened by a SYN after it had ended)."""
         reverse = (key[2], key[3], key[0], key[1])
-        index = None if reopen else self._remembered.pop(key, None)
-        if index is None:
-            index = self._remembered.pop(reverse, None) if not reopen else None
-        if index is None:
+        known = None if reopen else self._remembered.pop(key, None)
+        if known is None:
+            known = self._remembered.pop(reverse, None) if not reopen else None
+        log = self.log
+        if known is None:
             index = self.streams
             self.streams += 1
+            if log is not None:
+                log.first_frames.append(frame_no)
+        else:
+            index, evicted_frame = known
+            if log is not None:
+                log.returns.append((evicted_frame, frame_no))
         flow = Flow(index, key, frame_no, ts_ns)
         self._by_key[key] = (flow, True)
         self._by_key[reverse] = (flow, False)
+        if log is not None and len(self._by_key) > 2 * log.peak:
+            log.peak = len(self._by_key) // 2
         if len(self._by_key) > 2 * self.max_flows:
+            if log is not None:
+                log.shed = True
             self._shed(ts_ns, frame_no)
         return flow, True
 
@@ -99,7 +133,9 @@ class FlowTable:
     def evict(self, flow: Flow, frame_no: int, now_ns: int) -> None:
         self.remove(flow)
         if not flow.closed:
-            self._remembered[flow.key_a] = flow.index
+            self._remembered[flow.key_a] = (flow.index, frame_no)
+            if self.log is not None:
+                self.log.remembered_at.append(frame_no)
             if len(self._remembered) > MAX_REMEMBERED:
                 self._remembered.popitem(last=False)
         self.on_evict(flow, frame_no, now_ns)
