@@ -119,7 +119,7 @@ class CaptureAnalysis:
         self.plaintext.add_file(path, 0)
         self.shard = shard
         if shard is not None:
-            self.table.log = TableLog()
+            self.table.log = TableLog(limit=self.table.max_flows)
 
     # -- the hot path -------------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from analyzer.model import CaptureSummary, Finding, FlowKey, Session
 from analyzer.mqtt.detect import connect_client_id
-from analyzer.reassembly.flows import MAX_FLOWS, MAX_REMEMBERED, FlowKey4, TableLog
+from analyzer.reassembly import flows
+from analyzer.reassembly.flows import FlowKey4, TableLog
 from analyzer.spool import BATCH, Spool, _dump, _load
 
 if TYPE_CHECKING:
@@ -184,12 +185,12 @@ def _consistent(parts: tuple[_Part, ...]) -> bool:
            != replace(first, tcp_streams=0, mqtt_sessions=0) for p in parts):
         return False
     logs = [p.log for p in parts]
-    if any(log.shed for log in logs) or sum(log.peak for log in logs) > MAX_FLOWS:
+    if any(log.shed for log in logs) or sum(log.peak for log in logs) > logs[0].limit:
         return False  # one table might have shed connections that the smaller ones kept
     remembered = list(heapq.merge(*(log.remembered_at for log in logs)))
     for log in logs:
         for evicted, returned in log.returns:
-            if bisect_right(remembered, returned) - bisect_left(remembered, evicted) >= MAX_REMEMBERED:
+            if bisect_right(remembered, returned) - bisect_left(remembered, evicted) >= flows.MAX_REMEMBERED:
                 return False  # one table might have forgotten this connection's number
     own = [list(zip(p.shard.own_frames, p.shard.own_ids)) for p in parts]
     for i, part in enumerate(parts):

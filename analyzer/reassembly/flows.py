@@ -56,6 +56,8 @@ class TableLog:
     """The frame of every eviction that remembered a number, in order."""
     returns: list[tuple[int, int]] = field(default_factory=list)
     """(eviction frame, return frame) of every connection that came back to its number."""
+    limit: int = MAX_FLOWS
+    """The table's `max_flows`."""
     peak: int = 0
     """The most connections held at once."""
     shed: bool = False

@@ -1,0 +1,241 @@
+"""One capture split among `--jobs` processes by connection (`analyzer.split`): the same report, in
+the same order, as one process gives; and where a split could not be exact, one process's.
+
+Each case compares the report of `jobs=1` with that of `jobs=2` (or 3), its JSON document and its
+records, and says whether the split was kept or the capture analysed again in one process.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from analyzer import analyze, engine, split
+from analyzer.engine import Options
+from analyzer.reassembly import flows
+from analyzer.reassembly.flows import FlowTable
+from tests.builders import PINGREQ, PINGRESP, connack, connect
+from tests.property.test_columnar_property import (
+    ACK, FIN, NS, Capture, build, scripts,
+)
+from tests.unit.test_columnar_equivalence import (
+    CAPTURES, SHIPPED, _objects, differences, document, generate,
+)
+
+
+@pytest.fixture(autouse=True)
+def small_captures_split(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Split captures of any size, and record each split's outcome (True: kept)."""
+    monkeypatch.setattr(engine, "SPLIT_MIN_BYTES", 0)
+    outcomes: list[bool] = []
+    real = split.analyze_split
+
+    def spy(*args: Any) -> Any:
+        result = real(*args)
+        outcomes.append(result is not None)
+        return result
+
+    monkeypatch.setattr(split, "analyze_split", spy)
+    return outcomes
+
+
+def assert_split_is_exact(path: Path | str, jobs: int = 2, **options: Any) -> dict[str, Any]:
+    """`jobs` processes give what one gives; returns the JSON document."""
+    one = analyze([str(path)], Options(**options), jobs=1)
+    many = analyze([str(path)], Options(**options), jobs=jobs)
+    doc_one, doc_many = document(one), document(many)
+    assert doc_many == doc_one, "\n".join(differences(doc_many, doc_one))
+    assert _objects(many) == _objects(one)  # also what JSON leaves out (gap samples)
+    return doc_one
+
+
+def _dealt_to(shard: int, count: int = 2, first_port: int = 40000) -> int:
+    """A client port (client 10.1.0.N, broker 10.0.0.1:1883) whose connection goes to `shard`."""
+    probe = split.Shard(shard, count)
+    for port in range(first_port, first_port + 100):
+        if probe.owns((bytes([10, 1, 0, port % 200 + 1]), port, bytes([10, 0, 0, 1]), 1883)):
+            return port
+    raise AssertionError
+
+
+def _client(cap: Capture, shard: int, first_port: int = 40000):
+    conn = cap.conn(0)
+    conn.port = _dealt_to(shard, first_port=first_port)
+    conn.ip = bytes([10, 1, 0, conn.port % 200 + 1])
+    return conn
+
+
+# -- shipped and generated captures ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_capture(name: str) -> None:
+    assert_split_is_exact(CAPTURES / name)
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_generated_fleet_capture(tmp_path: Path, jobs: int, small_captures_split: list[bool]) -> None:
+    """A broker-side capture of 300 clients (reconnects, late and silent ones, HTTP noise): the
+    split is kept, and every planted violation is still found."""
+    path = tmp_path / "fleet.pcap"
+    truth = generate(path, 40_000, 300, 5)["violations"]
+    doc = assert_split_is_exact(path, jobs)
+    assert small_captures_split == [True]
+    planted = Counter((v["rule_id"], v["client_id"]) for v in truth)
+    found = Counter((f["rule_id"], f["client_id"]) for f in doc["findings"]
+                    if f["rule_id"] in {"KA101", "KA102", "KA201"})
+    assert found == planted and len(planted) > 50
+    assert doc["captures"][0]["tcp_streams"] > 300
+
+
+# -- client ids: takeovers across processes ---------------------------------------------------------
+
+
+def _takeover(cap: Capture, older_shard: int, newer_shard: int, split_connect: bool = False) -> None:
+    """An older session that a newer connection with the same client id takes over while it is
+    still open; the broker closes the older one 3 s later, before 1.5 x K: explained by the
+    takeover, not KA202."""
+    older = _client(cap, older_shard)
+    older.session("dev", keep_alive=5)
+    cap.wait(NS)
+    newer = _client(cap, newer_shard, first_port=older.port + 1)
+    newer.handshake()
+    raw = connect(keep_alive=5, client_id="dev")
+    if split_connect:
+        newer.c(raw[:6])
+        newer.c(raw[6:])
+    else:
+        newer.c(raw)
+    newer.s(connack())
+    cap.wait(3 * NS)
+    older.s(flags=FIN | ACK)
+    older.c(flags=FIN | ACK)
+    newer.c(PINGREQ)
+    newer.s(PINGRESP)
+
+
+@pytest.mark.parametrize("shards", [(0, 1), (1, 0), (0, 0)])
+def test_takeover_by_a_connection_of_another_process(tmp_path: Path, shards: tuple[int, int],
+                                                     small_captures_split: list[bool]) -> None:
+    cap = Capture()
+    _takeover(cap, *shards)
+    doc = assert_split_is_exact(cap.write(tmp_path / "takeover.pcap"))
+    assert small_captures_split == [True]
+    assert not [f for f in doc["findings"] if f["rule_id"] == "KA202"]
+    assert len(doc["sessions"]) == 2
+
+
+def test_takeover_without_the_shared_connects_would_cry_wolf(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_captures_split: list[bool]) -> None:
+    """Processes that ignored each other's CONNECTs would report the older session's close as
+    KA202; the parent sees that they did and analyses the capture in one process instead."""
+    cap = Capture()
+    _takeover(cap, 0, 1)
+    path = cap.write(tmp_path / "takeover.pcap")
+    monkeypatch.setattr(split.Shard, "foreign", lambda *args: None)
+    assert not [f for f in analyze([str(path)], Options(), jobs=2).findings if f.rule_id == "KA202"]
+    assert small_captures_split == [False]
+    monkeypatch.setattr(split, "_consistent", lambda parts: True)
+    assert [f for f in analyze([str(path)], Options(), jobs=2).findings if f.rule_id == "KA202"]
+
+
+def test_connect_cut_over_segments_falls_back_to_one_process(tmp_path: Path,
+                                                              small_captures_split: list[bool]) -> None:
+    """The newer CONNECT comes in two segments: the other process cannot read its client id, the
+    parent sees what it missed, and the capture is analysed again in one process."""
+    cap = Capture()
+    _takeover(cap, 0, 1, split_connect=True)
+    doc = assert_split_is_exact(cap.write(tmp_path / "cut.pcap"))
+    assert small_captures_split == [False]
+    assert not [f for f in doc["findings"] if f["rule_id"] == "KA202"]
+
+
+def test_retransmitted_connect_of_another_process(tmp_path: Path, small_captures_split: list[bool]) -> None:
+    """A CONNECT sent twice (the first copy unanswered): one CONNECT, not two, for the others."""
+    cap = Capture()
+    older = _client(cap, 0)
+    older.session("dev", keep_alive=5)
+    newer = _client(cap, 1, first_port=older.port + 1)
+    newer.handshake()
+    raw = connect(keep_alive=5, client_id="dev")
+    newer.c(raw)
+    newer.cseq = (newer.cseq - len(raw)) % (1 << 32)
+    cap.wait(NS // 5)
+    newer.c(raw)
+    newer.s(connack())
+    cap.wait(NS)
+    older.c(PINGREQ)
+    older.s(PINGRESP)
+    assert_split_is_exact(cap.write(tmp_path / "again.pcap"))
+    assert small_captures_split == [True]
+
+
+# -- the connection table's limits ------------------------------------------------------------------
+
+
+def test_table_overflow_falls_back_to_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  small_captures_split: list[bool]) -> None:
+    """More connections than `max_flows` (12 here) at once: one table sheds some, smaller ones may
+    not, so the split is not kept."""
+    monkeypatch.setattr(engine, "FlowTable", functools.partial(FlowTable, max_flows=12))
+    cap = Capture()
+    for i in range(16):
+        cap.conn(i).session(f"c{i}", keep_alive=60)
+    assert_split_is_exact(cap.write(tmp_path / "many.pcap"))
+    assert small_captures_split == [False]
+
+
+def test_forgotten_stream_numbers_fall_back_to_one_process(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           small_captures_split: list[bool]) -> None:
+    """Idle connections evicted before they end keep their number if they come back, among the
+    last `MAX_REMEMBERED` (3 here): more than that between an eviction and the return, and the
+    split is not kept (one table could have forgotten a number that a smaller one remembers)."""
+    monkeypatch.setattr(flows, "MAX_REMEMBERED", 3)
+    cap = Capture()
+    conns = [cap.conn(i) for i in range(6)]
+    for conn in conns:
+        conn.c(flags=ACK, payload=b"\x00")  # no handshake, not MQTT: evicted after 300 s idle
+    cap.wait(400 * NS)
+    cap.conn(9).c(flags=ACK)
+    cap.wait(40 * NS)
+    for conn in conns:
+        conn.c(flags=ACK, payload=b"\x00")
+    doc = assert_split_is_exact(cap.write(tmp_path / "idle.pcap"))
+    assert small_captures_split == [False]
+    assert doc["captures"][0]["tcp_streams"] > 7
+
+
+# -- random captures --------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(script=scripts)
+def test_random_captures(tmp_path_factory: pytest.TempPathFactory, script) -> None:
+    """The property test's random captures (shared client ids, second CONNECTs, losses, clock
+    steps, idle evictions, 4-tuple reuse): a kept split or not, the report is one process's."""
+    path = build(script).write(tmp_path_factory.mktemp("random") / "random.pcap")
+    assert_split_is_exact(path)
+
+
+def test_cli_splits_one_large_capture(tmp_path: Path, small_captures_split: list[bool]) -> None:
+    """`mqtt-keepalive analyze --jobs 2 FILE` on one capture: the JSON of `--jobs 1`."""
+    from typer.testing import CliRunner
+
+    from analyzer.cli import app
+
+    path = tmp_path / "fleet.pcap"
+    generate(path, 20_000, 100, 9)
+    runner = CliRunner()
+    one = runner.invoke(app, ["analyze", "--format", "json", "--jobs", "1", str(path)])
+    two = runner.invoke(app, ["analyze", "--format", "json", "--jobs", "2", str(path)])
+    assert one.exit_code == two.exit_code == 1
+    assert two.stdout == one.stdout
+    assert small_captures_split == [True]
