@@ -23,9 +23,8 @@ import heapq
 import os
 import tempfile
 from array import array
-from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import chain
@@ -187,11 +186,6 @@ def _consistent(parts: tuple[_Part, ...]) -> bool:
     logs = [p.log for p in parts]
     if any(log.shed for log in logs) or sum(log.peak for log in logs) > logs[0].limit:
         return False  # one table might have shed connections that the smaller ones kept
-    remembered = list(heapq.merge(*(log.remembered_at for log in logs)))
-    for log in logs:
-        for evicted, returned in log.returns:
-            if bisect_right(remembered, returned) - bisect_left(remembered, evicted) >= flows.MAX_REMEMBERED:
-                return False  # one table might have forgotten this connection's number
     own = [list(zip(p.shard.own_frames, p.shard.own_ids)) for p in parts]
     for i, part in enumerate(parts):
         ids = set(part.shard.own_ids)
@@ -204,32 +198,71 @@ def _consistent(parts: tuple[_Part, ...]) -> bool:
 
 def _merge(parts: tuple[_Part, ...]) -> Result:
     """The parts' records as one process's: connections renumbered in order of their first frame
-    (each process numbered its own), then merged in the order `CaptureAnalysis.finish` sorts."""
-    numbers = [array("q", bytes(8 * len(p.log.first_frames))) for p in parts]
-    firsts = [_numbered(p.log.first_frames, i) for i, p in enumerate(parts)]
-    for index, (_frame, i, n) in enumerate(heapq.merge(*firsts)):
-        numbers[i][n] = index
-    sessions: Spool[Session] = Spool(heapq.merge(
-        *(_renumbered(_read(p.sessions), numbers[i], _session) for i, p in enumerate(parts)),
-        key=lambda s: s.flow.stream_index))
-    findings: Spool[Finding] = Spool(heapq.merge(
-        *(_renumbered(_read(p.findings), numbers[i], _finding) for i, p in enumerate(parts)),
-        key=lambda f: (f.stream_index, f.ts_ns, f.rule_id)))
-    summary = replace(parts[0].summary, tcp_streams=sum(len(n) for n in numbers),
-                      mqtt_sessions=len(sessions))
+    (each process numbered its own), then sorted as `CaptureAnalysis.finish` sorts them."""
+    streams, numbers = _numbers([p.log for p in parts])
+    sessions: Spool[Session] = Spool(chain.from_iterable(
+        (_session(s, numbers[i]) for s in _read(p.sessions)) for i, p in enumerate(parts)))
+    sessions.sort(key=lambda s: s.flow.stream_index)
+    findings: Spool[Finding] = Spool(chain.from_iterable(
+        (_finding(f, numbers[i]) for f in _read(p.findings)) for i, p in enumerate(parts)))
+    findings.sort(key=lambda f: (f.stream_index, f.ts_ns, f.rule_id))
+    summary = replace(parts[0].summary, tcp_streams=streams, mqtt_sessions=len(sessions))
     return summary, sessions, findings  # type: ignore[return-value]
 
 
-def _numbered(first_frames: array, part: int) -> Iterator[tuple[int, int, int]]:
-    """(first frame, part, the part's own number) of each of a part's connections, in order."""
-    for n, frame in enumerate(first_frames):
-        yield frame, part, n
+def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:
+    """How many streams one table would have numbered, and each part's numbers in its numbering.
+
+    A number is given at a connection's first frame, in capture order. A connection that comes
+    back to a remembered number got a number of its own in its part (`TableLog.returns`); it
+    takes the number it came back to, unless one table would have forgotten that (`_forgotten`):
+    then it is a new stream there too."""
+    forgotten = _forgotten(logs)
+    out = [array("q", bytes(8 * len(log.first_frames))) for log in logs]
+    births = heapq.merge(*(_births(i, log) for i, log in enumerate(logs)))
+    streams = 0
+    for _frame, i, own in births:
+        back = logs[i].returns.get(own)
+        if back is not None and (i, back[0]) not in forgotten:
+            out[i][own] = out[i][back[1]]
+        else:
+            out[i][own] = streams
+            streams += 1
+    return streams, out
 
 
-def _renumbered(records: Iterator[Any], numbers: array,
-                renumber: Callable[[Any, array], Any]) -> Iterator[Any]:
-    for record in records:
-        yield renumber(record, numbers)
+def _births(part: int, log: TableLog) -> Iterator[tuple[int, int, int]]:
+    """(first frame, part, its own number) of the part's streams, in order."""
+    for own, frame in enumerate(log.first_frames):
+        yield frame, part, own
+
+
+def _forgotten(logs: list[TableLog]) -> set[tuple[int, int]]:
+    """(part, memory id) of the connections that came back to a number one table, holding every
+    part's evicted connections, would have forgotten (`FlowTable.evict`, `MAX_REMEMBERED`)."""
+    events = heapq.merge(*(_table_events(i, log) for i, log in enumerate(logs)))
+    table: OrderedDict[tuple[int, int], None] = OrderedDict()
+    forgotten = set()
+    for _frame, is_return, _created, part, memory in events:
+        if not is_return:
+            table[(part, memory)] = None
+            if len(table) > flows.MAX_REMEMBERED:
+                table.popitem(last=False)
+        elif (part, memory) in table:
+            del table[(part, memory)]
+        else:
+            forgotten.add((part, memory))
+    return forgotten
+
+
+def _table_events(part: int, log: TableLog) -> Iterator[tuple[int, bool, int, int, int]]:
+    """The part's evictions that remembered a number and its returns, in the order one table sees
+    them: by frame; a frame's sweep before its own segment; a sweep in order of first frames."""
+    kept = ((frame, False, created, part, memory) for memory, (frame, created)
+            in enumerate(zip(log.remembered_frames, log.remembered_created)))
+    back = sorted((log.first_frames[own], True, 0, part, memory)
+                  for own, (memory, _old) in log.returns.items())
+    return heapq.merge(kept, back)
 
 
 def _session_id(session_id: str, index: int) -> str:

@@ -52,10 +52,15 @@ class TableLog:
 
     first_frames: array = field(default_factory=lambda: array("q"))
     """The frame of each stream number's first connection, by number."""
-    remembered_at: array = field(default_factory=lambda: array("q"))
-    """The frame of every eviction that remembered a number, in order."""
-    returns: list[tuple[int, int]] = field(default_factory=list)
-    """(eviction frame, return frame) of every connection that came back to its number."""
+    remembered_frames: array = field(default_factory=lambda: array("q"))
+    """The frame of every eviction that remembered a number, in order (a memory's id is its
+    position here)."""
+    remembered_created: array = field(default_factory=lambda: array("q"))
+    """The first frame of each remembered connection (a sweep evicts in that order)."""
+    returns: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Connections that came back to a remembered number: by the number of their own they were
+    given instead, (memory id, the number they came back to). So their records stay apart, for
+    the case where one table would have forgotten that number."""
     limit: int = MAX_FLOWS
     """The table's `max_flows`."""
     peak: int = 0
@@ -71,7 +76,7 @@ class FlowTable:
                  max_flows: int = MAX_FLOWS) -> None:
         self._by_key: dict[FlowKey4, tuple[Flow, bool]] = {}
         self._remembered: OrderedDict[FlowKey4, tuple[int, int]] = OrderedDict()
-        """Evicted connections that had not ended: key -> (stream number, eviction frame)."""
+        """Evicted connections that had not ended: key -> (stream number, id in `log`)."""
         self.on_evict = on_evict
         self.max_flows = max_flows
         self.streams = 0
@@ -94,15 +99,15 @@ class FlowTable:
         if known is None:
             known = self._remembered.pop(reverse, None) if not reopen else None
         log = self.log
-        if known is None:
+        if known is None or log is not None:
+            if known is not None:
+                log.returns[self.streams] = (known[1], known[0])  # type: ignore[union-attr]
             index = self.streams
             self.streams += 1
             if log is not None:
                 log.first_frames.append(frame_no)
         else:
-            index, evicted_frame = known
-            if log is not None:
-                log.returns.append((evicted_frame, frame_no))
+            index = known[0]
         flow = Flow(index, key, frame_no, ts_ns)
         self._by_key[key] = (flow, True)
         self._by_key[reverse] = (flow, False)
@@ -135,9 +140,13 @@ class FlowTable:
     def evict(self, flow: Flow, frame_no: int, now_ns: int) -> None:
         self.remove(flow)
         if not flow.closed:
-            self._remembered[flow.key_a] = (flow.index, frame_no)
-            if self.log is not None:
-                self.log.remembered_at.append(frame_no)
+            log = self.log
+            memory = -1
+            if log is not None:
+                memory = len(log.remembered_frames)
+                log.remembered_frames.append(frame_no)
+                log.remembered_created.append(flow.first_frame)
+            self._remembered[flow.key_a] = (flow.index, memory)
             if len(self._remembered) > MAX_REMEMBERED:
                 self._remembered.popitem(last=False)
         self.on_evict(flow, frame_no, now_ns)

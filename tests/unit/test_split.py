@@ -190,25 +190,35 @@ def test_table_overflow_falls_back_to_one_process(tmp_path: Path, monkeypatch: p
     assert small_captures_split == [False]
 
 
-def test_forgotten_stream_numbers_fall_back_to_one_process(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch,
-                                                           small_captures_split: list[bool]) -> None:
-    """Idle connections evicted before they end keep their number if they come back, among the
-    last `MAX_REMEMBERED` (3 here): more than that between an eviction and the return, and the
-    split is not kept (one table could have forgotten a number that a smaller one remembers)."""
+@pytest.mark.parametrize("mqtt", [True, False])
+def test_stream_numbers_one_table_would_have_forgotten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       small_captures_split: list[bool], mqtt: bool) -> None:
+    """Connections evicted while idle keep their number when they come back, if they are among the
+    last `MAX_REMEMBERED` (3 here) evicted: six are, three per process, so each process remembers
+    all of its own while one table would have forgotten the first three. Those get new numbers
+    when they come back, and their later sessions and findings with them."""
     monkeypatch.setattr(flows, "MAX_REMEMBERED", 3)
     cap = Capture()
-    conns = [cap.conn(i) for i in range(6)]
+    conns = [_client(cap, i % 2, first_port=40000 + 10 * i) for i in range(6)]
     for conn in conns:
-        conn.c(flags=ACK, payload=b"\x00")  # no handshake, not MQTT: evicted after 300 s idle
-    cap.wait(400 * NS)
-    cap.conn(9).c(flags=ACK)
-    cap.wait(40 * NS)
+        if mqtt:  # sessions already running when the capture started
+            conn.c(PINGREQ)
+            conn.s(PINGRESP)
+        else:
+            conn.c(flags=ACK, payload=b"\x00")
+    cap.wait(4000 * NS)  # past idle eviction of MQTT and other connections
     for conn in conns:
-        conn.c(flags=ACK, payload=b"\x00")
+        if mqtt:
+            conn.c(PINGREQ)
+            cap.wait(20 * NS)  # late for the Keep Alive the first spacing suggests
+            conn.c(PINGREQ)
+        else:
+            conn.c(flags=ACK, payload=b"\x00")
     doc = assert_split_is_exact(cap.write(tmp_path / "idle.pcap"))
-    assert small_captures_split == [False]
-    assert doc["captures"][0]["tcp_streams"] > 7
+    assert small_captures_split == [True]
+    assert doc["captures"][0]["tcp_streams"] == 9
+    if mqtt:
+        assert len(doc["sessions"]) == 12
 
 
 # -- random captures --------------------------------------------------------------------------------
