@@ -44,6 +44,10 @@ RECENT_CONNECTS = 4096
 retransmitted one is not taken for a second CONNECT."""
 
 
+OWNERS_KEPT = 1 << 16
+"""4-tuples whose process is remembered (`Shard.owns`), at most."""
+
+
 class _Elsewhere:
     """Stands in the client-id table for a session another process tracks: this process never
     marks it taken over (the process that tracks it does)."""
@@ -72,13 +76,21 @@ class Shard:
     seen_frames: array = field(default_factory=lambda: array("q"))
     seen_ids: array = field(default_factory=lambda: array("q"))
     _recent: OrderedDict = field(default_factory=OrderedDict)
+    _owners: dict[FlowKey4, bool] = field(default_factory=dict)
 
     def owns(self, key: FlowKey4) -> bool:
-        """Is this connection (either direction's 4-tuple) dealt to this process?"""
-        a = int.from_bytes(key[0], "big") << 16 | key[1]
-        b = int.from_bytes(key[2], "big") << 16 | key[3]
-        mixed = ((a + b) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF  # a sum: either direction
-        return (mixed >> 32) % self.count == self.index
+        """Is this connection (either direction's 4-tuple) dealt to this process? Asked for every
+        frame of the others' connections, so the answers for recent 4-tuples are kept."""
+        mine = self._owners.get(key)
+        if mine is None:
+            a = int.from_bytes(key[0], "big") << 16 | key[1]
+            b = int.from_bytes(key[2], "big") << 16 | key[3]
+            mixed = ((a + b) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF  # a sum: either direction
+            mine = (mixed >> 32) % self.count == self.index
+            if len(self._owners) >= OWNERS_KEPT:
+                self._owners.clear()
+            self._owners[key] = mine
+        return mine
 
     def foreign(self, latest: dict[str, Any], key: FlowKey4, seq: int, payload: bytes,
                 frame_no: int, ts_ns: int) -> None:
