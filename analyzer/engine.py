@@ -448,7 +448,8 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
           and options.packet_hook is None):
         from analyzer.split import analyze_split
 
-        results = [analyze_split(groups[0], options, jobs) or _analyze_group(groups[0], options)]
+        results = [analyze_split(groups[0], options, jobs, meter.within(0))
+                   or _analyze_group(groups[0], options, meter.within(0))]
         meter.group_done(0)
     else:
         results = []

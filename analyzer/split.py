@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import multiprocessing
 import os
 import tempfile
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -37,13 +38,15 @@ from analyzer.reassembly.flows import FlowKey4, TableLog
 from analyzer.spool import BATCH, Spool, _dump, _load
 
 if TYPE_CHECKING:
-    from analyzer.engine import Options, Result
+    from analyzer.engine import Options, Progress, Result
 
 RECENT_CONNECTS = 4096
 """Other processes' CONNECTs remembered by (connection, sequence number), so that a
 retransmitted one is not taken for a second CONNECT."""
 
 
+PROGRESS_EVERY_S = 0.25
+"""How often the parent passes on how far the first process has read."""
 OWNERS_KEPT = 1 << 16
 """4-tuples whose process is remembered (`Shard.owns`), at most."""
 
@@ -131,11 +134,17 @@ class _Part:
     shard: Shard
 
 
-def analyze_split(paths: list[str], options: Options, count: int) -> list[Result] | None:
+def analyze_split(paths: list[str], options: Options, count: int,
+                  progress: Progress | None = None) -> list[Result] | None:
     """The files of one capture (or rotation) analysed by `count` processes; None when the merged
-    result might not be one process's, and the caller should analyse them in one."""
-    with ProcessPoolExecutor(max_workers=count) as pool:
+    result might not be one process's, and the caller should analyse them in one. `progress` is
+    told the bytes the first process has read, a few times a second."""
+    read = multiprocessing.Value("q", 0, lock=False)
+    with ProcessPoolExecutor(max_workers=count, initializer=_share, initargs=(read,)) as pool:
         futures = [pool.submit(_run_shard, paths, options, index, count) for index in range(count)]
+        while wait(futures, timeout=PROGRESS_EVERY_S).not_done:
+            if progress is not None:
+                progress(read.value, 0)
         parts = [future.result() for future in futures]
     try:
         if not all(len(p) == len(parts[0]) for p in parts):
@@ -150,13 +159,27 @@ def analyze_split(paths: list[str], options: Options, count: int) -> list[Result
                 os.unlink(path)
 
 
+_read_so_far: Any = None
+"""In a process of the pool: where the first process tells how many bytes it has read."""
+
+
+def _share(read: Any) -> None:
+    global _read_so_far
+    _read_so_far = read
+
+
 def _run_shard(paths: list[str], options: Options, index: int, count: int) -> list[_Part]:
     """What a process does: analyse the files, frame by frame, tracking its share."""
     from analyzer import engine
 
+    progress = None
+    if index == 0 and _read_so_far is not None:
+        def progress(done: int, _total: int) -> None:
+            _read_so_far.value = done
+
     out = []
     with engine.fewer_collections():
-        for capture in engine._analyze_chains(paths, replace(options, columnar=False), None,
+        for capture in engine._analyze_chains(paths, replace(options, columnar=False), progress,
                                               (index, count)):
             summary, sessions, findings = capture.result()
             analysis = capture.analysis

@@ -5,9 +5,12 @@
     python bench/run.py FILE.pcap ... [--runs 3]
 
 Each tool runs as a whole process, several times, alternating, so a busy machine slows all of
-them alike; the table shows medians, frames/s, the ratio to tshark and peak RSS (from the kernel's
-rusage of the child). Also checks the analyzer's findings against the generator's ground truth
-when a `<file>.truth.json` sits beside the capture.
+them alike; the table shows medians, frames/s, the ratio to tshark and peak RSS: of the whole
+process tree, summed (sampled every 50 ms; for one process, the kernel's rusage if higher), since
+`--jobs N` analyses one capture in N worker processes besides the parent. The analyzer runs with
+`--jobs 1` (one process) and with its default, one process per core. Also checks the analyzer's
+findings against the generator's ground truth when a `<file>.truth.json` sits beside the capture,
+and that every way of running it wrote the same report.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -39,16 +43,48 @@ SCAPY = [sys.executable, "-c",
 
 def run(command: list[str], capture: Path, out: Path,
         env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one run of `command` (`env`: added to the environment)."""
+    """Wall seconds and peak RSS (MiB, the process tree's) of one run of `command` (`env`: added
+    to the environment)."""
     args = [a.format(f=capture, out=out) for a in command]
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, **env) if env else None)
+    peak = [0]
+    sampler = threading.Thread(target=_sample_tree, args=(proc.pid, peak), daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
+    sampler.join()
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise SystemExit(f"{args[0]} failed on {capture}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, max(usage.ru_maxrss * 1024, peak[0]) / 2**20
+
+
+def _sample_tree(root: int, peak: list[int]) -> None:
+    """Until `root` exits, every 50 ms: the summed RSS (bytes) of it and its descendants."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    while True:
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as fh:
+                        ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry))
+        total, todo = 0, [root]
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/statm") as fh:
+                    total += int(fh.read().split()[1]) * page
+            except (OSError, IndexError, ValueError):
+                if pid == root:
+                    return  # it exited (and was reaped)
+            todo += children.get(pid, [])
+        peak[0] = max(peak[0], total)
+        time.sleep(0.05)
 
 
 def frames_in(capture: Path) -> int:
@@ -86,32 +122,38 @@ def main() -> None:
             capture.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([sys.executable, str(HERE / "generate.py"), str(capture),
                             "--frames", str(generated[capture])], check=True)
+    cores = os.cpu_count() or 1
     tools: dict[str, tuple[list[str], dict[str, str] | None]] = {
-        "mqtt-keepalive analyze": (ANALYZE, None), "scapy RawPcapReader": (SCAPY, None)}
+        f"analyze (--jobs {cores})": (ANALYZE, None), "analyze --jobs 1": (ANALYZE + ["--jobs", "1"], None),
+        "scapy RawPcapReader": (SCAPY, None)}
     if args.columnar:
-        tools["analyze, columnar"] = (ANALYZE, {"MQTT_KEEPALIVE_COLUMNAR": "true"})
+        tools["analyze --jobs 1, columnar"] = (ANALYZE + ["--jobs", "1"], {"MQTT_KEEPALIVE_COLUMNAR": "true"})
     if shutil.which("tshark"):
         tools["tshark -T fields"] = (TSHARK, None)
-    print(f"{'capture':<16} {'tool':<24} {'median s':>9} {'frames/s':>10} {'x tshark':>9} {'peak MiB':>9}")
+    print(f"{'capture':<16} {'tool':<28} {'median s':>9} {'frames/s':>10} {'x tshark':>9} {'peak MiB':>9}")
     for capture in captures:
         frames = frames_in(capture)
-        out = Path("/tmp/mqtt-keepalive-bench") / f"{capture.stem}.report.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        outs = {name: Path("/tmp/mqtt-keepalive-bench") / f"{capture.stem}.report{i}.json"
+                for i, name in enumerate(tools)}
+        DEFAULT.parent.mkdir(parents=True, exist_ok=True)
         times: dict[str, list[float]] = {t: [] for t in tools}
         rss: dict[str, float] = {t: 0.0 for t in tools}
         runs = args.runs or (1 if frames > 5_000_000 else 3)
         for _ in range(runs):
             for name, (command, env) in tools.items():
-                elapsed, peak = run(command, capture, out, env)
+                elapsed, peak = run(command, capture, outs[name], env)
                 times[name].append(elapsed)
                 rss[name] = max(rss[name], peak)
         tshark_median = statistics.median(times["tshark -T fields"]) if "tshark -T fields" in times else None
         for name in tools:
             median = statistics.median(times[name])
             ratio = f"{tshark_median / median:.1f}" if tshark_median else "-"
-            print(f"{capture.name:<16} {name:<24} {median:>9.2f} {frames / median:>10,.0f} {ratio:>9} "
+            print(f"{capture.name:<16} {name:<28} {median:>9.2f} {frames / median:>10,.0f} {ratio:>9} "
                   f"{rss[name]:>9.0f}")
-        print(f"{capture.name}: {frames:,} frames; analyzer vs ground truth: {check_truth(capture, out)}")
+        reports = [outs[name] for name in tools if name.startswith("analyze")]
+        same = all(r.read_bytes() == reports[0].read_bytes() for r in reports[1:])
+        print(f"{capture.name}: {frames:,} frames; analyzer vs ground truth: "
+              f"{check_truth(capture, reports[0])}; the same report every way: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":

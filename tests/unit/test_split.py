@@ -235,6 +235,23 @@ def test_random_captures(tmp_path_factory: pytest.TempPathFactory, script) -> No
     assert_split_is_exact(path)
 
 
+def test_progress_of_a_split_capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     small_captures_split: list[bool]) -> None:
+    """A split capture's progress is the bytes its first process has read, as it reads them,
+    up to the file's size."""
+    monkeypatch.setattr(engine, "PROGRESS_EVERY_FRAMES", 500)
+    monkeypatch.setattr(split, "PROGRESS_EVERY_S", 0.005)
+    path = tmp_path / "fleet.pcap"
+    generate(path, 40_000, 100, 3)
+    calls: list[tuple[int, int]] = []
+    analyze([str(path)], Options(), jobs=2, progress=lambda done, total: calls.append((done, total)))
+    size = path.stat().st_size
+    assert small_captures_split == [True]
+    assert calls[-1] == (size, size)
+    assert any(0 < done < size for done, _ in calls)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
 def test_cli_splits_one_large_capture(tmp_path: Path, small_captures_split: list[bool]) -> None:
     """`mqtt-keepalive analyze --jobs 2 FILE` on one capture: the JSON of `--jobs 1`."""
     from typer.testing import CliRunner
