@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from itertools import islice
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from analyzer.checks import Judge
 from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
@@ -125,15 +125,7 @@ class CaptureAnalysis:
 
     def frame(self, frame_no: int, ts_ns: int, linktype: int, data: bytes) -> None:
         """Take one captured frame."""
-        self.last_frame = frame_no
-        if ts_ns > self.now_ns:
-            self.now_ns = ts_ns
-            if self._next_sweep_ns is None:
-                self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
-            elif ts_ns >= self._next_sweep_ns:
-                self._sweep(frame_no)
-        elif ts_ns < self.now_ns - CLOCK_STEP_NS:
-            self._clock_step(frame_no, ts_ns)
+        self.advance(frame_no, ts_ns)
         seg = decode_segment(linktype, data)
         if seg.__class__ is str:
             self.skipped[seg] += 1  # type: ignore[index]
@@ -159,6 +151,19 @@ class CaptureAnalysis:
             self._undecided(flow, is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
         elif flags & (FIN | RST):
             flow.closed = True
+
+    def advance(self, frame_no: int, ts_ns: int) -> None:
+        """Network time moves to frame `frame_no`'s: idle sweeps and clock steps. The first step
+        of every frame; alone, for a frame of a connection another process tracks (`analyzer.split`)."""
+        self.last_frame = frame_no
+        if ts_ns > self.now_ns:
+            self.now_ns = ts_ns
+            if self._next_sweep_ns is None:
+                self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
+            elif ts_ns >= self._next_sweep_ns:
+                self._sweep(frame_no)
+        elif ts_ns < self.now_ns - CLOCK_STEP_NS:
+            self._clock_step(frame_no, ts_ns)
 
     def _clock_step(self, frame_no: int, ts_ns: int) -> None:
         """The capture's clock went back: no open interval can be measured across the step."""
@@ -551,7 +556,8 @@ def _analyze_chains(paths: list[str], options: Options, progress: Progress | Non
             yield _Unusable(path, str(exc))
             continue
         with reader:
-            columnar = options.columnar and options.packet_hook is None and reader.batches_available
+            columnar = ((options.columnar or shard is not None) and options.packet_hook is None
+                        and reader.batches_available)
             if columnar:
                 batches = reader.batches()
                 batch = next(batches, None)
@@ -628,10 +634,16 @@ class _Chain:
 
     def feed_batches(self, reader: CaptureReader, first: "FrameBatch | None", batches,
                      progress: Progress | None = None) -> None:
-        """`feed`, for a reader read in `FrameBatch`es (the columnar path)."""
-        from analyzer.columnar.feed import ColumnarFeed  # NumPy only for this path
+        """`feed`, for a reader read in `FrameBatch`es (the columnar path, or a process of a
+        split analysis)."""
+        if self.analysis.shard is not None:
+            from analyzer.split import ShardFeed
 
-        feed = ColumnarFeed(self.analysis, clock_step_ns=CLOCK_STEP_NS)
+            feed: Any = ShardFeed(self.analysis)
+        else:
+            from analyzer.columnar.feed import ColumnarFeed  # NumPy only for this path
+
+            feed = ColumnarFeed(self.analysis, clock_step_ns=CLOCK_STEP_NS)
         offset = self.offset
         if self.paths:
             self.analysis.plaintext.add_file(reader.path, offset)

@@ -4,16 +4,25 @@ Every process reads the whole capture and keeps time with every frame, so idle s
 steps happen at the same frames in all of them, but it tracks only the connections dealt to it
 (`Shard.owns`): a frame of another's connection costs its decoding and nothing more.
 
-Connections share one thing: the client id. A newer CONNECT takes an older session with the same
-id over, which explains the broker closing the older one. So each process also reads the CONNECTs
-of the connections it does not track (when a segment starts with a whole CONNECT) and applies them
-to its own sessions (`Shard.foreign`). Afterwards the parent checks that what each process assumed
-is what the others saw (`_consistent`): a CONNECT cut over segments or carried inside TLS or
-WebSocket, a limit of the connection table that one table would have reached and the smaller ones
-did not, or captures whose summaries differ, and the capture is analysed again by one process.
-Otherwise the processes' sessions and findings are merged, connections renumbered in capture order
-as `tcp.stream` numbers them, into the report one process would have written: the same records in
-the same order (checked by the tests on every shipped and generated capture).
+What connections share:
+- The client id. A newer CONNECT takes an older session with the same id over, which explains the
+  broker closing the older one. Each process also reads the CONNECTs of the connections it does
+  not track (when a segment starts with a whole CONNECT) and applies them to its own sessions
+  (`Shard.foreign`); the parent checks that what each process assumed is what the others
+  processed (`_consistent`).
+- The connection table's limits. A connection evicted while idle keeps its number if it comes
+  back while it is among the last `MAX_REMEMBERED` remembered; each process remembers only its
+  own, so the parent replays one table's memory (`_forgotten`) to number such returns as one
+  process would. Shedding at `max_flows` is not replayed: if it could have happened, the split
+  is not kept.
+- The capture's summary (frames, bytes, warnings, skipped frames), which every process finds the
+  same (checked).
+
+When a check fails (a CONNECT cut over segments or carried inside TLS or WebSocket, with the same
+client id elsewhere), the caller analyses the capture again in one process. Otherwise the
+processes' sessions and findings are renumbered in capture order as `tcp.stream` numbers them and
+merged into the report one process would have written: the same records in the same order
+(checked by the tests on shipped, generated and random captures).
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ from analyzer.reassembly.flows import FlowKey4, TableLog
 from analyzer.spool import BATCH, Spool, _dump, _load
 
 if TYPE_CHECKING:
-    from analyzer.engine import Options, Progress, Result
+    from analyzer.engine import CaptureAnalysis, Options, Progress, Result
+    from analyzer.sources.batch import FrameBatch
 
 RECENT_CONNECTS = 4096
 """Other processes' CONNECTs remembered by (connection, sequence number), so that a
@@ -49,6 +59,10 @@ PROGRESS_EVERY_S = 0.25
 """How often the parent passes on how far the first process has read."""
 OWNERS_KEPT = 1 << 16
 """4-tuples whose process is remembered (`Shard.owns`), at most."""
+
+
+_MIX = 0x9E3779B97F4A7C15
+"""Spreads connections over processes (Fibonacci hashing)."""
 
 
 class _Elsewhere:
@@ -88,7 +102,7 @@ class Shard:
         if mine is None:
             a = int.from_bytes(key[0], "big") << 16 | key[1]
             b = int.from_bytes(key[2], "big") << 16 | key[3]
-            mixed = ((a + b) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF  # a sum: either direction
+            mixed = ((a + b) * _MIX) & 0xFFFFFFFFFFFFFFFF  # a sum: either direction
             mine = (mixed >> 32) % self.count == self.index
             if len(self._owners) >= OWNERS_KEPT:
                 self._owners.clear()
@@ -121,6 +135,50 @@ class Shard:
         """One of this process's sessions sent its CONNECT, processed at frame `frame_no`."""
         self.own_frames.append(frame_no)
         self.own_ids.append(_digest(client_id))
+
+
+class ShardFeed:
+    """Batches of frames (`FrameBatch`) for a process of a split analysis. Each frame's owner is
+    worked out for the whole batch at once (as `Shard.owns` does one by one), so a frame of
+    another process's connection costs only the step of network time it makes
+    (`CaptureAnalysis.advance`), and a look at whether it starts with a CONNECT."""
+
+    def __init__(self, analysis: CaptureAnalysis) -> None:
+        self.analysis = analysis
+        self.shard: Shard = analysis.shard  # type: ignore[assignment]
+
+    def feed(self, batch: FrameBatch, offset: int = 0) -> None:
+        import numpy as np
+
+        from analyzer.columnar.segments import decode
+
+        segs = decode(batch)
+        shard, analysis = self.shard, self.analysis
+        a = (segs.src << 16) | segs.sport
+        b = (segs.dst << 16) | segs.dport
+        mixed = (a + b).astype(np.uint64) * np.uint64(_MIX)  # wraps at 64 bits, as `owns` masks
+        mine = ((mixed >> np.uint64(32)) % np.uint64(shard.count)) == shard.index
+        raw = np.frombuffer(batch.buf, dtype=np.uint8)
+        first_byte = raw[np.minimum(segs.pay_start, len(raw) - 1)]
+        connect = segs.simple & ~mine & (segs.pay_len > 0) & (first_byte == 0x10)
+        track = (~segs.simple | mine).tolist()
+        starts, lengths = batch.data_start.tolist(), batch.caplen.tolist()
+        buf, linktype, first = batch.buf, batch.linktype, batch.first_frame + offset
+        frame, advance = analysis.frame, analysis.advance
+        for i, ts_ns in enumerate(batch.ts_ns.tolist()):
+            if track[i]:
+                frame(first + i, ts_ns, linktype, buf[starts[i]:starts[i] + lengths[i]])
+            else:
+                advance(first + i, ts_ns)
+                if connect[i]:
+                    start = int(segs.pay_start[i])
+                    key = (int(segs.src[i]).to_bytes(4, "big"), int(segs.sport[i]),
+                           int(segs.dst[i]).to_bytes(4, "big"), int(segs.dport[i]))
+                    shard.foreign(analysis._latest_by_client_id, key, int(segs.seq[i]),
+                                  buf[start:start + int(segs.pay_len[i])], first + i, ts_ns)
+
+    def finish(self) -> None:
+        pass
 
 
 @dataclass
