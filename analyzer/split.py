@@ -34,10 +34,10 @@ import os
 import tempfile
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from itertools import chain
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
 from analyzer.model import CaptureSummary, Finding, FlowKey, Session
@@ -187,7 +187,9 @@ class _Part:
 
     summary: CaptureSummary
     sessions: str
+    returned_sessions: list[Session]
     findings: str
+    returned_findings: list[Finding]
     log: TableLog
     shard: Shard
 
@@ -241,23 +243,31 @@ def _run_shard(paths: list[str], options: Options, index: int, count: int) -> li
                                               (index, count)):
             summary, sessions, findings = capture.result()
             analysis = capture.analysis
-            out.append(_Part(summary, _write(sessions), _write(findings),
-                             TableLog() if analysis is None else analysis.table.log,
+            log = TableLog() if analysis is None else analysis.table.log
+            returned = log.returns.keys()
+            out.append(_Part(summary, *_write(sessions, _session_stream, returned),
+                             *_write(findings, _finding_stream, returned), log,
                              Shard(index, count) if analysis is None else analysis.shard))
     return out
 
 
-def _write(records: Iterable[Any]) -> str:
+def _write(records: Iterable[Any], stream: Callable[[Any], int], returned: Any) -> tuple[str, list]:
+    """Records to a file, in their order; those of connections that came back to a remembered
+    number (`returned`) apart, in a list, since their number may go back in the merge."""
+    apart = []
     with tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-", delete=False) as fh:
         batch: list[Any] = []
         for record in records:
+            if stream(record) in returned:
+                apart.append(record)
+                continue
             batch.append(record)
             if len(batch) == BATCH:
                 _dump(batch, fh)
                 batch = []
         if batch:
             _dump(batch, fh)
-        return fh.name
+        return fh.name, apart
 
 
 def _read(path: str) -> Iterator[Any]:
@@ -291,16 +301,26 @@ def _consistent(parts: tuple[_Part, ...]) -> bool:
 
 def _merge(parts: tuple[_Part, ...]) -> Result:
     """The parts' records as one process's: connections renumbered in order of their first frame
-    (each process numbered its own), then sorted as `CaptureAnalysis.finish` sorts them."""
+    (each process numbered its own), in the order `CaptureAnalysis.finish` sorts them.
+
+    Each part's records are in the order of its own numbers, and renumbering keeps that order,
+    except for connections that came back to a remembered number: their records, kept apart,
+    are sorted on their own and merged last, so that on a tie (the same stream) they follow the
+    records of the connection they came back to, as in one process."""
     streams, numbers = _numbers([p.log for p in parts])
-    sessions: Spool[Session] = Spool(chain.from_iterable(
-        (_session(s, numbers[i]) for s in _read(p.sessions)) for i, p in enumerate(parts)))
-    sessions.sort(key=lambda s: s.flow.stream_index)
-    findings: Spool[Finding] = Spool(chain.from_iterable(
-        (_finding(f, numbers[i]) for f in _read(p.findings)) for i, p in enumerate(parts)))
-    findings.sort(key=lambda f: (f.stream_index, f.ts_ns, f.rule_id))
+    sessions = _merged(parts, numbers, "sessions", _session, lambda s: s.flow.stream_index)
+    findings = _merged(parts, numbers, "findings", _finding,
+                       lambda f: (f.stream_index, f.ts_ns, f.rule_id))
     summary = replace(parts[0].summary, tcp_streams=streams, mqtt_sessions=len(sessions))
     return summary, sessions, findings  # type: ignore[return-value]
+
+
+def _merged(parts: tuple[_Part, ...], numbers: list[array], kind: str,
+            renumber: Callable[[Any, array], Any], key: Callable[[Any], Any]) -> Spool[Any]:
+    streams = [map(renumber, _read(getattr(p, kind)), repeat(numbers[i])) for i, p in enumerate(parts)]
+    apart = sorted((renumber(r, numbers[i]) for i, p in enumerate(parts)
+                    for r in getattr(p, f"returned_{kind}")), key=key)
+    return Spool(heapq.merge(*streams, apart, key=key))
 
 
 def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:
@@ -356,6 +376,14 @@ def _table_events(part: int, log: TableLog) -> Iterator[tuple[int, bool, int, in
     back = sorted((log.first_frames[own], True, 0, part, memory)
                   for own, (memory, _old) in log.returns.items())
     return heapq.merge(kept, back)
+
+
+def _session_stream(s: Session) -> int:
+    return s.flow.stream_index
+
+
+def _finding_stream(f: Finding) -> int:
+    return f.stream_index
 
 
 def _session_id(session_id: str, index: int) -> str:
