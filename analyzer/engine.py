@@ -33,7 +33,7 @@ from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
 from analyzer.sources.rotation import rotation_groups
 from analyzer.spool import Chain, Spool
-from analyzer.split import Shard
+from analyzer.split import Shard, analyze_split
 from analyzer.tls.detect import client_hello_verdict, offers_mqtt
 from analyzer.tls.plaintext import PlaintextSource
 from analyzer.tls.records import ClientHello
@@ -64,6 +64,7 @@ SPLIT_MIN_BYTES = 32 << 20
 """With `jobs` > 1, one capture (or rotation) at least this large is analysed by that many
 processes, its connections dealt out among them (`analyzer.split`): smaller ones take less time
 than starting the processes would save."""
+
 
 @dataclass(frozen=True)
 class Options:
@@ -451,8 +452,6 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
             results = [future.result() for future in futures]
     elif (jobs > 1 and len(groups) == 1 and groups[0] != ["-"] and meter.total >= SPLIT_MIN_BYTES
           and options.packet_hook is None):
-        from analyzer.split import analyze_split
-
         results = [analyze_split(groups[0], options, jobs, meter.within(0))
                    or _analyze_group(groups[0], options, meter.within(0))]
         meter.group_done(0)
