@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from itertools import chain, repeat
+from itertools import chain, repeat, zip_longest
 from typing import TYPE_CHECKING, Any
 
 from analyzer.model import CaptureSummary, Finding, FlowKey, Session
@@ -57,7 +57,7 @@ retransmitted one is not taken for a second CONNECT."""
 
 PROGRESS_EVERY_S = 0.25
 """How often the parent passes on how far the first process has read."""
-OWNERS_KEPT = 1 << 16
+OWNERS_KEPT = 1 << 13
 """4-tuples whose process is remembered (`Shard.owns`), at most."""
 
 
@@ -289,12 +289,13 @@ def _consistent(parts: tuple[_Part, ...]) -> bool:
     logs = [p.log for p in parts]
     if any(log.shed for log in logs) or sum(log.peak for log in logs) > logs[0].limit:
         return False  # one table might have shed connections that the smaller ones kept
-    own = [list(zip(p.shard.own_frames, p.shard.own_ids)) for p in parts]
-    for i, part in enumerate(parts):
+    for i, part in enumerate(parts):  # the CONNECTs of each process's client ids, in frame order
         ids = set(part.shard.own_ids)
-        others = sorted(e for j, events in enumerate(own) if j != i for e in events if e[1] in ids)
-        seen = sorted(e for e in zip(part.shard.seen_frames, part.shard.seen_ids) if e[1] in ids)
-        if others != seen:
+        others = heapq.merge(*(zip(p.shard.own_frames, p.shard.own_ids)
+                               for j, p in enumerate(parts) if j != i))
+        processed = (e for e in others if e[1] in ids)
+        seen = (e for e in zip(part.shard.seen_frames, part.shard.seen_ids) if e[1] in ids)
+        if any(a != b for a, b in zip_longest(processed, seen)):
             return False  # a CONNECT this process did not see, or one that was not one
     return True
 

@@ -40,7 +40,7 @@ def small_captures_split(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         outcomes.append(result is not None)
         return result
 
-    monkeypatch.setattr(split, "analyze_split", spy)
+    monkeypatch.setattr(engine, "analyze_split", spy)
     return outcomes
 
 
