@@ -65,16 +65,6 @@ _MIX = 0x9E3779B97F4A7C15
 """Spreads connections over processes (Fibonacci hashing)."""
 
 
-class _Elsewhere:
-    """Stands in the client-id table for a session another process tracks: this process never
-    marks it taken over (the process that tracks it does)."""
-
-    ended = True
-
-
-ELSEWHERE = _Elsewhere()
-
-
 def _digest(client_id: str) -> int:
     """A client id as 8 bytes: what the processes compare, instead of the ids themselves."""
     return int.from_bytes(hashlib.blake2b(client_id.encode(), digest_size=8).digest(), "little",
@@ -126,10 +116,9 @@ class Shard:
             self._recent.popitem(last=False)
         self.seen_frames.append(frame_no)
         self.seen_ids.append(_digest(client_id))
-        older = latest.get(client_id)
+        older = latest.pop(client_id, None)  # the newest is now elsewhere: none here
         if older is not None and not older.ended:
             older.takeover_ns = ts_ns
-        latest[client_id] = ELSEWHERE
 
     def connected(self, frame_no: int, client_id: str) -> None:
         """One of this process's sessions sent its CONNECT, processed at frame `frame_no`."""
