@@ -99,15 +99,15 @@ class FlowTable:
         if known is None:
             known = self._remembered.pop(reverse, None) if not reopen else None
         log = self.log
-        if known is None or log is not None:
-            if known is not None:
-                log.returns[self.streams] = (known[1], known[0])  # type: ignore[union-attr]
+        if known is not None and log is None:
+            index = known[0]  # it comes back to its number
+        else:  # a new number; in a split analysis, also for one that comes back (`TableLog`)
             index = self.streams
             self.streams += 1
             if log is not None:
                 log.first_frames.append(frame_no)
-        else:
-            index = known[0]
+                if known is not None:
+                    log.returns[index] = (known[1], known[0])
         flow = Flow(index, key, frame_no, ts_ns)
         self._by_key[key] = (flow, True)
         self._by_key[reverse] = (flow, False)
