@@ -194,8 +194,11 @@ def analyze_split(paths: list[str], options: Options, count: int,
         while wait(futures, timeout=PROGRESS_EVERY_S).not_done:
             if progress is not None:
                 progress(read.value, 0)
-        parts = [future.result() for future in futures]
+    parts = [future.result() for future in futures if future.exception() is None]
     try:
+        failed = next((future.exception() for future in futures if future.exception()), None)
+        if failed is not None:
+            raise failed
         if not all(len(p) == len(parts[0]) for p in parts):
             return None
         by_capture = list(zip(*parts))

@@ -252,6 +252,31 @@ def test_progress_of_a_split_capture(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
 
+def _second_fails(paths: list[str], options: Options, index: int, count: int) -> Any:
+    if index == 1:
+        raise RuntimeError("worker 1 failed")
+    return _REAL_RUN_SHARD(paths, options, index, count)
+
+
+_REAL_RUN_SHARD = split._run_shard
+
+
+def test_a_failing_process_leaves_no_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that fails: its error reaches the caller, and the other's record files are
+    removed."""
+    import tempfile
+
+    path = tmp_path / "fleet.pcap"
+    generate(path, 5_000, 50, 2)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    monkeypatch.setattr(split, "_run_shard", _second_fails)
+    with pytest.raises(RuntimeError, match="worker 1 failed"):
+        analyze([str(path)], Options(), jobs=2)
+    assert not list(spill.glob("mqtt-keepalive-split-*"))
+
+
 def test_cli_splits_one_large_capture(tmp_path: Path, small_captures_split: list[bool]) -> None:
     """`mqtt-keepalive analyze --jobs 2 FILE` on one capture: the JSON of `--jobs 1`."""
     from typer.testing import CliRunner
