@@ -24,7 +24,7 @@ from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
 from analyzer.errors import InputError
 from analyzer.model import CaptureSummary, EndReason, Finding, Report, Session
 from analyzer.mqtt.detect import looks_like_connect
-from analyzer.reassembly.flows import MQTT, OTHER, UNDECIDED, Flow, FlowKey4, FlowTable, TableLog
+from analyzer.reassembly.flows import MQTT, OTHER, UNDECIDED, Flow, FlowKey4, FlowTable
 from analyzer.ruleset import RuleSet, load_ruleset
 from analyzer.ruleset.model import apply_suppressions
 from analyzer.session.connection import Connection, PacketHook, flow_key
@@ -120,7 +120,7 @@ class CaptureAnalysis:
         self.plaintext.add_file(path, 0)
         self.shard = shard
         if shard is not None:
-            self.table.log = TableLog(limit=self.table.max_flows)
+            self.table.keep_log()
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -136,7 +136,7 @@ class CaptureAnalysis:
         entry = self._lookup(key)
         if entry is None:
             if self.shard is not None and not self.shard.owns(key):
-                self.shard.foreign(self._latest_by_client_id, key, seq, payload, frame_no, ts_ns)
+                self.elsewhere(key, seq, payload, frame_no, ts_ns)
                 return
             entry = self._new_flow(key, frame_no, ts_ns, flags)
         elif flags & SYN and not flags & ACK and entry[0].closed:
@@ -305,10 +305,25 @@ class CaptureAnalysis:
             return
         if self.shard is not None:
             self.shard.connected(self.last_frame, client_id)
+        self._take_over(client_id, ts_ns, tl)
+
+    def elsewhere(self, key: FlowKey4, seq: int, payload: bytes, frame_no: int, ts_ns: int) -> None:
+        """A segment of a connection another process tracks (`analyzer.split`): a CONNECT in it
+        still takes this process's sessions over."""
+        client_id = self.shard.foreign_connect(key, seq, payload, frame_no)  # type: ignore[union-attr]
+        if client_id:
+            self._take_over(client_id, ts_ns, None)
+
+    def _take_over(self, client_id: str, ts_ns: int, newest: SessionTimeline | None) -> None:
+        """A CONNECT with `client_id` marks the session that last connected with it, if still
+        open; `newest`: the CONNECT's session (None: tracked by another process)."""
         older = self._latest_by_client_id.get(client_id)
-        if older is not None and older is not tl and not older.ended:
+        if older is not None and older is not newest and not older.ended:
             older.takeover_ns = ts_ns
-        self._latest_by_client_id[client_id] = tl
+        if newest is None:
+            self._latest_by_client_id.pop(client_id, None)
+        else:
+            self._latest_by_client_id[client_id] = newest
 
     # -- live mode -----------------------------------------------------------------------------
 
@@ -555,9 +570,9 @@ def _analyze_chains(paths: list[str], options: Options, progress: Progress | Non
             yield _Unusable(path, str(exc))
             continue
         with reader:
-            columnar = ((options.columnar or shard is not None) and options.packet_hook is None
-                        and reader.batches_available)
-            if columnar:
+            batched = ((options.columnar or shard is not None) and options.packet_hook is None
+                       and reader.batches_available)
+            if batched:
                 batches = reader.batches()
                 batch = next(batches, None)
                 first = batch.frame(0) if batch is not None and len(batch) else None
@@ -569,7 +584,7 @@ def _analyze_chains(paths: list[str], options: Options, progress: Progress | Non
                 current = None
             if current is None:
                 current = _Chain(reader.path, options, None if shard is None else Shard(*shard))
-            if columnar:
+            if batched:
                 current.feed_batches(reader, batch, batches, progress)
             else:
                 current.feed(reader, first, frames, progress)

@@ -8,7 +8,7 @@ What connections share:
 - The client id. A newer CONNECT takes an older session with the same id over, which explains the
   broker closing the older one. Each process also reads the CONNECTs of the connections it does
   not track (when a segment starts with a whole CONNECT) and applies them to its own sessions
-  (`Shard.foreign`); the parent checks that what each process assumed is what the others
+  (`CaptureAnalysis.elsewhere`); the parent checks that what each process assumed is what the others
   processed (`_consistent`).
 - The connection table's limits. A connection evicted while idle keeps its number if it comes
   back while it is among the last `MAX_REMEMBERED` remembered; each process remembers only its
@@ -99,26 +99,21 @@ class Shard:
             self._owners[key] = mine
         return mine
 
-    def foreign(self, latest: dict[str, Any], key: FlowKey4, seq: int, payload: bytes,
-                frame_no: int, ts_ns: int) -> None:
-        """A segment of a connection another process tracks: if it holds a CONNECT, do to this
-        process's sessions what that CONNECT does (`CaptureAnalysis._note_connect`)."""
+    def foreign_connect(self, key: FlowKey4, seq: int, payload: bytes, frame_no: int) -> str | None:
+        """The client id of a CONNECT a segment of another process's connection starts with (once
+        per connection and sequence number), logged; None if there is none."""
         if payload[:1] != b"\x10":
-            return
+            return None
         client_id = connect_client_id(payload)
-        if not client_id:
-            return
         mark = (key, seq)
-        if mark in self._recent:
-            return
+        if not client_id or mark in self._recent:
+            return None
         self._recent[mark] = None
         if len(self._recent) > RECENT_CONNECTS:
             self._recent.popitem(last=False)
         self.seen_frames.append(frame_no)
         self.seen_ids.append(_digest(client_id))
-        older = latest.pop(client_id, None)  # the newest is now elsewhere: none here
-        if older is not None and not older.ended:
-            older.takeover_ns = ts_ns
+        return client_id
 
     def connected(self, frame_no: int, client_id: str) -> None:
         """One of this process's sessions sent its CONNECT, processed at frame `frame_no`."""
@@ -163,8 +158,8 @@ class ShardFeed:
                     start = int(segs.pay_start[i])
                     key = (int(segs.src[i]).to_bytes(4, "big"), int(segs.sport[i]),
                            int(segs.dst[i]).to_bytes(4, "big"), int(segs.dport[i]))
-                    shard.foreign(analysis._latest_by_client_id, key, int(segs.seq[i]),
-                                  buf[start:start + int(segs.pay_len[i])], first + i, ts_ns)
+                    analysis.elsewhere(key, int(segs.seq[i]), buf[start:start + int(segs.pay_len[i])],
+                                       first + i, ts_ns)
 
     def finish(self) -> None:
         pass

@@ -87,6 +87,10 @@ class FlowTable:
     def __len__(self) -> int:
         return len(self._by_key) // 2
 
+    def keep_log(self) -> None:
+        """Keep a `TableLog` from now on."""
+        self.log = TableLog(limit=self.max_flows)
+
     @property
     def get(self):  # noqa: ANN201 - the dict's own get: one call on the per-frame path, not two
         """`get(key) -> (flow, key is side A) | None`."""

@@ -9,7 +9,6 @@ what is left.
 from __future__ import annotations
 
 import gc
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,7 @@ import pytest
 from analyzer.engine import Options, analyze
 from analyzer.session.connection import Connection
 from analyzer.session.timeline import SessionTimeline
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from generate import generate  # noqa: E402
+from tests.unit.test_columnar_equivalence import generate
 
 
 def _alive(kind: type) -> int:

@@ -137,7 +137,7 @@ def test_takeover_without_the_shared_connects_would_cry_wolf(
     cap = Capture()
     _takeover(cap, 0, 1)
     path = cap.write(tmp_path / "takeover.pcap")
-    monkeypatch.setattr(split.Shard, "foreign", lambda *args: None)
+    monkeypatch.setattr(split.Shard, "foreign_connect", lambda *args: None)
     assert not [f for f in analyze([str(path)], Options(), jobs=2).findings if f.rule_id == "KA202"]
     assert small_captures_split == [False]
     monkeypatch.setattr(split, "_consistent", lambda parts: True)
