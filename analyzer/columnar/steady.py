@@ -151,6 +151,8 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
     if entry is None:
         return Snapshot(ABSENT, CONNECT_UNDECIDED)
     flow, lower_is_a = entry
+    if flow.closed:  # a SYN may open a new connection on its 4-tuple, which may CONNECT
+        return Snapshot(SINGLE, CONNECT_PENDING)
     if flow.kind == OTHER:
         return Snapshot(IGNORED, CONNECT_NONE, flow)
     if flow.kind == UNDECIDED:

@@ -408,6 +408,32 @@ def test_client_id_takeover_across_passes() -> None:
     assert_same(cap)
 
 
+def test_takeover_by_a_connection_reopening_a_closed_4_tuple() -> None:
+    """A connection that had ended (FIN both ways) before the run is reopened by a SYN on the same
+    4-tuple; the new connection's CONNECT takes over a session whose broker close comes right after
+    it. The closed connection's next frames may open one that CONNECTs, so the CONNECT is handled
+    in capture order: the close is explained, not KA202 (found by the property above)."""
+    cap = Capture()
+    x = cap.conn(0)
+    x.session("dev", keep_alive=5)
+    y = cap.conn(1)
+    y.session("other", keep_alive=5)
+    y.c(flags=FIN | ACK)
+    y.s(flags=FIN | ACK)
+    y.c(flags=ACK)
+    for _ in range(8):  # past an idle sweep: what follows is a new run
+        cap.wait(4 * NS)
+        x.c(PINGREQ)
+        x.s(PINGRESP)
+    cap.wait(5 * NS + NS // 2)
+    y.handshake()
+    y.c(connect(keep_alive=5, client_id="dev"))
+    y.s(connack())
+    x.s(flags=FIN | ACK)  # the broker closes the older session 5.5 s into a silence: < 1.5 x K
+    x.c(flags=FIN | ACK)
+    assert_same(cap)
+
+
 def test_long_steady_session() -> None:
     """Two sessions of 1,500 exchanges each, nearly all steady: thousands of frames applied in bulk,
     gap samples thinned past `MAX_GAP_SAMPLES`, PINGREQ spacings capped, cadence buckets."""
