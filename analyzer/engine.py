@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from itertools import islice
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from analyzer.checks import Judge
 from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
@@ -650,14 +650,9 @@ class _Chain:
                      progress: Progress | None = None) -> None:
         """`feed`, for a reader read in `FrameBatch`es (the columnar path, or a process of a
         split analysis)."""
-        if self.analysis.shard is not None:
-            from analyzer.split import ShardFeed
+        from analyzer.columnar.feed import ColumnarFeed  # NumPy only for this path
 
-            feed: Any = ShardFeed(self.analysis)
-        else:
-            from analyzer.columnar.feed import ColumnarFeed  # NumPy only for this path
-
-            feed = ColumnarFeed(self.analysis, clock_step_ns=CLOCK_STEP_NS)
+        feed = ColumnarFeed(self.analysis, clock_step_ns=CLOCK_STEP_NS)
         offset = self.offset
         if self.paths:
             self.analysis.plaintext.add_file(reader.path, offset)

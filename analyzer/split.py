@@ -2,7 +2,10 @@
 
 Every process reads the whole capture and keeps time with every frame, so idle sweeps and clock
 steps happen at the same frames in all of them, but it tracks only the connections dealt to it
-(`Shard.owns`): a frame of another's connection costs its decoding and nothing more.
+(`Shard.owns`). A classic pcap goes the columnar way (`analyzer.columnar.feed`), which tells each
+batch's frames apart with NumPy (`owned`): a frame of another's connection is not applied at all,
+unless it may carry a CONNECT. Other formats go frame by frame, and such a frame costs its
+decoding and nothing more.
 
 What connections share:
 - The client id. A newer CONNECT takes an older session with the same id over, which explains the
@@ -47,8 +50,10 @@ from analyzer.reassembly.flows import FlowKey4, TableLog
 from analyzer.spool import BATCH, Spool, _dump, _load
 
 if TYPE_CHECKING:
-    from analyzer.engine import CaptureAnalysis, Options, Progress, Result
-    from analyzer.sources.batch import FrameBatch
+    import numpy as np
+
+    from analyzer.columnar.segments import Segments
+    from analyzer.engine import Options, Progress, Result
 
 RECENT_CONNECTS = 4096
 """Other processes' CONNECTs remembered by (connection, sequence number), so that a
@@ -121,48 +126,14 @@ class Shard:
         self.own_ids.append(_digest(client_id))
 
 
-class ShardFeed:
-    """Batches of frames (`FrameBatch`) for a process of a split analysis. Each frame's owner is
-    worked out for the whole batch at once (as `Shard.owns` does one by one), so a frame of
-    another process's connection costs only the step of network time it makes
-    (`CaptureAnalysis.advance`), and a look at whether it starts with a CONNECT."""
+def owned(shard: Shard, segs: Segments) -> np.ndarray:
+    """`Shard.owns` for a whole batch's decoded segments at once (meaningful where `segs.simple`)."""
+    import numpy as np
 
-    def __init__(self, analysis: CaptureAnalysis) -> None:
-        self.analysis = analysis
-        self.shard: Shard = analysis.shard  # type: ignore[assignment]
-
-    def feed(self, batch: FrameBatch, offset: int = 0) -> None:
-        import numpy as np
-
-        from analyzer.columnar.segments import decode
-
-        segs = decode(batch)
-        shard, analysis = self.shard, self.analysis
-        a = (segs.src << 16) | segs.sport
-        b = (segs.dst << 16) | segs.dport
-        mixed = (a + b).astype(np.uint64) * np.uint64(_MIX)  # wraps at 64 bits, as `owns` masks
-        mine = ((mixed >> np.uint64(32)) % np.uint64(shard.count)) == shard.index
-        raw = np.frombuffer(batch.buf, dtype=np.uint8)
-        first_byte = raw[np.minimum(segs.pay_start, len(raw) - 1)]
-        connect = segs.simple & ~mine & (segs.pay_len > 0) & (first_byte == 0x10)
-        track = (~segs.simple | mine).tolist()
-        starts, lengths = batch.data_start.tolist(), batch.caplen.tolist()
-        buf, linktype, first = batch.buf, batch.linktype, batch.first_frame + offset
-        frame, advance = analysis.frame, analysis.advance
-        for i, ts_ns in enumerate(batch.ts_ns.tolist()):
-            if track[i]:
-                frame(first + i, ts_ns, linktype, buf[starts[i]:starts[i] + lengths[i]])
-            else:
-                advance(first + i, ts_ns)
-                if connect[i]:
-                    start = int(segs.pay_start[i])
-                    key = (int(segs.src[i]).to_bytes(4, "big"), int(segs.sport[i]),
-                           int(segs.dst[i]).to_bytes(4, "big"), int(segs.dport[i]))
-                    analysis.elsewhere(key, int(segs.seq[i]), buf[start:start + int(segs.pay_len[i])],
-                                       first + i, ts_ns)
-
-    def finish(self) -> None:
-        pass
+    a = (segs.src << 16) | segs.sport
+    b = (segs.dst << 16) | segs.dport
+    mixed = (a + b).astype(np.uint64) * np.uint64(_MIX)  # wraps at 64 bits, as `owns` masks
+    return ((mixed >> np.uint64(32)) % np.uint64(shard.count)) == shard.index
 
 
 @dataclass
@@ -216,7 +187,8 @@ def _share(read: Any) -> None:
 
 
 def _run_shard(paths: list[str], options: Options, index: int, count: int) -> list[_Part]:
-    """What a process does: analyse the files, frame by frame, tracking its share."""
+    """What a process does: analyse the files, tracking its share (in batches, the columnar way,
+    where the format allows)."""
     from analyzer import engine
 
     progress = None
@@ -226,8 +198,7 @@ def _run_shard(paths: list[str], options: Options, index: int, count: int) -> li
 
     out = []
     with engine.fewer_collections():
-        for capture in engine._analyze_chains(paths, replace(options, columnar=False), progress,
-                                              (index, count)):
+        for capture in engine._analyze_chains(paths, options, progress, (index, count)):
             summary, sessions, findings = capture.result()
             analysis = capture.analysis
             log = TableLog() if analysis is None else analysis.table.log

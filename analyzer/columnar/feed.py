@@ -28,6 +28,11 @@ that takes over an older session by client id. So a run ends before a SYN that w
 later pass (it might open a connection with a new number), and before any data of a connection that
 is not steady once frames have started to wait (it might be a CONNECT). A run never holds more
 frames than the flow table has room for, so no connection is shed inside one.
+
+In a process of a split analysis (`analyzer.split`), the frames of the connections other processes
+track are only time: the runs are cut by them as by any frame, and nothing else is done with them,
+except with one that may carry a CONNECT (`CaptureAnalysis.elsewhere`, in capture order, and in
+the run's takeover check like a CONNECT of this process's own).
 """
 
 from __future__ import annotations
@@ -43,9 +48,11 @@ from analyzer.engine import IDLE_MQTT_MIN_NS
 from analyzer.mqtt.detect import connect_client_id
 from analyzer.websocket.detect import upgrade_verdict
 from analyzer.sources.batch import FrameBatch
+from analyzer.split import owned
 
 if TYPE_CHECKING:
     from analyzer.engine import CaptureAnalysis
+    from analyzer.split import Shard
 
 MAX_RUN = 1 << 17
 """Frames judged together at most."""
@@ -76,7 +83,7 @@ class ColumnarFeed:
         if not n:
             return
         segs = decode(batch)
-        flows = _FlowIds(batch, segs)
+        flows = _FlowIds(batch, segs, self.analysis.shard)
         store = self._store
         store.begin(flows.keys)
         self._gid = flows.gid
@@ -114,12 +121,19 @@ class ColumnarFeed:
         self.analysis.frame(frame_no + offset, ts_ns, linktype, data)
 
 
-class _FlowIds:
-    """Which TCP connection each frame of a batch belongs to: `gid` (-1: not a TCP segment) and,
-    per id, the 4-tuple of its lower endpoint towards its higher one (`keys`); `lower[i]` tells
-    whether frame i was sent by the lower endpoint."""
+FOREIGN = -2
+"""`_FlowIds.gid` of a frame of a connection another process of a split analysis tracks: it only
+moves network time (which the runs are cut by), so it is not applied at all."""
 
-    def __init__(self, batch: FrameBatch, segs: Segments) -> None:
+
+class _FlowIds:
+    """Which TCP connection each frame of a batch belongs to: `gid` (-1: not a TCP segment, or
+    another process's segment that may carry a CONNECT; `FOREIGN`) and, per id, the 4-tuple of its
+    lower endpoint towards its higher one (`keys`); `lower[i]` tells whether frame i was sent by the
+    lower endpoint. `foreign`: the frames of other processes' connections that may carry a CONNECT
+    (`CaptureAnalysis.elsewhere` reads them in capture order)."""
+
+    def __init__(self, batch: FrameBatch, segs: Segments, shard: Shard | None = None) -> None:
         n = len(batch)
         a = (segs.src << 16) | segs.sport
         b = (segs.dst << 16) | segs.dport
@@ -127,7 +141,16 @@ class _FlowIds:
         gid = np.full(n, -1, dtype=np.int64)
         lower = a <= b
         keys: list[tuple[bytes, int, bytes, int]] = []
-        simple = np.flatnonzero(segs.simple & (a != b))
+        tracked = segs.simple & (a != b)
+        self.foreign = np.zeros(n, dtype=bool)
+        if shard is not None:
+            others = tracked & ~owned(shard, segs)
+            raw = np.frombuffer(batch.buf, dtype=np.uint8)
+            first_byte = raw[np.minimum(segs.pay_start, max(len(raw) - 1, 0))]
+            self.foreign = others & (segs.pay_len > 0) & (first_byte == 0x10)
+            gid[others & ~self.foreign] = FOREIGN
+            tracked &= ~others
+        simple = np.flatnonzero(tracked)
         if len(simple):
             # (lower, higher) endpoint pairs as one number: each endpoint's rank among its kind
             ulo, ilo = np.unique(lo[simple], return_inverse=True)
@@ -203,13 +226,20 @@ class _Run:
         settled: set[int] = set()  # connections past their first data: nothing later counts
         examined: set[int] = set()
         batch = self.batch
-        gid = self.flows.gid
+        gid, foreign = self.flows.gid, self.flows.foreign
         for i, undecided in zip(plan.unsettled.tolist(), plan.undecided.tolist()):
             g = int(gid[i])
             if g in settled:
                 continue
             seg = decode_segment(batch.linktype, batch.frame(i)[3])
             client_id = None if seg.__class__ is str else connect_client_id(seg[7])  # type: ignore[index]
+            if foreign[i]:  # another process's connection: only a whole CONNECT counts here
+                if client_id:
+                    older = taken.get(client_id)
+                    if (client_id in seen or (older is not None and not older.ended)) and i > first:
+                        return [i]
+                    seen.add(client_id)
+                continue
             if client_id is None:
                 if (undecided and g not in examined and seg.__class__ is not str
                         and self._stays_other(seg)):

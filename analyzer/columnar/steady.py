@@ -104,9 +104,10 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     first_bad[bad_slots] = bad[first]
     row = np.arange(len(rest))
     limit = np.where(tcp, first_bad[g0], row)
-    single_rows = np.flatnonzero((row >= limit if last else row == limit) | ~tcp)
+    single_rows = np.flatnonzero(((row >= limit if last else row == limit) & tcp) | (gid == -1))
     deferred = rest[row > limit] if not last else rest[:0]
     connect = np.where(tcp, store.connect[g0], CONNECT_NONE)
+    connect[flows.foreign[rest]] = CONNECT_PENDING  # another process's CONNECT reaches ours too
     data = (segs.pay_len[rest] > 0) | ~simple
     unsettled = (connect != CONNECT_NONE) & data
     return Plan(rest[single_rows], slot[single_rows], deferred, rest, slot, row < limit, events,
