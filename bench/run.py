@@ -5,9 +5,11 @@
     python bench/run.py FILE.pcap ... [--runs 3]
 
 Each tool runs as a whole process, several times, alternating, so a busy machine slows all of
-them alike; the table shows medians, frames/s, the ratio to tshark and peak RSS: of the whole
-process tree, summed (sampled every 50 ms; for one process, the kernel's rusage if higher), since
-`--jobs N` analyses one capture in N worker processes besides the parent. The analyzer runs with
+them alike; the table shows medians, frames/s, the ratio to tshark and peak memory, since
+`--jobs N` analyses one capture in N worker processes besides the parent, in two figures (sampled
+every 50 ms): the peak RSS of the largest process (for the root, the kernel's rusage if higher),
+and the peak of the whole process tree's summed PSS (proportional set size: a page shared by n
+processes counts 1/n in each, so a forked worker's pages shared with its parent count once). The analyzer runs with
 `--jobs 1` (one process) and with its default, one process per core. Also checks the analyzer's
 findings against the generator's ground truth when a `<file>.truth.json` sits beside the capture,
 and that every way of running it wrote the same report.
@@ -42,14 +44,14 @@ SCAPY = [sys.executable, "-c",
 
 
 def run(command: list[str], capture: Path, out: Path,
-        env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB, the process tree's) of one run of `command` (`env`: added
-    to the environment)."""
+        env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Wall seconds, the peak RSS of its largest process and the peak summed PSS of its process
+    tree (MiB) of one run of `command` (`env`: added to the environment)."""
     args = [a.format(f=capture, out=out) for a in command]
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, **env) if env else None)
-    peak = [0]
+    peak = [0, 0]
     sampler = threading.Thread(target=_sample_tree, args=(proc.pid, peak), daemon=True)
     sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -57,11 +59,13 @@ def run(command: list[str], capture: Path, out: Path,
     sampler.join()
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise SystemExit(f"{args[0]} failed on {capture}")
-    return elapsed, max(usage.ru_maxrss * 1024, peak[0]) / 2**20
+    return elapsed, max(usage.ru_maxrss * 1024, peak[0]) / 2**20, peak[1] / 2**20
 
 
 def _sample_tree(root: int, peak: list[int]) -> None:
-    """Until `root` exits, every 50 ms: the summed RSS (bytes) of it and its descendants."""
+    """Until `root` exits, every 50 ms: the largest RSS among it and its descendants (`peak[0]`),
+    and their summed PSS (`peak[1]`: each page shared by n processes counts 1/n in each, so the
+    sum is the memory the whole run holds, pages a forked worker shares with its parent once)."""
     page = os.sysconf("SC_PAGE_SIZE")
     while True:
         children: dict[int, list[int]] = {}
@@ -73,17 +77,19 @@ def _sample_tree(root: int, peak: list[int]) -> None:
                 except (OSError, IndexError, ValueError):
                     continue
                 children.setdefault(ppid, []).append(int(entry))
-        total, todo = 0, [root]
+        largest, pss, todo = 0, 0, [root]
         while todo:
             pid = todo.pop()
             try:
                 with open(f"/proc/{pid}/statm") as fh:
-                    total += int(fh.read().split()[1]) * page
-            except (OSError, IndexError, ValueError):
+                    largest = max(largest, int(fh.read().split()[1]) * page)
+                with open(f"/proc/{pid}/smaps_rollup") as fh:
+                    pss += next(int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:"))
+            except (OSError, IndexError, ValueError, StopIteration):
                 if pid == root:
                     return  # it exited (and was reaped)
             todo += children.get(pid, [])
-        peak[0] = max(peak[0], total)
+        peak[0], peak[1] = max(peak[0], largest), max(peak[1], pss)
         time.sleep(0.05)
 
 
@@ -130,7 +136,8 @@ def main() -> None:
         tools["analyze --jobs 1, columnar"] = (ANALYZE + ["--jobs", "1"], {"MQTT_KEEPALIVE_COLUMNAR": "true"})
     if shutil.which("tshark"):
         tools["tshark -T fields"] = (TSHARK, None)
-    print(f"{'capture':<16} {'tool':<28} {'median s':>9} {'frames/s':>10} {'x tshark':>9} {'peak MiB':>9}")
+    print(f"{'capture':<16} {'tool':<28} {'median s':>9} {'frames/s':>10} {'x tshark':>9} "
+          f"{'max RSS MiB':>12} {'tree PSS MiB':>13}")
     for capture in captures:
         frames = frames_in(capture)
         outs = {name: Path("/tmp/mqtt-keepalive-bench") / f"{capture.stem}.report{i}.json"
@@ -138,18 +145,19 @@ def main() -> None:
         DEFAULT.parent.mkdir(parents=True, exist_ok=True)
         times: dict[str, list[float]] = {t: [] for t in tools}
         rss: dict[str, float] = {t: 0.0 for t in tools}
+        pss: dict[str, float] = {t: 0.0 for t in tools}
         runs = args.runs or (1 if frames > 5_000_000 else 3)
         for _ in range(runs):
             for name, (command, env) in tools.items():
-                elapsed, peak = run(command, capture, outs[name], env)
+                elapsed, largest, tree = run(command, capture, outs[name], env)
                 times[name].append(elapsed)
-                rss[name] = max(rss[name], peak)
+                rss[name], pss[name] = max(rss[name], largest), max(pss[name], tree)
         tshark_median = statistics.median(times["tshark -T fields"]) if "tshark -T fields" in times else None
         for name in tools:
             median = statistics.median(times[name])
             ratio = f"{tshark_median / median:.1f}" if tshark_median else "-"
             print(f"{capture.name:<16} {name:<28} {median:>9.2f} {frames / median:>10,.0f} {ratio:>9} "
-                  f"{rss[name]:>9.0f}")
+                  f"{rss[name]:>12.0f} {pss[name]:>13.0f}")
         reports = [outs[name] for name in tools if name.startswith("analyze")]
         same = all(r.read_bytes() == reports[0].read_bytes() for r in reports[1:])
         print(f"{capture.name}: {frames:,} frames; analyzer vs ground truth: "

@@ -15,6 +15,7 @@ that is applied was judged on true assumptions.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -238,9 +239,9 @@ class Store:
             "inbound": ((), np.int64), "inbound_first": ((), np.int64),
             "last_ping": ((3,), np.int64),  # (is PINGREQ, first frame, end) of the last; -1: none
         }
-        self.gaps: dict[int, list[int]] = {}
-        self.pingreq_ts: dict[int, list[int]] = {}
-        self.pingreq_gaps: dict[int, list[int]] = {}
+        self.gaps: dict[int, array] = {}
+        self.pingreq_ts: dict[int, array] = {}
+        self.pingreq_gaps: dict[int, array] = {}
         self._grow(1)
 
     def __len__(self) -> int:
@@ -710,18 +711,18 @@ def _commit_steady(store: Store, ev: Events, fast: np.ndarray) -> None:
     _extend(store.pingreq_gaps, r_slots, ev.gap[r])
 
 
-def _extend(lists: dict[int, list[int]], slots: np.ndarray, values: np.ndarray) -> None:
-    """Append `values` to the list of their slot; `slots` sorted (values in order within one)."""
+def _extend(lists: dict[int, array], slots: np.ndarray, values: np.ndarray) -> None:
+    """Append `values` to the array of their slot; `slots` sorted (values in order within one).
+    Machine integers, not Python ones: a steady session may hold thousands until it is written."""
     if not len(slots):
         return
     bounds = np.r_[0, np.flatnonzero(np.diff(slots)) + 1, len(slots)].tolist()
-    flat = values.tolist()
+    data = memoryview(np.ascontiguousarray(values, dtype=np.int64)).cast("B")
     for g, a, b in zip(slots[bounds[:-1]].tolist(), bounds[:-1], bounds[1:]):
         found = lists.get(g)
         if found is None:
-            lists[g] = flat[a:b]
-        else:
-            found += flat[a:b]
+            found = lists[g] = array("q")
+        found.frombytes(data[8 * a:8 * b])
 
 
 def apply(work: Work) -> None:

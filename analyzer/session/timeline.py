@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from analyzer.model import (
     MAX_GAP_SAMPLES, ConnAckBody, ConnectBody, DisconnectBody, EndReason, FlowKey, FramingError,
@@ -58,12 +58,12 @@ class SteadyPackets:
     inbound_first: int | None
     silence: tuple[int, int] | None = None
     """The last client packet's (last frame, end): where the open silence starts."""
-    gaps: list[int] = field(default_factory=list)
+    gaps: Sequence[int] = field(default_factory=list)
     """The silences client packets ended, in order."""
     last_ping: tuple[bool, int, int] | None = None
     """The last PINGREQ (True) or PINGRESP: (is PINGREQ, first frame, end)."""
-    pingreq_ts: list[int] = field(default_factory=list)
-    pingreq_gaps: list[int] = field(default_factory=list)
+    pingreq_ts: Sequence[int] = field(default_factory=list)
+    pingreq_gaps: Sequence[int] = field(default_factory=list)
     """The silence each PINGREQ ended."""
 
 
@@ -408,7 +408,7 @@ class SessionTimeline:
                 self._gaps.append(gap_ns)
         self._gaps_seen += 1
 
-    def _sample_gaps(self, values: list[int]) -> None:
+    def _sample_gaps(self, values: Sequence[int]) -> None:
         """`_sample_gap` for each of `values` in order, a stride at a time."""
         i = 0
         while i < len(values):
