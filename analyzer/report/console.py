@@ -15,6 +15,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
@@ -53,6 +54,12 @@ MAX_CLIENT_ID_CHARS = 64
 """Client ids may be 65535 bytes; a table shows the start, the JSON keeps all of it."""
 
 MISSING = "-"
+
+MAX_TABLE_ROWS = 100
+"""Rows each table of a capture shows at most: the first sessions, the worst findings. Beyond it
+the output says how many it left out and counts the findings by rule; `--format json`, `jsonl` and
+`csv` hold every record. So a capture with a hundred thousand findings prints in moments and in
+bounded memory rather than building a table no one reads."""
 
 
 def printable(value: str, max_chars: int | None = None) -> str:
@@ -166,8 +173,7 @@ def _heading(path: str, c: CaptureSummary | None) -> list[Text]:
     return lines
 
 
-def _sessions_table(sessions: list[Session], findings: list[Finding]) -> Table:
-    per_session = Counter(f.session_id for f in findings)
+def _sessions_table(sessions: list[Session], per_session: Counter[str]) -> Table:
     table = Table(title="MQTT sessions", title_justify="left")
     for name in ("Session", "Client", "Client id", "MQTT", "K (s)", "End", "Findings"):
         table.add_column(name, overflow="fold")
@@ -184,11 +190,11 @@ def _sessions_table(sessions: list[Session], findings: list[Finding]) -> Table:
     return table
 
 
-def _findings_table(findings: list[Finding]) -> Table:
+def _findings_table(ordered: list[Finding]) -> Table:
     table = Table(title="Findings (worst first)", title_justify="left")
     for name in ("Severity", "Rule", "Client id", "Frames", "Gap / limit", "Message"):
         table.add_column(name, overflow="fold")
-    for f in worst_first(findings):
+    for f in ordered:
         table.add_row(
             severity_cell(f),
             _text(f"{f.rule_id} {f.rule}"),
@@ -200,36 +206,96 @@ def _findings_table(findings: list[Finding]) -> Table:
     return table
 
 
-def _by_capture(report: Report) -> list[tuple[str, CaptureSummary | None]]:
-    """Every capture with its summary, plus any capture that only sessions or findings name."""
-    groups: dict[str, CaptureSummary | None] = {c.path: c for c in report.captures}
-    named = [s.capture for s in report.sessions] + [f.capture for f in report.findings]
-    for path in named:
-        groups.setdefault(path, None)
-    return list(groups.items())
+def _rules_table(by_rule: Counter[tuple[int, str, str]]) -> Table:
+    table = Table(title="Findings by rule", title_justify="left")
+    for name in ("Severity", "Rule", "Findings"):
+        table.add_column(name, overflow="fold")
+    for (severity, rule_id, rule), n in sorted(by_rule.items(), key=lambda item: (-item[0][0], item[0][1])):
+        level = Severity(severity)
+        table.add_row(Text(level.label, style=SEVERITY_STYLES[level]), _text(f"{rule_id} {rule}"),
+                      str(n))
+    return table
+
+
+@dataclass
+class _CaptureView:
+    """What the table output shows of one capture, gathered in one pass over the records: the
+    first sessions, the worst findings, and counts."""
+
+    summary: CaptureSummary | None
+    sessions: list[Session] = field(default_factory=list)
+    session_count: int = 0
+    worst: list[tuple[tuple, int, Finding]] = field(default_factory=list)
+    """(worst-first key, arrival, finding), cut back to the worst `MAX_TABLE_ROWS` now and then."""
+    finding_count: int = 0
+    per_session: Counter[str] = field(default_factory=Counter)
+    """Findings per shown session."""
+    by_rule: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+
+    def add_finding(self, f: Finding) -> None:
+        self.worst.append(((-int(f.severity), f.ts_ns, f.rule_id, f.frames), self.finding_count, f))
+        self.finding_count += 1
+        self.by_rule[(int(f.severity), f.rule_id, f.rule)] += 1
+        if f.session_id in self.per_session:
+            self.per_session[f.session_id] += 1
+        if len(self.worst) >= 4 * MAX_TABLE_ROWS:
+            self.worst = self._ordered()
+
+    def _ordered(self) -> list[tuple[tuple, int, Finding]]:
+        # the arrival breaks ties, as `worst_first`'s stable sort keeps them in order
+        return sorted(self.worst, key=lambda item: item[:2])[:MAX_TABLE_ROWS]
+
+    def worst_findings(self) -> list[Finding]:
+        return [f for _key, _seq, f in self._ordered()]
+
+
+def _by_capture(report: Report) -> dict[str, _CaptureView]:
+    """Every capture with what its tables show, plus any capture that only sessions or findings
+    name, in that order."""
+    views = {c.path: _CaptureView(c) for c in report.captures}
+    for s in report.sessions:
+        view = views.get(s.capture) or views.setdefault(s.capture, _CaptureView(None))
+        view.session_count += 1
+        if len(view.sessions) < MAX_TABLE_ROWS:
+            view.sessions.append(s)
+            view.per_session[s.session_id] = 0
+    for f in report.findings:
+        view = views.get(f.capture) or views.setdefault(f.capture, _CaptureView(None))
+        view.add_finding(f)
+    return views
 
 
 def render_console(report: Report, fail_on: Severity | None, console: Console) -> None:
-    """Per capture: a heading, its sessions, then its findings worst first.
+    """Per capture: a heading, its sessions, then its findings worst first (at most
+    `MAX_TABLE_ROWS` of each, then the count of those left out and the findings by rule).
 
     ``fail_on`` is accepted for symmetry with the other reporters; the verdict line itself
     (``summary_line``) goes to stderr, printed by the CLI for every format.
     """
     del fail_on
-    for path, summary in _by_capture(report):
-        sessions = [s for s in report.sessions if s.capture == path]
-        findings = [f for f in report.findings if f.capture == path]
-        for line in _heading(path, summary):
+    for path, view in _by_capture(report).items():
+        for line in _heading(path, view.summary):
             console.print(line)
-        if sessions:
-            console.print(_sessions_table(sessions, findings))
+        if view.sessions:
+            console.print(_sessions_table(view.sessions, view.per_session))
+            _left_out(console, view.session_count - len(view.sessions), "session")
         else:
             console.print(Text("no MQTT session", style="dim"))
-        if findings:
-            console.print(_findings_table(findings))
+        if view.finding_count:
+            shown = view.worst_findings()
+            console.print(_findings_table(shown))
+            if view.finding_count > len(shown):
+                _left_out(console, view.finding_count - len(shown), "finding")
+                console.print(_rules_table(view.by_rule))
         else:
             console.print(Text("no findings", style="green"))
         console.print()
+
+
+def _left_out(console: Console, n: int, word: str) -> None:
+    if n > 0:
+        console.print(Text(f"... {_plural(n, 'more ' + word)} not shown (--format json, jsonl or csv "
+                           "lists every one)", style="dim"))
 
 
 def render_sessions(report: Report, console: Console) -> None:

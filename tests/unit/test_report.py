@@ -32,7 +32,13 @@ from analyzer.model import (
     Uncertainty,
 )
 from analyzer.report import FORMATS, json_schema, render
-from analyzer.report.console import printable, render_console, render_sessions, summary_line
+from analyzer.report.console import (
+    MAX_TABLE_ROWS,
+    printable,
+    render_console,
+    render_sessions,
+    summary_line,
+)
 from analyzer.report.csv import render_csv
 from analyzer.report.json import render_json
 from analyzer.report.jsonl import render_jsonl
@@ -383,3 +389,35 @@ def test_registry_renders_every_format(fmt: str) -> None:
 def test_registry_rejects_unknown_format() -> None:
     with pytest.raises(ValueError, match="unknown report format"):
         render(DEMO, "xml", io.StringIO(), None)
+
+
+def test_console_caps_each_table_and_counts_what_it_left_out() -> None:
+    """More sessions and findings than a table shows: the first sessions in order, the worst
+    findings exactly as sorting them all would give, how many were left out, and every finding
+    counted by rule. A report within the cap shows everything, with no such note."""
+    n = MAX_TABLE_ROWS + 7
+    sessions = tuple(
+        session(session_id=f"s{i:04d}", flow=flow(("127.0.0.1", 50000 + i), ("127.0.0.1", 1883), i))
+        for i in range(n))
+    kinds = [("KA101", "client-late-ping", Severity.WARNING),
+             ("KA102", "client-deadline-exceeded", Severity.ERROR),
+             ("KA901", "note", Severity.INFO)]
+    findings = tuple(
+        finding(session_id=f"s{i % n:04d}", rule_id=kinds[i % 3][0], rule=kinds[i % 3][1],
+                severity=kinds[i % 3][2], ts_ns=S * (1000 + i % 40), message=f"m{i:04d}")
+        for i in range(3 * n))
+    text = console_text(Report((DEMO_CAPTURE,), sessions, findings))
+
+    assert re.findall(r"s\d{4}", text) == [f"s{i:04d}" for i in range(MAX_TABLE_ROWS)]
+    assert "7 more sessions not shown" in text
+    worst = sorted(findings, key=lambda f: (-int(f.severity), f.ts_ns, f.rule_id, f.frames))
+    assert re.findall(r"m\d{4}", text) == [f.message for f in worst[:MAX_TABLE_ROWS]]
+    assert f"{3 * n - MAX_TABLE_ROWS} more findings not shown" in text
+    by_rule = text[text.index("Findings by rule"):]
+    assert [line.split()[3] for line in by_rule.splitlines() if "KA" in line] == ["KA102", "KA101", "KA901"]
+    assert all(re.search(rf"{rule_id} \S+\s+\S\s+{n}\b", by_rule) for rule_id, _, _ in kinds)
+    # the session column counts findings of the sessions shown
+    assert re.search(r"s0000 .* 3\s+\S\s*$", text, re.MULTILINE)
+
+    small = console_text(DEMO)
+    assert "not shown" not in small and "Findings by rule" not in small
