@@ -170,6 +170,12 @@ class _FlowIds:
                 continue
             first, second = (one, two) if one < two else (two, one)
             key = (first[0], first[1], second[0], second[1])
+            if shard is not None and not shard.owns(key):
+                if seg[7][:1] == b"\x10":  # type: ignore[index]
+                    self.foreign[i] = True
+                else:
+                    gid[i] = FOREIGN
+                continue
             if key not in index:
                 index[key] = len(keys)
                 keys.append(key)

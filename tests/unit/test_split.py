@@ -19,6 +19,7 @@ from analyzer import analyze, engine, split
 from analyzer.engine import Options
 from analyzer.reassembly import flows
 from analyzer.reassembly.flows import FlowTable
+from analyzer.sources import open_capture
 from tests.builders import PINGREQ, PINGRESP, connack, connect
 from tests.property.test_columnar_property import (
     ACK, FIN, NS, Capture, build, scripts,
@@ -26,6 +27,7 @@ from tests.property.test_columnar_property import (
 from tests.unit.test_columnar_equivalence import (
     CAPTURES, SHIPPED, _objects, differences, document, generate,
 )
+from tests.unit.test_pipeline_variants import VARIANTS, write_pcap
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +93,25 @@ def test_generated_fleet_capture(tmp_path: Path, jobs: int, small_captures_split
                     if f["rule_id"] in {"KA101", "KA102", "KA201"})
     assert found == planted and len(planted) > 50
     assert doc["captures"][0]["tcp_streams"] > 300
+
+
+@pytest.mark.parametrize("variant", ["linux cooked v2", "raw ip", "802.1Q tag"])
+def test_frames_of_other_shapes(tmp_path: Path, variant: str, small_captures_split: list[bool]) -> None:
+    """Frames the columnar decoder does not take (another link layer, a VLAN tag) are dealt out
+    one by one: a fleet, and a takeover across processes, give what one process gives."""
+    fleet = tmp_path / "fleet.pcap"
+    generate(fleet, 6_000, 60, 5)
+    cap = Capture()
+    _takeover(cap, 0, 1)
+    for path in (fleet, cap.write(tmp_path / "takeover.pcap")):
+        with open_capture(str(path)) as reader:
+            frames = [(ts, data) for _, ts, _, data, _ in reader]
+            linktype = next(iter(reader.linktypes))
+        doc = assert_split_is_exact(write_pcap(tmp_path / f"{variant}-{path.name}",
+                                               *VARIANTS[variant](linktype, frames)))
+        assert doc["captures"][0]["mqtt_sessions"] > 1 and not doc["captures"][0]["skipped"]
+    assert small_captures_split == [True, True]
+    assert not [f for f in doc["findings"] if f["rule_id"] == "KA202"]
 
 
 # -- client ids: takeovers across processes ---------------------------------------------------------
