@@ -1,10 +1,14 @@
 """Where the analyzer's time goes: cProfile over one capture, top functions by own time.
 
     python bench/hotpath.py CAPTURE.pcap [--top 20]
+    python bench/hotpath.py CAPTURE.pcap --worker 2    # one process of a split into 2 (the default on 2 cores)
+    python bench/hotpath.py CAPTURE.pcap --columnar    # one process, the columnar path
 
 Prints the CPU seconds of a plain run first (profiling slows Python code about twofold, so the
 profile's own total is not the speed), then the profile's top entries: per-call costs on the hot
-path (decode, flow lookup, reassembly, MQTT framing, timeline, checks) and their share.
+path (decode, flow lookup, reassembly, MQTT framing, timeline, checks) and their share. Without an
+option it profiles one process frame by frame (`--jobs 1`); `--worker N` profiles what the first
+of N processes of a split analysis does (`analyzer.split`), without the parent's merge.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import sys
 import time
@@ -19,26 +24,41 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyzer.engine import analyze  # noqa: E402
+from analyzer import split  # noqa: E402
+from analyzer.engine import Options, analyze  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("capture")
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--worker", type=int, metavar="N", help="profile process 0 of a split into N")
+    parser.add_argument("--columnar", action="store_true", help="profile the columnar path")
     args = parser.parse_args()
+    options = Options(columnar=args.columnar)
+
+    def once() -> str:
+        """One run; what it analysed."""
+        if not args.worker:
+            report = analyze([args.capture], options)
+            frames = sum(c.frames for c in report.captures)
+            return (f"{frames:,} frames, {len(report.sessions):,} sessions, "
+                    f"{len(report.findings):,} findings, one process")
+        parts = split._run_shard([args.capture], options, 0, args.worker)
+        for part in parts:  # its records wait in temporary files for a merge that is not done here
+            os.remove(part.sessions)
+            os.remove(part.findings)
+        return f"{parts[0].summary.frames:,} frames, process 0 of {args.worker} of a split"
 
     start = time.process_time()
-    report = analyze([args.capture])
+    what = once()
     cpu = time.process_time() - start
-    frames = sum(c.frames for c in report.captures)
-    print(f"{args.capture}: {frames:,} frames, {len(report.sessions):,} sessions, "
-          f"{len(report.findings):,} findings")
-    print(f"plain run: {cpu:.2f} CPU s, {frames / cpu:,.0f} frames per CPU second\n")
+    print(f"{args.capture}: {what}")
+    print(f"plain run: {cpu:.2f} CPU s\n")
 
     profiler = cProfile.Profile()
     profiler.enable()
-    analyze([args.capture])
+    once()
     profiler.disable()
     text = io.StringIO()
     stats = pstats.Stats(profiler, stream=text)

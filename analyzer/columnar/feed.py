@@ -127,8 +127,9 @@ moves network time (which the runs are cut by), so it is not applied at all."""
 
 
 class _FlowIds:
-    """Which TCP connection each frame of a batch belongs to: `gid` (-1: not a TCP segment, or
-    another process's segment that may carry a CONNECT; `FOREIGN`) and, per id, the 4-tuple of its
+    """Which TCP connection each frame of a batch belongs to: `gid` (-1: the frame goes the
+    per-frame way as it is: not a TCP segment, or another process's segment that may carry a
+    CONNECT; `FOREIGN`: another process's segment that cannot) and, per id, the 4-tuple of its
     lower endpoint towards its higher one (`keys`); `lower[i]` tells whether frame i was sent by the
     lower endpoint. `foreign`: the frames of other processes' connections that may carry a CONNECT
     (`CaptureAnalysis.elsewhere` reads them in capture order)."""
