@@ -29,6 +29,10 @@ later pass (it might open a connection with a new number), and before any data o
 is not steady once frames have started to wait (it might be a CONNECT). A run never holds more
 frames than the flow table has room for, so no connection is shed inside one.
 
+A batch whose frames are mostly of shapes the columnar decoder does not take (Linux cooked, VLAN
+tags, IPv6: `segments.decode`) goes the per-frame way as a whole, after every resident is written
+(`Store.clear`): such frames are never steady, and judging them in passes only costs more.
+
 In a process of a split analysis (`analyzer.split`), the frames of the connections other processes
 track are only time: the runs are cut by them as by any frame, and nothing else is done with them,
 except with one that may carry a CONNECT (`CaptureAnalysis.elsewhere`, in capture order, and in
@@ -83,8 +87,17 @@ class ColumnarFeed:
         if not n:
             return
         segs = decode(batch)
-        flows = _FlowIds(batch, segs, self.analysis.shard)
         store = self._store
+        if 2 * int(np.count_nonzero(segs.simple)) < n:
+            # mostly frames of other shapes (Linux cooked, VLAN, IPv6, ...): nothing for the bulk,
+            # and judging them in passes would only add to the per-frame cost
+            store.clear()
+            frame = analysis.frame
+            for i in range(n):
+                frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
+                frame(frame_no + offset, ts_ns, linktype, data)
+            return
+        flows = _FlowIds(batch, segs, self.analysis.shard)
         store.begin(flows.keys)
         self._gid = flows.gid
         ts = batch.ts_ns

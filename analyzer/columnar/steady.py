@@ -344,6 +344,15 @@ class Store:
         for g in np.flatnonzero(self.resident).tolist():
             self.flush(g)
 
+    def clear(self) -> None:
+        """Write every resident and free every row: frames are about to go the per-frame way
+        without the batch's connection ids."""
+        self.flush_all()
+        for row in self.row_of.values():
+            self.keys[row], self.snaps[row] = None, None
+            self.free.append(row)
+        self.row_of.clear()
+
     def before_sweep(self, now_ns: int, min_idle_ns: int) -> None:
         """An idle sweep at `now_ns` reads every connection's last activity and evicts those idle
         longer than their limit, at least `min_idle_ns` for a resident: bring the times up to

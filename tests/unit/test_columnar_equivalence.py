@@ -227,6 +227,38 @@ def test_small_batches(synthetic, monkeypatch: pytest.MonkeyPatch, batch_bytes: 
     assert_same_report([synthetic(3_000, clients, 1)])
 
 
+@pytest.mark.parametrize("tagged_every", [2, 3])
+def test_batches_of_mostly_other_shapes(synthetic, tmp_path: Path, spy_clear: list[int],
+                                        tagged_every: int) -> None:
+    """A capture whose frames come in stretches with and without a VLAN tag: a batch of mostly
+    tagged frames goes the per-frame way as a whole, after the steady connections of the batches
+    before it are written back (`Store.clear`); the next untagged batches load them again."""
+    with open_capture(str(synthetic(20_000, 40, 1))) as reader:
+        frames = [(ts, data) for _, ts, _, data, _ in reader]
+    tag = VARIANTS["802.1Q tag"]
+    # stretches of 5,000 frames: longer than a batch (a 1 MiB read, about 4,700 of these frames)
+    mixed = [tag(1, [frame])[1][0] if (i // 5_000) % tagged_every == 1 else frame
+             for i, frame in enumerate(frames)]
+    assert_same_report([write_pcap(tmp_path / "mixed.pcap", 1, mixed)])
+    assert spy_clear and max(spy_clear) > 0  # residents were written back before such a batch
+
+
+@pytest.fixture
+def spy_clear(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The residents `Store.clear` found, call by call."""
+    import analyzer.columnar.steady as steady
+
+    found: list[int] = []
+    real = steady.Store.clear
+
+    def clear(store: "steady.Store") -> None:
+        found.append(int(store.resident.sum()))
+        real(store)
+
+    monkeypatch.setattr(steady.Store, "clear", clear)
+    return found
+
+
 @pytest.mark.parametrize("max_run", [3, 64])
 def test_short_runs(synthetic, monkeypatch: pytest.MonkeyPatch, max_run: int) -> None:
     """Runs cut short (`MAX_RUN`): steady state carried from one run into the next."""
