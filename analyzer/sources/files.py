@@ -94,7 +94,8 @@ class CaptureReader:
 
     @property
     def batches_available(self) -> bool:
-        """Whether `batches()` can read this capture (classic pcap, not yet read)."""
+        """Whether `batches()` can read this capture (not yet read): a classic pcap's records are
+        cut into batches as read; a pcapng's are gathered from its block walker (`gathered`)."""
         return self._batches is not None
 
     def batches(self) -> Generator[FrameBatch, None, None]:
@@ -158,6 +159,12 @@ class _Prefixed(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def _gathered(records: Generator[Record, None, None]) -> Generator[FrameBatch, None, None]:
+    from analyzer.sources.batch import gathered  # NumPy only when batches are read
+
+    return gathered(records, pcap.BATCH_BYTES)
 
 
 def _read_fn(stream: Stream) -> Read:
@@ -251,6 +258,7 @@ def _open_stream(path: str, raw: Stream, closers: list[Stream]) -> CaptureReader
         pcapng.check_section_header(head)
         reader = CaptureReader(path, "pcapng", compression, closers)
         reader._records = pcapng.iter_pcapng(reader, read, head)
+        reader._batches = lambda: _gathered(pcapng.iter_pcapng(reader, read, head))
     else:
         raise _not_a_capture(head, compression)
     return reader

@@ -566,6 +566,36 @@ def test_pcapng_cut_short(tmp_path: Path) -> None:
     assert reader.error is None and "cut short" in reader.warnings[0]
 
 
+def read_batched(path: Path | str) -> tuple[list[Rec], CaptureReader, list[int]]:
+    """The records as the columnar path reads them (`CaptureReader.batches`), and batch sizes."""
+    with open_capture(str(path)) as reader:
+        assert reader.batches_available
+        batches = list(reader.batches())
+    return [b.frame(i) for b in batches for i in range(len(b))], reader, [len(b) for b in batches]
+
+
+def test_pcapng_batches_hold_the_records(tmp_path: Path) -> None:
+    """Read in batches, a pcapng gives the same records, numbers and state as frame by frame:
+    a batch ends where a frame number is skipped (a custom block) or the link type changes, and
+    the first frame is a batch of its own."""
+    data, expected = rich_pcapng()
+    records, reader, sizes = read_batched(write(tmp_path, "rich", data))
+    assert records == expected
+    assert sizes == [1, 2, 1, 2]  # 1 | 2, 3 | 4 (raw IP) | 6, 7 (after the custom block's 5)
+    assert (reader.warnings, reader.error, reader.bytes_read) == ([], None, len(data))
+
+
+@pytest.mark.parametrize("cut", [None, -9, -40])
+def test_pcapng_batches_of_bad_files_say_what_frame_by_frame_says(tmp_path: Path, cut: int | None) -> None:
+    corrupt, _ = _pcapng_with(epb(7, 3, frame(9)))
+    path = write(tmp_path, "bad", corrupt[:cut] if cut else corrupt)
+    records, reader = read_all(path)
+    batched, batch_reader, _ = read_batched(path)
+    assert batched == records
+    assert (batch_reader.warnings, batch_reader.error, batch_reader.bytes_read) == (
+        reader.warnings, reader.error, reader.bytes_read)
+
+
 def test_decompression_errors_stop_without_raising(tmp_path: Path) -> None:
     rng = random.Random(3)
     payloads = [rng.randbytes(200) for _ in range(10_000)]  # incompressible: a 2 MB stream
