@@ -2,10 +2,11 @@
 
 Every process reads the whole capture and keeps time with every frame, so idle sweeps and clock
 steps happen at the same frames in all of them, but it tracks only the connections dealt to it
-(`Shard.owns`). A classic pcap goes the columnar way (`analyzer.columnar.feed`), which tells each
+(`Shard.owns`). It reads the capture the columnar way (`analyzer.columnar.feed`), which tells each
 batch's frames apart with NumPy (`owned`): a frame of another's connection is not applied at all,
-unless it may carry a CONNECT. Other formats go frame by frame, and such a frame costs its
-decoding and nothing more.
+unless it may carry a CONNECT. A frame in a shape the columnar decoder does not take is dealt out
+one by one, and a batch of mostly such frames goes the per-frame way, where another's frame costs
+its decoding and nothing more.
 
 What connections share:
 - The client id. A newer CONNECT takes an older session with the same id over, which explains the
