@@ -117,7 +117,7 @@ def session_row(record: Record) -> dict[str, Any]:
     return row
 
 
-def _frame(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
+def frame_of(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
     """Rows to a DataFrame with exactly ``columns`` in order and dtype, even when empty.
 
     Columns are built one at a time so a None becomes <NA> under its declared dtype, rather than
@@ -132,12 +132,12 @@ def _frame(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
 
 def findings_frame(report: Report) -> pd.DataFrame:
     """One row per finding, in the report's order."""
-    return _frame([finding_row(finding_record(f)) for f in report.findings], FINDING_COLUMNS)
+    return frame_of([finding_row(finding_record(f)) for f in report.findings], FINDING_COLUMNS)
 
 
 def sessions_frame(report: Report) -> pd.DataFrame:
     """One row per MQTT session, in the report's order."""
-    return _frame([session_row(session_record(s)) for s in report.sessions], SESSION_COLUMNS)
+    return frame_of([session_row(session_record(s)) for s in report.sessions], SESSION_COLUMNS)
 
 
 def client_key(s: Session) -> str:
@@ -198,7 +198,7 @@ def clients_frame(report: Report) -> pd.DataFrame:
             "p95_gap_over_k": _ratio(np.quantile(samples, P95)) if samples.size else None,
             **counts.get(key, {"findings": 0, "errors": 0, "warnings": 0}),
         })
-    frame = _frame(rows, CLIENT_COLUMNS)
+    frame = frame_of(rows, CLIENT_COLUMNS)
     frame = frame.sort_values(["errors", "warnings", "max_gap_over_k", "client_id"],
                               ascending=[False, False, False, True], na_position="last",
                               kind="stable")
