@@ -40,7 +40,7 @@ ROWS_AT_ONCE = 10_000
 disk, and one frame of all its rows would undo that. The dtypes are fixed (`tables`), so the
 chunks write exactly the text one frame would."""
 
-STREAMED: dict[str, tuple[Callable[[Any], Record], Callable[[Record], dict[str, Any]], dict[str, str]]] = {
+IN_CHUNKS: dict[str, tuple[Callable[[Any], Record], Callable[[Record], dict[str, Any]], dict[str, str]]] = {
     "findings": (finding_record, finding_row, FINDING_COLUMNS),
     "sessions": (session_record, session_row, SESSION_COLUMNS),
 }
@@ -52,10 +52,10 @@ def render_csv(report: Report, out: TextIO, table: Table = "findings") -> None:
         build = TABLES[table]
     except KeyError:
         raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}") from None
-    if table not in STREAMED:  # clients: one row per client, built from every session at once
+    if table not in IN_CHUNKS:  # clients: one row per client, built from every session at once
         build(report).to_csv(out, index=False, lineterminator="\n")
         return
-    record, row, columns = STREAMED[table]
+    record, row, columns = IN_CHUNKS[table]
     items = iter(report.findings if table == "findings" else report.sessions)
     header = True
     while True:
