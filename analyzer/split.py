@@ -53,7 +53,6 @@ from analyzer.spool import BATCH, Spool, _dump, _load
 if TYPE_CHECKING:
     import numpy as np
 
-    from analyzer.columnar.segments import Segments
     from analyzer.engine import Options, Progress, Result
 
 RECENT_CONNECTS = 4096
@@ -127,13 +126,12 @@ class Shard:
         self.own_ids.append(_digest(client_id))
 
 
-def owned(shard: Shard, segs: Segments) -> np.ndarray:
-    """`Shard.owns` for a whole batch's decoded segments at once (meaningful where `segs.simple`)."""
+def owned(shard: Shard, sums: np.ndarray) -> np.ndarray:
+    """`Shard.owns` for a whole batch at once; `sums`: each segment's two endpoints, each as
+    `ip << 16 | port`, added (int64)."""
     import numpy as np
 
-    a = (segs.src << 16) | segs.sport
-    b = (segs.dst << 16) | segs.dport
-    mixed = (a + b).astype(np.uint64) * np.uint64(_MIX)  # wraps at 64 bits, as `owns` masks
+    mixed = sums.astype(np.uint64) * np.uint64(_MIX)  # wraps at 64 bits, as `owns` masks
     return ((mixed >> np.uint64(32)) % np.uint64(shard.count)) == shard.index
 
 

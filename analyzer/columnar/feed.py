@@ -158,7 +158,7 @@ class _FlowIds:
         tracked = segs.simple & (a != b)
         self.foreign = np.zeros(n, dtype=bool)
         if shard is not None:
-            others = tracked & ~owned(shard, segs)
+            others = tracked & ~owned(shard, a + b)
             raw = np.frombuffer(batch.buf, dtype=np.uint8)
             first_byte = raw[np.minimum(segs.pay_start, max(len(raw) - 1, 0))]
             self.foreign = others & (segs.pay_len > 0) & (first_byte == 0x10)
@@ -253,14 +253,9 @@ class _Run:
                 continue
             seg = decode_segment(batch.linktype, batch.frame(i)[3])
             client_id = None if seg.__class__ is str else connect_client_id(seg[7])  # type: ignore[index]
-            if foreign[i]:  # another process's connection: only a whole CONNECT counts here
-                if client_id:
-                    older = taken.get(client_id)
-                    if (client_id in seen or (older is not None and not older.ended)) and i > first:
-                        return [i]
-                    seen.add(client_id)
-                continue
             if client_id is None:
+                if foreign[i]:  # another process's connection: only a whole CONNECT counts there
+                    continue
                 if (undecided and g not in examined and seg.__class__ is not str
                         and self._stays_other(seg)):
                     settled.add(g)
@@ -268,8 +263,9 @@ class _Run:
                 examined.add(g)
                 harmless = False
             else:
-                examined.add(g)
-                settled.add(g)
+                if not foreign[i]:  # (the others' frames share one id: no bookkeeping by it)
+                    examined.add(g)
+                    settled.add(g)
                 older = taken.get(client_id) if client_id else None
                 harmless = not client_id or (client_id not in seen and (older is None or older.ended))
                 seen.add(client_id)

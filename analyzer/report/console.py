@@ -138,9 +138,14 @@ def gap_limit_cell(f: Finding) -> str:
     return f"{gap} / {_secs(f.limit_s)} s"
 
 
-def worst_first(findings: Iterable[Finding]) -> list[Finding]:
+def worst_first_key(f: Finding) -> tuple:
     """Severity descending, then time, so the reader meets the errors first and in order."""
-    return sorted(findings, key=lambda f: (-int(f.severity), f.ts_ns, f.rule_id, f.frames))
+    return (-int(f.severity), f.ts_ns, f.rule_id, f.frames)
+
+
+def worst_first(findings: Iterable[Finding]) -> list[Finding]:
+    """`findings` in `worst_first_key` order (a stable sort: ties keep their order)."""
+    return sorted(findings, key=worst_first_key)
 
 
 def _plural(n: int, word: str) -> str:
@@ -233,7 +238,7 @@ class _CaptureView:
     by_rule: Counter[tuple[int, str, str]] = field(default_factory=Counter)
 
     def add_finding(self, f: Finding) -> None:
-        self.worst.append(((-int(f.severity), f.ts_ns, f.rule_id, f.frames), self.finding_count, f))
+        self.worst.append((worst_first_key(f), self.finding_count, f))
         self.finding_count += 1
         self.by_rule[(int(f.severity), f.rule_id, f.rule)] += 1
         if f.session_id in self.per_session:
