@@ -7,7 +7,8 @@ The mapping (``ecosystem.md`` section 2.2):
   ``error``) gets a ``<testcase name="read capture">`` holding an ``<error>``;
 - one ``<testcase>`` per MQTT session, named ``"<client id> <client ip:port> -> <broker ip:port>"``
   (``(no client id)`` when the CONNECT was not seen or the id was empty) with ``classname`` = the
-  session id, which is unique in a report (GitLab keeps only the first of duplicate names);
+  session id, which is unique in a capture (GitLab keeps only the first of duplicate names); it
+  holds the findings of that session id in that capture;
 - one ``<failure>`` per finding at or above ``--fail-on``, worst first (Jenkins and GitLab show the
   first failure of a test case most prominently); findings below it are listed in the test case's
   ``<system-out>``, so the report still carries them without failing anything.
@@ -25,15 +26,24 @@ controls other than tab, newline and carriage return, lone surrogates, U+FFFE/U+
 escape cannot save. The output is pure ASCII (anything else as a character reference) under a
 UTF-8 declaration, so it is the same bytes whatever the encoding of the stream it goes to, like
 the JSON reporter's ``ensure_ascii``.
+
+The document is written as it is read, one test case at a time, so memory does not grow with the
+report (a capture of millions of frames has tens of thousands of sessions): each suite's cases
+go to a temporary file first, since the start tags carry the totals, and each capture's findings
+are paired with its sessions as both come in stream order (`_joined`).
 """
 
 from __future__ import annotations
 
 import io
 import re
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from itertools import chain, groupby
 from typing import BinaryIO, TextIO
 
 from analyzer.model import CONFIRMED, CaptureSummary, Finding, Report, Session, Severity
@@ -125,79 +135,173 @@ def _element(parent: ET.Element, tag: str, text: str | None = None, **attrib: st
     return node
 
 
-def _testcase(suite: ET.Element, name: str, classname: str, time_ns: int,
-              findings: list[Finding], fail_on: Severity | None) -> int:
-    """Append one session's test case; returns how many ``<failure>`` elements it got."""
-    case = _element(suite, "testcase", name=name, classname=classname, time=_seconds(time_ns))
-    ordered = worst_first(findings)
-    failing = [f for f in ordered if _fails(f, fail_on)]
-    for f in failing:
-        _element(case, "failure", failure_text(f), message=failure_message(f), type=f.rule_id)
-    below = [f for f in ordered if not _fails(f, fail_on)]
-    if below:
-        _element(case, "system-out", "\n".join(_below_line(f) for f in below) + "\n")
-    return len(failing)
-
-
 def _captures(report: Report) -> list[tuple[str, CaptureSummary | None]]:
     """Every capture in report order, plus any capture only a session or finding names."""
     groups: dict[str, CaptureSummary | None] = {c.path: c for c in report.captures}
-    for path in [s.capture for s in report.sessions] + [f.capture for f in report.findings]:
+    for path in chain((s.capture for s in report.sessions), (f.capture for f in report.findings)):
         groups.setdefault(path, None)
     return list(groups.items())
 
 
-def junit_tree(report: Report, fail_on: Severity | None) -> ET.Element:
-    """The ``<testsuites>`` element of the report (what ``render_junit`` serialises)."""
-    root = ET.Element("testsuites", {"name": TOOL_NAME})
+Case = tuple[str, str, int, list[Finding]]
+"""A test case to write: name, classname, time (ns) and its session's findings."""
+
+
+class _Unordered(Exception):
+    """A capture's records are not in the engine's order: `_joined` cannot pair them as they come."""
+
+
+def _joined(sessions: Iterable[Session], findings: Iterable[Finding]) -> Iterator[Case]:
+    """One capture's test cases: its sessions in report order, each with the findings of its
+    session id, then the findings of no session (never expected), by session id.
+
+    The engine writes both in stream order (`CaptureAnalysis.finish`), and a session id ends in
+    its stream number, so the findings of a session are those of its stream, and the two
+    sequences are paired as they come: memory stays flat however many there are. Raises
+    `_Unordered` when that does not hold (`_grouped` then pairs them)."""
+    found = _in_stream_order(findings)
+    ahead = next(found, None)
+    last_stream = -1
+    orphans: dict[str, list[Finding]] = defaultdict(list)
+    for stream, group in groupby(sessions, key=lambda s: s.flow.stream_index):
+        if stream <= last_stream:
+            raise _Unordered
+        last_stream = stream
+        group = list(group)  # (sessions of one stream: more than one only when it came back)
+        if any(not s.session_id.endswith(f"#{stream}") for s in group):
+            raise _Unordered
+        by_id: dict[str, list[Finding]] = defaultdict(list)
+        while ahead is not None and ahead.stream_index <= stream:
+            f, ahead = ahead, next(found, None)
+            (by_id if f.stream_index == stream else orphans)[f.session_id].append(f)
+        for s in group:
+            yield testcase_name(s), s.session_id, max(s.end_ns - s.start_ns, 0), by_id.pop(s.session_id, [])
+        for session_id, rest in by_id.items():
+            orphans[session_id] += rest
+    while ahead is not None:
+        orphans[ahead.session_id].append(ahead)
+        ahead = next(found, None)
+    for session_id in sorted(orphans):
+        yield session_id, session_id, 0, orphans[session_id]
+
+
+def _in_stream_order(findings: Iterable[Finding]) -> Iterator[Finding]:
+    """`findings`, raising `_Unordered` at one out of stream order or whose session id does not
+    end in its stream number."""
+    last = -1
+    for f in findings:
+        if f.stream_index < last or not f.session_id.endswith(f"#{f.stream_index}"):
+            raise _Unordered
+        last = f.stream_index
+        yield f
+
+
+def _grouped(sessions: Iterable[Session], findings: Iterable[Finding]) -> Iterator[Case]:
+    """`_joined`'s cases for records in any order, with every finding of the capture in memory."""
     by_session: dict[str, list[Finding]] = defaultdict(list)
-    for f in report.findings:
+    for f in findings:
         by_session[f.session_id].append(f)
-    totals = {"tests": 0, "failures": 0, "errors": 0, "time": 0}
-    for path, summary in _captures(report):
-        suite = _element(root, "testsuite", name=path)
-        tests = failures = errors = time_ns = 0
+    for s in sessions:
+        yield testcase_name(s), s.session_id, max(s.end_ns - s.start_ns, 0), by_session.pop(s.session_id, [])
+    for session_id in sorted(by_session):
+        yield session_id, session_id, 0, by_session[session_id]
+
+
+def _start_tag(tag: str, **attrib: str) -> bytes:
+    """`<tag a="...">`, escaped and encoded as ElementTree writes the element."""
+    empty = ET.tostring(ET.Element(tag, {k: xml_safe(v) for k, v in attrib.items()}), encoding="us-ascii")
+    return empty[:-3] + b">"  # (without " />")
+
+
+def _case_xml(case: Case, fail_on: Severity | None) -> tuple[bytes, int]:
+    """One test case as it stands in the document (indented at its depth), and its failures."""
+    name, classname, time_ns, findings = case
+    element = _element(ET.Element("cases"), "testcase", name=name, classname=classname,
+                       time=_seconds(time_ns))
+    ordered = worst_first(findings)
+    failing = [f for f in ordered if _fails(f, fail_on)]
+    for f in failing:
+        _element(element, "failure", failure_text(f), message=failure_message(f), type=f.rule_id)
+    below = [f for f in ordered if not _fails(f, fail_on)]
+    if below:
+        _element(element, "system-out", "\n".join(_below_line(f) for f in below) + "\n")
+    ET.indent(element, level=2)
+    return ET.tostring(element, encoding="us-ascii"), len(failing)
+
+
+def _suite(path: str, summary: CaptureSummary | None, cases: Iterable[Case],
+           fail_on: Severity | None, out: BinaryIO) -> tuple[int, int, int, int]:
+    """Write one ``<testsuite>``, its cases first to a temporary file (its start tag carries their
+    totals); returns (tests, failures, errors, time in ns)."""
+    tests = failures = errors = time_ns = 0
+    with tempfile.TemporaryFile(prefix="mqtt-keepalive-junit-") as body:
         if summary is not None and summary.error:
-            case = _element(suite, "testcase", name=READ_CAPTURE, classname=path, time=_seconds(0))
-            _element(case, "error", summary.error, message=summary.error, type="capture-error")
+            element = _element(ET.Element("cases"), "testcase", name=READ_CAPTURE, classname=path,
+                               time=_seconds(0))
+            _element(element, "error", summary.error, message=summary.error, type="capture-error")
+            ET.indent(element, level=2)
+            body.write(b"\n    " + ET.tostring(element, encoding="us-ascii"))
             tests, errors = 1, 1
-        sessions = [s for s in report.sessions if s.capture == path]
-        for s in sessions:
-            duration = max(s.end_ns - s.start_ns, 0)
-            failures += _testcase(suite, testcase_name(s), s.session_id, duration,
-                                  by_session.pop(s.session_id, []), fail_on)
+        for case in cases:
+            xml, failed = _case_xml(case, fail_on)
+            body.write(b"\n    " + xml)
             tests += 1
-            time_ns += duration
-        # A finding whose session is not in the report (never expected) still gets a test case,
-        # so a failure is never dropped from the CI gate.
-        orphans = sorted({f.session_id for f in report.findings
-                          if f.capture == path and f.session_id in by_session})
-        for session_id in orphans:
-            failures += _testcase(suite, session_id, session_id, 0,
-                                  by_session.pop(session_id), fail_on)
-            tests += 1
-        suite.set("tests", str(tests))
-        suite.set("failures", str(failures))
-        suite.set("errors", str(errors))
-        suite.set("skipped", "0")
-        suite.set("time", _seconds(time_ns))
-        totals["tests"] += tests
-        totals["failures"] += failures
-        totals["errors"] += errors
-        totals["time"] += time_ns
-    root.set("tests", str(totals["tests"]))
-    root.set("failures", str(totals["failures"]))
-    root.set("errors", str(totals["errors"]))
-    root.set("time", _seconds(totals["time"]))
-    return root
+            failures += failed
+            time_ns += case[2]
+        tag = _start_tag("testsuite", name=path, tests=str(tests), failures=str(failures),
+                         errors=str(errors), skipped="0", time=_seconds(time_ns))
+        if not tests:
+            out.write(tag[:-1] + b" />")
+        else:
+            out.write(tag)
+            body.seek(0)
+            shutil.copyfileobj(body, out)
+            out.write(b"\n  </testsuite>")
+    return tests, failures, errors, time_ns
+
+
+def _suites(report: Report, fail_on: Severity | None, out: BinaryIO) -> tuple[int, int, int, int]:
+    """Every capture's ``<testsuite>``, each after a newline and its indent; returns the totals."""
+    totals = [0, 0, 0, 0]
+    for path, summary in _captures(report):
+        out.write(b"\n  ")
+        sessions = (s for s in report.sessions if s.capture == path)
+        findings = (f for f in report.findings if f.capture == path)
+        try:
+            counts = _suite(path, summary, _joined(sessions, findings), fail_on, out)
+        except _Unordered:  # (raised before `_suite` writes anything to `out`)
+            sessions = (s for s in report.sessions if s.capture == path)
+            findings = (f for f in report.findings if f.capture == path)
+            counts = _suite(path, summary, _grouped(sessions, findings), fail_on, out)
+        totals = [a + b for a, b in zip(totals, counts)]
+    return totals[0], totals[1], totals[2], totals[3]
+
+
+def write_junit(report: Report, fail_on: Severity | None, out: BinaryIO) -> None:
+    """The whole document to a binary stream: a UTF-8 declaration, then ASCII-only XML, then a
+    newline. The suites go to a temporary file first (the root's start tag carries their totals),
+    so memory does not grow with the report: every session's test case is written as it comes.
+    A test case has its session's findings, worst first: ``<failure>`` for those at or above
+    ``fail_on`` (None: none), the others listed in its ``<system-out>``."""
+    with tempfile.TemporaryFile(prefix="mqtt-keepalive-junit-") as suites:
+        tests, failures, errors, time_ns = _suites(report, fail_on, suites)
+        root = _start_tag("testsuites", name=TOOL_NAME, tests=str(tests), failures=str(failures),
+                          errors=str(errors), time=_seconds(time_ns))
+        out.write(XML_DECLARATION.encode("ascii"))
+        if not suites.tell():
+            out.write(root[:-1] + b" />\n")
+            return
+        out.write(root)
+        suites.seek(0)
+        shutil.copyfileobj(suites, out)
+        out.write(b"\n</testsuites>\n")
 
 
 def junit_bytes(report: Report, fail_on: Severity | None) -> bytes:
-    """The whole document: a UTF-8 declaration, then ASCII-only XML, then a newline."""
-    root = junit_tree(report, fail_on)
-    ET.indent(root)
-    body = ET.tostring(root, encoding="us-ascii")
-    return XML_DECLARATION.encode("ascii") + body + b"\n"
+    """The whole document (`write_junit`) as bytes."""
+    out = io.BytesIO()
+    write_junit(report, fail_on, out)
+    return out.getvalue()
 
 
 def render_junit(report: Report, fail_on: Severity | None, out: BinaryIO | TextIO) -> None:
@@ -206,10 +310,13 @@ def render_junit(report: Report, fail_on: Severity | None, out: BinaryIO | TextI
     ``fail_on`` decides which findings are ``<failure>`` (at or above it) and which are only listed
     in ``<system-out>``; None (``--fail-on never``) fails nothing.
     """
-    data = junit_bytes(report, fail_on)
     if isinstance(out, (io.RawIOBase, io.BufferedIOBase)) or (
         not isinstance(out, io.TextIOBase) and "b" in getattr(out, "mode", "")
     ):
-        out.write(data)  # type: ignore[arg-type]
-    else:
-        out.write(data.decode("ascii"))  # type: ignore[arg-type]
+        write_junit(report, fail_on, out)  # type: ignore[arg-type]
+        return
+    with tempfile.TemporaryFile(prefix="mqtt-keepalive-junit-") as data:
+        write_junit(report, fail_on, data)
+        data.seek(0)
+        while chunk := data.read(1 << 20):
+            out.write(chunk.decode("ascii"))

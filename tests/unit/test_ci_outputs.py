@@ -46,6 +46,7 @@ from analyzer.report.github import (
     render_github,
     step_summary,
 )
+from analyzer.report import junit
 from analyzer.report.junit import junit_bytes, render_junit
 from analyzer.report.tables import CLIENT_COLUMNS, clients_frame
 
@@ -442,6 +443,64 @@ def test_registry_renders_junit(mixed: Report) -> None:
     out = io.StringIO()
     render(mixed, "junit", out, Severity.ERROR)
     assert out.getvalue().encode() == junit_bytes(mixed, Severity.ERROR)
+
+
+def case_findings(data: bytes) -> list[tuple[str, str, list[str]]]:
+    """(suite, classname, the failure messages and system-out lines) of every test case."""
+    out = []
+    for suite in etree.fromstring(data):
+        for case in suite:
+            told = [f.get("message") for f in case.iter("failure")]
+            told += [line for s in case.iter("system-out") for line in (s.text or "").splitlines()]
+            out.append((suite.get("name"), case.get("classname"), told))
+    return out
+
+
+def test_junit_pairs_findings_as_they_come_in_the_engines_order(mixed: Report) -> None:
+    """Sessions and findings come in stream order from the engine: each capture's are paired as
+    they come (no capture's findings held at once), and the cases are the ones a lookup of every
+    finding by session id gives."""
+    assert mixed.findings
+    for capture in mixed.captures:
+        sessions = [s for s in mixed.sessions if s.capture == capture.path]
+        findings = [f for f in mixed.findings if f.capture == capture.path]
+        joined = list(junit._joined(sessions, findings))
+        assert joined == list(junit._grouped(sessions, findings))
+        assert sum(len(case[3]) for case in joined) == len(findings)
+    # Out of that order, the whole capture is looked up instead: the same cases come out.
+    sessions = tuple(make_session(stream=i, client_port=40000 + i) for i in range(3))
+    findings = tuple(make_finding(session_id=f"t.pcap#{i}", stream_index=i, ts_ns=(1_795_640_005 + i) * S,
+                                  frames=(4 + i, 8 + i)) for i in (0, 1, 1, 2))
+    ordered = Report((capture_summary(),), sessions, findings)
+    shuffled = dataclasses.replace(ordered, findings=tuple(reversed(findings)))
+    with pytest.raises(junit._Unordered):
+        list(junit._joined(shuffled.sessions, shuffled.findings))
+    cases = case_findings(junit_of(ordered))
+    assert [len(told) for _suite, _case, told in cases] == [1, 2, 1]
+    assert case_findings(junit_of(shuffled)) == cases
+    assert_valid_junit(junit_of(shuffled))
+
+
+def test_junit_findings_stay_with_their_own_capture(tmp_path: Path) -> None:
+    """Two captures with the same file name (so the same session ids) in two directories: each
+    suite's test cases carry that capture's findings, not the other's."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    late = tmp_path / "a" / "device.pcap"
+    clean = tmp_path / "b" / "device.pcap"
+    late.write_bytes(Path(cap("silent-client")).read_bytes())
+    clean.write_bytes(Path(cap("compliant-pinger")).read_bytes())
+    report = analyze([str(clean), str(late)])  # the clean one first: its session ids come first
+    assert {s.session_id for s in report.sessions if s.capture == str(late)} & {
+        s.session_id for s in report.sessions if s.capture == str(clean)}
+    data = junit_of(report, Severity.WARNING)
+    assert_valid_junit(data)
+    suites = {suite.name: suite for suite in read_junit(data)}
+    for path in (late, clean):
+        found = [f for f in report.findings if f.capture == str(path)]
+        assert suites[str(path)].failures == len(found)
+    assert suites[str(late)].failures > 0 and suites[str(clean)].failures == 0
+    assert all(not told for suite, _case, told in case_findings(data) if suite == str(clean))
 
 
 # -- GitHub annotations ---------------------------------------------------------------------------
