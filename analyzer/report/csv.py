@@ -8,23 +8,12 @@ A missing value is an empty cell. An empty report still writes the header row, s
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import islice
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 import pandas as pd
 
 from analyzer.model import Report
-from analyzer.report.records import Record, finding_record, session_record
-from analyzer.report.tables import (
-    FINDING_COLUMNS,
-    SESSION_COLUMNS,
-    clients_frame,
-    finding_row,
-    findings_frame,
-    frame_of,
-    session_row,
-    sessions_frame,
-)
+from analyzer.report.tables import clients_frame, findings_frame, frames_in_chunks, sessions_frame
 
 Table = Literal["findings", "sessions", "clients"]
 
@@ -35,33 +24,14 @@ TABLES: dict[str, Callable[[Report], pd.DataFrame]] = {
 }
 
 
-ROWS_AT_ONCE = 10_000
-"""Findings or sessions put in one DataFrame at a time: a large capture's report is spooled on
-disk, and one frame of all its rows would undo that. The dtypes are fixed (`tables`), so the
-chunks write exactly the text one frame would."""
-
-IN_CHUNKS: dict[str, tuple[Callable[[Any], Record], Callable[[Record], dict[str, Any]], dict[str, str]]] = {
-    "findings": (finding_record, finding_row, FINDING_COLUMNS),
-    "sessions": (session_record, session_row, SESSION_COLUMNS),
-}
-
-
 def render_csv(report: Report, out: TextIO, table: Table = "findings") -> None:
-    """Write one table of the report as CSV with a header row."""
-    try:
-        build = TABLES[table]
-    except KeyError:
-        raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}") from None
-    if table not in IN_CHUNKS:  # clients: one row per client, built from every session at once
-        build(report).to_csv(out, index=False, lineterminator="\n")
+    """Write one table of the report as CSV with a header row: findings and sessions a few
+    thousand rows at a time (`tables.frames_in_chunks`), which writes exactly the text of one
+    frame of them all."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
+    if table == "clients":  # one row per client, built from every session at once
+        clients_frame(report).to_csv(out, index=False, lineterminator="\n")
         return
-    record, row, columns = IN_CHUNKS[table]
-    items = iter(report.findings if table == "findings" else report.sessions)
-    header = True
-    while True:
-        rows = [row(record(item)) for item in islice(items, ROWS_AT_ONCE)]
-        if rows or header:
-            frame_of(rows, columns).to_csv(out, index=False, header=header, lineterminator="\n")
-        if len(rows) < ROWS_AT_ONCE:
-            return
-        header = False
+    for i, frame in enumerate(frames_in_chunks(report, table)):
+        frame.to_csv(out, index=False, header=i == 0, lineterminator="\n")

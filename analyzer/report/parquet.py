@@ -2,7 +2,8 @@
 
 Writes `DIR/sessions.parquet` and `DIR/findings.parquet` (the directory is created), each exactly
 the frame of `tables.py`: same columns, order and nullable dtypes (pandas' metadata in the file
-restores them on `pandas.read_parquet`). Both files are written even when a table is empty, so a
+restores them on `pandas.read_parquet`). Rows are written a chunk at a time, one row group each
+(`tables.frames_in_chunks`), so a report spooled on disk is never one DataFrame in memory. Both files are written even when a table is empty, so a
 query over many runs' directories always finds them. Needs pyarrow (`pip install
 'mqtt-keepalive[parquet]'`).
 """
@@ -21,17 +22,25 @@ def write_parquet(report: Report, directory: str, tables: tuple[str, ...] = TABL
     """Write the report's `tables` into `directory`; returns the files written. A missing pyarrow
     is a ConfigError (exit 2); a directory that cannot be written raises OSError."""
     try:
-        import pyarrow  # type: ignore[import-untyped]  # noqa: F401
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
     except ImportError:
         raise ConfigError("--format parquet needs pyarrow: pip install 'mqtt-keepalive[parquet]'") from None
-    from analyzer.report.tables import findings_frame, sessions_frame
+    from analyzer.report.tables import frames_in_chunks
 
     os.makedirs(directory, exist_ok=True)
     written = []
-    frames = {"sessions": sessions_frame, "findings": findings_frame}
     for name in tables:
-        frame = frames[name](report)
         path = os.path.join(directory, f"{name}.parquet")
-        frame.to_parquet(path, engine="pyarrow", index=False)
+        writer = None
+        try:
+            for frame in frames_in_chunks(report, name):  # one row group each
+                chunk = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(path, chunk.schema)
+                writer.write_table(chunk)
+        finally:
+            if writer is not None:
+                writer.close()
         written.append(path)
     return written

@@ -14,6 +14,8 @@ turn into float64 at the first missing value.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -128,6 +130,28 @@ def frame_of(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFram
         for name, dtype in columns.items()
     }
     return pd.DataFrame(data, columns=list(columns))
+
+
+ROWS_AT_ONCE = 10_000
+"""Findings or sessions put in one DataFrame at a time by `frames_in_chunks`: a large capture's
+report is spooled on disk, and one frame of all its rows would undo that."""
+
+
+def frames_in_chunks(report: Report, table: str) -> Iterator[pd.DataFrame]:
+    """The findings or sessions table as consecutive frames of at most `ROWS_AT_ONCE` rows (one
+    empty frame for an empty table). The dtypes are fixed, so the frames together hold exactly
+    what `findings_frame` or `sessions_frame` would, whatever is missing in which chunk."""
+    record, row, columns = ((finding_record, finding_row, FINDING_COLUMNS) if table == "findings"
+                            else (session_record, session_row, SESSION_COLUMNS))
+    items = iter(report.findings if table == "findings" else report.sessions)
+    first = True
+    while True:
+        rows = [row(record(item)) for item in islice(items, ROWS_AT_ONCE)]
+        if rows or first:
+            yield frame_of(rows, columns)
+        if len(rows) < ROWS_AT_ONCE:
+            return
+        first = False
 
 
 def findings_frame(report: Report) -> pd.DataFrame:

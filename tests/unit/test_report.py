@@ -428,10 +428,10 @@ def test_csv_written_in_chunks_is_the_one_table(monkeypatch: pytest.MonkeyPatch,
     """Findings and sessions go to CSV a few thousand rows at a time (a spooled report is never
     one DataFrame): the text is exactly that of the whole table, including chunks where a
     column is missing throughout (its dtype is fixed, so `1` never becomes `1.0`)."""
-    import analyzer.report.csv as csv_module
+    import analyzer.report.tables as tables_module
     from analyzer.report.tables import findings_frame, sessions_frame
 
-    monkeypatch.setattr(csv_module, "ROWS_AT_ONCE", 3)
+    monkeypatch.setattr(tables_module, "ROWS_AT_ONCE", 3)
     gone = [i % 3 == 1 or i // 3 == 2 for i in range(10)]  # some in every chunk, all in the third
     findings = tuple(finding(message=f"m{i}", gap_s=None if gone[i] else 95.2 + i,
                              keep_alive_s=None if gone[i] else 60) for i in range(10))
@@ -443,3 +443,30 @@ def test_csv_written_in_chunks_is_the_one_table(monkeypatch: pytest.MonkeyPatch,
     whole = (findings_frame if table == "findings" else sessions_frame)(report)
     assert out.getvalue() == whole.to_csv(index=False, lineterminator="\n")
     assert out.getvalue().count("\n") == 1 + (10 if table == "findings" else 7)
+
+
+@pytest.mark.parametrize("table", ["findings", "sessions"])
+def test_parquet_written_in_chunks_reads_back_as_the_one_table(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, table: str) -> None:
+    """Parquet gets findings and sessions a few rows at a time too (one row group per chunk):
+    pandas reads back exactly the whole table, dtypes included, also from a chunk where a column
+    is missing throughout; an empty table is still a file with every column."""
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    import analyzer.report.tables as tables_module
+    from analyzer.report.parquet import write_parquet
+    from analyzer.report.tables import findings_frame, sessions_frame
+
+    monkeypatch.setattr(tables_module, "ROWS_AT_ONCE", 3)
+    gone = [i % 3 == 1 or i // 3 == 2 for i in range(10)]  # some in every chunk, all in the third
+    findings = tuple(finding(message=f"m{i}", gap_s=None if gone[i] else 95.2 + i,
+                             keep_alive_s=None if gone[i] else 60) for i in range(10))
+    sessions = tuple(session(session_id=f"s{i}", max_gap_ns=None if gone[i] else 5_000_000_000,
+                             connect_frame=None if gone[i] else 4) for i in range(7))
+    build = findings_frame if table == "findings" else sessions_frame
+    for report, groups in ((Report((DEMO_CAPTURE,), sessions, findings), 4 if table == "findings" else 3),
+                           (Report((DEMO_CAPTURE,), (), ()), 1)):
+        (path,) = write_parquet(report, str(tmp_path / str(groups)), (table,))
+        pd.testing.assert_frame_equal(pd.read_parquet(path), build(report))
+        assert pq.ParquetFile(path).num_row_groups == groups
