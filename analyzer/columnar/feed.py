@@ -49,7 +49,7 @@ from analyzer.columnar import steady
 from analyzer.columnar.segments import Segments, decode
 from analyzer.decode.tcp import ACK, SYN, decode_segment
 from analyzer.engine import IDLE_MQTT_MIN_NS
-from analyzer.mqtt.detect import connect_client_id
+from analyzer.mqtt.detect import connect_client_id, looks_like_connect
 from analyzer.websocket.detect import upgrade_verdict
 from analyzer.sources.batch import FrameBatch
 from analyzer.split import owned
@@ -275,11 +275,14 @@ class _Run:
 
     def _stays_other(self, seg: tuple) -> bool:
         """A connection on no MQTT port whose first data opens nothing MQTT could be carried in (not
-        a CONNECT, a ClientHello, or an HTTP upgrade): it will be ignored, so no CONNECT can come."""
+        a CONNECT, even one cut short, a ClientHello, or an HTTP upgrade): it will be ignored, so no
+        CONNECT can come."""
         ports = self.feed.analysis.ports
         if seg[1] in ports or seg[3] in ports:
             return False
         payload = seg[7]
+        if looks_like_connect(payload):  # (`CaptureAnalysis._undecided` takes it for MQTT)
+            return False
         if payload[:1] == b"G":
             return upgrade_verdict(payload) is False
         return payload[:1] != b"\x16"

@@ -294,6 +294,40 @@ def test_long_steady_sessions_are_written_as_they_go(synthetic, monkeypatch: pyt
     assert max(after for _, after in held) <= 4  # ...so none held more, whatever the file's length
 
 
+def test_connect_cut_over_segments_on_another_port_takes_over_in_order(tmp_path: Path) -> None:
+    """A connection on a port not configured for MQTT opens with a CONNECT cut over two segments,
+    whose client id takes an open session over; the broker then closes the older session before
+    1.5 x K. The run must end before the CONNECT's second segment, so that the takeover comes
+    before that close as in capture order (not KA202)."""
+    from tests.builders import PINGREQ, PINGRESP, connack, connect
+    from tests.property.test_columnar_property import ACK, FIN, NS, Capture
+
+    cap = Capture()
+    older = cap.conn(0)
+    older.session("dev", keep_alive=5)
+    for _ in range(9):  # past an idle sweep: a new run, where the older session starts steady
+        cap.wait(4 * NS)
+        older.c(PINGREQ)
+        older.s(PINGRESP)
+    newer = cap.conn(1)
+    newer.server_port = 2000
+    newer.handshake()
+    raw = connect(keep_alive=5, client_id="dev")
+    newer.c(raw[:10])  # the CONNECT's start: enough to be taken for one
+    older.c(PINGREQ)
+    older.s(PINGRESP)
+    newer.c(raw[10:])
+    newer.s(connack())
+    cap.wait(3 * NS)
+    older.s(flags=FIN | ACK)
+    older.c(flags=FIN | ACK)
+    newer.c(PINGREQ)
+    newer.s(PINGRESP)
+    doc = assert_same_report([cap.write(tmp_path / "cut-connect.pcap")])
+    assert len(doc["sessions"]) == 2
+    assert not [f for f in doc["findings"] if f["rule_id"] == "KA202"]
+
+
 # -- rotated and merged files -------------------------------------------------------------------
 
 
