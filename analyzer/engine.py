@@ -242,6 +242,18 @@ class CaptureAnalysis:
                 break
             conn.segment(is_a, *segment)
 
+    @staticmethod
+    def ignored_at_first_data(payload: bytes) -> bool:
+        """Does a connection on no MQTT port, whose first data is `payload` (whole or not), show
+        at once that it is not MQTT (`_undecided` makes it `OTHER` then, for good)? Not when it
+        starts a CONNECT (even one cut short), a TLS record or an HTTP request that is, or may
+        yet be, an upgrade to WebSocket."""
+        if looks_like_connect(payload):
+            return False
+        if payload[:1] == b"G":
+            return upgrade_verdict(payload) is False
+        return payload[:1] != b"\x16"
+
     def _opening(self, head: bytes) -> dict[str, bool] | bool | None:
         """What a client's first bytes on no MQTT port open, as `Connection` keyword arguments:
         MQTT over WebSocket, or over TLS (tentative when only its plaintext can tell); False: not

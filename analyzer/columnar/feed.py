@@ -49,8 +49,7 @@ from analyzer.columnar import steady
 from analyzer.columnar.segments import Segments, decode
 from analyzer.decode.tcp import ACK, SYN, decode_segment
 from analyzer.engine import IDLE_MQTT_MIN_NS
-from analyzer.mqtt.detect import connect_client_id, looks_like_connect
-from analyzer.websocket.detect import upgrade_verdict
+from analyzer.mqtt.detect import connect_client_id
 from analyzer.sources.batch import FrameBatch
 from analyzer.split import owned
 
@@ -280,12 +279,7 @@ class _Run:
         ports = self.feed.analysis.ports
         if seg[1] in ports or seg[3] in ports:
             return False
-        payload = seg[7]
-        if looks_like_connect(payload):  # (`CaptureAnalysis._undecided` takes it for MQTT)
-            return False
-        if payload[:1] == b"G":
-            return upgrade_verdict(payload) is False
-        return payload[:1] != b"\x16"
+        return self.feed.analysis.ignored_at_first_data(seg[7])
 
     def _apply(self, plan: steady.Plan) -> None:
         """The pass's steady frames in bulk and its other frames one by one, in capture order."""

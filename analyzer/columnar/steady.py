@@ -75,6 +75,8 @@ class Work:
     flow: Any
     last_ns: int
     closes: bool = False
+    ignored: bool = False
+    """Its first data came (`_shown_other`): it is not MQTT."""
 
 
 def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest: np.ndarray,
@@ -92,7 +94,8 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     syn_alone = (flags & (SYN | ACK)) == SYN
     simple = segs.simple[rest]  # other shapes (decoded the per-frame way) are never steady
     undecided = tcp & store.undecided[g0]
-    ok = (kind == IGNORED) & ~syn_alone & simple & np.where(undecided, segs.pay_len[rest] == 0, True)
+    shown = _shown_other(store, batch, segs, rest, slot, undecided) if undecided.any() else undecided
+    ok = (kind == IGNORED) & ~syn_alone & simple & (~undecided | (segs.pay_len[rest] == 0) | shown)
     steady_rows = np.flatnonzero(kind == STEADY)
     events = None
     if len(steady_rows):
@@ -113,6 +116,24 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     unsettled = (connect != CONNECT_NONE) & data
     return Plan(rest[single_rows], slot[single_rows], deferred, rest, slot, row < limit, events,
                 rest[unsettled], (connect == CONNECT_UNDECIDED)[unsettled])
+
+
+def _shown_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarray, slot: np.ndarray,
+                 undecided: np.ndarray) -> np.ndarray:
+    """For each frame of `rest`: is it of a connection not decided yet (no data so far, on no MQTT
+    port) whose first data in the pass shows at once that it is not MQTT? Then that frame and the
+    ones after it are steady: the connection is ignored from there on (`Work.ignored`)."""
+    data = np.flatnonzero(undecided & ((segs.pay_len[rest] > 0) | ~segs.simple[rest]))
+    shown = np.zeros(len(store), dtype=bool)
+    if len(data):
+        slots, first = np.unique(slot[data], return_index=True)
+        at = rest[data[first]]
+        ignored_at_first_data = store.analysis.ignored_at_first_data
+        buf = batch.buf
+        for g, simple, start, size in zip(slots.tolist(), segs.simple[at].tolist(),
+                                          segs.pay_start[at].tolist(), segs.pay_len[at].tolist()):
+            shown[g] = simple and ignored_at_first_data(bytes(buf[start:start + size]))
+    return shown[np.maximum(slot, 0)] & undecided
 
 
 # -- snapshots ------------------------------------------------------------------------------------
@@ -643,7 +664,8 @@ def commit(store: Store, plan: Plan, batch: FrameBatch, segs: Segments) -> dict[
     store.last_ns[present[resident]] = last_ns[resident]
     store.dirty[present[resident]] = True
     closes = np.bincount(slot, weights=(segs.flags[idx] & (FIN | RST)) != 0, minlength=len(store)) > 0
-    works = {g: Work(store.snaps[g].flow, t, bool(closes[g]))  # type: ignore[union-attr]
+    ignored = store.undecided & (np.bincount(slot, weights=segs.pay_len[idx] > 0, minlength=len(store)) > 0)
+    works = {g: Work(store.snaps[g].flow, t, bool(closes[g]), bool(ignored[g]))  # type: ignore[union-attr]
              for g, t in zip(present[~resident].tolist(), last_ns[~resident].tolist())}
     if plan.events is not None:
         _commit_steady(store, plan.events, plan.fast)
@@ -739,3 +761,5 @@ def apply(work: Work) -> None:
     work.flow.last_ns = work.last_ns
     if work.closes:
         work.flow.closed = True
+    if work.ignored:
+        work.flow.kind = OTHER

@@ -174,7 +174,8 @@ def build(script: list[tuple[int, str, int, int, int]]) -> Capture:
         if conn is None or not conn.open:
             seq = MOD - 40 + p if p % 5 == 0 else 1000 + 7919 * client + 104_729 * p  # some wrap
             conns[client] = conn = cap.conn(client, seq=seq)
-            conn.server_port = 1884 if p % 16 == 9 else 1883  # 1884: MQTT found by its CONNECT
+            # 1884: MQTT found by its CONNECT (whole, or cut in two when p % 8 == 6)
+            conn.server_port = 1884 if p % 16 in (9, 14) else 1883
             _open(conn, p)
             continue
         _STEPS[kind](cap, conn, p)

@@ -328,6 +328,32 @@ def test_connect_cut_over_segments_on_another_port_takes_over_in_order(tmp_path:
     assert not [f for f in doc["findings"] if f["rule_id"] == "KA202"]
 
 
+@pytest.mark.parametrize("first", [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00\x01binary"])
+def test_connection_shown_not_mqtt_by_its_first_data_stays_ignored(tmp_path: Path, first: bytes) -> None:
+    """A connection on a port not configured for MQTT whose first data is something else (an HTTP
+    request that is no upgrade, other bytes) is ignored for good, in bulk: a CONNECT on it in a
+    later run, after an idle sweep, does not make it an MQTT session."""
+    from tests.builders import PINGREQ, PINGRESP, connack, connect
+    from tests.property.test_columnar_property import NS, Capture
+
+    cap = Capture()
+    mqtt = cap.conn(0)
+    mqtt.session("dev", keep_alive=20)
+    other = cap.conn(1)
+    other.server_port = 8080
+    other.handshake()
+    other.c(first)
+    other.s(b"HTTP/1.1 200 OK\r\n\r\n")
+    for _ in range(3):  # past an idle sweep
+        cap.wait(15 * NS)
+        mqtt.c(PINGREQ)
+        mqtt.s(PINGRESP)
+    other.c(connect(keep_alive=20, client_id="late"))
+    other.s(connack())
+    doc = assert_same_report([cap.write(tmp_path / "ignored.pcap")])
+    assert [s["client_id"] for s in doc["sessions"]] == ["dev"]
+
+
 # -- rotated and merged files -------------------------------------------------------------------
 
 
