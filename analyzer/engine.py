@@ -19,6 +19,7 @@ from itertools import islice
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from analyzer import heap
 from analyzer.checks import Judge
 from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
 from analyzer.errors import InputError
@@ -673,10 +674,15 @@ class _Chain:
             self.analysis.plaintext.embedded_secrets(offset)
         last = 0
         batch = first
+        trim = heap.trimmer()
+        fed = 0
         while batch is not None:
             if len(batch):
                 feed.feed(batch, offset)
                 last = batch.first_frame + len(batch) - 1
+                fed += 1
+                if fed % heap.TRIM_EVERY_BATCHES == 0:
+                    trim()
             if progress is not None:
                 progress(self.bytes_read + reader.bytes_read, 0)
             batch = None  # not held while the next one is read
