@@ -13,8 +13,10 @@ turn into float64 at the first missing value.
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -179,6 +181,19 @@ def _ratio(value: float) -> float:
     return round(float(value), RATIO_DECIMALS)
 
 
+@dataclass
+class _Client:
+    """What the clients table needs of one client's sessions, gathered as they are read (a large
+    report's sessions are spooled on disk, and holding them all would undo that)."""
+
+    sessions: int = 0
+    captures: set[str] = field(default_factory=set)
+    keep_alives: set[int] = field(default_factory=set)
+    max_ratio: float | None = None
+    samples: array = field(default_factory=lambda: array("d"))
+    """Every gap sample of its sessions with a known K, over that K."""
+
+
 def clients_frame(report: Report) -> pd.DataFrame:
     """One row per client, worst first: errors, then warnings, then max gap / K, all descending.
 
@@ -189,39 +204,47 @@ def clients_frame(report: Report) -> pd.DataFrame:
     the samples of a session with very many gaps are an even subsample (``MAX_GAP_SAMPLES``), so a
     long session weighs no more than 256 gaps in the pool. ``keep_alive_s`` lists the distinct
     effective K values, ascending, joined with ``;``. A finding is counted for the client of its
-    session (or its own client id if its session is not in the report).
+    session in its capture (or its own client id if its session is not in the report).
     """
-    sessions: dict[str, list[Session]] = defaultdict(list)
-    owner: dict[str, str] = {}
+    clients: dict[str, _Client] = {}
+    owner: dict[tuple[str, str], str] = {}
     for s in report.sessions:
         key = client_key(s)
-        sessions[key].append(s)
-        owner[s.session_id] = key
+        client = clients.get(key)
+        if client is None:
+            client = clients[key] = _Client()
+        client.sessions += 1
+        client.captures.add(s.capture)
+        k = s.effective_keep_alive_s
+        if k is not None:
+            client.keep_alives.add(k)
+        if k:
+            if s.max_gap_ns is not None:
+                ratio = s.max_gap_ns / 1e9 / k
+                if client.max_ratio is None or ratio > client.max_ratio:
+                    client.max_ratio = ratio
+            client.samples.extend(gap / 1e9 / k for gap in s.gap_samples_ns)
+        owner[(s.capture, s.session_id)] = key
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {"findings": 0, "errors": 0,
                                                                "warnings": 0})
     for f in report.findings:
-        key = owner.get(f.session_id) or f.client_id
+        key = owner.get((f.capture, f.session_id)) or f.client_id
         if not key:
             continue
         counts[key]["findings"] += 1
         counts[key]["errors"] += f.severity == Severity.ERROR
         counts[key]["warnings"] += f.severity == Severity.WARNING
     rows: list[dict[str, Any]] = []
-    for key in list(sessions) + [k for k in counts if k not in sessions]:
-        own = sessions.get(key, [])
-        judged = [s for s in own if s.effective_keep_alive_s]
-        max_ratios = [s.max_gap_ns / 1e9 / s.effective_keep_alive_s
-                      for s in judged if s.max_gap_ns is not None]
-        samples = np.array([gap / 1e9 / s.effective_keep_alive_s
-                            for s in judged for gap in s.gap_samples_ns], dtype=float)
-        ks = sorted({s.effective_keep_alive_s for s in own if s.effective_keep_alive_s is not None})
+    for key in list(clients) + [k for k in counts if k not in clients]:
+        client = clients.get(key) or _Client()
+        samples = np.frombuffer(client.samples, dtype=float) if client.samples else None
         rows.append({
             "client_id": key,
-            "sessions": len(own),
-            "captures": len({s.capture for s in own}),
-            "keep_alive_s": _joined([str(k) for k in ks]) if ks else None,
-            "max_gap_over_k": _ratio(max(max_ratios)) if max_ratios else None,
-            "p95_gap_over_k": _ratio(np.quantile(samples, P95)) if samples.size else None,
+            "sessions": client.sessions,
+            "captures": len(client.captures),
+            "keep_alive_s": _joined([str(k) for k in sorted(client.keep_alives)]) if client.keep_alives else None,
+            "max_gap_over_k": None if client.max_ratio is None else _ratio(client.max_ratio),
+            "p95_gap_over_k": None if samples is None else _ratio(np.quantile(samples, P95)),
             **counts.get(key, {"findings": 0, "errors": 0, "warnings": 0}),
         })
     frame = frame_of(rows, CLIENT_COLUMNS)

@@ -481,26 +481,30 @@ def test_junit_pairs_findings_as_they_come_in_the_engines_order(mixed: Report) -
     assert_valid_junit(junit_of(shuffled))
 
 
-def test_junit_findings_stay_with_their_own_capture(tmp_path: Path) -> None:
-    """Two captures with the same file name (so the same session ids) in two directories: each
-    suite's test cases carry that capture's findings, not the other's."""
+@pytest.mark.parametrize("clean_first", [True, False])
+def test_findings_stay_with_their_own_capture(tmp_path: Path, clean_first: bool) -> None:
+    """Two captures with the same file name (so the same session ids) in two directories: in
+    JUnit each suite's test cases, and in the clients table each client, carry that capture's
+    findings, not the other's, whichever comes first."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     late = tmp_path / "a" / "device.pcap"
     clean = tmp_path / "b" / "device.pcap"
     late.write_bytes(Path(cap("silent-client")).read_bytes())
     clean.write_bytes(Path(cap("compliant-pinger")).read_bytes())
-    report = analyze([str(clean), str(late)])  # the clean one first: its session ids come first
+    report = analyze([str(clean), str(late)] if clean_first else [str(late), str(clean)])
     assert {s.session_id for s in report.sessions if s.capture == str(late)} & {
         s.session_id for s in report.sessions if s.capture == str(clean)}
+    found = [f for f in report.findings if f.capture == str(late)]
+    assert found and len(found) == len(report.findings)
     data = junit_of(report, Severity.WARNING)
     assert_valid_junit(data)
     suites = {suite.name: suite for suite in read_junit(data)}
-    for path in (late, clean):
-        found = [f for f in report.findings if f.capture == str(path)]
-        assert suites[str(path)].failures == len(found)
-    assert suites[str(late)].failures > 0 and suites[str(clean)].failures == 0
+    assert (suites[str(late)].failures, suites[str(clean)].failures) == (len(found), 0)
     assert all(not told for suite, _case, told in case_findings(data) if suite == str(clean))
+    clients = clients_frame(report).set_index("client_id")
+    assert clients.loc["ka-silent-client", "findings"] == len(found)
+    assert clients.loc["ka-compliant-pinger", "findings"] == 0
 
 
 # -- GitHub annotations ---------------------------------------------------------------------------
