@@ -175,7 +175,7 @@ def _joined(sessions: Iterable[Session], findings: Iterable[Finding]) -> Iterato
             f, ahead = ahead, next(found, None)
             (by_id if f.stream_index == stream else orphans)[f.session_id].append(f)
         for s in group:
-            yield testcase_name(s), s.session_id, max(s.end_ns - s.start_ns, 0), by_id.pop(s.session_id, [])
+            yield _session_case(s, by_id.pop(s.session_id, []))
         for session_id, rest in by_id.items():
             orphans[session_id] += rest
     while ahead is not None:
@@ -183,6 +183,10 @@ def _joined(sessions: Iterable[Session], findings: Iterable[Finding]) -> Iterato
         ahead = next(found, None)
     for session_id in sorted(orphans):
         yield session_id, session_id, 0, orphans[session_id]
+
+
+def _session_case(s: Session, findings: list[Finding]) -> Case:
+    return testcase_name(s), s.session_id, max(s.end_ns - s.start_ns, 0), findings
 
 
 def _in_stream_order(findings: Iterable[Finding]) -> Iterator[Finding]:
@@ -202,7 +206,7 @@ def _grouped(sessions: Iterable[Session], findings: Iterable[Finding]) -> Iterat
     for f in findings:
         by_session[f.session_id].append(f)
     for s in sessions:
-        yield testcase_name(s), s.session_id, max(s.end_ns - s.start_ns, 0), by_session.pop(s.session_id, [])
+        yield _session_case(s, by_session.pop(s.session_id, []))
     for session_id in sorted(by_session):
         yield session_id, session_id, 0, by_session[session_id]
 
@@ -225,8 +229,13 @@ def _case_xml(case: Case, fail_on: Severity | None) -> tuple[bytes, int]:
     below = [f for f in ordered if not _fails(f, fail_on)]
     if below:
         _element(element, "system-out", "\n".join(_below_line(f) for f in below) + "\n")
-    ET.indent(element, level=2)
-    return ET.tostring(element, encoding="us-ascii"), len(failing)
+    return _indented(element), len(failing)
+
+
+def _indented(case: ET.Element) -> bytes:
+    """A test case's XML, indented as at its depth in the document (``ET.indent`` of the whole)."""
+    ET.indent(case, level=2)
+    return ET.tostring(case, encoding="us-ascii")
 
 
 def _suite(path: str, summary: CaptureSummary | None, cases: Iterable[Case],
@@ -239,8 +248,7 @@ def _suite(path: str, summary: CaptureSummary | None, cases: Iterable[Case],
             element = _element(ET.Element("cases"), "testcase", name=READ_CAPTURE, classname=path,
                                time=_seconds(0))
             _element(element, "error", summary.error, message=summary.error, type="capture-error")
-            ET.indent(element, level=2)
-            body.write(b"\n    " + ET.tostring(element, encoding="us-ascii"))
+            body.write(b"\n    " + _indented(element))
             tests, errors = 1, 1
         for case in cases:
             xml, failed = _case_xml(case, fail_on)
