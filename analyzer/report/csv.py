@@ -30,7 +30,7 @@ def render_csv(report: Report, out: TextIO, table: Table = "findings") -> None:
     frame of them all."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; expected one of {sorted(TABLES)}")
-    if table == "clients":  # one row per client, built from every session at once
+    if table == "clients":  # one row per client: a frame of the clients' totals
         clients_frame(report).to_csv(out, index=False, lineterminator="\n")
         return
     for i, frame in enumerate(frames_in_chunks(report, table)):

@@ -3,9 +3,9 @@
 Writes `DIR/sessions.parquet` and `DIR/findings.parquet` (the directory is created), each exactly
 the frame of `tables.py`: same columns, order and nullable dtypes (pandas' metadata in the file
 restores them on `pandas.read_parquet`). Rows are written a chunk at a time, one row group each
-(`tables.frames_in_chunks`), so a report spooled on disk is never one DataFrame in memory. Both files are written even when a table is empty, so a
-query over many runs' directories always finds them. Needs pyarrow (`pip install
-'mqtt-keepalive[parquet]'`).
+(`tables.frames_in_chunks`), so a report spooled on disk is never one DataFrame in memory. Both
+files are written even when a table is empty, so a query over many runs' directories always finds
+them. Needs pyarrow (`pip install 'mqtt-keepalive[parquet]'`).
 """
 
 from __future__ import annotations
