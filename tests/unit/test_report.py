@@ -423,6 +423,17 @@ def test_console_caps_each_table_and_counts_what_it_left_out() -> None:
     assert "not shown" not in small and "Findings by rule" not in small
 
 
+def gappy_report() -> Report:
+    """10 findings and 7 sessions with values missing in some rows of every chunk of 3, and in
+    every row of the third."""
+    gone = [i % 3 == 1 or i // 3 == 2 for i in range(10)]
+    findings = tuple(finding(message=f"m{i}", gap_s=None if gone[i] else 95.2 + i,
+                             keep_alive_s=None if gone[i] else 60) for i in range(10))
+    sessions = tuple(session(session_id=f"s{i}", max_gap_ns=None if gone[i] else 5_000_000_000,
+                             connect_frame=None if gone[i] else 4) for i in range(7))
+    return Report((DEMO_CAPTURE,), sessions, findings)
+
+
 @pytest.mark.parametrize("table", ["findings", "sessions"])
 def test_csv_written_in_chunks_is_the_one_table(monkeypatch: pytest.MonkeyPatch, table: str) -> None:
     """Findings and sessions go to CSV a few thousand rows at a time (a spooled report is never
@@ -432,12 +443,7 @@ def test_csv_written_in_chunks_is_the_one_table(monkeypatch: pytest.MonkeyPatch,
     from analyzer.report.tables import findings_frame, sessions_frame
 
     monkeypatch.setattr(tables_module, "ROWS_AT_ONCE", 3)
-    gone = [i % 3 == 1 or i // 3 == 2 for i in range(10)]  # some in every chunk, all in the third
-    findings = tuple(finding(message=f"m{i}", gap_s=None if gone[i] else 95.2 + i,
-                             keep_alive_s=None if gone[i] else 60) for i in range(10))
-    sessions = tuple(session(session_id=f"s{i}", max_gap_ns=None if gone[i] else 5_000_000_000,
-                             connect_frame=None if gone[i] else 4) for i in range(7))
-    report = Report((DEMO_CAPTURE,), sessions, findings)
+    report = gappy_report()
     out = io.StringIO()
     render_csv(report, out, table=table)  # type: ignore[arg-type]
     whole = (findings_frame if table == "findings" else sessions_frame)(report)
@@ -459,13 +465,8 @@ def test_parquet_written_in_chunks_reads_back_as_the_one_table(
     from analyzer.report.tables import findings_frame, sessions_frame
 
     monkeypatch.setattr(tables_module, "ROWS_AT_ONCE", 3)
-    gone = [i % 3 == 1 or i // 3 == 2 for i in range(10)]  # some in every chunk, all in the third
-    findings = tuple(finding(message=f"m{i}", gap_s=None if gone[i] else 95.2 + i,
-                             keep_alive_s=None if gone[i] else 60) for i in range(10))
-    sessions = tuple(session(session_id=f"s{i}", max_gap_ns=None if gone[i] else 5_000_000_000,
-                             connect_frame=None if gone[i] else 4) for i in range(7))
     build = findings_frame if table == "findings" else sessions_frame
-    for report, groups in ((Report((DEMO_CAPTURE,), sessions, findings), 4 if table == "findings" else 3),
+    for report, groups in ((gappy_report(), 4 if table == "findings" else 3),
                            (Report((DEMO_CAPTURE,), (), ()), 1)):
         (path,) = write_parquet(report, str(tmp_path / str(groups)), (table,))
         pd.testing.assert_frame_equal(pd.read_parquet(path), build(report))
