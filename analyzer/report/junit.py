@@ -41,10 +41,10 @@ import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import chain, groupby
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from analyzer.model import CONFIRMED, CaptureSummary, Finding, Report, Session, Severity
 from analyzer.report.console import frames_cell, worst_first
@@ -148,7 +148,7 @@ Case = tuple[str, str, int, list[Finding]]
 
 
 class _Unordered(Exception):
-    """A capture's records are not in the engine's order: `_joined` cannot pair them as they come."""
+    """The records are not in the engine's order: they cannot be paired as they come."""
 
 
 def _joined(sessions: Iterable[Session], findings: Iterable[Finding]) -> Iterator[Case]:
@@ -269,20 +269,53 @@ def _suite(path: str, summary: CaptureSummary | None, cases: Iterable[Case],
 
 
 def _suites(report: Report, fail_on: Severity | None, out: BinaryIO) -> tuple[int, int, int, int]:
-    """Every capture's ``<testsuite>``, each after a newline and its indent; returns the totals."""
+    """Every capture's ``<testsuite>``, each after a newline and its indent; returns the totals.
+
+    The engine writes each capture's records together, captures in report order, so one pass over
+    the sessions and one over the findings hand each suite its own (`_ByCapture`), however many
+    captures a fleet has. A report in another order (hand-built) raises `_Unordered`; the suites
+    are then written again, each from a pass over the whole report and a lookup (`_grouped`)."""
+    captures = _captures(report)
+    paths = [path for path, _summary in captures]
+    try:
+        return _write_suites(captures, _ByCapture(report.sessions, paths).take,
+                             _ByCapture(report.findings, paths).take, _joined, fail_on, out)
+    except _Unordered:
+        out.seek(0)
+        out.truncate()
+        return _write_suites(captures, lambda path: (s for s in report.sessions if s.capture == path),
+                             lambda path: (f for f in report.findings if f.capture == path),
+                             _grouped, fail_on, out)
+
+
+def _write_suites(captures: list[tuple[str, CaptureSummary | None]],
+                  sessions: Callable[[str], Iterator[Session]], findings: Callable[[str], Iterator[Finding]],
+                  pair: Callable[[Iterator[Session], Iterator[Finding]], Iterator[Case]],
+                  fail_on: Severity | None, out: BinaryIO) -> tuple[int, int, int, int]:
     totals = [0, 0, 0, 0]
-    for path, summary in _captures(report):
+    for path, summary in captures:
         out.write(b"\n  ")
-        sessions = (s for s in report.sessions if s.capture == path)
-        findings = (f for f in report.findings if f.capture == path)
-        try:
-            counts = _suite(path, summary, _joined(sessions, findings), fail_on, out)
-        except _Unordered:  # (raised before `_suite` writes anything to `out`)
-            sessions = (s for s in report.sessions if s.capture == path)
-            findings = (f for f in report.findings if f.capture == path)
-            counts = _suite(path, summary, _grouped(sessions, findings), fail_on, out)
+        counts = _suite(path, summary, pair(sessions(path), findings(path)), fail_on, out)
         totals = [a + b for a, b in zip(totals, counts)]
     return totals[0], totals[1], totals[2], totals[3]
+
+
+class _ByCapture:
+    """Records in report order, handed out one capture at a time (`take`, in the order of
+    `paths`, each drained before the next): raises `_Unordered` when a capture's records are not
+    all together, or not in that order."""
+
+    def __init__(self, records: Iterable[Any], paths: list[str]) -> None:
+        self._records = iter(records)
+        self._ahead = next(self._records, None)
+        self._rank = {path: i for i, path in enumerate(paths)}
+
+    def take(self, path: str) -> Iterator[Any]:
+        while self._ahead is not None and self._ahead.capture == path:
+            record, self._ahead = self._ahead, next(self._records, None)
+            yield record
+        if self._ahead is not None and self._rank[self._ahead.capture] <= self._rank[path]:
+            raise _Unordered
 
 
 def write_junit(report: Report, fail_on: Severity | None, out: BinaryIO) -> None:

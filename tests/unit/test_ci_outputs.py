@@ -481,6 +481,29 @@ def test_junit_pairs_findings_as_they_come_in_the_engines_order(mixed: Report) -
     assert_valid_junit(junit_of(shuffled))
 
 
+class Counted(list):  # type: ignore[type-arg]
+    """A report's records that count how often they are read through."""
+
+    passes = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.passes += 1
+        return super().__iter__()
+
+
+def test_junit_reads_a_fleet_report_in_one_pass(mixed: Report) -> None:
+    """Each capture's records come together, in report order: the document is written from one
+    pass over the sessions and one over the findings (after the one that lists the captures),
+    not one per capture. Out of that order (a hand-built report), it is the same document."""
+    sessions, findings = Counted(mixed.sessions), Counted(mixed.findings)
+    assert len(mixed.captures) == 3 and len(sessions) == 3
+    counted = dataclasses.replace(mixed, sessions=sessions, findings=findings)
+    assert junit_of(counted) == junit_of(mixed)
+    assert (sessions.passes, findings.passes) == (2, 2)
+    swapped = dataclasses.replace(mixed, sessions=(sessions[1], sessions[0], sessions[2]))
+    assert junit_of(swapped) == junit_of(mixed)
+
+
 @pytest.mark.parametrize("clean_first", [True, False])
 def test_findings_stay_with_their_own_capture(tmp_path: Path, clean_first: bool) -> None:
     """Two captures with the same file name (so the same session ids) in two directories: in
