@@ -219,12 +219,12 @@ class CaptureAnalysis:
             if not payload:
                 return
             head = b"".join(segment[3] for segment in held[1])
+        elif self.ignored_at_first_data(payload):
+            flow.kind = OTHER
+            return
         elif looks_like_connect(payload):
             conn = self._make_mqtt(flow, client_is_a=is_a)
             conn.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
-            return
-        elif payload[:1] != b"G" and payload[:1] != b"\x16":
-            flow.kind = OTHER
             return
         else:
             head = payload
@@ -246,9 +246,10 @@ class CaptureAnalysis:
     @staticmethod
     def ignored_at_first_data(payload: bytes) -> bool:
         """Does a connection on no MQTT port, whose first data is `payload` (whole or not), show
-        at once that it is not MQTT (`_undecided` makes it `OTHER` then, for good)? Not when it
-        starts a CONNECT (even one cut short), a TLS record or an HTTP request that is, or may
-        yet be, an upgrade to WebSocket."""
+        at once that it is not MQTT, to be ignored for good? Not when it starts a CONNECT (even
+        one cut short), a TLS record or an HTTP request that is, or may yet be, an upgrade to
+        WebSocket. `_undecided` decides by it, and so do the columnar path's bulk and takeover
+        checks, so the three cannot disagree."""
         if looks_like_connect(payload):
             return False
         if payload[:1] == b"G":

@@ -29,4 +29,8 @@ def trimmer() -> Callable[[], None]:
         return lambda: None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return lambda: trim(0) and None
+
+    def trim_heap() -> None:
+        trim(0)
+
+    return trim_heap
