@@ -88,7 +88,9 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     slot = np.full(len(rest), -1, dtype=np.int64)
     slot[tcp] = store.rows[gid[tcp]]
     g0 = np.maximum(slot, 0)
-    store.load(np.unique(slot[tcp]))
+    touched = np.zeros(len(store), dtype=bool)
+    touched[slot[tcp]] = True
+    store.load(np.flatnonzero(touched))
     kind = np.where(tcp, store.kind[g0], SINGLE)
     flags = segs.flags[rest]
     syn_alone = (flags & (SYN | ACK)) == SYN
@@ -104,8 +106,7 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     # the steady prefix of each connection: frames before its first unsteady one
     bad = np.flatnonzero(~ok & tcp)
     first_bad = np.full(len(store), len(rest), dtype=np.int64)
-    bad_slots, first = np.unique(slot[bad], return_index=True)
-    first_bad[bad_slots] = bad[first]
+    np.minimum.at(first_bad, slot[bad], bad)
     row = np.arange(len(rest))
     limit = np.where(tcp, first_bad[g0], row)
     single_rows = np.flatnonzero(((row >= limit if last else row == limit) & tcp) | (gid == -1))
@@ -169,29 +170,35 @@ class Snapshot:
     ping_ns: int = 0
 
 
+_NEW = Snapshot(ABSENT, CONNECT_UNDECIDED)
+_PENDING = Snapshot(SINGLE, CONNECT_PENDING)
+_SINGLE = {settled: Snapshot(SINGLE, settled) for settled in (CONNECT_NONE, CONNECT_PENDING)}
+"""The snapshots that hold no objects, shared (a snapshot is never changed)."""
+
+
 def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> Snapshot:
     entry = analysis.table.get(key)
     if entry is None:
-        return Snapshot(ABSENT, CONNECT_UNDECIDED)
+        return _NEW
     flow, lower_is_a = entry
     if flow.closed:  # a SYN may open a new connection on its 4-tuple, which may CONNECT
-        return Snapshot(SINGLE, CONNECT_PENDING)
+        return _PENDING
     if flow.kind == OTHER:
         return Snapshot(IGNORED, CONNECT_NONE, flow)
     if flow.kind == UNDECIDED:
         if flow.state is None:
             return Snapshot(IGNORED, CONNECT_UNDECIDED, flow, undecided=True)
-        return Snapshot(SINGLE, CONNECT_PENDING)
+        return _PENDING
     conn = flow.state
     if flow.kind != MQTT or conn is None:
-        return Snapshot(SINGLE, CONNECT_NONE)
+        return _SINGLE[CONNECT_NONE]
     tl = conn.timeline
     settled = CONNECT_NONE if tl is not None and tl.connect is not None else CONNECT_PENDING
     if conn.tls is not None or conn.websocket or conn.packet_hook:
-        return Snapshot(SINGLE, settled)
+        return _SINGLE[settled]
     limits = tl.steady_limits() if tl is not None and tl.__class__ is SessionTimeline else None
     if limits is None or conn.closed:
-        return Snapshot(SINGLE, settled)
+        return _SINGLE[settled]
     sides = conn.sides if lower_is_a else (conn.sides[1], conn.sides[0])
     halves = conn.halves if lower_is_a else (conn.halves[1], conn.halves[0])
     carry = []
@@ -199,7 +206,7 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
         state = side.framer.bulk_state()
         if (side.__class__ is not _Side or half.sink is not side or not half.settled
                 or state is None or (state[0] and not _PLAIN_TYPES[state[1]])):
-            return Snapshot(SINGLE, settled)
+            return _SINGLE[settled]
         carry.append(state)
     silence_ns, silence_floor, ping_floor, pings, ping_ns = limits
     return Snapshot(
@@ -311,18 +318,30 @@ class Store:
 
     def load(self, present: np.ndarray) -> None:
         """Snapshot the connections `present` (ids) that are not residents."""
-        for g in present[~self.resident[present]].tolist():
-            snap = _snapshot(self.analysis, self.keys[g])
-            self.kind[g], self.connect[g], self.undecided[g] = snap.kind, snap.connect, snap.undecided
-            self.snaps[g] = snap
-            if snap.kind == STEADY:
-                self.resident[g] = True
-                self.next_seq[g] = snap.next_seq
-                self.carry[g] = snap.carry
-                self.client_lower[g] = snap.client_lower
-                self.silence_ns[g], self.silence_floor[g], self.ping_floor[g] = (
-                    snap.silence_ns, snap.silence_floor, snap.ping_floor)
-                self.pings[g], self.ping_ns[g] = snap.pings, snap.ping_ns
+        rows = present[~self.resident[present]]
+        if not len(rows):
+            return
+        analysis, keys, snaps = self.analysis, self.keys, self.snaps
+        taken = []
+        for g in rows.tolist():
+            snap = snaps[g] = _snapshot(analysis, keys[g])
+            taken.append(snap)
+        self.kind[rows] = [snap.kind for snap in taken]
+        self.connect[rows] = [snap.connect for snap in taken]
+        self.undecided[rows] = [snap.undecided for snap in taken]
+        steady = [i for i, snap in enumerate(taken) if snap.kind == STEADY]
+        if not steady:
+            return
+        rows, taken = rows[steady], [taken[i] for i in steady]
+        self.resident[rows] = True
+        self.next_seq[rows] = [snap.next_seq for snap in taken]
+        self.carry[rows] = [snap.carry for snap in taken]
+        self.client_lower[rows] = [snap.client_lower for snap in taken]
+        self.silence_ns[rows] = [snap.silence_ns for snap in taken]
+        self.silence_floor[rows] = [snap.silence_floor for snap in taken]
+        self.ping_floor[rows] = [snap.ping_floor for snap in taken]
+        self.pings[rows] = [snap.pings for snap in taken]
+        self.ping_ns[rows] = [snap.ping_ns for snap in taken]
 
     def flush(self, g: int) -> None:
         """Write resident `g`'s steady frames into its objects; it is a resident no more."""
@@ -425,6 +444,35 @@ def _seq_ahead(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((a - b + HALF) % MOD) - HALF
 
 
+def _starts(keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal `keys` begins: `np.r_[True, keys[1:] != keys[:-1]]` for a non-empty
+    array, without `np.r_`, whose own cost the many small passes feel."""
+    out = np.empty(len(keys), dtype=bool)
+    if len(keys):
+        out[0] = True
+        np.not_equal(keys[1:], keys[:-1], out=out[1:])
+    return out
+
+
+def _ends(keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal `keys` ends."""
+    out = np.empty(len(keys), dtype=bool)
+    if len(keys):
+        out[-1] = True
+        np.not_equal(keys[1:], keys[:-1], out=out[:-1])
+    return out
+
+
+def _shifted(values: np.ndarray, first: int) -> np.ndarray:
+    """`values` one place on: `first`, then all but the last (`np.r_[first, values[:-1]]` for a
+    non-empty array)."""
+    out = np.empty_like(values)
+    if len(values):
+        out[0] = first
+        out[1:] = values[:-1]
+    return out
+
+
 def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds,
                    rest: np.ndarray, rows: np.ndarray, slot: np.ndarray,
                    offset: int) -> tuple[np.ndarray, Events]:
@@ -442,14 +490,14 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     ok = ((flags & (SYN | FIN | RST)) == 0) & (segs.missing[idx] == 0)
     nxt = store.next_seq
     pos = np.arange(m)
-    start = np.r_[True, s[1:] != s[:-1]]
+    start = _starts(s)
     gstart = np.maximum.accumulate(np.where(start, pos, 0))
     end_seq = (seq + plen) % MOD
     stream_at = []  # per direction: its next_seq before each row
     for x in (0, 1):
         valid = (d == x) & (plen > 0)
         last = np.maximum.accumulate(np.where(valid, pos, -1))
-        last = np.r_[-1, last[:-1]]
+        last = _shifted(last, -1)
         have = last >= gstart
         stream_at.append(np.where(have, end_seq[np.maximum(last, 0)], nxt[s, x]))
     own = np.where(d == 0, stream_at[0], stream_at[1])
@@ -506,9 +554,9 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     left_after = np.where(span & valid, over, 0)
     src = np.full(len(pay), -2, dtype=np.int64)
     chain = s[pay] * 2 + d[pay]
-    chain_first = np.r_[True, chain[1:] != chain[:-1]]
-    chain_end = np.r_[np.flatnonzero(chain_first)[1:], len(pay)]
-    chain_end = np.repeat(chain_end, np.diff(np.r_[np.flatnonzero(chain_first), len(pay)]))
+    chain_first = _starts(chain)
+    bounds = np.append(np.flatnonzero(chain_first), len(pay))
+    chain_end = np.repeat(bounds[1:], np.diff(bounds))
     carry_left = store.carry[:, :, 0]
     start_over = np.where(chain_first, carry_left[s[pay], d[pay]], 0)
     todo = np.flatnonzero((span & valid) | (start_over > 0)).tolist()
@@ -589,12 +637,12 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     # -- the timeline's limits ----------------------------------------------------------------
     n_ev = len(e_row)
     ev_pos = np.arange(n_ev)
-    e_start = np.r_[True, e_slot[1:] != e_slot[:-1]] if n_ev else np.zeros(0, dtype=bool)
+    e_start = _starts(e_slot)
     e_gstart = np.maximum.accumulate(np.where(e_start, ev_pos, 0)) if n_ev else ev_pos
     silence, sfloor, pfloor = store.silence_ns, store.silence_floor, store.ping_floor
     pings0, ping_ns0 = store.pings, store.ping_ns
     last_c = np.maximum.accumulate(np.where(e_client, ev_pos, -1)) if n_ev else ev_pos
-    last_c = np.r_[-1, last_c[:-1]] if n_ev else last_c
+    last_c = _shifted(last_c, -1)
     prev_end = np.where(last_c >= e_gstart, e_ts_last[np.maximum(last_c, 0)], silence[e_slot])
     gap = np.where(e_client, e_ts_first - prev_end, 0)
     ev_ok = ~e_client | ((gap >= 0) & (gap <= sfloor[e_slot]))
@@ -602,12 +650,12 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     ping_pos = np.flatnonzero(is_ping)
     if len(ping_pos):
         ps = e_slot[ping_pos]
-        pstart = np.r_[True, ps[1:] != ps[:-1]]
+        pstart = _starts(ps)
         rank = np.arange(len(ping_pos)) - np.maximum.accumulate(np.where(pstart, np.arange(len(ping_pos)), 0))
         want_req = (pings0[ps] + rank) % 2 == 0
         is_req = e_client[ping_pos]
         good = want_req == is_req
-        prev_ts = np.r_[0, e_ts_last[ping_pos][:-1]]
+        prev_ts = _shifted(e_ts_last[ping_pos], 0)
         req_ts = np.where(rank == 0, ping_ns0[ps], prev_ts)
         latency = e_ts_first[ping_pos] - req_ts
         good &= is_req | ((latency >= 0) & (latency <= pfloor[ps]))
@@ -636,16 +684,14 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
 
 def _last_per_slot(positions: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For positions sorted by slot (then order): each slot present and its last position."""
-    if not len(positions):
-        return slots[:0], positions
-    rev_slots = slots[::-1]
-    uniq, first_rev = np.unique(rev_slots, return_index=True)
-    return uniq, positions[::-1][first_rev]
+    last = _ends(slots)
+    return slots[last], positions[last]
 
 
 def _first_per_slot(positions: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    uniq, first = np.unique(slots, return_index=True)
-    return uniq, positions[first]
+    """For positions sorted by slot (then order): each slot present and its first position."""
+    first = _starts(slots)
+    return slots[first], positions[first]
 
 
 def commit(store: Store, plan: Plan, batch: FrameBatch, segs: Segments) -> dict[int, Work]:
@@ -747,7 +793,7 @@ def _extend(lists: dict[int, array], slots: np.ndarray, values: np.ndarray) -> N
     Machine integers, not Python ones: a steady session may hold thousands until it is written."""
     if not len(slots):
         return
-    bounds = np.r_[0, np.flatnonzero(np.diff(slots)) + 1, len(slots)].tolist()
+    bounds = np.concatenate(([0], np.flatnonzero(np.diff(slots)) + 1, [len(slots)])).tolist()
     data = memoryview(np.ascontiguousarray(values, dtype=np.int64)).cast("B")
     for g, a, b in zip(slots[bounds[:-1]].tolist(), bounds[:-1], bounds[1:]):
         found = lists.get(g)
