@@ -136,9 +136,10 @@ class FlowTable:
               shortest_ns: int = 0) -> None:
         """Evict every connection idle for longer than its limit; no limit is below `shortest_ns`
         (so the limit of a connection active since then is not worked out)."""
-        for flow in self.flows():
-            idle = now_ns - flow.last_ns
-            if idle > shortest_ns and idle > idle_limit_ns(flow):
+        quiet = [flow for flow, is_a in self._by_key.values()  # a copy: safe to evict from
+                 if is_a and now_ns - flow.last_ns > shortest_ns]
+        for flow in quiet:
+            if now_ns - flow.last_ns > idle_limit_ns(flow):
                 self.evict(flow, frame_no, now_ns)
 
     def evict(self, flow: Flow, frame_no: int, now_ns: int) -> None:
