@@ -80,6 +80,10 @@ class Options:
     packet_hook: PacketHook | None = None
     """Called with (session id, sent by the client, packet) for every MQTT packet: for reports
     that draw a session's packets (a module-level function, so `jobs` > 1 can pickle it)."""
+    hooked_sessions: frozenset[str] | None = None
+    """Only these sessions' packets go to `packet_hook` (None: every session's). The connections
+    of a hooked session are analysed frame by frame, so a hook on every session keeps a capture
+    off the columnar path; a hook on a few leaves the others to it (`columnar`)."""
     tls_keylogs: tuple[str, ...] = ()
     """SSLKEYLOGFILE key logs that decrypt MQTT over TLS in the captures (`--tls-keylog`)."""
     columnar: bool = False
@@ -277,8 +281,12 @@ class CaptureAnalysis:
         """`websocket`, `tls`, `tls_tentative`: see `Connection` (websocket None: a configured
         port, decided by the first bytes)."""
         flow.kind = MQTT
+        hook = self.options.packet_hook
+        hooked = self.options.hooked_sessions
+        if hooked is not None and f"{self.name}#{flow.index}" not in hooked:
+            hook = None
         conn = Connection(flow.index, client_is_a, self.judge, self.findings,
-                          self._timeline_factory(flow), self._note_connect, self.options.packet_hook,
+                          self._timeline_factory(flow), self._note_connect, hook,
                           websocket=websocket, tls=tls, tls_tentative=tls_tentative,
                           plaintext=self.plaintext, on_reject=lambda: self._rejected(flow))
         flow.state = conn
@@ -585,8 +593,8 @@ def _analyze_chains(paths: list[str], options: Options, progress: Progress | Non
             yield _Unusable(path, str(exc))
             continue
         with reader:
-            batched = ((options.columnar or shard is not None) and options.packet_hook is None
-                       and reader.batches_available)
+            batched = ((options.columnar or shard is not None) and reader.batches_available
+                       and (options.packet_hook is None or options.hooked_sessions is not None))
             if batched:
                 batches = reader.batches()
                 batch = next(batches, None)

@@ -259,7 +259,9 @@ def collect_timelines(
         if not ids:
             continue
         collector = TimelineCollector(ids, limit, capture=path)
-        analyze([path], dataclasses.replace(options, packet_hook=collector), jobs=1)
+        selective = dataclasses.replace(options, packet_hook=collector, hooked_sessions=frozenset(ids),
+                                        columnar=True)  # the other sessions in bulk
+        analyze([path], selective, jobs=1)
         timelines.update(collector.timelines)
     return timelines
 

@@ -294,6 +294,31 @@ def test_long_steady_sessions_are_written_as_they_go(synthetic, monkeypatch: pyt
     assert max(after for _, after in held) <= 4  # ...so none held more, whatever the file's length
 
 
+def test_packets_of_a_few_sessions_read_again_the_columnar_way(synthetic) -> None:
+    """The HTML report's second reading (`collect_timelines`) hooks only the sessions it draws
+    (`Options.hooked_sessions`), so the others stay on the columnar path: the hook hears of those
+    sessions only, and their packets are the ones a hook on every session gets frame by frame."""
+    from analyzer.report.packets import TimelineCollector, collect_timelines
+
+    path = str(synthetic(8_000, 120, 4))
+    ids = [s.session_id for s in report([path]).sessions]
+    wanted = set(ids[::9]) | {ids[-1]}
+    heard: set[str] = set()
+
+    def hook(session_id: str, from_client: bool, packet: Any) -> None:
+        heard.add(session_id)
+
+    report([path], packet_hook=hook, hooked_sessions=frozenset(wanted), columnar=True)
+    assert heard == wanted
+    every = TimelineCollector(ids, capture=path)
+    report([path], packet_hook=every)  # frame by frame, every session hooked
+    drawn = collect_timelines([path], Options(ruleset=RULESET, today=TODAY), wanted)
+    assert set(drawn) == wanted
+    for session_id in wanted:
+        assert drawn[session_id] == every.timelines[session_id]
+    assert sum(packets.total for packets in drawn.values()) > 5 * len(wanted)
+
+
 def test_connect_cut_over_segments_on_another_port_takes_over_in_order(tmp_path: Path) -> None:
     """A connection on a port not configured for MQTT opens with a CONNECT cut over two segments,
     whose client id takes an open session over; the broker then closes the older session before
