@@ -27,6 +27,7 @@ plotly is an optional dependency (``pip install 'mqtt-keepalive[html]'``); witho
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections import defaultdict
 from typing import Any, TextIO
@@ -131,6 +132,9 @@ def render_html(
     ``ValueError`` for an unknown ``detail``, both before writing anything.
     """
     charts.load_plotly()
+    # the page ranks, counts and lists every session and finding, so it holds them all anyway:
+    # read a long capture's spools (`analyzer.spool`) once, not once per section
+    report = dataclasses.replace(report, sessions=list(report.sessions), findings=list(report.findings))
     chosen, left_out = detail_sessions(report, detail, max_charts)
     builder = _Page(report, timelines or {})
     body = builder.body(chosen, left_out, detail)
