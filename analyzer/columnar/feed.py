@@ -210,7 +210,8 @@ class _Run:
         """Analyse the run's frames; return where the next run starts (a run may end early)."""
         analysis = self.feed.analysis
         store = self.feed._store
-        rest = np.arange(self.lo, self.hi)
+        # other processes' frames only cut runs (they are network time): the passes skip them
+        rest = np.flatnonzero(self.flows.gid[self.lo:self.hi] != FOREIGN) + self.lo
         passes = 0
         while len(rest):
             passes += 1
