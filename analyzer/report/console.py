@@ -61,6 +61,12 @@ the output says how many it left out and counts the findings by rule; `--format 
 `csv` hold every record. So a capture with a hundred thousand findings prints in moments and in
 bounded memory rather than building a table no one reads."""
 
+FLEET_CAPTURES = 20
+"""A report of more captures than this prints as a fleet (`render_fleet`): a row per capture,
+then the worst findings of them all, instead of a heading and two tables per capture. Thousands of
+recordings would otherwise print tens of thousands of lines, and laying out rich tables takes
+several milliseconds a capture: longer than analysing a small capture."""
+
 
 def printable(value: str, max_chars: int | None = None) -> str:
     """``value`` with control, format and unassigned characters shown as ``\\x..``/``\\u....``.
@@ -195,14 +201,19 @@ def _sessions_table(sessions: list[Session], per_session: Counter[str]) -> Table
     return table
 
 
-def _findings_table(ordered: list[Finding]) -> Table:
+def _findings_table(ordered: list[Finding], with_session: bool = False) -> Table:
+    """`with_session`: a column naming each finding's session (its capture and TCP stream), for
+    findings of several captures."""
     table = Table(title="Findings (worst first)", title_justify="left")
-    for name in ("Severity", "Rule", "Client id", "Frames", "Gap / limit", "Message"):
+    names = ("Severity", "Rule") + ("Session",) * with_session
+    for name in names + ("Client id", "Frames", "Gap / limit", "Message"):
         table.add_column(name, overflow="fold")
     for f in ordered:
+        where = (_text(f.session_id),) * with_session
         table.add_row(
             severity_cell(f),
             _text(f"{f.rule_id} {f.rule}"),
+            *where,
             client_id_cell(f.client_id),
             frames_cell(f),
             gap_limit_cell(f),
@@ -272,12 +283,16 @@ def _by_capture(report: Report) -> dict[str, _CaptureView]:
 
 def render_console(report: Report, fail_on: Severity | None, console: Console) -> None:
     """Per capture: a heading, its sessions, then its findings worst first (at most
-    `MAX_TABLE_ROWS` of each, then the count of those left out and the findings by rule).
+    `MAX_TABLE_ROWS` of each, then the count of those left out and the findings by rule); more
+    than `FLEET_CAPTURES` captures print as a fleet (`render_fleet`).
 
     ``fail_on`` is accepted for symmetry with the other reporters; the verdict line itself
     (``summary_line``) goes to stderr, printed by the CLI for every format.
     """
     del fail_on
+    if len(report.captures) > FLEET_CAPTURES:
+        render_fleet(report, console)
+        return
     for path, view in _by_capture(report).items():
         for line in _heading(path, view.summary):
             console.print(line)
@@ -295,6 +310,88 @@ def render_console(report: Report, fail_on: Severity | None, console: Console) -
         else:
             console.print(Text("no findings", style="green"))
         console.print()
+
+
+@dataclass
+class _CaptureRow:
+    """One capture's row in the fleet's table."""
+
+    path: str
+    summary: CaptureSummary | None
+    sessions: int = 0
+    findings: Counter[Severity] = field(default_factory=Counter)
+
+    def worst_first_key(self, order: int) -> tuple:
+        """A capture that could not be read whole first, then by errors, warnings, info found."""
+        unread = self.summary is None or self.summary.error is not None
+        return (not unread, *(-self.findings[level] for level in _LEVELS), order)
+
+
+_LEVELS = (Severity.ERROR, Severity.WARNING, Severity.INFO)
+
+
+def render_fleet(report: Report, console: Console) -> None:
+    """Many captures (more than `FLEET_CAPTURES`): the fleet's counts, a row per capture worst
+    first (how it was read, what it holds, what was found in it), then the worst findings of all
+    of them with their sessions, at most `MAX_TABLE_ROWS` rows of each, and the findings by rule
+    when some were left out. Gathered in one pass; memory grows with the captures, not with their
+    sessions or findings."""
+    rows = {c.path: _CaptureRow(c.path, c) for c in report.captures}
+    fleet = _CaptureView(None)
+    for s in report.sessions:
+        row = rows.get(s.capture) or rows.setdefault(s.capture, _CaptureRow(s.capture, None))
+        row.sessions += 1
+    for f in report.findings:
+        row = rows.get(f.capture) or rows.setdefault(f.capture, _CaptureRow(f.capture, None))
+        row.findings[f.severity] += 1
+        fleet.add_finding(f)
+    ranked = [row for _, row in sorted(enumerate(rows.values()),
+                                       key=lambda item: item[1].worst_first_key(item[0]))]
+    unread = sum(row.summary is None or row.summary.error is not None for row in ranked)
+    frames = sum(row.summary.frames for row in ranked if row.summary is not None)
+    heading = (f"{_plural(len(ranked), 'capture')}, {_plural(frames, 'frame')}, "
+               f"{_plural(sum(row.sessions for row in ranked), 'MQTT session')}")
+    console.print(Text(heading, style="bold"))
+    if unread:
+        console.print(Text(f"{unread} could not be read whole (see Notes)", style="bold red"))
+    shown = ranked[:MAX_TABLE_ROWS]
+    console.print(_captures_table(shown))
+    _left_out(console, len(ranked) - len(shown), "capture")
+    if fleet.finding_count:
+        worst = fleet.worst_findings()
+        console.print(_findings_table(worst, with_session=True))
+        if fleet.finding_count > len(worst):
+            _left_out(console, fleet.finding_count - len(worst), "finding")
+            console.print(_rules_table(fleet.by_rule))
+    else:
+        console.print(Text("no findings", style="green"))
+    console.print()
+
+
+def _captures_table(rows: list[_CaptureRow]) -> Table:
+    table = Table(title="Captures (worst first)", title_justify="left")
+    for name in ("Capture", "Frames", "MQTT sessions", "Errors", "Warnings", "Info", "Notes"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        c = row.summary
+        table.add_row(_text(row.path), _num(None if c is None else c.frames), str(row.sessions),
+                      *(str(row.findings[level]) for level in _LEVELS), _notes(c))
+    return table
+
+
+def _notes(c: CaptureSummary | None) -> Text:
+    """How a capture was read: its error (red), its read warnings (yellow), skipped frames."""
+    if c is None:
+        return Text("no capture summary", style="dim")
+    notes = Text()
+    if c.error:
+        notes.append(f"error: {printable(c.error)}", style="bold red")
+    for warning in c.warnings:
+        notes.append(("; " if notes else "") + f"warning: {printable(warning)}", style="yellow")
+    if c.skipped:
+        skipped = ", ".join(f"{k} {c.skipped[k]}" for k in sorted(c.skipped))
+        notes.append(("; " if notes else "") + f"skipped: {printable(skipped)}")
+    return notes
 
 
 def _left_out(console: Console, n: int, word: str) -> None:

@@ -7,6 +7,7 @@ IPv6, no client id, unknown keep-alive, markup and non-ASCII in a client id, an 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -33,6 +34,7 @@ from analyzer.model import (
 )
 from analyzer.report import FORMATS, json_schema, render
 from analyzer.report.console import (
+    FLEET_CAPTURES,
     MAX_TABLE_ROWS,
     printable,
     render_console,
@@ -389,6 +391,71 @@ def test_registry_renders_every_format(fmt: str) -> None:
 def test_registry_rejects_unknown_format() -> None:
     with pytest.raises(ValueError, match="unknown report format"):
         render(DEMO, "xml", io.StringIO(), None)
+
+
+def fleet(n: int) -> Report:
+    """`n` captures of one session each: c007 with two errors, every fifth with a warning, c050 cut
+    short with an escape sequence in its error, c060 skipping frames."""
+    captures, sessions, findings = [], [], []
+    for i in range(n):
+        name = f"c{i:03d}.pcap"
+        summary = dataclasses.replace(DEMO_CAPTURE, path=f"fleet/{name}", frames=100 + i, skipped={})
+        if i == 50:
+            summary = dataclasses.replace(summary, error="cut short\x1b[31m", warnings=("odd",))
+        if i == 60:
+            summary = dataclasses.replace(summary, skipped={"non_tcp": 3})
+        captures.append(summary)
+        sessions.append(session(session_id=f"{name}#0", capture=f"fleet/{name}"))
+        mine = dict(session_id=f"{name}#0", capture=f"fleet/{name}", message=f"m{i:03d}")
+        if i == 7:
+            findings += [finding(**mine, ts_ns=S * 5), finding(**mine, ts_ns=S * 9)]
+        if i % 5 == 0:
+            findings.append(finding(**mine, rule_id="KA101", rule="client-interval-exceeded",
+                                    severity=Severity.WARNING, ts_ns=S * (100 + i)))
+    return Report(tuple(captures), tuple(sessions), tuple(findings))
+
+
+def test_console_prints_many_captures_as_a_fleet() -> None:
+    """More than `FLEET_CAPTURES` captures: a heading with the fleet's counts, one row per capture
+    worst first (the one that could not be read whole, with its error escaped, then by errors and
+    warnings found), the worst findings of all naming their sessions, and what was left out."""
+    n = MAX_TABLE_ROWS + 3
+    text = console_text(fleet(n))
+    assert text.startswith(f"{n} captures, {sum(100 + i for i in range(n))} frames, {n} MQTT sessions")
+    assert "1 could not be read whole" in text
+    table = text[text.index("Captures (worst first)"):text.index("Findings (worst first)")]
+    rows = re.findall(r"fleet/(c\d{3})\.pcap", table)
+    warned = [f"c{i:03d}" for i in range(0, n, 5) if i != 50]
+    rest = [f"c{i:03d}" for i in range(n) if i % 5 and i != 7]
+    assert rows == (["c050", "c007"] + warned + rest)[:MAX_TABLE_ROWS]
+    assert "3 more captures not shown" in text
+    assert "error: cut short\\x1b[31m; warning: odd" in table and "\x1b" not in text
+    assert re.search(r"c007\.pcap .* 2 +. +0 +. +0 ", table)
+    assert re.search(r"c060\.pcap .* skipped: non_tcp 3", table)
+    listed = text[text.index("Findings (worst first)"):]
+    assert re.findall(r"m\d{3}", listed) == ["m007", "m007"] + [f"m{i:03d}" for i in range(0, n, 5)]
+    assert re.findall(r"(c\d{3})\.pcap#0", listed)[:3] == ["c007", "c007", "c000"]
+    assert "Findings by rule" not in text  # every finding was shown
+    assert len(text.splitlines()) < 4 * MAX_TABLE_ROWS  # not a pair of tables per capture
+
+
+def test_console_fleet_counts_the_findings_it_left_out() -> None:
+    report = fleet(FLEET_CAPTURES + 1)
+    many = tuple(finding(session_id="c003.pcap#0", capture="fleet/c003.pcap", ts_ns=S * i,
+                         message=f"x{i:03d}") for i in range(MAX_TABLE_ROWS + 4))
+    text = console_text(dataclasses.replace(report, findings=report.findings + many))
+    assert re.findall(r"fleet/(c\d{3})\.pcap", text)[:2] == ["c003", "c007"]
+    shown = len(re.findall(r"\b[xm]\d{3}\b", text))
+    assert shown == MAX_TABLE_ROWS
+    assert f"{len(report.findings) + len(many) - MAX_TABLE_ROWS} more findings not shown" in text
+    assert "Findings by rule" in text
+
+
+def test_console_keeps_a_table_pair_per_capture_up_to_the_fleet_size() -> None:
+    text = console_text(fleet(FLEET_CAPTURES))
+    assert "Captures (worst first)" not in text
+    assert len(re.findall(r"^MQTT sessions *$", text, re.MULTILINE)) == FLEET_CAPTURES  # a table each
+    assert text.startswith("fleet/c000.pcap  pcap")
 
 
 def test_console_caps_each_table_and_counts_what_it_left_out() -> None:
