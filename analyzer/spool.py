@@ -29,6 +29,9 @@ RUN = 2048
 """Records sorted in memory at a time when a spool too large for memory is sorted."""
 RUN_BATCH = 128
 """Records per pickled batch of a sorted run: the merge holds one batch of every run."""
+SORT_IN_MEMORY = 8192
+"""A spool of at most this many records is sorted in memory: read once, sorted, written once
+(a few MiB for a moment), where the external sort reads and writes every record three times."""
 
 
 class _Records:
@@ -92,6 +95,12 @@ class Spool(_Records, Generic[T]):
         if self._file is None:  # everything in memory: fewer than `BATCH` beyond the head
             records = sorted(self._head + self._batch, key=key)
             self._head, self._batch = records[:self._in_memory], records[self._in_memory:]
+            return
+        if len(self) <= SORT_IN_MEMORY:
+            records = sorted(self, key=key)
+            self.close()
+            self._head, self._batch, self._spilled = [], [], 0
+            self += records
             return
         runs_file = tempfile.TemporaryFile(prefix="mqtt-keepalive-sort-")
         runs: list[list[int]] = []  # the file offset of every batch, per run

@@ -28,9 +28,12 @@ def test_records_come_back_in_order_from_memory_and_disk(n: int) -> None:
     assert list(spool) == records  # iterating twice reads the disk part again
 
 
+@pytest.mark.parametrize("in_memory", [0, 6_000])
 @pytest.mark.parametrize("n", [0, 7, 99, 100, 5_000, 12_345])
-def test_sort_is_stable_and_equals_list_sort_beyond_memory(n: int, monkeypatch) -> None:
-    monkeypatch.setattr(spool_module, "RUN", 1000)  # many runs to merge
+def test_sort_is_stable_and_equals_list_sort_beyond_memory(n: int, in_memory: int, monkeypatch) -> None:
+    """Sorted externally (many runs to merge), or, up to `SORT_IN_MEMORY` records, in memory."""
+    monkeypatch.setattr(spool_module, "RUN", 1000)
+    monkeypatch.setattr(spool_module, "SORT_IN_MEMORY", in_memory)
     rng = random.Random(n)
     records = [(rng.randint(0, 20), i) for i in range(n)]
     spool = Spool(records, in_memory=100)
