@@ -301,15 +301,21 @@ def render_console(report: Report, fail_on: Severity | None, console: Console) -
             _left_out(console, view.session_count - len(view.sessions), "session")
         else:
             console.print(Text("no MQTT session", style="dim"))
-        if view.finding_count:
-            shown = view.worst_findings()
-            console.print(_findings_table(shown))
-            if view.finding_count > len(shown):
-                _left_out(console, view.finding_count - len(shown), "finding")
-                console.print(_rules_table(view.by_rule))
-        else:
-            console.print(Text("no findings", style="green"))
+        _print_findings(console, view)
         console.print()
+
+
+def _print_findings(console: Console, view: _CaptureView, with_session: bool = False) -> None:
+    """The worst findings of `view` (at most `MAX_TABLE_ROWS`), then how many were left out and
+    all of them by rule; or that there are none."""
+    if not view.finding_count:
+        console.print(Text("no findings", style="green"))
+        return
+    shown = view.worst_findings()
+    console.print(_findings_table(shown, with_session))
+    if view.finding_count > len(shown):
+        _left_out(console, view.finding_count - len(shown), "finding")
+        console.print(_rules_table(view.by_rule))
 
 
 @dataclass
@@ -321,10 +327,14 @@ class _CaptureRow:
     sessions: int = 0
     findings: Counter[Severity] = field(default_factory=Counter)
 
+    @property
+    def unread(self) -> bool:
+        """Could not be read whole (or no summary of it was reported)."""
+        return self.summary is None or self.summary.error is not None
+
     def worst_first_key(self, order: int) -> tuple:
         """A capture that could not be read whole first, then by errors, warnings, info found."""
-        unread = self.summary is None or self.summary.error is not None
-        return (not unread, *(-self.findings[level] for level in _LEVELS), order)
+        return (not self.unread, *(-self.findings[level] for level in _LEVELS), order)
 
 
 _LEVELS = (Severity.ERROR, Severity.WARNING, Severity.INFO)
@@ -347,7 +357,7 @@ def render_fleet(report: Report, console: Console) -> None:
         fleet.add_finding(f)
     ranked = [row for _, row in sorted(enumerate(rows.values()),
                                        key=lambda item: item[1].worst_first_key(item[0]))]
-    unread = sum(row.summary is None or row.summary.error is not None for row in ranked)
+    unread = sum(row.unread for row in ranked)
     frames = sum(row.summary.frames for row in ranked if row.summary is not None)
     heading = (f"{_plural(len(ranked), 'capture')}, {_plural(frames, 'frame')}, "
                f"{_plural(sum(row.sessions for row in ranked), 'MQTT session')}")
@@ -357,14 +367,7 @@ def render_fleet(report: Report, console: Console) -> None:
     shown = ranked[:MAX_TABLE_ROWS]
     console.print(_captures_table(shown))
     _left_out(console, len(ranked) - len(shown), "capture")
-    if fleet.finding_count:
-        worst = fleet.worst_findings()
-        console.print(_findings_table(worst, with_session=True))
-        if fleet.finding_count > len(worst):
-            _left_out(console, fleet.finding_count - len(worst), "finding")
-            console.print(_rules_table(fleet.by_rule))
-    else:
-        console.print(Text("no findings", style="green"))
+    _print_findings(console, fleet, with_session=True)
     console.print()
 
 
