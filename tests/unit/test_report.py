@@ -363,6 +363,32 @@ def test_sessions_command_table() -> None:
     assert "server_disconnect @ 33" in text and BOLD_ID in text
 
 
+@pytest.mark.parametrize("n", [0, 3, 7])
+def test_sessions_command_prints_many_sessions_in_tables_of_a_few_rows(
+        n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import analyzer.report.console as console_module
+
+    monkeypatch.setattr(console_module, "SESSIONS_PER_TABLE", 3)
+    tables: list[int] = []
+    real = console_module._session_list
+
+    def spy(title: str, sessions: list[Session]) -> Any:
+        tables.append(len(sessions))
+        return real(title, sessions)
+
+    monkeypatch.setattr(console_module, "_session_list", spy)
+    sessions = tuple(session(session_id=f"s{i:04d}") for i in range(n))
+    text = console_text(Report((DEMO_CAPTURE,), sessions, ()), sessions_command=True)
+    assert re.findall(r"s\d{4}", text) == [s.session_id for s in sessions]
+    titles = re.findall(r"^MQTT sessions.*?$", text, re.MULTILINE)
+    if n <= 3:
+        assert [t.strip() for t in titles] == ["MQTT sessions"] and tables == [n]
+    else:
+        assert [t.strip() for t in titles] == ["MQTT sessions 1-3 of 7", "MQTT sessions 4-6 of 7",
+                                               "MQTT sessions 7-7 of 7"]
+        assert tables == [3, 3, 1]
+
+
 @pytest.mark.parametrize("report, fail_on, line", [
     (DEMO, Severity.ERROR, "2 sessions, 1 error, 0 warnings, 0 info -> exit 1"),
     (ODD, None, "3 sessions, 1 error, 1 warning, 1 info -> exit 0"),
