@@ -333,9 +333,16 @@ class _CaptureRow:
         """Could not be read whole (or no summary of it was reported)."""
         return self.summary is None or self.summary.error is not None
 
+    @property
+    def warned(self) -> bool:
+        """Read with warnings (cut short, capture loss, ...)."""
+        return self.summary is not None and bool(self.summary.warnings)
+
     def worst_first_key(self, order: int) -> tuple:
-        """A capture that could not be read whole first, then by errors, warnings, info found."""
-        return (not self.unread, *(-self.findings[level] for level in _LEVELS), order)
+        """How it was read first (not whole, then with warnings: what was found in it may be
+        incomplete), then by errors, warnings and info found."""
+        return (not self.unread, not self.warned, *(-self.findings[level] for level in _LEVELS),
+                order)
 
 
 _LEVELS = (Severity.ERROR, Severity.WARNING, Severity.INFO)
@@ -343,7 +350,8 @@ _LEVELS = (Severity.ERROR, Severity.WARNING, Severity.INFO)
 
 def render_fleet(report: Report, console: Console) -> None:
     """Many captures (more than `FLEET_CAPTURES`): the fleet's counts, a row per capture worst
-    first (how it was read, what it holds, what was found in it), then the worst findings of all
+    first (`_CaptureRow.worst_first_key`: how it was read, what it holds, what was found in it),
+    then the worst findings of all
     of them with their sessions, at most `MAX_TABLE_ROWS` rows of each, and the findings by rule
     when some were left out. Gathered in one pass; memory grows with the captures, not with their
     sessions or findings."""
@@ -359,12 +367,15 @@ def render_fleet(report: Report, console: Console) -> None:
     ranked = [row for _, row in sorted(enumerate(rows.values()),
                                        key=lambda item: item[1].worst_first_key(item[0]))]
     unread = sum(row.unread for row in ranked)
+    warned = sum(row.warned and not row.unread for row in ranked)
     frames = sum(row.summary.frames for row in ranked if row.summary is not None)
     heading = (f"{_plural(len(ranked), 'capture')}, {_plural(frames, 'frame')}, "
                f"{_plural(sum(row.sessions for row in ranked), 'MQTT session')}")
     console.print(Text(heading, style="bold"))
     if unread:
         console.print(Text(f"{unread} could not be read whole (see Notes)", style="bold red"))
+    if warned:
+        console.print(Text(f"{warned} read with warnings (see Notes)", style="yellow"))
     shown = ranked[:MAX_TABLE_ROWS]
     console.print(_captures_table(shown))
     _left_out(console, len(ranked) - len(shown), "capture")

@@ -421,7 +421,7 @@ def test_registry_rejects_unknown_format() -> None:
 
 def fleet(n: int) -> Report:
     """`n` captures of one session each: c007 with two errors, every fifth with a warning, c050 cut
-    short with an escape sequence in its error, c060 skipping frames."""
+    short with an escape sequence in its error, c060 skipping frames, c071 read with a warning."""
     captures, sessions, findings = [], [], []
     for i in range(n):
         name = f"c{i:03d}.pcap"
@@ -430,6 +430,8 @@ def fleet(n: int) -> Report:
             summary = dataclasses.replace(summary, error="cut short\x1b[31m", warnings=("odd",))
         if i == 60:
             summary = dataclasses.replace(summary, skipped={"non_tcp": 3})
+        if i == 71:
+            summary = dataclasses.replace(summary, warnings=("capture loss",))
         captures.append(summary)
         sessions.append(session(session_id=f"{name}#0", capture=f"fleet/{name}"))
         mine = dict(session_id=f"{name}#0", capture=f"fleet/{name}", message=f"m{i:03d}")
@@ -443,21 +445,23 @@ def fleet(n: int) -> Report:
 
 def test_console_prints_many_captures_as_a_fleet() -> None:
     """More than `FLEET_CAPTURES` captures: a heading with the fleet's counts, one row per capture
-    worst first (the one that could not be read whole, with its error escaped, then by errors and
-    warnings found), the worst findings of all naming their sessions, and what was left out."""
+    worst first (the one that could not be read whole, with its error escaped, then the one read
+    with a warning, then by errors and warnings found), the worst findings of all naming their
+    sessions, and what was left out."""
     n = MAX_TABLE_ROWS + 3
     text = console_text(fleet(n))
     assert text.startswith(f"{n} captures, {sum(100 + i for i in range(n))} frames, {n} MQTT sessions")
-    assert "1 could not be read whole" in text
+    assert "1 could not be read whole" in text and "1 read with warnings" in text
     table = text[text.index("Captures (worst first)"):text.index("Findings (worst first)")]
     rows = re.findall(r"fleet/(c\d{3})\.pcap", table)
     warned = [f"c{i:03d}" for i in range(0, n, 5) if i != 50]
-    rest = [f"c{i:03d}" for i in range(n) if i % 5 and i != 7]
-    assert rows == (["c050", "c007"] + warned + rest)[:MAX_TABLE_ROWS]
+    rest = [f"c{i:03d}" for i in range(n) if i % 5 and i not in (7, 71)]
+    assert rows == (["c050", "c071", "c007"] + warned + rest)[:MAX_TABLE_ROWS]
     assert "3 more captures not shown" in text
     assert "error: cut short\\x1b[31m; warning: odd" in table and "\x1b" not in text
     assert re.search(r"c007\.pcap .* 2 +. +0 +. +0 ", table)
     assert re.search(r"c060\.pcap .* skipped: non_tcp 3", table)
+    assert re.search(r"c071\.pcap .* warning: capture loss", table)
     listed = text[text.index("Findings (worst first)"):]
     assert re.findall(r"m\d{3}", listed) == ["m007", "m007"] + [f"m{i:03d}" for i in range(0, n, 5)]
     assert re.findall(r"(c\d{3})\.pcap#0", listed)[:3] == ["c007", "c007", "c000"]
