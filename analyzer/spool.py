@@ -89,14 +89,11 @@ class Spool(_Records, Generic[T]):
         return len(self) > 0
 
     def sort(self, key: Callable[[T], Any]) -> None:
-        """Sort in place, stably. In memory when everything is there; otherwise an external
-        merge sort: sorted runs of `RUN` records go to a temporary file, and a k-way merge of them
-        refills the spool, so memory stays bounded by the number of runs, not of records."""
-        if self._file is None:  # everything in memory: fewer than `BATCH` beyond the head
-            records = sorted(self._head + self._batch, key=key)
-            self._head, self._batch = records[:self._in_memory], records[self._in_memory:]
-            return
-        if len(self) <= SORT_IN_MEMORY:
+        """Sort in place, stably. In memory when everything is there (refilled, it stays there)
+        or there are at most `SORT_IN_MEMORY` records; otherwise an external merge sort: sorted
+        runs of `RUN` records go to a temporary file, and a k-way merge of them refills the spool,
+        so memory stays bounded by the number of runs, not of records."""
+        if self._file is None or len(self) <= SORT_IN_MEMORY:
             records = sorted(self, key=key)
             self.close()
             self._head, self._batch, self._spilled = [], [], 0

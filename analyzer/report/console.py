@@ -177,12 +177,17 @@ def _heading(path: str, c: CaptureSummary | None) -> list[Text]:
         f"{_plural(c.mqtt_sessions, 'MQTT session')}"
     )
     if c.skipped:
-        facts += "; skipped: " + ", ".join(f"{k} {c.skipped[k]}" for k in sorted(c.skipped))
+        facts += f"; skipped: {_skipped(c)}"
     lines = [head + Text(printable(facts))]
     lines += [Text(f"warning: {printable(w)}", style="yellow") for w in c.warnings]
     if c.error:
         lines.append(Text(f"error: {printable(c.error)}", style="bold red"))
     return lines
+
+
+def _skipped(c: CaptureSummary) -> str:
+    """The frames a capture skipped, by reason: ``non_tcp 4, truncated 1``."""
+    return ", ".join(f"{k} {c.skipped[k]}" for k in sorted(c.skipped))
 
 
 def _sessions_table(sessions: list[Session], per_session: Counter[str]) -> Table:
@@ -404,8 +409,7 @@ def _notes(c: CaptureSummary | None) -> Text:
     for warning in c.warnings:
         notes.append(("; " if notes else "") + f"warning: {printable(warning)}", style="yellow")
     if c.skipped:
-        skipped = ", ".join(f"{k} {c.skipped[k]}" for k in sorted(c.skipped))
-        notes.append(("; " if notes else "") + f"skipped: {printable(skipped)}")
+        notes.append(("; " if notes else "") + f"skipped: {printable(_skipped(c))}")
     return notes
 
 
