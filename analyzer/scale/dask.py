@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from analyzer.engine import Options, Result, _analyze_group, _unusable
 from analyzer.errors import ConfigError, InputError
 from analyzer.model import CaptureSummary
-from analyzer.sources.files import _kind
+from analyzer.sources.files import _kind, named_like_capture
 from analyzer.sources.rotation import _in_time_order
 
 if TYPE_CHECKING:
@@ -93,8 +93,10 @@ def _url(fs: Any, given: str, path: str) -> str:
 
 
 def _looks_like_capture(fs: Any, path: str) -> bool:
-    """As for local directories: recognised by content. A compressed file counts (the worker
-    checks what is inside and reports it)."""
+    """As for local directories: recognised by content or name. A compressed file counts (the
+    worker checks what is inside and reports it)."""
+    if named_like_capture(path.rsplit("/", 1)[-1]):
+        return True
     try:
         with fs.open(path, "rb") as fh:
             return _kind(fh.read(8)) is not None

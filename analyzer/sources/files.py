@@ -268,7 +268,8 @@ def expand_inputs(paths: Iterable[str]) -> list[str]:
     """Turn command-line inputs into capture paths, in the order given.
 
     '-' stays; a directory becomes the captures found in it, recursively, sorted by path (files
-    recognised by their first bytes, so `*.log` next to `*.pcap` is left alone); a plain file stays
+    recognised by their first bytes or their name, so `*.log` next to `*.pcap` is left alone, and
+    a `*.pcap` that holds no capture is reported); a plain file stays
     even if it is not a capture, so that open_capture reports why. A missing path, or a directory
     that cannot be listed, raises InputError: skipping it would let a check pass on nothing."""
     out: list[str] = []
@@ -295,12 +296,29 @@ def _captures_under(top: str) -> Iterable[str]:
                 yield path
 
 
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+
+
+def named_like_capture(name: str) -> bool:
+    """`x.pcap`, `x.pcapng`, `x.cap`, each maybe `.gz`/`.bz2`/`.xz` too. A directory scan takes
+    such a file whatever it holds: one that is empty, cut inside its header or not a capture at
+    all is then reported as unusable instead of silently left out of the check."""
+    name = name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name.endswith(CAPTURE_SUFFIXES)
+
+
 def _is_capture(path: str) -> bool:
-    """A regular file starting like a capture or a compressed capture. An unreadable or corrupt
-    candidate counts, so open_capture reports it rather than it silently vanishing."""
+    """A regular file starting like a capture or a compressed capture, or named like one
+    (`named_like_capture`). An unreadable or corrupt candidate counts, so open_capture reports it
+    rather than it silently vanishing."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False  # FIFOs and devices: opening one could block forever
+        if named_like_capture(os.path.basename(path)):
+            return True
         with open(path, "rb") as raw:
             kind = _kind(raw.read(8))
             if kind in DECOMPRESSORS:

@@ -246,6 +246,10 @@ def make_inputs(work: Path) -> None:
     write(top / "compliant.cap", COMPLIANT.read_bytes())
     write(top / "notes.txt", b"not a capture\n")
     write(top / "README.md", b"# recordings\n")
+    shelf = work / "shelf"  # a recording that went wrong beside a good one
+    write(shelf / "late.pcap", LATE.read_bytes())
+    write(shelf / "lost.pcap", b"tcpdump: eth0: No such device exists\n")
+    write(shelf / "notes.txt", b"not a capture\n")
     (work / "empty-dir").mkdir()
     (work / "out").mkdir()
     for src, short in ((COMPLIANT, "cp.pcap"), (KA_ZERO, "kz.pcap"), (LATE, "lp.pcap")):
@@ -471,6 +475,7 @@ TRUNCATED_GZIP_STDIN = cmd("analyze", "-", stdin=_gz[: len(_gz) * 2 // 3])
 SEVERAL_INPUTS = [SILENT, LATE, COMPLIANT, SUBSCRIBER]
 SEVERAL = cmd("analyze", *SEVERAL_INPUTS, "--format", "json")
 DIRECTORY = cmd("analyze", "recordings", "--format", "json")
+BROKEN_IN_DIRECTORY = cmd("analyze", "shelf", "--format", "json")
 
 
 @pytest.mark.parametrize("compression", sorted(STDIN_CMDS))
@@ -538,6 +543,19 @@ def test_directory_argument() -> None:
     assert [s["session_id"] for s in doc["sessions"]] == [
         "silent-client.pcap#0", "late.dump.gz#0", "compliant.cap#0"]
     assert rule_ids(doc)["KA101"] == 5 and rule_ids(doc)["KA102"] == 1
+
+
+def test_directory_reports_a_file_named_like_a_capture_that_is_not_one() -> None:
+    """`lost.pcap` holds text: left out, the directory would pass on the good capture alone."""
+    result = result_of(BROKEN_IN_DIRECTORY)
+    assert result.rc == 2
+    assert_one_error_line(result, "shelf/lost.pcap", "not a pcap or pcapng capture")
+    doc = result.json()
+    assert_valid(doc)
+    assert [(c["path"], c["error"] is None) for c in doc["captures"]] == [
+        ("shelf/late.pcap", True), ("shelf/lost.pcap", False)]  # notes.txt left alone
+    assert [s["session_id"] for s in doc["sessions"]] == ["late.pcap#0"]
+    assert rule_ids(doc)["KA101"] == 4
 
 
 # -- ports, mid-session captures, --assume-keep-alive --------------------------------------------

@@ -84,6 +84,20 @@ def test_dask_reads_file_urls(cluster: Any, fleet: Path) -> None:
     assert json.loads(json.dumps(document(remote)).replace(url, str(fleet))) == local
 
 
+def test_a_url_directory_lists_what_a_local_directory_would(tmp_path: Path) -> None:
+    """Captures by content or by name: `lost.pcap` (text) is listed, to be reported unusable."""
+    from analyzer.scale.dask import capture_paths
+    from analyzer.sources.files import expand_inputs
+
+    shutil.copy(CAPTURES / "late-pinger.pcap", tmp_path / "late.dump")
+    (tmp_path / "lost.pcap").write_bytes(b"tcpdump: eth0: No such device exists\n")
+    (tmp_path / "notes.txt").write_bytes(b"not a capture\n")
+    url = "file://" + str(tmp_path)
+    listed = capture_paths([url], [], lambda paths, _unusable: expand_inputs(paths))
+    assert listed == [f"{url}/late.dump", f"{url}/lost.pcap"]
+    assert [p.replace(url, str(tmp_path)) for p in listed] == expand_inputs([str(tmp_path)])
+
+
 def test_a_worker_copies_remote_urls_and_names_them_as_given(tmp_path: Path) -> None:
     """What a worker does with a non-local fsspec URL (here the in-process memory file system)."""
     fsspec = pytest.importorskip("fsspec")

@@ -453,7 +453,10 @@ def test_expand_inputs(tmp_path: Path) -> None:
     write(tmp_path, "d/a/c.pcapng.xz", lzma.compress(rich_pcapng()[0]))
     write(tmp_path, "d/notes.txt", b"hello")
     write(tmp_path, "d/log.gz", gzip.compress(b"not a capture"))
-    write(tmp_path, "d/empty.pcap", b"")
+    write(tmp_path, "d/empty.pcap", b"")  # named like a capture: taken, to be reported
+    write(tmp_path, "d/cut.PCAPNG.bz2", b"BZh9")
+    write(tmp_path, "d/text.cap", b"hello")
+    write(tmp_path, "d/pcap.txt", b"hello")
     text = write(tmp_path, "readme.md", b"# not a capture")
     d = tmp_path / "d"
     assert expand_inputs([str(text), str(d), "-"]) == [
@@ -462,6 +465,9 @@ def test_expand_inputs(tmp_path: Path) -> None:
         str(d / "a/c.pcapng.xz"),
         str(d / "a/deep/x.dump"),
         str(d / "b.pcap"),
+        str(d / "cut.PCAPNG.bz2"),
+        str(d / "empty.pcap"),
+        str(d / "text.cap"),
         "-",
     ]
     with pytest.raises(InputError, match="no such file"):
