@@ -345,8 +345,24 @@ class Report:
     """Set by the `check` gate, whose verdict also knows exit 3 (nothing found) and --exit-zero;
     every reporter then states that verdict."""
 
+    _counts: dict[Severity, int] | None = field(default=None, init=False, repr=False, compare=False)
+    """`severity_counts`, once taken: every format asks (the summary, the exit code, the verdict),
+    and a long capture's findings are read back from disk on each pass over them."""
+
+    def severity_counts(self) -> dict[str, int]:
+        """Findings per severity label, worst first, every label present even at zero."""
+        counts = self._counts
+        if counts is None:
+            counts = dict.fromkeys(Severity, 0)
+            for f in self.findings:
+                counts[f.severity] += 1
+            object.__setattr__(self, "_counts", counts)  # a report's findings never change
+        return {s.label: counts[s] for s in sorted(Severity, reverse=True)}
+
     def worst_severity(self) -> Severity | None:
-        return max((f.severity for f in self.findings), default=None)
+        self.severity_counts()
+        assert self._counts is not None
+        return max((s for s, n in self._counts.items() if n), default=None)
 
     def exit_code(self, fail_on: Severity | None) -> int:
         """0 clean, 1 findings at or above `fail_on` (None = never fail), 2 unusable input."""

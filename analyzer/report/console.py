@@ -31,7 +31,6 @@ from analyzer.model import (
     Session,
     Severity,
 )
-from analyzer.report.records import severity_counts
 
 VERSION_NAMES: dict[int, str] = {3: "3.1", 4: "3.1.1", 5: "5.0"}
 """CONNECT protocol level -> the MQTT version people know it by."""
@@ -161,7 +160,7 @@ def _plural(n: int, word: str) -> str:
 
 def summary_line(report: Report, fail_on: Severity | None) -> str:
     """One line for stderr, e.g. ``2 sessions, 1 error, 0 warnings, 0 info -> exit 1``."""
-    counts = severity_counts(report.findings)
+    counts = report.severity_counts()
     parts = [_plural(len(report.sessions), "session")]
     parts += [_plural(n, label) for label, n in counts.items()]
     return f"{', '.join(parts)} -> exit {report.exit_code(fail_on)}"

@@ -22,7 +22,7 @@ from typing import TextIO
 
 from analyzer.model import LIKELY, Finding, Report, Severity
 from analyzer.report.console import MAX_CLIENT_ID_CHARS, printable, worst_first
-from analyzer.report.records import TOOL_NAME, severity_counts
+from analyzer.report.records import TOOL_NAME
 
 LIMIT_PER_KIND = 10
 """Annotations GitHub shows per kind (error, warning, notice) per step."""
@@ -193,7 +193,7 @@ def clients_markdown(report: Report, max_rows: int = MAX_CLIENT_ROWS) -> list[st
 
 def step_summary(report: Report, fail_on: Severity | None) -> str:
     """The job summary in Markdown: verdict heading, findings per rule, then clients worst first."""
-    counts = severity_counts(report.findings)
+    counts = report.severity_counts()
     facts = [_plural(len(report.captures), "capture"), _plural(len(report.sessions), "session")]
     facts += [_plural(n, label) for label, n in counts.items()]
     fail = "never" if fail_on is None else fail_on.label

@@ -172,20 +172,12 @@ def finding_record(f: Finding) -> Record:
     }
 
 
-def severity_counts(findings: Iterable[Finding]) -> dict[str, int]:
-    """Findings per severity label, worst first, every label present even at zero."""
-    counts = {s.label: 0 for s in sorted(Severity, reverse=True)}
-    for f in findings:
-        counts[f.severity.label] += 1
-    return counts
-
-
 def summary_record(report: Report, fail_on: Severity | None) -> Record:
     """The ``summary`` object; the exit code depends on ``--fail-on``, hence the parameter.
     ``suppressed`` (extra) counts findings silenced by the rule pack's suppressions."""
     return {
         "sessions": len(report.sessions),
-        "findings": severity_counts(report.findings),
+        "findings": report.severity_counts(),
         "exit_code": report.exit_code(fail_on),
         "suppressed": len(report.suppressed),
     }

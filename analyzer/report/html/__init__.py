@@ -45,7 +45,7 @@ from analyzer.report.html.timeline import (
     timeline_figure,
 )
 from analyzer.report.packets import SessionPackets, collect_timelines
-from analyzer.report.records import severity_counts, tool_version
+from analyzer.report.records import tool_version
 from analyzer.report.tables import clients_frame, findings_frame
 
 DETAILS = ("findings", "all")
@@ -178,7 +178,7 @@ class _Page:
 
     def header(self, other_findings: bool) -> str:
         r = self.report
-        counts = severity_counts(r.findings)
+        counts = r.severity_counts()
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         return (
             '<header class="top"><h1>MQTT Keep Alive report</h1><div class="sub">'
@@ -195,7 +195,7 @@ class _Page:
 
     def overview(self) -> str:
         r = self.report
-        counts = severity_counts(r.findings)
+        counts = r.severity_counts()
         clean = sum(1 for s in r.sessions if s.session_id not in self.by_session)
         unusable = sum(1 for c in r.captures if c.error)
         tiles = [
