@@ -12,7 +12,6 @@ Length tells (a 3.x CONNACK is exactly 2 bytes; a 5.0 one has at least a propert
 from __future__ import annotations
 
 import struct
-from dataclasses import replace
 
 from analyzer.errors import DecodeError
 from analyzer.model import ConnAckBody, ConnectBody, DisconnectBody, PacketType
@@ -173,16 +172,9 @@ def decode_connect(body: bytes) -> ConnectBody:
         raise DecodeError(f"CONNECT with unknown protocol name {raw_name[:16]!r}")
     level = cur.u8() & 0x7F  # the high bit marks a bridge in mosquitto and others
     flags = cur.u8()
-    body = ConnectBody(
-        protocol_name=name,
-        protocol_level=level,
-        keep_alive_s=cur.u16(),
-        client_id=None,
-        clean_start=bool(flags & 0x02),
-        has_username=bool(flags & 0x80),
-        has_password=bool(flags & 0x40),
-        has_will=bool(flags & 0x04),
-    )
+    common = {"protocol_name": name, "protocol_level": level, "keep_alive_s": cur.u16(),
+              "clean_start": bool(flags & 0x02), "has_username": bool(flags & 0x80),
+              "has_password": bool(flags & 0x40), "has_will": bool(flags & 0x04)}
     # Keep Alive is read; a malformed rest (properties, client id) must not lose it.
     try:
         session_expiry_s = None
@@ -190,8 +182,9 @@ def decode_connect(body: bytes) -> ConnectBody:
             session_expiry_s = _first_int(decode_properties(cur), SESSION_EXPIRY_INTERVAL)
         client_id = cur.utf8() if cur.remaining >= 2 else None
     except DecodeError as exc:
-        raise PartialDecode(f"CONNECT after Keep Alive: {exc}", body) from None
-    return replace(body, client_id=client_id, session_expiry_s=session_expiry_s)
+        raise PartialDecode(f"CONNECT after Keep Alive: {exc}",
+                            ConnectBody(**common, client_id=None)) from None
+    return ConnectBody(**common, client_id=client_id, session_expiry_s=session_expiry_s)
 
 
 def decode_connack(body: bytes) -> ConnAckBody:
