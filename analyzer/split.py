@@ -160,10 +160,18 @@ def analyze_split(paths: list[str], options: Options, count: int,
             if progress is not None:
                 progress(read.value, 0)
     parts = [future.result() for future in futures if future.exception() is None]
+    failed = next((future.exception() for future in futures if future.exception()), None)
+    if failed is not None:
+        discard(parts)
+        raise failed
+    return merge_shards(parts)
+
+
+def merge_shards(parts: list[list[_Part]]) -> list[Result] | None:
+    """Every process's parts (per process, one per capture) merged into one result per capture;
+    None when that might not be what one process would have found. The parts' files are gone
+    afterwards either way."""
     try:
-        failed = next((future.exception() for future in futures if future.exception()), None)
-        if failed is not None:
-            raise failed
         if not all(len(p) == len(parts[0]) for p in parts):
             return None
         by_capture = list(zip(*parts))
@@ -171,9 +179,14 @@ def analyze_split(paths: list[str], options: Options, count: int,
             return None
         return [_merge(capture) for capture in by_capture]
     finally:
-        for part in chain.from_iterable(parts):
-            for path in (part.sessions, part.findings):
-                os.unlink(path)
+        discard(parts)
+
+
+def discard(parts: list[list[_Part]]) -> None:
+    """Remove the parts' record files."""
+    for part in chain.from_iterable(parts):
+        for path in (part.sessions, part.findings):
+            os.unlink(path)
 
 
 _read_so_far: Any = None
@@ -211,20 +224,48 @@ def _run_shard(paths: list[str], options: Options, index: int, count: int) -> li
 def _write(records: Iterable[Any], stream: Callable[[Any], int], returned: Any) -> tuple[str, list]:
     """Records to a file, in their order; those of connections that came back to a remembered
     number (`returned`) apart, in a list, since their number may go back in the merge."""
-    apart = []
-    with tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-", delete=False) as fh:
-        batch: list[Any] = []
+    apart: list[Any] = []
+
+    def kept() -> Iterator[Any]:
         for record in records:
             if stream(record) in returned:
                 apart.append(record)
-                continue
+            else:
+                yield record
+
+    return _spooled(kept()), apart
+
+
+def _spooled(records: Iterable[Any]) -> str:
+    """Records to a new file, in their order, in batches (`_read` gives them back)."""
+    with tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-", delete=False) as fh:
+        batch: list[Any] = []
+        for record in records:
             batch.append(record)
             if len(batch) == BATCH:
                 _dump(batch, fh)
                 batch = []
         if batch:
             _dump(batch, fh)
-        return fh.name, apart
+        return fh.name
+
+
+def portable(parts: list[_Part]) -> list[_Part]:
+    """A process's parts with their records in them instead of in its local files (deleted), to
+    be sent to another machine (`analyzer.scale.dask`); `landed` turns them back."""
+    out = []
+    for part in parts:
+        sessions, findings = list(_read(part.sessions)), list(_read(part.findings))
+        os.unlink(part.sessions)
+        os.unlink(part.findings)
+        shard = replace(part.shard, _recent=OrderedDict(), _owners={})  # caches: not needed
+        out.append(replace(part, sessions=sessions, findings=findings, shard=shard))  # type: ignore[arg-type]
+    return out
+
+
+def landed(parts: list[_Part]) -> list[_Part]:
+    """`portable` parts as `merge_shards` takes them, their records in local files again."""
+    return [replace(p, sessions=_spooled(p.sessions), findings=_spooled(p.findings)) for p in parts]
 
 
 def _read(path: str) -> Iterator[Any]:

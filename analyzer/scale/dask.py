@@ -1,8 +1,9 @@
 """`--dask ADDRESS`: the per-capture analysis on an existing Dask distributed cluster.
 
 The engine expands the inputs and groups rotated files as always; each group then becomes one task
-(`engine._analyze_group`) on the cluster, and the results are gathered in input order, so the
-report is the one `--jobs 1` gives. Workers need this package installed (the same version) and must
+(`engine._analyze_group`) on the cluster, or, when it is large, as many tasks as the cluster has
+threads, each analysing the connections `analyzer.split` deals to it (`shard_task`), merged on the
+client. The results are gathered in input order, so the report is the one `--jobs 1` gives. Workers need this package installed (the same version) and must
 see the captures: on shared storage at the same path (relative paths are sent as absolute ones,
 the report still shows them as given), or as fsspec URLs (`s3://bucket/fleet/`, `file:///srv/cap/`)
 that each worker opens itself; a remote object is copied to the worker's temporary directory for
@@ -18,8 +19,10 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from analyzer import engine, split
 from analyzer.engine import Options, Result, _analyze_group, _unusable
 from analyzer.errors import ConfigError, InputError
 from analyzer.model import CaptureSummary
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = "15s"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 EXTRA = "pip install 'mqtt-keepalive[dask]'"
+MAX_SHARDS = 16
+"""Tasks one large capture is dealt out among at most: each reads the whole capture."""
 
 
 def is_url(path: str) -> bool:
@@ -106,8 +111,13 @@ def _looks_like_capture(fs: Any, path: str) -> bool:
 
 def run_groups(address: str, groups: list[list[str]], options: Options,
                done: Callable[[int], None] | None = None) -> list[list[Result]]:
-    """Analyse each group as one task on the cluster at `address`; results in the order of
-    `groups`, whatever order the tasks finish in. `done(i)` is told as group i finishes."""
+    """Analyse each group on the cluster at `address`; results in the order of `groups`, whatever
+    order the tasks finish in. `done(i)` is told as group i finishes.
+
+    A group is one task, except a large capture (or rotation) when the cluster has several
+    threads: as with `--jobs`, its connections are dealt out among that many tasks
+    (`shard_task`), whose parts the client merges (`analyzer.split`); if the merge might not be one
+    analysis's result, the group is analysed again as one task."""
     distributed = _distributed()
     tasks = [[(p, _where(p)) for p in group] for group in groups]
     try:
@@ -117,12 +127,46 @@ def run_groups(address: str, groups: list[list[str]], options: Options,
     with client:
         if not tasks:
             return []
-        futures = client.map(analyze_task, tasks, options=options, pure=False)
-        if done is not None:
-            index = {f.key: i for i, f in enumerate(futures)}
-            for future in distributed.as_completed(futures, loop=client.loop):
-                done(index[future.key])
-        return client.gather(futures)
+        count = min(sum(client.nthreads().values()), MAX_SHARDS)
+        futures = [
+            [client.submit(shard_task, task, options, index, count, pure=False)
+             for index in range(count)]
+            if count > 1 and _splits(group, options) else
+            [client.submit(analyze_task, task, options, pure=False)]
+            for group, task in zip(groups, tasks)
+        ]
+        group_of = {f.key: i for i, group_futures in enumerate(futures) for f in group_futures}
+        left = [len(group_futures) for group_futures in futures]
+        results: list[list[Result] | None] = [None] * len(groups)
+        for future in distributed.as_completed([f for fs in futures for f in fs], loop=client.loop):
+            i = group_of[future.key]
+            left[i] -= 1
+            if left[i]:
+                continue
+            if len(futures[i]) == 1:
+                results[i] = futures[i][0].result()
+            else:
+                shards: list[list[split._Part]] = []
+                try:
+                    for shard in futures[i]:
+                        shards.append(split.landed(shard.result()))
+                except BaseException:
+                    split.discard(shards)
+                    raise
+                futures[i] = []  # the parts are in local files now
+                results[i] = (split.merge_shards(shards)
+                              or client.submit(analyze_task, tasks[i], options, pure=False).result())
+            if done is not None:
+                done(i)
+        return [r for r in results if r is not None]
+
+
+def _splits(group: list[str], options: Options) -> bool:
+    """Is this group large enough to be dealt out among several tasks (as `--jobs` would)? Only
+    paths that the client sees too (shared storage): a URL is one task, as its copy is."""
+    if options.packet_hook is not None or any(is_url(p) for p in group):
+        return False
+    return sum(os.path.getsize(p) for p in group if os.path.isfile(p)) >= engine.SPLIT_MIN_BYTES
 
 
 def _where(path: str) -> str:
@@ -169,10 +213,25 @@ def analyze_task(group: list[tuple[str, str]], options: Options) -> list[Result]
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def shard_task(group: list[tuple[str, str]], options: Options, index: int,
+               count: int) -> list[split._Part]:
+    """Share `index` of `count` of a large capture (or rotation) on shared storage: the
+    connections `analyzer.split` deals to it, its records sent back with it, every capture named
+    as it was given."""
+    names = {where: given for given, where in group}
+    parts = split.portable(split._run_shard(_in_time_order(list(names)), options, index, count))
+    out = []
+    for part in parts:
+        [(summary, sessions, findings), (_, back_sessions, back_findings)] = _renamed(
+            [(part.summary, part.sessions, part.findings),  # type: ignore[list-item]
+             (part.summary, part.returned_sessions, part.returned_findings)], names)
+        out.append(replace(part, summary=summary, sessions=sessions, findings=findings,
+                           returned_sessions=back_sessions, returned_findings=back_findings))
+    return out
+
+
 def _renamed(results: list[Result], names: dict[str, str]) -> list[Result]:
     """Put the paths as given back in summaries, warnings, sessions and findings."""
-    from dataclasses import replace
-
     changed = {k: v for k, v in names.items() if k != v}
     if not changed:
         return results

@@ -117,6 +117,63 @@ def test_a_worker_copies_remote_urls_and_names_them_as_given(tmp_path: Path) -> 
     assert missing[0][0].error and missing[0][0].path == "memory://fleet/none.pcap"
 
 
+@pytest.fixture
+def shards_merged(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Captures from 1 MiB on are dealt out among the cluster's tasks; each merge's outcome
+    (True: kept) is recorded (the client merges)."""
+    from analyzer import split
+
+    monkeypatch.setattr(engine, "SPLIT_MIN_BYTES", 1 << 20)
+    outcomes: list[bool] = []
+    real = split.merge_shards
+
+    def spy(parts: Any) -> Any:
+        result = real(parts)
+        outcomes.append(result is not None)
+        return result
+
+    monkeypatch.setattr(split, "merge_shards", spy)
+    return outcomes
+
+
+def test_dask_deals_a_large_capture_out_among_its_workers(
+        cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shards_merged: list[bool]) -> None:
+    """A 40,000-frame broker capture beside a small one: the large one is analysed by a task per
+    worker thread, merged on the client into exactly the report one process writes (sessions,
+    findings, stream numbers, the capture named as given)."""
+    from tests.unit.test_columnar_equivalence import generate
+
+    (tmp_path / "fleet").mkdir()
+    generate(tmp_path / "fleet" / "broker.pcap", 40_000, 300, 5)
+    shutil.copy(CAPTURES / "late-pinger.pcap", tmp_path / "fleet" / "late-pinger.pcap")
+    monkeypatch.chdir(tmp_path)  # relative inputs, absolute on the workers, as given in the report
+    one = analyze(["fleet"], jobs=1)
+    on_dask = analyze(["fleet"], dask_address=cluster.scheduler_address)
+    assert shards_merged == [True]  # the large capture only, and the merge was kept
+    assert document(on_dask) == document(one)
+    assert on_dask == one
+    assert {c.path for c in on_dask.captures} == {"fleet/broker.pcap", "fleet/late-pinger.pcap"}
+    assert len(one.sessions) > 300 and len(one.findings) > 50
+
+
+def test_dask_analyses_a_capture_again_as_one_task_when_the_merge_cannot_be_kept(
+        cluster: Any, tmp_path: Path, shards_merged: list[bool]) -> None:
+    """A CONNECT cut over two segments, with the client id of another task's connection: that
+    task could not read it, so the parts are not merged; the capture is analysed again in one
+    task, into one process's report."""
+    from tests.property.test_columnar_property import Capture
+    from tests.unit.test_split import _takeover
+
+    cap = Capture()
+    _takeover(cap, 0, 1, split_connect=True)
+    path = str(cap.write(tmp_path / "cut.pcap"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "SPLIT_MIN_BYTES", 0)
+        on_dask = analyze([path], dask_address=cluster.scheduler_address)
+    assert shards_merged == [False]
+    assert document(on_dask) == document(analyze([path], jobs=1))
+
+
 def test_dask_cannot_read_stdin(cluster: Any) -> None:
     with pytest.raises(ConfigError, match="standard input"):
         analyze(["-"], dask_address=cluster.scheduler_address)
