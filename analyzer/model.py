@@ -351,18 +351,20 @@ class Report:
 
     def severity_counts(self) -> dict[str, int]:
         """Findings per severity label, worst first, every label present even at zero."""
+        tally = self._tally()
+        return {s.label: tally[s] for s in sorted(Severity, reverse=True)}
+
+    def worst_severity(self) -> Severity | None:
+        return max((s for s, n in self._tally().items() if n), default=None)
+
+    def _tally(self) -> dict[Severity, int]:
         counts = self._counts
         if counts is None:
             counts = dict.fromkeys(Severity, 0)
             for f in self.findings:
                 counts[f.severity] += 1
             object.__setattr__(self, "_counts", counts)  # a report's findings never change
-        return {s.label: counts[s] for s in sorted(Severity, reverse=True)}
-
-    def worst_severity(self) -> Severity | None:
-        self.severity_counts()
-        assert self._counts is not None
-        return max((s for s, n in self._counts.items() if n), default=None)
+        return counts
 
     def exit_code(self, fail_on: Severity | None) -> int:
         """0 clean, 1 findings at or above `fail_on` (None = never fail), 2 unusable input."""
