@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum, IntEnum
 from itertools import repeat
 from operator import attrgetter
@@ -25,9 +25,11 @@ _R = TypeVar("_R")
 
 def _quick_pickle(cls: type[_R]) -> type[_R]:
     """Pickle a frozen, slotted record's fields as a tuple, restored without a line of Python per
-    field. Sessions and findings are pickled and read back several times on their way to a report
-    (spools, the sort, a split's merge), and the dataclass's own `__getstate__`/`__setstate__` look
-    the fields up and loop over them in Python on every call: about three times the cost."""
+    field. Findings are pickled one by one when they cross processes (a pool's results with
+    `--jobs`, a split's records kept apart, `--dask`), and the dataclass's own `__getstate__` and
+    `__setstate__` look the fields up and loop over them in Python for every record: about twice
+    the cost. (A session's cost is mostly its nested endpoints, enums and gap samples: no gain
+    measured there. Spools pickle field tuples themselves: `spool._dump`.)"""
     names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
     if len(names) < 2:
         raise TypeError(f"{cls.__name__}: attrgetter gives a tuple from two fields on")
@@ -39,6 +41,8 @@ def _quick_pickle(cls: type[_R]) -> type[_R]:
         return get(self)  # type: ignore[no-any-return]
 
     def __setstate__(self: Any, state: Sequence[Any]) -> None:
+        if len(state) != count:
+            raise TypeError(f"{cls.__name__}: {len(state)} values pickled for {count} fields")
         deque(map(put, repeat(self, count), names, state), 0)  # frozen: object's own setattr
 
     cls.__getstate__ = __getstate__  # type: ignore[attr-defined]
@@ -139,7 +143,6 @@ class KeepAliveSource(str, Enum):
     UNKNOWN = "unknown"
 
 
-@_quick_pickle
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """One side of a TCP connection; `ip` is the text form (IPv6 compressed)."""
@@ -156,7 +159,6 @@ class Endpoint:
         return (Endpoint, (self.ip, self.port))
 
 
-@_quick_pickle
 @dataclass(frozen=True, slots=True)
 class FlowKey:
     """A TCP connection with its roles decided: `client` opened it, `server` is the broker."""
@@ -299,7 +301,6 @@ class Finding:
         )
 
 
-@_quick_pickle
 @dataclass(frozen=True, slots=True)
 class Session:
     """One MQTT connection, summarised once it has ended (or the capture has)."""
@@ -389,6 +390,13 @@ class Report:
 
     def worst_severity(self) -> Severity | None:
         return max((s for s, n in self._tally().items() if n), default=None)
+
+    def gated(self, exit_code: int) -> Report:
+        """This report with the `check` gate's verdict (`gate_exit_code`); the same findings, so
+        the same tally."""
+        report = replace(self, gate_exit_code=exit_code)
+        object.__setattr__(report, "_counts", self._counts)
+        return report
 
     def _tally(self) -> dict[Severity, int]:
         counts = self._counts

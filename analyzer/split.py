@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import multiprocessing
-import os
 import tempfile
 from array import array
 from collections import OrderedDict
@@ -42,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import chain, repeat, zip_longest
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analyzer.model import CaptureSummary, Finding, FlowKey, Session
@@ -184,9 +184,12 @@ def merge_shards(parts: list[list[_Part]]) -> list[Result] | None:
 
 def discard(parts: list[list[_Part]]) -> None:
     """Remove the parts' record files."""
-    for part in chain.from_iterable(parts):
-        for path in (part.sessions, part.findings):
-            os.unlink(path)
+    _unlink([path for part in chain.from_iterable(parts) for path in (part.sessions, part.findings)])
+
+
+def _unlink(paths: list[str]) -> None:
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 _read_so_far: Any = None
@@ -209,15 +212,23 @@ def _run_shard(paths: list[str], options: Options, index: int, count: int) -> li
             _read_so_far.value = done
 
     out = []
-    with engine.fewer_collections():
-        for capture in engine._analyze_chains(paths, options, progress, (index, count)):
-            summary, sessions, findings = capture.result()
-            analysis = capture.analysis
-            log = TableLog() if analysis is None else analysis.table.log
-            returned = log.returns.keys()
-            out.append(_Part(summary, *_write(sessions, _session_stream, returned),
-                             *_write(findings, _finding_stream, returned), log,
-                             Shard(index, count) if analysis is None else analysis.shard))
+    written: list[str] = []
+    try:
+        with engine.fewer_collections():
+            for capture in engine._analyze_chains(paths, options, progress, (index, count)):
+                summary, sessions, findings = capture.result()
+                analysis = capture.analysis
+                log = TableLog() if analysis is None else analysis.table.log
+                returned = log.returns.keys()
+                session_file, apart_sessions = _write(sessions, _session_stream, returned)
+                written.append(session_file)
+                finding_file, apart_findings = _write(findings, _finding_stream, returned)
+                written.append(finding_file)
+                out.append(_Part(summary, session_file, apart_sessions, finding_file, apart_findings,
+                                 log, Shard(index, count) if analysis is None else analysis.shard))
+    except BaseException:
+        _unlink(written)
+        raise
     return out
 
 
@@ -239,14 +250,18 @@ def _write(records: Iterable[Any], stream: Callable[[Any], int], returned: Any) 
 def _spooled(records: Iterable[Any]) -> str:
     """Records to a new file, in their order, in batches (`_read` gives them back)."""
     with tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-", delete=False) as fh:
-        batch: list[Any] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == BATCH:
+        try:
+            batch: list[Any] = []
+            for record in records:
+                batch.append(record)
+                if len(batch) == BATCH:
+                    _dump(batch, fh)
+                    batch = []
+            if batch:
                 _dump(batch, fh)
-                batch = []
-        if batch:
-            _dump(batch, fh)
+        except BaseException:
+            _unlink([fh.name])
+            raise
         return fh.name
 
 
@@ -254,18 +269,28 @@ def portable(parts: list[_Part]) -> list[_Part]:
     """A process's parts with their records in them instead of in its local files (deleted), to
     be sent to another machine (`analyzer.scale.dask`); `landed` turns them back."""
     out = []
-    for part in parts:
-        sessions, findings = list(_read(part.sessions)), list(_read(part.findings))
-        os.unlink(part.sessions)
-        os.unlink(part.findings)
-        shard = replace(part.shard, _recent=OrderedDict(), _owners={})  # caches: not needed
-        out.append(replace(part, sessions=sessions, findings=findings, shard=shard))  # type: ignore[arg-type]
+    try:
+        for part in parts:
+            sessions, findings = list(_read(part.sessions)), list(_read(part.findings))
+            shard = replace(part.shard, _recent=OrderedDict(), _owners={})  # caches: not needed
+            out.append(replace(part, sessions=sessions, findings=findings, shard=shard))  # type: ignore[arg-type]
+    finally:
+        discard([parts])
     return out
 
 
 def landed(parts: list[_Part]) -> list[_Part]:
     """`portable` parts as `merge_shards` takes them, their records in local files again."""
-    return [replace(p, sessions=_spooled(p.sessions), findings=_spooled(p.findings)) for p in parts]
+    written: list[str] = []
+    try:
+        for part in parts:
+            written.append(_spooled(part.sessions))
+            written.append(_spooled(part.findings))
+    except BaseException:
+        _unlink(written)
+        raise
+    return [replace(p, sessions=written[2 * i], findings=written[2 * i + 1])
+            for i, p in enumerate(parts)]
 
 
 def _read(path: str) -> Iterator[Any]:

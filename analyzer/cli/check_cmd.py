@@ -13,7 +13,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 
 import typer
 
@@ -90,7 +89,7 @@ def check_command(
     fail = severity(s["fail_on"])
     code = gate_code(report, fail, s["allow_empty"])
     final = 0 if s["exit_zero"] and code in (1, EMPTY) else code
-    report = replace(report, gate_exit_code=final)
+    report = report.gated(final)
     write_junit(report, s["junit"], fail)
     write_html(report, s)
     render_report(report, s, final)

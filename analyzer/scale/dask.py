@@ -1,9 +1,9 @@
 """`--dask ADDRESS`: the per-capture analysis on an existing Dask distributed cluster.
 
 The engine expands the inputs and groups rotated files as always; each group then becomes one task
-(`engine._analyze_group`) on the cluster, or, when it is large, as many tasks as the cluster has
-threads, each analysing the connections `analyzer.split` deals to it (`shard_task`), merged on the
-client. The results are gathered in input order, so the report is the one `--jobs 1` gives. Workers need this package installed (the same version) and must
+(`engine._analyze_group`) on the cluster, or, when it is large and there are workers to spare,
+several tasks, each analysing the connections `analyzer.split` deals to it (`shard_task`), merged
+on the client. The results are gathered in input order, so the report is the one `--jobs 1` gives. Workers need this package installed (the same version) and must
 see the captures: on shared storage at the same path (relative paths are sent as absolute ones,
 the report still shows them as given), or as fsspec URLs (`s3://bucket/fleet/`, `file:///srv/cap/`)
 that each worker opens itself; a remote object is copied to the worker's temporary directory for
@@ -26,7 +26,7 @@ from analyzer import engine, split
 from analyzer.engine import Options, Result, _analyze_group, _unusable
 from analyzer.errors import ConfigError, InputError
 from analyzer.model import CaptureSummary
-from analyzer.sources.files import _kind, named_like_capture
+from analyzer.sources.files import named_like_capture, starts_like_capture
 from analyzer.sources.rotation import _in_time_order
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ def is_url(path: str) -> bool:
 def capture_paths(paths: list[str], unusable: list[CaptureSummary],
                   local: Callable[[list[str], list[CaptureSummary]], list[str]]) -> list[str]:
     """The engine's input expansion (`local`), with fsspec URLs listed through fsspec: a URL
-    directory becomes the captures under it (recognised by their first bytes, sorted), a glob its
-    matches. Stdin cannot be sent to a cluster."""
+    directory becomes the captures under it (as locally: by their first bytes or their names,
+    sorted), a glob its matches. Stdin cannot be sent to a cluster."""
     out: list[str] = []
     for path in paths:
         if path == "-":
@@ -98,13 +98,13 @@ def _url(fs: Any, given: str, path: str) -> str:
 
 
 def _looks_like_capture(fs: Any, path: str) -> bool:
-    """As for local directories: recognised by content or name. A compressed file counts (the
-    worker checks what is inside and reports it)."""
+    """As for local directories: named like a capture, or recognised by content (inside a
+    compressed file too). One that cannot be read counts (the worker reports it)."""
     if named_like_capture(path.rsplit("/", 1)[-1]):
         return True
     try:
         with fs.open(path, "rb") as fh:
-            return _kind(fh.read(8)) is not None
+            return starts_like_capture(fh)
     except OSError:
         return True
 
@@ -114,10 +114,10 @@ def run_groups(address: str, groups: list[list[str]], options: Options,
     """Analyse each group on the cluster at `address`; results in the order of `groups`, whatever
     order the tasks finish in. `done(i)` is told as group i finishes.
 
-    A group is one task, except a large capture (or rotation) when the cluster has several
-    threads: as with `--jobs`, its connections are dealt out among that many tasks
-    (`shard_task`), whose parts the client merges (`analyzer.split`); if the merge might not be one
-    analysis's result, the group is analysed again as one task."""
+    A group is one task, except a large capture (or rotation) when the cluster has more worker
+    processes than there are large groups: as with `--jobs`, its connections are dealt out among
+    its share of the workers (`shard_task`), and the client merges the parts (`analyzer.split`);
+    if the merge might not be one analysis's result, the group is analysed again as one task."""
     distributed = _distributed()
     tasks = [[(p, _where(p)) for p in group] for group in groups]
     try:
@@ -127,38 +127,55 @@ def run_groups(address: str, groups: list[list[str]], options: Options,
     with client:
         if not tasks:
             return []
-        count = min(sum(client.nthreads().values()), MAX_SHARDS)
+        large = [_splits(group, options) for group in groups]
+        # each task of a share reads the whole capture: no more tasks than worker processes
+        count = min(MAX_SHARDS, len(client.nthreads()) // max(1, sum(large)))
+        split_at = {i for i, is_large in enumerate(large) if is_large and count > 1}
         futures = [
             [client.submit(shard_task, task, options, index, count, pure=False)
              for index in range(count)]
-            if count > 1 and _splits(group, options) else
-            [client.submit(analyze_task, task, options, pure=False)]
-            for group, task in zip(groups, tasks)
+            if i in split_at else [client.submit(analyze_task, task, options, pure=False)]
+            for i, task in enumerate(tasks)
         ]
         group_of = {f.key: i for i, group_futures in enumerate(futures) for f in group_futures}
         left = [len(group_futures) for group_futures in futures]
         results: list[list[Result] | None] = [None] * len(groups)
-        for future in distributed.as_completed([f for fs in futures for f in fs], loop=client.loop):
+        finished = distributed.as_completed([f for fs in futures for f in fs], loop=client.loop)
+        for future in finished:
             i = group_of[future.key]
             left[i] -= 1
             if left[i]:
                 continue
-            if len(futures[i]) == 1:
+            if i not in split_at:
                 results[i] = futures[i][0].result()
             else:
-                shards: list[list[split._Part]] = []
-                try:
-                    for shard in futures[i]:
-                        shards.append(split.landed(shard.result()))
-                except BaseException:
-                    split.discard(shards)
-                    raise
-                futures[i] = []  # the parts are in local files now
-                results[i] = (split.merge_shards(shards)
-                              or client.submit(analyze_task, tasks[i], options, pure=False).result())
+                split_at.discard(i)
+                results[i] = _merged(futures[i])
+                futures[i] = []
+                if results[i] is None:  # analysed again as one task, collected like the others
+                    again = client.submit(analyze_task, tasks[i], options, pure=False)
+                    futures[i], group_of[again.key], left[i] = [again], i, 1
+                    finished.add(again)
+                    continue
             if done is not None:
                 done(i)
-        return [r for r in results if r is not None]
+        missing = [groups[i][0] for i, result in enumerate(results) if result is None]
+        if missing:  # never silently: a check must not pass on fewer captures than it was given
+            raise RuntimeError(f"--dask: no result for {', '.join(missing)}")
+        return results  # type: ignore[return-value]
+
+
+def _merged(shards: list[Any]) -> list[Result] | None:
+    """The parts the shard tasks of one group sent, landed in local files and merged (None: the
+    merge might not be one analysis's result)."""
+    landed: list[list[split._Part]] = []
+    try:
+        for shard in shards:
+            landed.append(split.landed(shard.result()))
+    except BaseException:
+        split.discard(landed)
+        raise
+    return split.merge_shards(landed)
 
 
 def _splits(group: list[str], options: Options) -> bool:
@@ -166,7 +183,7 @@ def _splits(group: list[str], options: Options) -> bool:
     paths that the client sees too (shared storage): a URL is one task, as its copy is."""
     if options.packet_hook is not None or any(is_url(p) for p in group):
         return False
-    return sum(os.path.getsize(p) for p in group if os.path.isfile(p)) >= engine.SPLIT_MIN_BYTES
+    return sum(engine._size(p) for p in group) >= engine.SPLIT_MIN_BYTES
 
 
 def _where(path: str) -> str:

@@ -297,22 +297,24 @@ def _captures_under(top: str) -> Iterable[str]:
 
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+"""Read (gzip, bz2, xz) or reported as an unsupported compression (`UNSUPPORTED`)."""
 
 
 def named_like_capture(name: str) -> bool:
-    """`x.pcap`, `x.pcapng`, `x.cap`, each maybe `.gz`/`.bz2`/`.xz` too. A directory scan takes
+    """`x.pcap`, `x.pcapng`, `x.cap`, maybe compressed (`x.pcap.gz`). A directory scan takes
     such a file whatever it holds: one that is empty, cut inside its header or not a capture at
     all is then reported as unusable instead of silently left out of the check."""
     name = name.lower()
-    for suffix in COMPRESSED_SUFFIXES:
-        name = name.removesuffix(suffix)
+    stem, dot, suffix = name.rpartition(".")
+    if dot and f".{suffix}" in COMPRESSED_SUFFIXES:
+        name = stem
     return name.endswith(CAPTURE_SUFFIXES)
 
 
 def _is_capture(path: str) -> bool:
-    """A regular file starting like a capture or a compressed capture, or named like one
-    (`named_like_capture`). An unreadable or corrupt candidate counts, so open_capture reports it
+    """A regular file named like a capture (`named_like_capture`), or starting like a capture or
+    a compressed capture. An unreadable or corrupt candidate counts, so open_capture reports it
     rather than it silently vanishing."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
@@ -320,13 +322,22 @@ def _is_capture(path: str) -> bool:
         if named_like_capture(os.path.basename(path)):
             return True
         with open(path, "rb") as raw:
-            kind = _kind(raw.read(8))
-            if kind in DECOMPRESSORS:
-                raw.seek(0)
-                with DECOMPRESSORS[kind](raw) as inner:
-                    kind = _kind(inner.read(8))
+            return starts_like_capture(raw)
     except FileNotFoundError:
         return False  # a dangling symlink
+    except OSError:
+        return True  # unreadable: open_capture says why
+
+
+def starts_like_capture(raw: IO[bytes]) -> bool:
+    """Does this binary file (at its start) hold a capture, maybe compressed? One that cannot be
+    read or decompressed counts (open_capture reports it)."""
+    try:
+        kind = _kind(raw.read(8))
+        if kind in DECOMPRESSORS:
+            raw.seek(0)
+            with DECOMPRESSORS[kind](raw) as inner:
+                kind = _kind(inner.read(8))
     except DECOMPRESS_ERRORS:
         return True
     return kind in ("pcap", "pcapng")

@@ -7,6 +7,7 @@ is skipped when Dask distributed is not installed: `pip install 'mqtt-keepalive[
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -85,13 +86,15 @@ def test_dask_reads_file_urls(cluster: Any, fleet: Path) -> None:
 
 
 def test_a_url_directory_lists_what_a_local_directory_would(tmp_path: Path) -> None:
-    """Captures by content or by name: `lost.pcap` (text) is listed, to be reported unusable."""
+    """Captures by content (inside compressed files too) or by name: `lost.pcap` (text) is
+    listed, to be reported unusable; compressed text is not."""
     from analyzer.scale.dask import capture_paths
     from analyzer.sources.files import expand_inputs
 
     shutil.copy(CAPTURES / "late-pinger.pcap", tmp_path / "late.dump")
     (tmp_path / "lost.pcap").write_bytes(b"tcpdump: eth0: No such device exists\n")
     (tmp_path / "notes.txt").write_bytes(b"not a capture\n")
+    (tmp_path / "app.log.gz").write_bytes(gzip.compress(b"not a capture either\n"))
     url = "file://" + str(tmp_path)
     listed = capture_paths([url], [], lambda paths, _unusable: expand_inputs(paths))
     assert listed == [f"{url}/late.dump", f"{url}/lost.pcap"]
@@ -154,6 +157,20 @@ def test_dask_deals_a_large_capture_out_among_its_workers(
     assert on_dask == one
     assert {c.path for c in on_dask.captures} == {"fleet/broker.pcap", "fleet/late-pinger.pcap"}
     assert len(one.sessions) > 300 and len(one.findings) > 50
+
+
+def test_dask_keeps_a_task_per_capture_when_large_captures_fill_the_workers(
+        cluster: Any, tmp_path: Path, shards_merged: list[bool]) -> None:
+    """Two large captures on two workers: dealing each out would only read each twice."""
+    from tests.unit.test_columnar_equivalence import generate
+
+    for seed, name in ((1, "north"), (2, "south")):  # names of two brokers, not of a rotation
+        generate(tmp_path / f"{name}.pcap", 10_000, 100, seed)
+    one = analyze([str(tmp_path)], jobs=1)
+    assert len(one.captures) == 2 and all(c.bytes >= 1 << 20 for c in one.captures)
+    on_dask = analyze([str(tmp_path)], dask_address=cluster.scheduler_address)
+    assert shards_merged == []
+    assert document(on_dask) == document(one)
 
 
 def test_dask_analyses_a_capture_again_as_one_task_when_the_merge_cannot_be_kept(

@@ -455,6 +455,7 @@ def test_expand_inputs(tmp_path: Path) -> None:
     write(tmp_path, "d/log.gz", gzip.compress(b"not a capture"))
     write(tmp_path, "d/empty.pcap", b"")  # named like a capture: taken, to be reported
     write(tmp_path, "d/cut.PCAPNG.bz2", b"BZh9")
+    write(tmp_path, "d/z.pcap.zst", bytes.fromhex("28b52ffd") + bytes(20))  # unsupported: reported
     write(tmp_path, "d/text.cap", b"hello")
     write(tmp_path, "d/pcap.txt", b"hello")
     text = write(tmp_path, "readme.md", b"# not a capture")
@@ -468,6 +469,7 @@ def test_expand_inputs(tmp_path: Path) -> None:
         str(d / "cut.PCAPNG.bz2"),
         str(d / "empty.pcap"),
         str(d / "text.cap"),
+        str(d / "z.pcap.zst"),
         "-",
     ]
     with pytest.raises(InputError, match="no such file"):
