@@ -3,11 +3,12 @@
 The engine expands the inputs and groups rotated files as always; each group then becomes one task
 (`engine._analyze_group`) on the cluster, or, when it is large and there are workers to spare,
 several tasks, each analysing the connections `analyzer.split` deals to it (`shard_task`), merged
-on the client. The results are gathered in input order, so the report is the one `--jobs 1` gives. Workers need this package installed (the same version) and must
-see the captures: on shared storage at the same path (relative paths are sent as absolute ones,
-the report still shows them as given), or as fsspec URLs (`s3://bucket/fleet/`, `file:///srv/cap/`)
-that each worker opens itself; a remote object is copied to the worker's temporary directory for
-the time of its analysis. The client never reads capture data, only lists URL directories.
+on the client. The results are gathered in input order, so the report is the one `--jobs 1`
+gives. Workers need this package installed (the same version) and must see the captures: on
+shared storage at the same path (relative paths are sent as absolute ones, the report still shows
+them as given), or as fsspec URLs (`s3://bucket/fleet/`, `file:///srv/cap/`) that each worker
+opens itself; a remote object is copied to the worker's temporary directory for the time of its
+analysis. The client never reads capture data, only lists URL directories and sizes local files.
 
 Dask is an optional extra (`pip install 'mqtt-keepalive[dask]'`); without it `--dask` is exit 2.
 """
