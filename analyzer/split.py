@@ -265,13 +265,15 @@ def _spooled(records: Iterable[Any]) -> str:
         return fh.name
 
 
-def portable(parts: list[_Part]) -> list[_Part]:
-    """A process's parts with their records in them instead of in its local files (deleted), to
-    be sent to another machine (`analyzer.scale.dask`); `landed` turns them back."""
+def portable(parts: list[_Part], rename: Callable[[Any], Any] | None = None) -> list[_Part]:
+    """A process's parts with their record files' bytes in them instead of the files (deleted),
+    to be sent to another machine (`analyzer.scale.dask`): the client writes the bytes out again
+    (`landed`) without reading a record. `rename`, if given, is applied to every record on the
+    way (one pass over the file)."""
     out = []
     try:
         for part in parts:
-            sessions, findings = list(_read(part.sessions)), list(_read(part.findings))
+            sessions, findings = (_bytes(path, rename) for path in (part.sessions, part.findings))
             shard = replace(part.shard, _recent=OrderedDict(), _owners={})  # caches: not needed
             out.append(replace(part, sessions=sessions, findings=findings, shard=shard))  # type: ignore[arg-type]
     finally:
@@ -279,13 +281,26 @@ def portable(parts: list[_Part]) -> list[_Part]:
     return out
 
 
+def _bytes(path: str, rename: Callable[[Any], Any] | None) -> bytes:
+    if rename is None:
+        return Path(path).read_bytes()
+    renamed = _spooled(map(rename, _read(path)))
+    try:
+        return Path(renamed).read_bytes()
+    finally:
+        _unlink([renamed])
+
+
 def landed(parts: list[_Part]) -> list[_Part]:
     """`portable` parts as `merge_shards` takes them, their records in local files again."""
     written: list[str] = []
     try:
         for part in parts:
-            written.append(_spooled(part.sessions))
-            written.append(_spooled(part.findings))
+            for data in (part.sessions, part.findings):
+                with tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-",
+                                                 delete=False) as fh:
+                    written.append(fh.name)
+                    fh.write(data)  # type: ignore[arg-type]
     except BaseException:
         _unlink(written)
         raise

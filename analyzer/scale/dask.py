@@ -234,39 +234,50 @@ def analyze_task(group: list[tuple[str, str]], options: Options) -> list[Result]
 def shard_task(group: list[tuple[str, str]], options: Options, index: int,
                count: int) -> list[split._Part]:
     """Share `index` of `count` of a large capture (or rotation) on shared storage: the
-    connections `analyzer.split` deals to it, its records sent back with it, every capture named
-    as it was given."""
+    connections `analyzer.split` deals to it, its record files sent back with it as bytes, every
+    capture named as it was given."""
     names = {where: given for given, where in group}
-    parts = split.portable(split._run_shard(_in_time_order(list(names)), options, index, count))
-    out = []
-    for part in parts:
-        [(summary, sessions, findings), (_, back_sessions, back_findings)] = _renamed(
-            [(part.summary, part.sessions, part.findings),  # type: ignore[list-item]
-             (part.summary, part.returned_sessions, part.returned_findings)], names)
-        out.append(replace(part, summary=summary, sessions=sessions, findings=findings,
-                           returned_sessions=back_sessions, returned_findings=back_findings))
-    return out
+    parts = split._run_shard(_in_time_order(list(names)), options, index, count)
+    name = _renaming(names)
+    if name is None:
+        return split.portable(parts)
+
+    def rename(record: Any) -> Any:
+        return replace(record, capture=name(record.capture))
+
+    parts = [replace(p, summary=_renamed_summary(p.summary, name),
+                     returned_sessions=[rename(s) for s in p.returned_sessions],
+                     returned_findings=[rename(f) for f in p.returned_findings]) for p in parts]
+    return split.portable(parts, rename)
 
 
 def _renamed(results: list[Result], names: dict[str, str]) -> list[Result]:
     """Put the paths as given back in summaries, warnings, sessions and findings."""
+    name = _renaming(names)
+    if name is None:
+        return results
+    return [(_renamed_summary(summary, name), [replace(s, capture=name(s.capture)) for s in sessions],
+             [replace(f, capture=name(f.capture)) for f in findings])
+            for summary, sessions, findings in results]
+
+
+def _renaming(names: dict[str, str]) -> Callable[[str], str] | None:
+    """A function putting the paths as given (`names`: by where they were opened) back in a
+    text; None if every path was opened as given."""
     changed = {k: v for k, v in names.items() if k != v}
     if not changed:
-        return results
+        return None
     pattern = re.compile("|".join(re.escape(k) for k in sorted(changed, key=len, reverse=True)))
 
     def name(text: str) -> str:
         return pattern.sub(lambda m: changed[m.group()], text)
 
-    out: list[Result] = []
-    for summary, sessions, findings in results:
-        summary = replace(summary, path=name(summary.path),
-                          warnings=tuple(name(w) for w in summary.warnings),
-                          error=None if summary.error is None else name(summary.error))
-        sessions = [replace(s, capture=name(s.capture)) for s in sessions]
-        findings = [replace(f, capture=name(f.capture)) for f in findings]
-        out.append((summary, sessions, findings))
-    return out
+    return name
+
+
+def _renamed_summary(summary: CaptureSummary, name: Callable[[str], str]) -> CaptureSummary:
+    return replace(summary, path=name(summary.path), warnings=tuple(name(w) for w in summary.warnings),
+                   error=None if summary.error is None else name(summary.error))
 
 
 # -- optional imports ------------------------------------------------------------------------------
