@@ -241,14 +241,13 @@ def shard_task(group: list[tuple[str, str]], options: Options, index: int,
     name = _renaming(names)
     if name is None:
         return split.portable(parts)
-
-    def rename(record: Any) -> Any:
-        return replace(record, capture=name(record.capture))
-
-    parts = [replace(p, summary=_renamed_summary(p.summary, name),
-                     returned_sessions=[rename(s) for s in p.returned_sessions],
-                     returned_findings=[rename(f) for f in p.returned_findings]) for p in parts]
-    return split.portable(parts, rename)
+    renamed = []
+    for part in parts:
+        [(summary, sessions, findings)] = _renamed(
+            [(part.summary, part.returned_sessions, part.returned_findings)], names)
+        renamed.append(replace(part, summary=summary, returned_sessions=sessions,
+                               returned_findings=findings))
+    return split.portable(renamed, lambda record: _renamed_record(record, name))
 
 
 def _renamed(results: list[Result], names: dict[str, str]) -> list[Result]:
@@ -256,9 +255,14 @@ def _renamed(results: list[Result], names: dict[str, str]) -> list[Result]:
     name = _renaming(names)
     if name is None:
         return results
-    return [(_renamed_summary(summary, name), [replace(s, capture=name(s.capture)) for s in sessions],
-             [replace(f, capture=name(f.capture)) for f in findings])
+    return [(_renamed_summary(summary, name), [_renamed_record(s, name) for s in sessions],
+             [_renamed_record(f, name) for f in findings])
             for summary, sessions, findings in results]
+
+
+def _renamed_record(record: Any, name: Callable[[str], str]) -> Any:
+    """A session or finding with its capture's path as given."""
+    return replace(record, capture=name(record.capture))
 
 
 def _renaming(names: dict[str, str]) -> Callable[[str], str] | None:
