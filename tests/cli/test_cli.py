@@ -75,9 +75,11 @@ class Run:
         return [json.loads(line) for line in self.out.splitlines()]
 
 
-def run(args: tuple[str, ...], stdin: bytes = b"", cwd: Path = ROOT) -> Run:
+def run(args: tuple[str, ...], stdin: bytes = b"", cwd: Path = ROOT,
+        env_extra: tuple[tuple[str, str], ...] = ()) -> Run:
     """`python -m analyzer ARGS` with `stdin` piped in (empty by default, never a terminal)."""
-    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8", "LANG": "C.UTF-8"}
+    env = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8", "LANG": "C.UTF-8",
+           **dict(env_extra)}
     proc = subprocess.run([sys.executable, "-m", "analyzer", *args], input=stdin,
                           capture_output=True, cwd=cwd, env=env, timeout=60, check=False)
     result = Run(proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8"))
@@ -93,6 +95,8 @@ class Cmd:
     stdin: bytes = b""
     after_scapy: bool = False
     """Its input is written with scapy, whose import is slow: started once that is done."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Environment variables beyond `run`'s own."""
 
 
 PREFETCH: list[Cmd] = []
@@ -101,16 +105,16 @@ _RESULTS: dict[Cmd, Future[Run]] = {}
 _POOL = ThreadPoolExecutor(max_workers=3)
 
 
-def cmd(*args: object, stdin: bytes = b"", after_scapy: bool = False) -> Cmd:
+def cmd(*args: object, stdin: bytes = b"", after_scapy: bool = False, **env: str) -> Cmd:
     """Declare a command (run in WORK); declared at module level, it is prefetched."""
-    command = Cmd(tuple(map(str, args)), stdin, after_scapy)
+    command = Cmd(tuple(map(str, args)), stdin, after_scapy, tuple(env.items()))
     PREFETCH.append(command)
     return command
 
 
 def _submit(command: Cmd) -> Future[Run]:
     if command not in _RESULTS:
-        _RESULTS[command] = _POOL.submit(run, command.args, command.stdin, WORK)
+        _RESULTS[command] = _POOL.submit(run, command.args, command.stdin, WORK, command.env)
     return _RESULTS[command]
 
 
@@ -805,6 +809,7 @@ def test_sessions_with_an_unusable_file() -> None:
 VERSION = cmd("--version")
 HELP = cmd("--help")
 ANALYZE_HELP = cmd("analyze", "--help")
+WIDE_HELP = [cmd(name, "--help", COLUMNS="200") for name in ("analyze", "check")]
 
 
 def test_version() -> None:
@@ -821,6 +826,16 @@ def test_help() -> None:
     assert sub.rc == 0
     for option in ("--format", "--output", "--port", "--assume-keep-alive", "--fail-on", "--table"):
         assert option in sub.out
+
+
+def test_help_gives_the_extras_install_commands_whole() -> None:
+    """The help's install hints can be pasted: the extra's brackets are not taken for markup."""
+    for command in WIDE_HELP:
+        result = result_of(command)
+        assert result.rc == 0
+        text = re.sub(r"[\s\u2502]+", " ", result.out)  # the help's box and wrapping undone
+        assert "pip install 'mqtt-keepalive[html]'" in text, result.out
+        assert "pip install 'mqtt-keepalive[dask]'" in text, result.out
 
 
 # -- regressions --------------------------------------------------------------------------------
