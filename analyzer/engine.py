@@ -83,7 +83,8 @@ class Options:
     hooked_sessions: frozenset[str] | None = None
     """Only these sessions' packets go to `packet_hook` (None: every session's). The connections
     of a hooked session are analysed frame by frame, so a hook on every session keeps a capture
-    off the columnar path; a hook on a few leaves the others to it (`columnar`)."""
+    off the columnar path; a hook on a few leaves the others to it (`columnar`), and so does a
+    process that tracks only some connections (`analyzer.split.Shard`)."""
     tls_keylogs: tuple[str, ...] = ()
     """SSLKEYLOGFILE key logs that decrypt MQTT over TLS in the captures (`--tls-keylog`)."""
     columnar: bool = False
@@ -582,9 +583,10 @@ def _analyze_files(paths: list[str], options: Options, progress: Progress | None
 
 
 def _analyze_chains(paths: list[str], options: Options, progress: Progress | None,
-                    shard: tuple[int, int] | None = None) -> Iterator[_Chain | _Unusable]:
+                    shard: tuple | None = None) -> Iterator[_Chain | _Unusable]:
     """The files' analyses, fed and not yet finished: one per capture, or per rotation whose
-    files continue each other. `shard`: (index, count) of a process of a split analysis."""
+    files continue each other. `shard`: (index, count) of a process of a split analysis, or
+    the arguments of another `Shard` (one that follows a few connections)."""
     current: _Chain | None = None
     for path in paths:
         try:
@@ -593,8 +595,10 @@ def _analyze_chains(paths: list[str], options: Options, progress: Progress | Non
             yield _Unusable(path, str(exc))
             continue
         with reader:
-            batched = ((options.columnar or shard is not None) and reader.batches_available
-                       and (options.packet_hook is None or options.hooked_sessions is not None))
+            # a hook on every session keeps one process frame by frame (`Options.hooked_sessions`),
+            # but not a process that tracks only some connections: the others' frames are bulk
+            batched = reader.batches_available and (shard is not None or (
+                options.columnar and (options.packet_hook is None or options.hooked_sessions is not None)))
             if batched:
                 batches = reader.batches()
                 batch = next(batches, None)

@@ -83,6 +83,11 @@ class Shard:
 
     index: int
     count: int
+    only: frozenset[int] | None = None
+    """If given, the connections tracked are these, whatever `index` and `count` say: each as
+    its two endpoints' `ip << 16 | port` added (`endpoint_sum`). A process that follows a few
+    connections only (`analyzer.report.packets`) keeps time and reads CONNECTs as a process of a
+    split does."""
     own_frames: array = field(default_factory=lambda: array("q"))
     own_ids: array = field(default_factory=lambda: array("q"))
     seen_frames: array = field(default_factory=lambda: array("q"))
@@ -97,8 +102,11 @@ class Shard:
         if mine is None:
             a = int.from_bytes(key[0], "big") << 16 | key[1]
             b = int.from_bytes(key[2], "big") << 16 | key[3]
-            mixed = ((a + b) * _MIX) & 0xFFFFFFFFFFFFFFFF  # a sum: either direction
-            mine = (mixed >> 32) % self.count == self.index
+            if self.only is not None:
+                mine = a + b in self.only
+            else:
+                mixed = ((a + b) * _MIX) & 0xFFFFFFFFFFFFFFFF  # a sum: either direction
+                mine = (mixed >> 32) % self.count == self.index
             if len(self._owners) >= OWNERS_KEPT:
                 self._owners.clear()
             self._owners[key] = mine
@@ -131,8 +139,15 @@ def owned(shard: Shard, sums: np.ndarray) -> np.ndarray:
     `ip << 16 | port`, added (int64)."""
     import numpy as np
 
+    if shard.only is not None:  # (IPv6 endpoints are not in `sums`: `owns` takes them)
+        return np.isin(sums, np.fromiter((x for x in shard.only if x < 1 << 62), dtype=np.int64))
     mixed = sums.astype(np.uint64) * np.uint64(_MIX)  # wraps at 64 bits, as `owns` masks
     return ((mixed >> np.uint64(32)) % np.uint64(shard.count)) == shard.index
+
+
+def endpoint_sum(client: tuple[bytes, int], server: tuple[bytes, int]) -> int:
+    """A connection as `Shard.only` holds it: its endpoints' `ip << 16 | port`, added."""
+    return sum(int.from_bytes(ip, "big") << 16 | port for ip, port in (client, server))
 
 
 @dataclass

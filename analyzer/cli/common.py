@@ -321,7 +321,8 @@ def write_html(report: Report, s: config.Resolved) -> None:
     try:
         chosen, _left_out = detail_sessions(report)
         timelines = collect_timelines([c.path for c in report.captures if not c.error],
-                                      analysis_options(s), {x.session_id for x in chosen})
+                                      analysis_options(s), {x.session_id for x in chosen},
+                                      known=chosen)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as fh:
             render_html(report, fh, timelines=timelines)

@@ -4,7 +4,10 @@ A ``Report`` keeps no per-packet data (its memory stays flat whatever the captur
 report that draws sessions packet by packet re-reads the captures with the engine's
 ``packet_hook`` and keeps, for the few sessions it will draw, each packet's times, frames, type and
 direction in compact arrays (34 bytes a packet). Nothing is judged here: findings still come from
-the report.
+the report. Given the report's records of those sessions (``known``), the reading follows only
+their connections, the other frames keeping time as in a process of a split analysis: a long
+capture costs about its reading and decoding instead of a whole analysis (1.7 s instead of 9.4 s on
+a 1M-frame capture).
 
 Memory is capped per session: the first ``limit`` packets are kept whole
 (``MAX_PACKETS_PER_SESSION``, about 340 KB). Past the cap only what the chart needs to stay
@@ -26,12 +29,14 @@ import os
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from typing import NamedTuple
 
-from analyzer.engine import Options, analyze
+from analyzer.engine import Options, _analyze_chains, analyze, fewer_collections
 from analyzer.errors import InputError
-from analyzer.model import ConnAckBody, ConnectBody, MQTTPacket, PacketType
+from analyzer.model import ConnAckBody, ConnectBody, Endpoint, MQTTPacket, PacketType, Session
 from analyzer.sources import expand_inputs
+from analyzer.split import endpoint_sum
 
 MAX_PACKETS_PER_SESSION = 10_000
 """Packets kept whole per session (the first ones); see the module's docstring for the rest."""
@@ -195,15 +200,17 @@ class TimelineCollector:
     """
 
     def __init__(
-        self, session_ids: Iterable[str], limit: int = MAX_PACKETS_PER_SESSION, capture: str = ""
+        self, session_ids: Iterable[str] | None, limit: int = MAX_PACKETS_PER_SESSION,
+        capture: str = ""
     ) -> None:
-        self.wanted = frozenset(session_ids)
+        """`session_ids` None: every session the hook hears of."""
+        self.wanted = None if session_ids is None else frozenset(session_ids)
         self.limit = limit
         self.capture = capture
         self.timelines: dict[str, SessionPackets] = {}
 
     def __call__(self, session_id: str, from_client: bool, packet: MQTTPacket) -> None:
-        if session_id not in self.wanted:
+        if self.wanted is not None and session_id not in self.wanted:
             return
         timeline = self.timelines.get(session_id)
         if timeline is None:
@@ -224,8 +231,16 @@ def collect_timelines(
     session_ids: Iterable[str],
     *,
     limit: int = MAX_PACKETS_PER_SESSION,
+    known: Iterable[Session] = (),
 ) -> dict[str, SessionPackets]:
     """Re-read the captures of ``paths`` and return the packets of the sessions ``session_ids``.
+
+    ``known``: the report's records of (some of) those sessions. A capture whose wanted sessions
+    are all known is first read following only their connections (``_followed``): the other
+    connections' frames only keep time, as in a process of a split analysis, which on a long
+    capture costs a fraction of analysing it again. A session is taken from that reading only if
+    its record comes out the same as the report's (the connection was analysed as before); the
+    others are read again the full way.
 
     ``paths`` are the inputs the report was made from (files or directories; the CLI may also pass
     ``[c.path for c in report.captures]``, which is what a glob expanded to). ``options`` should be
@@ -249,13 +264,21 @@ def collect_timelines(
         wanted_paths += [
             p for p in expanded if p != "-" and capture_name(p) in names and p not in wanted_paths
         ]
+    records = {s.session_id: s for s in known if s.session_id in wanted}
     timelines: dict[str, SessionPackets] = {}
+    done: set[str] = set()
     for path in wanted_paths:
         ids = {
             sid
             for sid in wanted
-            if sid.rsplit("#", 1)[0] == capture_name(path) and sid not in timelines
+            if sid.rsplit("#", 1)[0] == capture_name(path) and sid not in done
         }
+        if ids and ids <= records.keys():
+            followed = _followed(path, options, [records[sid] for sid in ids], limit)
+            timelines.update((sid, packets) for sid, packets in followed.items() if packets is not None)
+            done |= followed.keys()
+            ids -= followed.keys()
+        done |= ids
         if not ids:
             continue
         collector = TimelineCollector(ids, limit, capture=path)
@@ -264,6 +287,39 @@ def collect_timelines(
         analyze([path], selective, jobs=1)
         timelines.update(collector.timelines)
     return timelines
+
+
+def _followed(path: str, options: Options, records: list[Session],
+              limit: int) -> dict[str, SessionPackets | None]:
+    """The packets of the sessions ``records`` (of the capture ``path``), read following only
+    their connections (`Shard.only`), by session id; None for a session that sent no packet. A
+    session is left out when the reading did not find exactly the report's record of it: then
+    its connection was not analysed as in the report (which, say, shed it from a full connection
+    table, or was made with other options), and only the full reading can be trusted. (Other
+    connections reach a session's findings, by taking it over, but not its packets.)"""
+    followed = frozenset(endpoint_sum(_raw(s.flow.client), _raw(s.flow.server)) for s in records)
+    by_connection = {(s.flow.client, s.flow.server, s.start_ns): s for s in records}
+    collector = TimelineCollector(None, limit, capture=path)  # every session it tracks
+    hooked = dataclasses.replace(options, packet_hook=collector, hooked_sessions=None)
+    out: dict[str, SessionPackets | None] = {}
+    with fewer_collections():
+        for chain in _analyze_chains([path], hooked, None, shard=(0, 1, followed)):
+            _summary, sessions, _findings = chain.result()
+            for session in sessions:
+                record = by_connection.get((session.flow.client, session.flow.server, session.start_ns))
+                if record is None:
+                    continue  # another connection with the same endpoint sum
+                if dataclasses.replace(session, session_id=record.session_id, flow=record.flow) != record:
+                    continue
+                packets = collector.timelines.get(session.session_id)
+                if packets is not None:
+                    packets.session_id = record.session_id
+                out[record.session_id] = packets
+    return out
+
+
+def _raw(endpoint: Endpoint) -> tuple[bytes, int]:
+    return ip_address(endpoint.ip).packed, endpoint.port
 
 
 __all__ = [

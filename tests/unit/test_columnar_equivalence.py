@@ -319,6 +319,46 @@ def test_packets_of_a_few_sessions_read_again_the_columnar_way(synthetic) -> Non
     assert sum(packets.total for packets in drawn.values()) > 5 * len(wanted)
 
 
+def test_packets_of_known_sessions_read_following_only_their_connections(synthetic,
+                                                                         monkeypatch) -> None:
+    """Given the report's records of the sessions to draw, the second reading follows only their
+    connections (the others' frames keep time): the same packets as a hook on every session frame
+    by frame, found without analysing the capture again; a record the reading does not find as
+    it is (here one from another analysis) is read again the full way, and still right."""
+    from dataclasses import replace
+
+    from analyzer.report import packets
+    from analyzer.report.packets import TimelineCollector, collect_timelines
+
+    path = str(synthetic(8_000, 120, 4))
+    sessions = list(report([path]).sessions)
+    chosen = sessions[::9] + sessions[-1:]
+    ids = {s.session_id for s in chosen}
+    every = TimelineCollector(None, capture=path)
+    report([path], packet_hook=every)  # frame by frame, every session hooked
+    full_readings: list[frozenset[str]] = []
+    real_analyze = packets.analyze
+
+    def spy(paths: list[str], options: Options, jobs: int = 1) -> Report:
+        full_readings.append(options.hooked_sessions)
+        return real_analyze(paths, options, jobs=jobs)
+
+    monkeypatch.setattr(packets, "analyze", spy)
+    options = Options(ruleset=RULESET, today=TODAY)
+    drawn = collect_timelines([path], options, ids, known=chosen)
+    assert full_readings == []
+    assert set(drawn) == ids
+    for session_id in ids:
+        assert drawn[session_id] == every.timelines[session_id]
+    assert sum(p.total for p in drawn.values()) > 5 * len(ids)
+
+    other = replace(chosen[0], end_frame=chosen[0].end_frame + 1)  # not what this capture gives
+    drawn = collect_timelines([path], options, ids, known=[other, *chosen[1:]])
+    assert full_readings == [frozenset({other.session_id})]
+    for session_id in ids:
+        assert drawn[session_id] == every.timelines[session_id]
+
+
 def test_connect_cut_over_segments_on_another_port_takes_over_in_order(tmp_path: Path) -> None:
     """A connection on a port not configured for MQTT opens with a CONNECT cut over two segments,
     whose client id takes an open session over; the broker then closes the older session before

@@ -17,7 +17,7 @@ The CLI's use::
 
     from analyzer.report.html import collect_timelines, detail_sessions, render_html
     chosen, _ = detail_sessions(report, detail)
-    timelines = collect_timelines(paths, options, {s.session_id for s in chosen})
+    timelines = collect_timelines(paths, options, {s.session_id for s in chosen}, known=chosen)
     with open(path, "w", encoding="utf-8") as out:
         render_html(report, out, timelines=timelines, detail=detail)
 
@@ -106,7 +106,7 @@ def detail_sessions(
     """The sessions that get a timeline chart, worst first, and how many were left out by the cap.
 
     ``detail="findings"``: sessions with at least one finding; ``"all"``: every session. Pass the
-    ids of the returned sessions to ``collect_timelines``.
+    ids of the returned sessions, and the sessions as ``known``, to ``collect_timelines``.
     """
     if detail not in DETAILS:
         raise ValueError(f"unknown detail {detail!r}; expected one of {', '.join(DETAILS)}")
