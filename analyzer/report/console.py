@@ -76,6 +76,8 @@ def printable(value: str, max_chars: int | None = None) -> str:
     """
     if max_chars is not None and len(value) > max_chars:
         value = value[: max_chars - 1] + "\u2026"
+    if value.isprintable():  # no character of category C (nor a separator but space): as it is
+        return value
     return "".join(
         (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
         if unicodedata.category(ch)[0] == "C"

@@ -13,14 +13,14 @@ turn into float64 at the first missing value.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from analyzer.model import Report, Session, Severity
@@ -181,6 +181,21 @@ def _ratio(value: float) -> float:
     return round(float(value), RATIO_DECIMALS)
 
 
+def quantile(values: Iterable[float], q: float) -> float:
+    """`numpy.quantile(values, q)` (linear interpolation) of a non-empty sequence, to the last
+    bit: the same order statistics and numpy's own interpolation (`_lerp`: from the upper value
+    down when past halfway). A fleet has a client per device and numpy's call costs about 100 µs
+    of overhead each, 85 times this on a few dozen samples (0.7 s of a 1M-frame capture's
+    clients table)."""
+    ordered = sorted(values)
+    virtual = q * (len(ordered) - 1)
+    below = math.floor(virtual)
+    gamma = virtual - below
+    a, b = ordered[below], ordered[min(below + 1, len(ordered) - 1)]
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
 @dataclass
 class _Client:
     """What the clients table needs of one client's sessions, gathered as they are read (a large
@@ -237,14 +252,13 @@ def clients_frame(report: Report) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for key in list(clients) + [k for k in counts if k not in clients]:
         client = clients.get(key) or _Client()
-        samples = np.frombuffer(client.samples, dtype=float) if client.samples else None
         rows.append({
             "client_id": key,
             "sessions": client.sessions,
             "captures": len(client.captures),
             "keep_alive_s": _joined([str(k) for k in sorted(client.keep_alives)]) if client.keep_alives else None,
             "max_gap_over_k": None if client.max_ratio is None else _ratio(client.max_ratio),
-            "p95_gap_over_k": None if samples is None else _ratio(np.quantile(samples, P95)),
+            "p95_gap_over_k": _ratio(quantile(client.samples, P95)) if client.samples else None,
             **counts.get(key, {"findings": 0, "errors": 0, "warnings": 0}),
         })
     frame = frame_of(rows, CLIENT_COLUMNS)

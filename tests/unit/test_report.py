@@ -404,6 +404,44 @@ def test_printable_escapes_controls_and_truncates() -> None:
     assert printable("x" * 10, max_chars=4) == "xxx\u2026"
 
 
+def test_printable_takes_every_character_as_one_by_one() -> None:
+    """Text with nothing to escape is returned as it is (a fast path for the common case); every
+    code point, alone and between letters, comes out as the per-character rule makes it."""
+    import unicodedata
+
+    def one_by_one(value: str) -> str:
+        return "".join((f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+                       if unicodedata.category(ch)[0] == "C" else ch for ch in value)
+
+    for code in range(0x110000):  # the fast path's premise, for every code point
+        ch = chr(code)
+        assert not ch.isprintable() or unicodedata.category(ch)[0] != "C", hex(code)
+    for code in range(0, 0x110000, 97):
+        ch = chr(code)
+        assert printable(ch) == one_by_one(ch), hex(code)
+    for text in ("dev-17", "caf\u00e9 \u00a0nbsp", "tab\there", "line\u2028sep", "emoji \U0001f600"):
+        assert printable(f"a{text}b") == one_by_one(f"a{text}b")
+
+
+def test_quantile_is_numpys_to_the_last_bit() -> None:
+    """The clients table's p95 of gap / K, without numpy's per-call cost: the same float as
+    `numpy.quantile` for lengths from 1 up, ties, and values over several magnitudes."""
+    import random
+
+    import numpy as np
+
+    from analyzer.report.tables import quantile
+
+    rng = random.Random(7)
+    for _ in range(3_000):
+        n = rng.choice((1, 2, 3, 4, 7, 20, 21, 37, 100, 256, 513))
+        values = [rng.random() * rng.choice((1, 10, 1e3, 1e-3)) for _ in range(n)]
+        if rng.random() < 0.3:
+            values = [round(v, 1) for v in values]  # ties
+        for q in (0.95, 0.5, 0.05, 0.0, 1.0):
+            assert quantile(values, q) == float(np.quantile(np.array(values), q)), (values, q)
+
+
 # Registry
 
 
