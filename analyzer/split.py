@@ -40,6 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_address
 from itertools import chain, repeat, zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,9 +146,10 @@ def owned(shard: Shard, sums: np.ndarray) -> np.ndarray:
     return ((mixed >> np.uint64(32)) % np.uint64(shard.count)) == shard.index
 
 
-def endpoint_sum(client: tuple[bytes, int], server: tuple[bytes, int]) -> int:
-    """A connection as `Shard.only` holds it: its endpoints' `ip << 16 | port`, added."""
-    return sum(int.from_bytes(ip, "big") << 16 | port for ip, port in (client, server))
+def endpoint_sum(flow: FlowKey) -> int:
+    """A session's connection as `Shard.only` holds it: its endpoints' `ip << 16 | port`, added."""
+    return sum(int.from_bytes(ip_address(end.ip).packed, "big") << 16 | end.port
+               for end in (flow.client, flow.server))
 
 
 @dataclass

@@ -29,12 +29,11 @@ import os
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import ip_address
 from typing import NamedTuple
 
-from analyzer.engine import Options, _analyze_chains, analyze, fewer_collections
+from analyzer.engine import Options, analyze, analyze_connections
 from analyzer.errors import InputError
-from analyzer.model import ConnAckBody, ConnectBody, Endpoint, MQTTPacket, PacketType, Session
+from analyzer.model import ConnAckBody, ConnectBody, MQTTPacket, PacketType, Session
 from analyzer.sources import expand_inputs
 from analyzer.split import endpoint_sum
 
@@ -297,29 +296,23 @@ def _followed(path: str, options: Options, records: list[Session],
     its connection was not analysed as in the report (which, say, shed it from a full connection
     table, or was made with other options), and only the full reading can be trusted. (Other
     connections reach a session's findings, by taking it over, but not its packets.)"""
-    followed = frozenset(endpoint_sum(_raw(s.flow.client), _raw(s.flow.server)) for s in records)
     by_connection = {(s.flow.client, s.flow.server, s.start_ns): s for s in records}
     collector = TimelineCollector(None, limit, capture=path)  # every session it tracks
     hooked = dataclasses.replace(options, packet_hook=collector, hooked_sessions=None)
     out: dict[str, SessionPackets | None] = {}
-    with fewer_collections():
-        for chain in _analyze_chains([path], hooked, None, shard=(0, 1, followed)):
-            _summary, sessions, _findings = chain.result()
-            for session in sessions:
-                record = by_connection.get((session.flow.client, session.flow.server, session.start_ns))
-                if record is None:
-                    continue  # another connection with the same endpoint sum
-                if dataclasses.replace(session, session_id=record.session_id, flow=record.flow) != record:
-                    continue
-                packets = collector.timelines.get(session.session_id)
-                if packets is not None:
-                    packets.session_id = record.session_id
-                out[record.session_id] = packets
+    for _summary, sessions, _findings in analyze_connections(
+            path, hooked, frozenset(endpoint_sum(s.flow) for s in records)):
+        for session in sessions:
+            record = by_connection.get((session.flow.client, session.flow.server, session.start_ns))
+            if record is None:
+                continue  # another connection with the same endpoint sum
+            if dataclasses.replace(session, session_id=record.session_id, flow=record.flow) != record:
+                continue
+            packets = collector.timelines.get(session.session_id)
+            if packets is not None:
+                packets.session_id = record.session_id
+            out[record.session_id] = packets
     return out
-
-
-def _raw(endpoint: Endpoint) -> tuple[bytes, int]:
-    return ip_address(endpoint.ip).packed, endpoint.port
 
 
 __all__ = [
