@@ -2,9 +2,9 @@
 
 The page holds plotly.js once (inline), the data of every chart and of the sessions list as JSON
 in ``<script type="application/json">`` elements, a stylesheet and a small filter script, so it
-opens offline from a file. It is built from the same ``Report`` and pandas tables (``tables.py``:
-``findings_frame``, ``clients_frame``) as the other formats, plus optional per-session packet
-timelines (``packets.collect_timelines``).
+opens offline from a file. It is built from the same ``Report`` and clients table
+(``tables.clients_frame``) as the other formats, plus optional per-session packet timelines
+(``packets.collect_timelines``).
 
 What it shows: an overview (captures, sessions, findings by rule and severity, the worst clients
 with each one's longest silence / K, the distribution of Keep Alive values and of gap / K); a
@@ -46,7 +46,7 @@ from analyzer.report.html.timeline import (
 )
 from analyzer.report.packets import SessionPackets, collect_timelines
 from analyzer.report.records import tool_version
-from analyzer.report.tables import clients_frame, findings_frame
+from analyzer.report.tables import clients_frame
 
 DETAILS = ("findings", "all")
 MAX_CHARTS = 200
@@ -132,11 +132,18 @@ def render_html(
     ``ValueError`` for an unknown ``detail``, both before writing anything.
     """
     charts.load_plotly()
+    # the clients table and the gap / K histogram are the only users of the sessions' gap samples
+    # (up to 2 KiB a session): made first, from the report's sessions as they are read
+    clients_df = clients_frame(report)
+    gap_figure = charts.gap_ratio_figure(report)
     # the page ranks, counts and lists every session and finding, so it holds them all anyway:
-    # read a long capture's spools (`analyzer.spool`) once, not once per section
-    report = dataclasses.replace(report, sessions=list(report.sessions), findings=list(report.findings))
+    # read a long capture's spools (`analyzer.spool`) once, not once per section, and hold the
+    # sessions without their samples (on a 10M-frame capture, about 100 MiB less)
+    report = dataclasses.replace(
+        report, sessions=[dataclasses.replace(s, gap_samples_ns=()) if s.gap_samples_ns else s
+                          for s in report.sessions], findings=list(report.findings))
     chosen, left_out = detail_sessions(report, detail, max_charts)
-    builder = _Page(report, timelines or {})
+    builder = _Page(report, timelines or {}, clients_df, gap_figure)
     body = builder.body(chosen, left_out, detail)
     out.write(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -150,11 +157,14 @@ def render_html(
 
 
 class _Page:
-    def __init__(self, report: Report, timelines: dict[str, SessionPackets]) -> None:
+    def __init__(self, report: Report, timelines: dict[str, SessionPackets],
+                 clients_df: pd.DataFrame, gap_figure: tuple[str, dict[str, int]]) -> None:
+        """`clients_df`, `gap_figure`: `clients_frame` and `charts.gap_ratio_figure` of the
+        report (whose sessions here may have left their gap samples behind)."""
         self.report = report
         self.timelines = timelines
-        self.findings_df = findings_frame(report)
-        self.clients_df = clients_frame(report)
+        self.clients_df = clients_df
+        self.gap_figure = gap_figure
         self.by_session = _by_session(report)
         self.ranked = rank_sessions(report)
         self.findings_listed = 0
@@ -236,7 +246,7 @@ class _Page:
             + self.rules_table()
             + "</div>"
         )
-        hist, n = charts.gap_ratio_figure(r)
+        hist, n = self.gap_figure
         out.append(
             '<div class="grid2"><div class="panel"><h3>Gap / K across all sessions</h3>'
             f'<p class="help">{n["gaps"]:,} client gaps (at most 256 a session, evenly '
@@ -265,32 +275,27 @@ class _Page:
         )
 
     def rules_table(self) -> str:
-        df = self.findings_df
-        if df.empty:
+        # counted from the findings themselves: a table of every finding (pandas) would take a
+        # long capture's HTML run hundreds of MiB higher for a dozen rows
+        groups: dict[tuple[str, str, Severity], tuple[list[int], set[str], set[str | None]]] = {}
+        for f in self.report.findings:
+            group = groups.get((f.rule_id, f.rule, f.severity))
+            if group is None:
+                group = groups[(f.rule_id, f.rule, f.severity)] = ([0], set(), set())
+            group[0][0] += 1
+            group[1].add(f.session_id)
+            group[2].add(f.client_id)
+        if not groups:
             return (
                 '<div class="panel"><h3>Findings by rule and severity</h3><p>No findings.</p></div>'
             )
-        order = {s.label: -int(s) for s in Severity}
-        frame = df.assign(client_id=df["client_id"].fillna("\0none"))
-        grouped = (
-            frame.groupby(["rule_id", "rule", "severity"], dropna=False)
-            .agg(
-                findings=("rule_id", "size"),
-                sessions=("session_id", "nunique"),
-                clients=("client_id", "nunique"),
-            )
-            .reset_index()
-        )
-        grouped["rank"] = grouped["severity"].map(order)
-        grouped = grouped.sort_values(
-            ["rank", "findings", "rule_id"], ascending=[True, False, True]
-        )
+        ranked = sorted(groups.items(), key=lambda g: (-int(g[0][2]), -g[1][0][0], g[0][0]))
         rows = [
-            f'<tr><td><span class="badge {esc(g.severity)}">{esc(g.severity)}</span></td>'
-            f'<td><b>{esc(g.rule_id)}</b> <span class="rulename">{esc(g.rule)}</span></td>'
-            f'<td class="num">{g.findings:,}</td>'
-            f'<td class="num">{g.sessions:,}</td><td class="num">{g.clients:,}</td></tr>'
-            for g in grouped.itertuples()
+            f'<tr><td><span class="badge {esc(severity.label)}">{esc(severity.label)}</span></td>'
+            f'<td><b>{esc(rule_id)}</b> <span class="rulename">{esc(rule)}</span></td>'
+            f'<td class="num">{count[0]:,}</td>'
+            f'<td class="num">{len(sessions):,}</td><td class="num">{len(clients):,}</td></tr>'
+            for (rule_id, rule, severity), (count, sessions, clients) in ranked
         ]
         return (
             '<div class="panel"><h3>Findings by rule and severity</h3>'

@@ -222,14 +222,23 @@ def _unique(labels: list[str]) -> list[str]:
     return out
 
 
+GAPS_AT_ONCE = 1 << 18
+"""Gap samples binned together at most (2 MiB of floats)."""
+
+
 def gap_ratio_figure(report: Report) -> tuple[str, dict[str, int]]:
     """Histogram of every sampled client gap / K, and of each session's longest silence / K.
 
     Binned here (``RATIO_BIN`` wide up to ``RATIO_MAX``, the rest in one last bin), so 10,000
-    sessions of 256 samples cost the page some 60 numbers. Returns the JSON and counts.
+    sessions of 256 samples cost the page some 60 numbers; and binned as read, a few hundred
+    thousand samples at a time (``GAPS_AT_ONCE``), so a long capture's samples are never all in
+    memory at once. Returns the JSON and counts.
     """
     go = load_plotly()
+    edges = np.append(np.arange(0.0, RATIO_MAX + RATIO_BIN / 2, RATIO_BIN), np.inf)
+    gap_counts = np.zeros(len(edges) - 1, dtype=np.int64)
     samples: list[np.ndarray] = []
+    held = gaps = 0
     longest: list[float] = []
     for s in report.sessions:
         k = s.effective_keep_alive_s
@@ -237,11 +246,15 @@ def gap_ratio_figure(report: Report) -> tuple[str, dict[str, int]]:
             continue
         if s.gap_samples_ns:
             samples.append(np.asarray(s.gap_samples_ns, dtype=float) / (k * NS))
+            held += len(samples[-1])
+            if held >= GAPS_AT_ONCE:
+                gap_counts += np.histogram(np.concatenate(samples), edges)[0]
+                gaps, samples, held = gaps + held, [], 0
         if s.max_gap_ns is not None:
             longest.append(s.max_gap_ns / (k * NS))
-    gaps = np.concatenate(samples) if samples else np.zeros(0)
-    edges = np.append(np.arange(0.0, RATIO_MAX + RATIO_BIN / 2, RATIO_BIN), np.inf)
-    gap_counts, _ = np.histogram(gaps, edges)
+    if samples:
+        gap_counts += np.histogram(np.concatenate(samples), edges)[0]
+        gaps += held
     longest_counts, _ = np.histogram(np.asarray(longest, dtype=float), edges)
     centers = [round(float(x), 4) for x in edges[:-2] + RATIO_BIN / 2] + [RATIO_MAX + RATIO_BIN]
     labels = [f"{a:.2f}-{b:.2f}" for a, b in itertools.pairwise(edges[:-1])] + [
@@ -295,7 +308,7 @@ def gap_ratio_figure(report: Report) -> tuple[str, dict[str, int]]:
             margin={"l": 60, "r": 20, "t": 60, "b": 50},
         )
     )
-    return to_json(fig), {"gaps": int(gaps.size), "sessions": len(longest)}
+    return to_json(fig), {"gaps": gaps, "sessions": len(longest)}
 
 
 def keep_alive_figure(report: Report) -> str:
