@@ -523,3 +523,29 @@ def test_ten_thousand_sessions_stay_small_and_fast() -> None:
     assert f"{left_out:,} more sessions with findings have no chart here" in page
     # the findings of the sessions left out are still listed
     assert len(doc.xpath('//tr[@class="finding"]')) == len(report.findings)
+
+
+def test_the_findings_listed_are_capped_for_the_whole_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page lists at most MAX_FINDING_ROWS findings: those of the sessions without a chart
+    first, in the report's order, then the drawn sessions' as the cap leaves room; every finding
+    is still counted, and each list says how many it left out."""
+    from analyzer.report import html
+
+    monkeypatch.setattr(html, "MAX_FINDING_ROWS", 5)
+    sessions = [session(f"cap.pcap#{i}", stream=i, client_id=f"dev-{i}") for i in range(3)]
+    worst = [finding(sessions[0], "KA102", frames=(n, n + 1), severity=Severity.ERROR)
+             for n in range(4)]
+    rest = [finding(s, frames=(100 + n, 101 + n)) for s in sessions[1:] for n in range(4)]
+    report = Report((CaptureSummary("fleet/cap.pcap", "pcap", (1,), 1000, 10**5, 3, 3),),
+                    tuple(sessions), tuple(worst + rest))
+    doc = lxml.html.document_fromstring(render(report, max_charts=1).encode("utf-8"))
+    others = doc.xpath('//section[@id="other-findings"]')[0]
+    assert others.xpath(".//summary")[0].text_content() == "8 finding(s)"
+    listed = [row.get("data-frames") for row in others.xpath('.//tr[@class="finding"]')]
+    assert listed == [f"{f.frames[0]}-{f.frames[1]}" for f in rest[:5]]
+    assert "3 more findings are not listed" in others.text_content()
+    card = doc.xpath('//section[contains(@class, "card")]')[0]
+    assert "cap.pcap#0" in card.text_content()
+    assert card.xpath('.//tr[@class="finding"]') == []
+    assert "4 more findings of this session are not listed" in card.text_content()
+    assert "KA102 \u00d74" in card.text_content()  # its findings still drawn and counted

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import pandas as pd
@@ -70,29 +71,73 @@ def _ratio(s: Session) -> float | None:
     return s.max_gap_ns / (s.effective_keep_alive_s * NS)
 
 
-def _worst(findings: list[Finding]) -> Severity | None:
-    return max((f.severity for f in findings), default=None)
+class _Tally:
+    """What the page needs of one session's findings without holding them (a long capture has
+    hundreds of thousands; only the sessions drawn keep theirs): how many of each severity and of
+    each rule."""
+
+    __slots__ = ("by_severity", "by_rule")
+
+    def __init__(self) -> None:
+        self.by_severity = [0] * (max(Severity) + 1)
+        self.by_rule: dict[str, int] = {}
+
+    def add(self, f: Finding) -> None:
+        self.by_severity[f.severity] += 1
+        self.by_rule[f.rule_id] = self.by_rule.get(f.rule_id, 0) + 1
+
+    @property
+    def worst(self) -> Severity | None:
+        return next((s for s in sorted(Severity, reverse=True) if self.by_severity[s]), None)
+
+    def labels(self) -> list[str]:
+        """The severities present, by name."""
+        return sorted(s.label for s in Severity if self.by_severity[s])
+
+    def rule_counts(self) -> list[tuple[str, int]]:
+        return sorted(self.by_rule.items())
 
 
-def _by_session(report: Report) -> dict[str, list[Finding]]:
-    per: dict[str, list[Finding]] = defaultdict(list)
+_NONE = _Tally()
+"""A session without findings (never changed)."""
+
+
+def _tallies(report: Report, also: Callable[[Finding], None] | None = None) -> dict[str, _Tally]:
+    """Each session's findings counted, by session id (only sessions with findings); `also` is
+    told of every finding on the way (one pass over a long capture's spool)."""
+    per: dict[str, _Tally] = {}
     for f in report.findings:
-        per[f.session_id].append(f)
+        tally = per.get(f.session_id)
+        if tally is None:
+            tally = per[f.session_id] = _Tally()
+        tally.add(f)
+        if also is not None:
+            also(f)
     return per
 
 
-def rank_sessions(report: Report) -> list[Session]:
-    """Sessions worst first: worst severity, errors, warnings, longest silence / K, then order."""
-    per = _by_session(report)
+@dataclass
+class _RuleGroup:
+    """The findings of one rule at one severity (the overview's rules table)."""
+
+    findings: int = 0
+    sessions: set[str] = field(default_factory=set)
+    clients: set[str | None] = field(default_factory=set)
+
+
+def rank_sessions(report: Report, tallies: dict[str, _Tally] | None = None) -> list[Session]:
+    """Sessions worst first: worst severity, errors, warnings, longest silence / K, then order.
+    `tallies`: `_tallies(report)`, if already counted."""
+    per = _tallies(report) if tallies is None else tallies
 
     def key(item: tuple[int, Session]) -> tuple[Any, ...]:
         n, s = item
-        found = per.get(s.session_id, [])
-        worst = _worst(found)
+        tally = per.get(s.session_id, _NONE)
+        worst = tally.worst
         return (
             -(int(worst) if worst else 0),
-            -sum(f.severity == Severity.ERROR for f in found),
-            -sum(f.severity == Severity.WARNING for f in found),
+            -tally.by_severity[Severity.ERROR],
+            -tally.by_severity[Severity.WARNING],
             -(_ratio(s) or 0.0),
             n,
         )
@@ -101,7 +146,8 @@ def rank_sessions(report: Report) -> list[Session]:
 
 
 def detail_sessions(
-    report: Report, detail: str = "findings", max_charts: int = MAX_CHARTS
+    report: Report, detail: str = "findings", max_charts: int = MAX_CHARTS,
+    tallies: dict[str, _Tally] | None = None,
 ) -> tuple[list[Session], int]:
     """The sessions that get a timeline chart, worst first, and how many were left out by the cap.
 
@@ -110,8 +156,8 @@ def detail_sessions(
     """
     if detail not in DETAILS:
         raise ValueError(f"unknown detail {detail!r}; expected one of {', '.join(DETAILS)}")
-    with_findings = {f.session_id for f in report.findings}
-    wanted = [s for s in rank_sessions(report) if detail == "all" or s.session_id in with_findings]
+    per = _tallies(report) if tallies is None else tallies
+    wanted = [s for s in rank_sessions(report, per) if detail == "all" or s.session_id in per]
     return wanted[:max_charts], max(0, len(wanted) - max_charts)
 
 
@@ -136,14 +182,14 @@ def render_html(
     # (up to 2 KiB a session): made first, from the report's sessions as they are read
     clients_df = clients_frame(report)
     gap_figure = charts.gap_ratio_figure(report)
-    # the page ranks, counts and lists every session and finding, so it holds them all anyway:
-    # read a long capture's spools (`analyzer.spool`) once, not once per section, and hold the
-    # sessions without their samples (on a 10M-frame capture, about 100 MiB less)
+    # the page ranks and lists every session, so it holds them (read from a long capture's spool
+    # once, not once per section), without their samples (on a 10M-frame capture, about 100 MiB
+    # less); the findings are counted as read, and only those the page lists are kept
     report = dataclasses.replace(
         report, sessions=[dataclasses.replace(s, gap_samples_ns=()) if s.gap_samples_ns else s
-                          for s in report.sessions], findings=list(report.findings))
-    chosen, left_out = detail_sessions(report, detail, max_charts)
+                          for s in report.sessions])
     builder = _Page(report, timelines or {}, clients_df, gap_figure)
+    chosen, left_out = detail_sessions(report, detail, max_charts, builder.tallies)
     body = builder.body(chosen, left_out, detail)
     out.write(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -165,14 +211,37 @@ class _Page:
         self.timelines = timelines
         self.clients_df = clients_df
         self.gap_figure = gap_figure
-        self.by_session = _by_session(report)
-        self.ranked = rank_sessions(report)
+        self.rules: dict[tuple[str, str, Severity], _RuleGroup] = {}
+        """By (rule id, rule, severity)."""
+        self.tallies = _tallies(report, self._count_rule)
+        self.ranked = rank_sessions(report, self.tallies)
+        self.charted: dict[str, list[Finding]] = {}
+        """The findings of the sessions drawn, by session id (`body`)."""
         self.findings_listed = 0
+
+    def _count_rule(self, f: Finding) -> None:
+        group = self.rules.get((f.rule_id, f.rule, f.severity))
+        if group is None:
+            group = self.rules[(f.rule_id, f.rule, f.severity)] = _RuleGroup()
+        group.findings += 1
+        group.sessions.add(f.session_id)
+        group.clients.add(f.client_id)
 
     # -- page -------------------------------------------------------------------------------
 
     def body(self, chosen: list[Session], left_out: int, detail: str) -> str:
-        others = self.other_findings(chosen)
+        self.charted = {s.session_id: [] for s in chosen}
+        listed: list[Finding] = []  # the first findings of the other sessions, and how many
+        uncharted = 0
+        for f in self.report.findings:
+            found = self.charted.get(f.session_id)
+            if found is not None:
+                found.append(f)
+                continue
+            uncharted += 1
+            if len(listed) < MAX_FINDING_ROWS:
+                listed.append(f)
+        others = self.other_findings(listed, uncharted)
         parts = [
             self.header(bool(others)),
             "<main>",
@@ -206,7 +275,7 @@ class _Page:
     def overview(self) -> str:
         r = self.report
         counts = r.severity_counts()
-        clean = sum(1 for s in r.sessions if s.session_id not in self.by_session)
+        clean = sum(1 for s in r.sessions if s.session_id not in self.tallies)
         unusable = sum(1 for c in r.captures if c.error)
         tiles = [
             ("", len(r.captures), "captures analysed"),
@@ -275,27 +344,21 @@ class _Page:
         )
 
     def rules_table(self) -> str:
-        # counted from the findings themselves: a table of every finding (pandas) would take a
-        # long capture's HTML run hundreds of MiB higher for a dozen rows
-        groups: dict[tuple[str, str, Severity], tuple[list[int], set[str], set[str | None]]] = {}
-        for f in self.report.findings:
-            group = groups.get((f.rule_id, f.rule, f.severity))
-            if group is None:
-                group = groups[(f.rule_id, f.rule, f.severity)] = ([0], set(), set())
-            group[0][0] += 1
-            group[1].add(f.session_id)
-            group[2].add(f.client_id)
+        # counted as the findings were read (`__init__`): a table of every finding (pandas) would
+        # take a long capture's HTML run hundreds of MiB higher for a dozen rows
+        groups = self.rules
         if not groups:
             return (
                 '<div class="panel"><h3>Findings by rule and severity</h3><p>No findings.</p></div>'
             )
-        ranked = sorted(groups.items(), key=lambda g: (-int(g[0][2]), -g[1][0][0], g[0][0]))
+        ranked = sorted(groups.items(), key=lambda g: (-int(g[0][2]), -g[1].findings, g[0][0]))
         rows = [
             f'<tr><td><span class="badge {esc(severity.label)}">{esc(severity.label)}</span></td>'
             f'<td><b>{esc(rule_id)}</b> <span class="rulename">{esc(rule)}</span></td>'
-            f'<td class="num">{count[0]:,}</td>'
-            f'<td class="num">{len(sessions):,}</td><td class="num">{len(clients):,}</td></tr>'
-            for (rule_id, rule, severity), (count, sessions, clients) in ranked
+            f'<td class="num">{group.findings:,}</td>'
+            f'<td class="num">{len(group.sessions):,}</td>'
+            f'<td class="num">{len(group.clients):,}</td></tr>'
+            for (rule_id, rule, severity), group in ranked
         ]
         return (
             '<div class="panel"><h3>Findings by rule and severity</h3>'
@@ -386,9 +449,9 @@ class _Page:
         ).lower()
 
     def session_attrs(self, s: Session) -> str:
-        found = self.by_session.get(s.session_id, [])
-        rules = sorted({f.rule_id for f in found})
-        sevs = sorted({f.severity.label for f in found}) or ["ok"]
+        tally = self.tallies.get(s.session_id, _NONE)
+        rules = sorted(tally.by_rule)
+        sevs = tally.labels() or ["ok"]
         return (
             f'data-search="{esc(self._search(s))}" data-rules="{esc(" ".join(rules))}" '
             f'data-sevs="{esc(" ".join(sevs))}"'
@@ -408,8 +471,8 @@ class _Page:
         captures: dict[str, int] = {}
         rows: list[list[Any]] = []
         for s in self.ranked:
-            found = self.by_session.get(s.session_id, [])
-            worst = _worst(found)
+            tally = self.tallies.get(s.session_id, _NONE)
+            worst = tally.worst
             ratio = _ratio(s)
             rows.append(
                 [
@@ -428,9 +491,9 @@ class _Page:
                     s.pingresp,
                     s.end_reason.value,
                     s.end_frame,
-                    [[r, n] for r, n in _rule_counts(found)],
+                    [[r, n] for r, n in tally.rule_counts()],
                     charted.get(s.session_id, -1),
-                    " ".join(sorted({f.severity.label for f in found})) or "ok",
+                    " ".join(tally.labels()) or "ok",
                 ]
             )
         return {
@@ -440,7 +503,7 @@ class _Page:
         }
 
     def sessions_section(self, chosen: list[Session]) -> str:
-        rules = sorted({f.rule_id for f in self.report.findings})
+        rules = sorted({rule_id for rule_id, _rule, _severity in self.rules})
         options = "".join(f'<option value="{esc(r)}">{esc(r)}</option>' for r in rules)
         total = len(self.report.sessions)
         return (
@@ -491,8 +554,8 @@ class _Page:
         return head + "\n".join(self.card(n, s) for n, s in enumerate(chosen)) + "</section>"
 
     def card(self, n: int, s: Session) -> str:
-        found = self.by_session.get(s.session_id, [])
-        worst = _worst(found)
+        found = self.charted[s.session_id]
+        worst = max((f.severity for f in found), default=None)
         badge = worst.label if worst else "ok"
         packets = self.timelines.get(s.session_id)
         note = ""
@@ -581,19 +644,18 @@ class _Page:
             + "</details>"
         )
 
-    def other_findings(self, chosen: list[Session]) -> str:
-        charted = {s.session_id for s in chosen}
-        by_id = {s.session_id: s for s in self.report.sessions}
-        rest = [f for f in self.report.findings if f.session_id not in charted]
-        if not rest:
+    def other_findings(self, listed: list[Finding], count: int) -> str:
+        """The findings of the sessions not drawn: the first `listed` of all `count`."""
+        if not count:
             return ""
+        by_id = {s.session_id: s for s in self.report.sessions}
         rows = []
-        for f in rest:
+        for f in listed:
             if self.findings_listed >= MAX_FINDING_ROWS:
                 break
             self.findings_listed += 1
             rows.append(_finding_row(f, by_id.get(f.session_id), with_session=True))
-        more = len(rest) - len(rows)
+        more = count - len(rows)
         note = (
             f'<p class="notes">{more:,} more findings are not listed (the page lists at most '
             f"{MAX_FINDING_ROWS:,}): see the JSON or CSV report.</p>"
@@ -602,7 +664,7 @@ class _Page:
         )
         return (
             '<section id="other-findings"><h2>Findings of sessions without a chart</h2>'
-            f'<details><summary>{len(rest):,} finding(s)</summary><div class="scroll">'
+            f'<details><summary>{count:,} finding(s)</summary><div class="scroll">'
             + page.table(
                 [
                     "session",
