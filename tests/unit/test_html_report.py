@@ -393,6 +393,30 @@ def test_collect_reads_only_the_wanted_captures() -> None:
     assert collect_timelines(["-"], options, {"stdin#0"}) == {}
 
 
+@pytest.mark.parametrize("name", ["ipv6-pinger.pcap", "ws-late-pinger.pcap", "tls-late-pinger.pcap",
+                                  "split-and-coalesced.pcap", "linux-cooked"])
+def test_following_the_drawn_connections_reads_what_the_full_reading_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """IPv6, WebSocket, TLS without keys, segments split and coalesced, a link type the columnar
+    decoder leaves to the per-frame one: the reading that follows only the drawn sessions'
+    connections takes every one of them (no full reading) and finds the same packets."""
+    from analyzer.report import packets
+    from tests.unit.test_pipeline_variants import records, to_sll2, write_pcap
+
+    if name == "linux-cooked":
+        _, frames = records("late-pinger.pcap")
+        path = str(write_pcap(tmp_path / "cooked.pcap", 276, [(ts, to_sll2(d)) for ts, d in frames]))
+    else:
+        path = str(CAPTURES / name)
+    report = analyze([path], Options())
+    chosen, _ = detail_sessions(report, "all")
+    ids = {s.session_id for s in chosen}
+    full = collect_timelines([path], Options(), ids)
+    assert full and all(len(p) for p in full.values())
+    monkeypatch.setattr(packets, "analyze", None)  # the full reading would fail
+    assert collect_timelines([path], Options(), ids, known=chosen) == full
+
+
 def test_same_file_name_in_two_folders_is_not_mixed_up(tmp_path: Path) -> None:
     for folder, name in (("a", "late-pinger.pcap"), ("b", "silent-client.pcap")):
         (tmp_path / folder).mkdir()
