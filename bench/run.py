@@ -1,4 +1,4 @@
-"""Time `mqtt-keepalive analyze` against tshark and scapy's raw reader on the same captures.
+"""Time `mqtt-keepalive analyze` against tshark, scapy's raw reader and a bare Python reader.
 
     python bench/run.py                        # generates /tmp/mqtt-keepalive-bench/1m.pcap first
     python bench/run.py --sizes 1m 10m         # both sizes (10m: 2.2 GB, one run each by default)
@@ -10,7 +10,9 @@ them alike; the table shows medians, frames/s, the ratio to tshark and peak memo
 every 50 ms): the peak RSS of the largest process (for the root, the kernel's rusage if higher),
 and the peak of the whole process tree's summed PSS (proportional set size: a page shared by n
 processes counts 1/n in each, so a forked worker's pages shared with its parent count once). The analyzer runs with
-`--jobs 1` (one process) and with its default, one process per core. Also checks the analyzer's
+`--jobs 1` (one process) and with its default, one process per core. The bare reader
+(`bare_reader.py`: records, headers and MQTT framing in plain Python, nothing judged) shows what
+plain Python costs on the machine at hand, the floor under any analysis. Also checks the analyzer's
 findings against the generator's ground truth when a `<file>.truth.json` sits beside the capture,
 and that every way of running it wrote the same report.
 """
@@ -38,6 +40,7 @@ TSHARK = ["tshark", "-r", "{f}", "-Y", "mqtt", "-T", "fields", "-e", "frame.time
           "-e", "tcp.stream", "-e", "mqtt.msgtype", "-e", "mqtt.kalive"]
 ANALYZE = [sys.executable, "-m", "analyzer", "analyze", "{f}", "--format", "json", "-o", "{out}",
            "--fail-on", "never"]
+BARE = [sys.executable, str(HERE / "bare_reader.py"), "{f}"]
 SCAPY = [sys.executable, "-c",
          "import sys\nfrom scapy.utils import RawPcapReader\nn=0\n"
          "for _ in RawPcapReader(sys.argv[1]): n+=1\nprint(n)", "{f}"]
@@ -131,7 +134,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     tools: dict[str, tuple[list[str], dict[str, str] | None]] = {
         f"analyze (--jobs {cores})": (ANALYZE, None), "analyze --jobs 1": (ANALYZE + ["--jobs", "1"], None),
-        "scapy RawPcapReader": (SCAPY, None)}
+        "scapy RawPcapReader": (SCAPY, None), "bare reader (framing only)": (BARE, None)}
     if args.columnar:
         tools["analyze --jobs 1, columnar"] = (ANALYZE + ["--jobs", "1"], {"MQTT_KEEPALIVE_COLUMNAR": "true"})
     if shutil.which("tshark"):
