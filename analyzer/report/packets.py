@@ -265,19 +265,16 @@ def collect_timelines(
         ]
     records = {s.session_id: s for s in known if s.session_id in wanted}
     timelines: dict[str, SessionPackets] = {}
-    done: set[str] = set()
     for path in wanted_paths:
         ids = {
             sid
             for sid in wanted
-            if sid.rsplit("#", 1)[0] == capture_name(path) and sid not in done
+            if sid.rsplit("#", 1)[0] == capture_name(path) and sid not in timelines
         }
         if ids and ids <= records.keys():
             followed = _followed(path, options, [records[sid] for sid in ids], limit)
             timelines.update((sid, packets) for sid, packets in followed.items() if packets is not None)
-            done |= followed.keys()
             ids -= followed.keys()
-        done |= ids
         if not ids:
             continue
         collector = TimelineCollector(ids, limit, capture=path)

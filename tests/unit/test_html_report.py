@@ -426,6 +426,8 @@ def test_same_file_name_in_two_folders_is_not_mixed_up(tmp_path: Path) -> None:
     assert [s.session_id for s in report.sessions] == ["x.pcap#0", "x.pcap#0"]
     timelines = collect_timelines(paths, Options(), {"x.pcap#0"})
     assert timelines["x.pcap#0"].capture == str(tmp_path / "a" / "x.pcap")
+    for known in (report.sessions, report.sessions[::-1]):  # either record under the one id
+        assert collect_timelines(paths, Options(), {"x.pcap#0"}, known=known) == timelines
     page = render(report, timelines=timelines, detail="all")
     well_formed(page)
     assert "another capture with the same file name" in page
