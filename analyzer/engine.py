@@ -582,14 +582,15 @@ def _analyze_files(paths: list[str], options: Options, progress: Progress | None
     return [capture.result() for capture in _analyze_chains(paths, options, progress)]
 
 
-def analyze_connections(path: str, options: Options, followed: frozenset[int]) -> list[Result]:
-    """One capture analysed following only the connections `followed` (`Shard.only`): every other
+def analyze_connections(paths: list[str], options: Options, followed: frozenset[int]) -> list[Result]:
+    """One capture (or the files of one rotation, in time order) analysed following only the
+    connections `followed` (`Shard.only`): every other
     frame only keeps time and is read for CONNECTs, as in a process of a split analysis, so a long
     capture costs about its reading. What it finds of those connections is what one process finds
     unless something on another connection reached them (a full table shedding them, say):
     callers compare with a full analysis's records (`analyzer.report.packets`)."""
     with fewer_collections():
-        return [capture.result() for capture in _analyze_chains([path], options, None, (0, 1, followed))]
+        return [capture.result() for capture in _analyze_chains(paths, options, None, (0, 1, followed))]
 
 
 def _analyze_chains(paths: list[str], options: Options, progress: Progress | None,

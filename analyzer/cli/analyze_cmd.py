@@ -67,7 +67,7 @@ def analyze_command(
     report = run_analysis(captures, s)
     fail = severity(s["fail_on"])
     write_junit(report, s["junit"], fail)
-    write_html(report, s)
+    write_html(report, s, captures)
     render_report(report, s, report.exit_code(fail))
     finish(report, fail)
 

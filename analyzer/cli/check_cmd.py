@@ -91,7 +91,7 @@ def check_command(
     final = 0 if s["exit_zero"] and code in (1, EMPTY) else code
     report = report.gated(final)
     write_junit(report, s["junit"], fail)
-    write_html(report, s)
+    write_html(report, s, paths)
     render_report(report, s, final)
     github_outputs(report, s)
     _messages(report, s, code, final)

@@ -309,8 +309,9 @@ def write_parquet(report: Report, directory: str, tables: tuple[str, ...] = ("se
         raise typer.Exit(2) from None
 
 
-def write_html(report: Report, s: config.Resolved) -> None:
-    """`--html FILE`: the overview and, re-read from the captures, the packets of the sessions
+def write_html(report: Report, s: config.Resolved, inputs: list[str]) -> None:
+    """`--html FILE`: the overview and, re-read from the captures (`inputs`: what the report was
+    made from, so that a rotation's files are read together again), the packets of the sessions
     drawn in detail (the report itself keeps no per-packet data)."""
     path = s["html"]
     if path is None:
@@ -320,8 +321,7 @@ def write_html(report: Report, s: config.Resolved) -> None:
 
     try:
         chosen, _left_out = detail_sessions(report)
-        timelines = collect_timelines([c.path for c in report.captures if not c.error],
-                                      analysis_options(s), {x.session_id for x in chosen},
+        timelines = collect_timelines(inputs, analysis_options(s), {x.session_id for x in chosen},
                                       known=chosen)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as fh:

@@ -35,6 +35,7 @@ from analyzer.engine import Options, analyze, analyze_connections
 from analyzer.errors import InputError
 from analyzer.model import ConnAckBody, ConnectBody, MQTTPacket, PacketType, Session
 from analyzer.sources import expand_inputs
+from analyzer.sources.rotation import rotation_groups
 from analyzer.split import endpoint_sum
 
 MAX_PACKETS_PER_SESSION = 10_000
@@ -241,64 +242,63 @@ def collect_timelines(
     its record comes out the same as the report's (the connection was analysed as before); the
     others are read again the full way.
 
-    ``paths`` are the inputs the report was made from (files or directories; the CLI may also pass
-    ``[c.path for c in report.captures]``, which is what a glob expanded to). ``options`` should be
-    the ones the report was made with (ports, assumed keep-alive), so the same connections are
-    recognised as MQTT; its own ``packet_hook``, if any, is not called. Only captures whose file
-    name appears in a wanted session id are read, one at a time in this process; standard input
-    and inputs that cannot be expanded any more are skipped. Memory per session is capped by
-    ``limit`` (see the module's docstring). When two captures share a file name, the first one
-    read keeps the session id (``SessionPackets.capture`` says which).
+    ``paths`` are the inputs the report was made from (files or directories, as given to
+    ``analyze``), so that the files of a rotation are read together again, as one capture.
+    ``options`` should be the ones the report was made with (ports, assumed keep-alive), so the
+    same connections are recognised as MQTT; its own ``packet_hook``, if any, is not called. Only
+    captures (or rotations) with a file whose name appears in a wanted session id are read, one at
+    a time in this process; standard input and inputs that cannot be expanded any more are
+    skipped. Memory per session is capped by ``limit`` (see the module's docstring). When two
+    captures share a file name, the first one read keeps the session id
+    (``SessionPackets.capture`` says which).
     """
     wanted = set(session_ids)
     if not wanted:
         return {}
-    names = {sid.rsplit("#", 1)[0] for sid in wanted}
-    wanted_paths: list[str] = []
+    files: list[str] = []
     for path in paths:
         try:
             expanded = expand_inputs([path])
         except InputError:
             continue
-        wanted_paths += [
-            p for p in expanded if p != "-" and capture_name(p) in names and p not in wanted_paths
-        ]
+        files += [p for p in expanded if p != "-" and p not in files]
     records = {s.session_id: s for s in known if s.session_id in wanted}
     timelines: dict[str, SessionPackets] = {}
-    for path in wanted_paths:
-        ids = {
-            sid
-            for sid in wanted
-            if sid.rsplit("#", 1)[0] == capture_name(path) and sid not in timelines
-        }
+    for group in rotation_groups(files):  # as `analyze` groups them: a rotation is one capture
+        named = {}  # file name -> path: a session's capture is the file its rotation's run began with
+        for path in group:
+            named.setdefault(capture_name(path), path)
+        ids = {sid for sid in wanted if sid.rsplit("#", 1)[0] in named and sid not in timelines}
         if ids and ids <= records.keys():
-            followed = _followed(path, options, [records[sid] for sid in ids], limit)
+            followed = _followed(group, options, [records[sid] for sid in ids], limit)
             timelines.update((sid, packets) for sid, packets in followed.items() if packets is not None)
             ids -= followed.keys()
         if not ids:
             continue
-        collector = TimelineCollector(ids, limit, capture=path)
+        collector = TimelineCollector(ids, limit)
         selective = dataclasses.replace(options, packet_hook=collector, hooked_sessions=frozenset(ids),
                                         columnar=True)  # the other sessions in bulk
-        analyze([path], selective, jobs=1)
+        analyze(group, selective, jobs=1)
         timelines.update(collector.timelines)
+        for sid, packets in collector.timelines.items():
+            packets.capture = named[sid.rsplit("#", 1)[0]]
     return timelines
 
 
-def _followed(path: str, options: Options, records: list[Session],
+def _followed(group: list[str], options: Options, records: list[Session],
               limit: int) -> dict[str, SessionPackets | None]:
-    """The packets of the sessions ``records`` (of the capture ``path``), read following only
+    """The packets of the sessions ``records`` (of the capture or rotation ``group``), read following only
     their connections (`Shard.only`), by session id; None for a session that sent no packet. A
     session is left out when the reading did not find exactly the report's record of it: then
     its connection was not analysed as in the report (which, say, shed it from a full connection
     table, or was made with other options), and only the full reading can be trusted. (Other
     connections reach a session's findings, by taking it over, but not its packets.)"""
     by_connection = {(s.flow.client, s.flow.server, s.start_ns): s for s in records}
-    collector = TimelineCollector(None, limit, capture=path)  # every session it tracks
+    collector = TimelineCollector(None, limit)  # every session it tracks
     hooked = dataclasses.replace(options, packet_hook=collector, hooked_sessions=None)
     out: dict[str, SessionPackets | None] = {}
     for _summary, sessions, _findings in analyze_connections(
-            path, hooked, frozenset(endpoint_sum(s.flow) for s in records)):
+            group, hooked, frozenset(endpoint_sum(s.flow) for s in records)):
         for session in sessions:
             record = by_connection.get((session.flow.client, session.flow.server, session.start_ns))
             if record is None:
@@ -307,7 +307,7 @@ def _followed(path: str, options: Options, records: list[Session],
                 continue
             packets = collector.timelines.get(session.session_id)
             if packets is not None:
-                packets.session_id = record.session_id
+                packets.session_id, packets.capture = record.session_id, record.capture
             out[record.session_id] = packets
     return out
 

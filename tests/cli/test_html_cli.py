@@ -25,3 +25,28 @@ def test_html_report_is_written_with_every_finding(tmp_path: Path, command: str)
     for rule, frames in [("KA102", "4-8"), ("KA201", "4-8"), ("KA101", "8-11")]:
         assert rule in text and frames in text
     assert 'src="http' not in text and "ka-silent-client" in text
+
+
+def test_html_draws_a_rotated_capture_from_all_its_files(tmp_path: Path) -> None:
+    """A capture rotated into two files is one capture to the analysis, and its session's chart
+    is drawn from both files: the late pinger's four late pings, as from the single file."""
+    import json
+
+    import lxml.html
+
+    from tests.unit.test_pipeline_variants import records, write_pcap
+
+    linktype, frames = records("late-pinger.pcap")
+    rotated = tmp_path / "ring"
+    rotated.mkdir()
+    write_pcap(rotated / "late_00000_20261125205942.pcap", linktype, frames[:12])
+    write_pcap(rotated / "late_00001_20261125205947.pcap", linktype, frames[12:])
+    html = tmp_path / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "analyzer", "analyze", str(rotated), "--html",
+                           str(html)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr  # warnings only
+    assert "rotated files analysed as one capture" in proc.stderr
+    doc = lxml.html.document_fromstring(html.read_bytes())
+    figure = json.loads(doc.xpath('//script[@id="fig-s-0"]')[0].text)
+    late = [t for t in figure["data"] if t.get("name") == "silence ended by a PINGREQ"]
+    assert sum(len(t["y"]) for t in late) == 4
