@@ -255,17 +255,19 @@ def collect_timelines(
     wanted = set(session_ids)
     if not wanted:
         return {}
-    files: list[str] = []
+    files: dict[str, None] = {}  # in order, once each
     for path in paths:
         try:
             expanded = expand_inputs([path])
         except InputError:
             continue
-        files += [p for p in expanded if p != "-" and p not in files]
+        files.update((p, None) for p in expanded if p != "-")
     records = {s.session_id: s for s in known if s.session_id in wanted}
     timelines: dict[str, SessionPackets] = {}
-    for group in rotation_groups(files):  # as `analyze` groups them: a rotation is one capture
-        named = {}  # file name -> path: a session's capture is the file its rotation's run began with
+    # grouped as `analyze` groups them (a rotation is one capture); a session's capture is the
+    # file its run of the rotation began with, which names it
+    for group in rotation_groups(list(files)):
+        named: dict[str, str] = {}  # file name -> path
         for path in group:
             named.setdefault(capture_name(path), path)
         ids = {sid for sid in wanted if sid.rsplit("#", 1)[0] in named and sid not in timelines}
@@ -287,12 +289,12 @@ def collect_timelines(
 
 def _followed(group: list[str], options: Options, records: list[Session],
               limit: int) -> dict[str, SessionPackets | None]:
-    """The packets of the sessions ``records`` (of the capture or rotation ``group``), read following only
-    their connections (`Shard.only`), by session id; None for a session that sent no packet. A
-    session is left out when the reading did not find exactly the report's record of it: then
-    its connection was not analysed as in the report (which, say, shed it from a full connection
-    table, or was made with other options), and only the full reading can be trusted. (Other
-    connections reach a session's findings, by taking it over, but not its packets.)"""
+    """The packets of the sessions ``records`` (of the capture or rotation ``group``), read
+    following only their connections (`Shard.only`), by session id; None for a session that sent
+    no packet. A session is left out when the reading did not find exactly the report's record of
+    it: then its connection was not analysed as in the report (which, say, shed it from a full
+    connection table, or was made with other options), and only the full reading can be trusted.
+    (Other connections reach a session's findings, by taking it over, but not its packets.)"""
     by_connection = {(s.flow.client, s.flow.server, s.start_ns): s for s in records}
     collector = TimelineCollector(None, limit)  # every session it tracks
     hooked = dataclasses.replace(options, packet_hook=collector, hooked_sessions=None)
