@@ -50,6 +50,10 @@ def _indented_2(value: Any, pad: str) -> str:
                 text = _int(item)
             elif item is None:
                 text = "null"
+            elif item_kind is float:
+                if item != item or item == _INF or item == -_INF:
+                    raise ValueError(item)
+                text = _float(item)
             else:
                 text = _indented_2(item, inner)
             parts.append(f"{inner}{_ascii(key)}: {text}")
@@ -58,7 +62,16 @@ def _indented_2(value: Any, pad: str) -> str:
         if not value:
             return "[]"
         inner = pad + "  "
-        return "[\n" + ",\n".join(inner + _indented_2(item, inner) for item in value) + "\n" + pad + "]"
+        texts = []
+        for item in value:  # (most lists hold strings or frame numbers)
+            item_kind = item.__class__
+            if item_kind is str:
+                texts.append(_ascii(item))
+            elif item_kind is int:
+                texts.append(_int(item))
+            else:
+                texts.append(_indented_2(item, inner))
+        return "[\n" + inner + (",\n" + inner).join(texts) + "\n" + pad + "]"
     if kind is str:
         return _ascii(value)
     if value is None:
@@ -106,9 +119,18 @@ def _write_list(out: TextIO, records: Iterable[Any]) -> None:
     first = True
     for record in records:
         out.write("[\n" if first else ",\n")
-        out.write(_indented(dumps(record, indent=2), "    "))
+        out.write(_nested(record, "    "))
         first = False
     out.write("[]" if first else "\n  ]")
+
+
+def _nested(record: Any, prefix: str) -> str:
+    """`_indented(dumps(record, indent=2), prefix)`, written at that depth at once rather than
+    indented afterwards (a second pass over a long capture's every record)."""
+    try:
+        return prefix + _indented_2(record, prefix)
+    except (TypeError, ValueError):  # as `dumps`: the standard encoder's way, or its error
+        return _indented(dumps(record, indent=2), prefix)
 
 
 def _indented(text: str, prefix: str) -> str:
