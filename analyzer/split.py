@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 from itertools import chain, repeat, zip_longest
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from analyzer.model import CaptureSummary, Finding, FlowKey, Session
 from analyzer.mqtt.detect import connect_client_id
@@ -264,9 +264,14 @@ def _write(records: Iterable[Any], stream: Callable[[Any], int], returned: Any) 
     return _spooled(kept()), apart
 
 
+def _record_file() -> IO[bytes]:
+    """A new file for a part's records, kept when closed (`_unlink` removes it)."""
+    return tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-", delete=False)
+
+
 def _spooled(records: Iterable[Any]) -> str:
     """Records to a new file, in their order, in batches (`_read` gives them back)."""
-    with tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-", delete=False) as fh:
+    with _record_file() as fh:
         try:
             batch: list[Any] = []
             for record in records:
@@ -314,8 +319,7 @@ def landed(parts: list[_Part]) -> list[_Part]:
     try:
         for part in parts:
             for data in (part.sessions, part.findings):
-                with tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-",
-                                                 delete=False) as fh:
+                with _record_file() as fh:
                     written.append(fh.name)
                     fh.write(data)  # type: ignore[arg-type]
     except BaseException:

@@ -241,12 +241,10 @@ def shard_task(group: list[tuple[str, str]], options: Options, index: int,
     name = _renaming(names)
     if name is None:
         return split.portable(parts)
-    renamed = []
-    for part in parts:
-        [(summary, sessions, findings)] = _renamed(
-            [(part.summary, part.returned_sessions, part.returned_findings)], names)
-        renamed.append(replace(part, summary=summary, returned_sessions=sessions,
-                               returned_findings=findings))
+    renamed = [replace(part, summary=_renamed_summary(part.summary, name),
+                       returned_sessions=[_renamed_record(s, name) for s in part.returned_sessions],
+                       returned_findings=[_renamed_record(f, name) for f in part.returned_findings])
+               for part in parts]
     return split.portable(renamed, lambda record: _renamed_record(record, name))
 
 
