@@ -36,7 +36,11 @@ from tests.builders import (
     PINGREQ, PINGRESP, SERVER_KEEP_ALIVE, connack, connect, disconnect, prop_u16, properties, puback,
     publish,
 )
-from tests.unit.test_columnar_equivalence import _load_generate, report_differences
+from tests.unit.test_columnar_equivalence import (  # noqa: F401 (an autouse fixture)
+    _load_generate,
+    passes_of_any_size,
+    report_differences,
+)
 from tests.unit.test_pipeline_variants import write_pcap
 
 SETTINGS = settings(max_examples=60, deadline=None,

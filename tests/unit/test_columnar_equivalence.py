@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from analyzer.columnar import feed
 from analyzer.engine import Options, analyze
 from analyzer.model import Report, Severity
 from analyzer.report.json import render_json
@@ -45,6 +46,8 @@ CAPTURES = ROOT / "captures"
 SHIPPED = sorted(p.name for p in CAPTURES.glob("*.pcap"))
 PUBLIC = ROOT.parent / "shared" / "captures-public"
 RULESET = load_ruleset()
+PER_FRAME_BELOW = feed.PER_FRAME_BELOW
+"""The shipped value (the module's fixture sets 0 for the other tests)."""
 TODAY = dt.date(2026, 1, 1)
 
 
@@ -137,6 +140,17 @@ def assert_same_report(paths: list[str | Path], **options: Any) -> dict[str, Any
     return doc
 
 
+@pytest.fixture(scope="module", autouse=True)
+def passes_of_any_size():
+    """Every pass made, however few its frames (`PER_FRAME_BELOW` 0): the captures here are
+    small, and what is compared is the passes' work against the per-frame path's. The shipped
+    value, which sends small passes the per-frame way, is tested on its own
+    (`test_small_passes_go_the_per_frame_way`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(feed, "PER_FRAME_BELOW", 0)
+        yield
+
+
 # -- capture helpers ----------------------------------------------------------------------------
 
 
@@ -197,6 +211,48 @@ SYNTHETIC = [  # (frames, clients, seed): few clients (long sessions) to many
 def test_synthetic_capture(synthetic, frames: int, clients: int, seed: int) -> None:
     doc = assert_same_report([synthetic(frames, clients, seed)])
     assert doc["captures"][0]["frames"] >= frames and doc["sessions"]
+
+
+@pytest.fixture
+def shipped_passes(monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """The shipped `PER_FRAME_BELOW`, and the sizes of what went the per-frame way for being too
+    few for a pass (`_Run._singly`) and of the passes made (`steady.plan`), call by call."""
+    monkeypatch.setattr(feed, "PER_FRAME_BELOW", PER_FRAME_BELOW)
+    singly: list[int] = []
+    passes: list[int] = []
+    real_singly, real_plan = feed._Run._singly, feed.steady.plan
+
+    def spy_singly(run: feed._Run, rest: Any) -> None:
+        singly.append(len(rest))
+        real_singly(run, rest)
+
+    def spy_plan(*args: Any, **kwargs: Any) -> Any:
+        passes.append(len(args[4]))
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(feed._Run, "_singly", spy_singly)
+    monkeypatch.setattr(feed.steady, "plan", spy_plan)
+    return singly, passes
+
+
+@pytest.mark.parametrize(("frames", "clients", "seed"), SYNTHETIC)
+def test_small_passes_go_the_per_frame_way(synthetic, shipped_passes, frames: int, clients: int,
+                                          seed: int) -> None:
+    """With the shipped `PER_FRAME_BELOW`, what is left of a run for a pass of fewer frames goes
+    the per-frame way, in capture order (a run's first pass too, when it is that small): the same
+    report, and no pass was made over fewer frames."""
+    singly, passes = shipped_passes
+    assert_same_report([synthetic(frames, clients, seed)])
+    assert singly and max(singly) < PER_FRAME_BELOW
+    assert all(size >= PER_FRAME_BELOW for size in passes)
+
+
+def test_busy_capture_is_judged_in_passes_and_per_frame(synthetic, shipped_passes) -> None:
+    """Many clients, so runs of thousands of frames: passes are made, and what a run leaves for
+    a small one goes the per-frame way; the same report."""
+    singly, passes = shipped_passes
+    assert_same_report([synthetic(8_000, 120, 4)])
+    assert passes and singly
 
 
 def test_synthetic_capture_options(synthetic) -> None:
