@@ -243,11 +243,33 @@ class _Run:
 
     def _singly(self, rest: np.ndarray) -> None:
         """The frames `rest` one by one, in capture order."""
-        feed = self.feed
-        before, lo = self.before, self.lo
-        for i in rest.tolist():
-            feed.analysis.now_ns = int(before[i - lo])  # network time just before frame i
-            feed._one(self.batch, i, self.offset)
+        gid = self.flows.gid[rest]
+        tcp = gid >= 0
+        slots = np.full(len(rest), -1, dtype=np.int64)
+        slots[tcp] = self.feed._store.rows[gid[tcp]]
+        self._each(rest, slots, {})
+
+    def _each(self, positions: np.ndarray, slots: np.ndarray, pending: dict[int, steady.Work]) -> None:
+        """Frames `positions` (ascending) through `CaptureAnalysis.frame`, as `ColumnarFeed._one`
+        takes one, each with network time as it stood just before it; `slots`: their connections'
+        rows in the store (-1: none), whose steady frames (`pending`, or a resident's) are written
+        first. The frames' columns are read once for all of them."""
+        feed, batch = self.feed, self.batch
+        analysis = feed.analysis
+        frame, flush, buf, linktype = analysis.frame, feed._store.flush, batch.buf, batch.linktype
+        first = batch.first_frame + self.offset
+        starts = batch.data_start[positions]
+        for i, g, start, end, ts_ns, now_ns in zip(
+                positions.tolist(), slots.tolist(), starts.tolist(),
+                (starts + batch.caplen[positions]).tolist(), batch.ts_ns[positions].tolist(),
+                self.before[positions - self.lo].tolist()):
+            if g >= 0:
+                work = pending.pop(g, None) if pending else None
+                if work is not None:
+                    steady.apply(work)
+                flush(g)
+            analysis.now_ns = now_ns  # network time just before frame i
+            frame(first + i, ts_ns, linktype, buf[start:end])
 
     def _takeover_cut(self, plan: steady.Plan) -> list[int]:
         """Where the run must end so that a CONNECT that may take an older session over by client
@@ -303,12 +325,6 @@ class _Run:
         """The pass's steady frames in bulk and its other frames one by one, in capture order."""
         feed = self.feed
         pending = steady.commit(feed._store, plan, self.batch, self.segs)
-        for i, g in zip(plan.single.tolist(), plan.single_slot.tolist()):
-            if g >= 0:
-                work = pending.pop(g, None)
-                if work is not None:
-                    steady.apply(work)
-            feed.analysis.now_ns = int(self.before[i - self.lo])  # network time just before frame i
-            feed._one(self.batch, i, self.offset)
+        self._each(plan.single, plan.single_slot, pending)
         for work in pending.values():
             steady.apply(work)
