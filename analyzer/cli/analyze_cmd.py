@@ -10,6 +10,7 @@ from analyzer.cli.common import (
     AssumeKeepAlive,
     Captures,
     CsvTable,
+    EXTRAS,
     Dask,
     FailOn,
     FailOnOpt,
@@ -41,7 +42,7 @@ from analyzer.cli.common import (
 from analyzer.model import Report, Severity
 
 
-@app.command("analyze")
+@app.command("analyze", epilog=EXTRAS)
 def analyze_command(
     ctx: typer.Context,
     captures: Captures,

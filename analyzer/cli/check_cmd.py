@@ -22,6 +22,7 @@ from analyzer.cli.common import (
     AssumeKeepAlive,
     Captures,
     CsvTable,
+    EXTRAS,
     Dask,
     ExitZero,
     FailOn,
@@ -54,7 +55,7 @@ from analyzer.model import Report, Severity
 EMPTY = 3
 
 
-@app.command("check")
+@app.command("check", epilog=EXTRAS)
 def check_command(
     ctx: typer.Context,
     captures: Captures,

@@ -35,6 +35,12 @@ app = typer.Typer(
 )
 
 
+EXTRAS = ("Optional extras: --html needs pip install 'mqtt-keepalive\\[html]', --dask needs pip "
+          "install 'mqtt-keepalive\\[dask]'.")
+"""The commands' epilog: the install commands whole at any width (in an option's narrow help
+column rich cuts a long word short). Brackets escaped: rich would read them as markup."""
+
+
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
@@ -96,7 +102,7 @@ Junit = Annotated[Path | None, typer.Option(
 Html = Annotated[Path | None, typer.Option(
     "--html", metavar="FILE", dir_okay=False,
     help="Also write a self-contained HTML report here: overview, and each session with findings "
-    "drawn against its deadlines (needs the html extra: pip install 'mqtt-keepalive\\[html]').")]
+    "drawn against its deadlines (needs the html extra: see below).")]
 Jobs = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, show_default="one per core",
     help="Analyse this many files in parallel processes.")]
@@ -104,7 +110,7 @@ Dask = Annotated[str | None, typer.Option(
     "--dask", metavar="ADDRESS",
     help="Analyse the files on this Dask distributed cluster (its scheduler, tcp://host:8786) "
     "instead of local processes; workers must see the captures (shared storage or fsspec URLs). "
-    "Needs the dask extra: pip install 'mqtt-keepalive\\[dask]'. " + _ENV.format("DASK"))]
+    "Needs the dask extra: see below. " + _ENV.format("DASK"))]
 AllowEmpty = Annotated[bool, typer.Option(
     "--allow-empty/--no-allow-empty", help="Pass (exit 0) when no MQTT session is found.")]
 ExitZero = Annotated[bool, typer.Option(

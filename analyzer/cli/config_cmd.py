@@ -14,6 +14,7 @@ from analyzer.cli.common import (
     FailOnOpt,
     Format,
     Jobs,
+    EXTRAS,
     Dask,
     Html,
     Junit,
@@ -34,7 +35,7 @@ config_app = typer.Typer(help="Settings from the command line, environment and p
 app.add_typer(config_app, name="config")
 
 
-@config_app.command("show")
+@config_app.command("show", epilog=EXTRAS)
 def config_show(
     ctx: typer.Context,
     rules: Rules = "default",

@@ -809,7 +809,7 @@ def test_sessions_with_an_unusable_file() -> None:
 VERSION = cmd("--version")
 HELP = cmd("--help")
 ANALYZE_HELP = cmd("analyze", "--help")
-WIDE_HELP = [cmd(name, "--help", COLUMNS="200") for name in ("analyze", "check")]
+HELP_WIDTHS = [cmd(name, "--help", COLUMNS=width) for name in ("analyze", "check") for width in ("80", "200")]
 
 
 def test_version() -> None:
@@ -829,8 +829,9 @@ def test_help() -> None:
 
 
 def test_help_gives_the_extras_install_commands_whole() -> None:
-    """The help's install hints can be pasted: the extra's brackets are not taken for markup."""
-    for command in WIDE_HELP:
+    """The help's install hints can be pasted, on a narrow terminal too: the extra's brackets are
+    not taken for markup, and no width cuts the command short."""
+    for command in HELP_WIDTHS:
         result = result_of(command)
         assert result.rc == 0
         text = re.sub(r"[\s\u2502]+", " ", result.out)  # the help's box and wrapping undone
