@@ -165,7 +165,6 @@ class Client:
         self.c2s(t + 1000, b"", 0x11)
         self.s2c(t + 50_000, b"", 0x11)
         self.c2s(t + 100_000, b"", 0x10)
-        return None
 
     def _close_silent(self, t: int) -> None:
         for rule in ("KA101", "KA102", "KA201"):
@@ -174,7 +173,6 @@ class Client:
         self.s2c(t, b"", 0x11)
         self.c2s(t + 50_000, b"", 0x11)
         self.s2c(t + 100_000, b"", 0x10)
-        return None
 
 
 def background(w: Writer, rng: random.Random, t: int) -> None:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyzer import split  # noqa: E402
-from analyzer.engine import Options, analyze  # noqa: E402
+from analyzer import split
+from analyzer.engine import Options, analyze
 
 
 def main() -> None:

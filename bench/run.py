@@ -42,8 +42,8 @@ ANALYZE = [sys.executable, "-m", "analyzer", "analyze", "{f}", "--format", "json
            "--fail-on", "never"]
 BARE = [sys.executable, str(HERE / "bare_reader.py"), "{f}"]
 SCAPY = [sys.executable, "-c",
-         "import sys\nfrom scapy.utils import RawPcapReader\nn=0\n"
-         "for _ in RawPcapReader(sys.argv[1]): n+=1\nprint(n)", "{f}"]
+         ("import sys\nfrom scapy.utils import RawPcapReader\nn=0\n"
+          "for _ in RawPcapReader(sys.argv[1]): n+=1\nprint(n)"), "{f}"]
 
 
 def run(command: list[str], capture: Path, out: Path,
