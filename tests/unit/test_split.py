@@ -24,10 +24,22 @@ from tests.builders import PINGREQ, PINGRESP, connack, connect
 from tests.property.test_columnar_property import (
     ACK, FIN, NS, Capture, build, scripts,
 )
+from analyzer.columnar import feed
 from tests.unit.test_columnar_equivalence import (
-    CAPTURES, SHIPPED, _objects, differences, document, generate,
+    CAPTURES, PER_FRAME_BELOW, SHIPPED, _objects, differences, document, generate,
 )
 from tests.unit.test_pipeline_variants import VARIANTS, write_pcap
+
+
+@pytest.fixture(scope="module", autouse=True, params=[0, PER_FRAME_BELOW],
+                ids=["passes-of-any-size", "shipped-passes"])
+def pass_sizes(request: pytest.FixtureRequest):
+    """Every case twice: with passes of any size (the captures here are small, and a split's
+    processes judge their passes beside the others' frames), and with the shipped
+    `PER_FRAME_BELOW`. The processes are forked, so they see the value set here."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(feed, "PER_FRAME_BELOW", request.param)
+        yield
 
 
 @pytest.fixture(autouse=True)
