@@ -284,25 +284,36 @@ class _Run:
         seen: set[str] = set()
         settled: set[int] = set()  # connections past their first data: nothing later counts
         examined: set[int] = set()
-        batch = self.batch
-        gid, foreign = self.flows.gid, self.flows.foreign
-        for i, undecided in zip(plan.unsettled.tolist(), plan.undecided.tolist()):
-            g = int(gid[i])
+        batch, segs, at = self.batch, self.segs, plan.unsettled
+        buf = batch.buf
+        # a frame of the shape the columnar decoder takes is read from its columns, any other
+        # is decoded again
+        for i, undecided, g, foreign, simple, start, end, sport, dport in zip(
+                at.tolist(), plan.undecided.tolist(), self.flows.gid[at].tolist(),
+                self.flows.foreign[at].tolist(), segs.simple[at].tolist(), segs.pay_start[at].tolist(),
+                (segs.pay_start[at] + segs.pay_len[at]).tolist(), segs.sport[at].tolist(),
+                segs.dport[at].tolist()):
             if g in settled:
                 continue
-            seg = decode_segment(batch.linktype, batch.frame(i)[3])
-            client_id = None if seg.__class__ is str else connect_client_id(seg[7])  # type: ignore[index]
+            if simple:
+                payload: bytes | None = buf[start:end]
+            else:
+                seg = decode_segment(batch.linktype, batch.frame(i)[3])
+                payload = None if seg.__class__ is str else seg[7]  # type: ignore[index]
+                if payload is not None:
+                    sport, dport = seg[1], seg[3]  # type: ignore[index]
+            client_id = None if payload is None else connect_client_id(payload)
             if client_id is None:
-                if foreign[i]:  # another process's connection: only a whole CONNECT counts there
+                if foreign:  # another process's connection: only a whole CONNECT counts there
                     continue
-                if (undecided and g not in examined and seg.__class__ is not str
-                        and self._stays_other(seg)):
+                if (undecided and g not in examined and payload is not None
+                        and self._stays_other(sport, dport, payload)):
                     settled.add(g)
                     continue
                 examined.add(g)
                 harmless = False
             else:
-                if not foreign[i]:  # (the others' frames share one id: no bookkeeping by it)
+                if not foreign:  # (the others' frames share one id: no bookkeeping by it)
                     examined.add(g)
                     settled.add(g)
                 older = taken.get(client_id) if client_id else None
@@ -312,14 +323,14 @@ class _Run:
                 return [i]
         return []
 
-    def _stays_other(self, seg: tuple) -> bool:
+    def _stays_other(self, sport: int, dport: int, payload: bytes) -> bool:
         """A connection on no MQTT port whose first data opens nothing MQTT could be carried in (not
         a CONNECT, even one cut short, a ClientHello, or an HTTP upgrade): it will be ignored, so no
         CONNECT can come."""
         ports = self.feed.analysis.ports
-        if seg[1] in ports or seg[3] in ports:
+        if sport in ports or dport in ports:
             return False
-        return self.feed.analysis.ignored_at_first_data(seg[7])
+        return self.feed.analysis.ignored_at_first_data(payload)
 
     def _apply(self, plan: steady.Plan) -> None:
         """The pass's steady frames in bulk and its other frames one by one, in capture order."""
