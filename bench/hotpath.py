@@ -3,12 +3,19 @@
     python bench/hotpath.py CAPTURE.pcap [--top 20]
     python bench/hotpath.py CAPTURE.pcap --worker 2    # one process of a split into 2 (the default on 2 cores)
     python bench/hotpath.py CAPTURE.pcap --columnar    # one process, the columnar path
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python bench/hotpath.py CAPTURE.pcap --worker 2 --plain   # instructions, not seconds
 
 Prints the CPU seconds of a plain run first (profiling slows Python code about twofold, so the
 profile's own total is not the speed), then the profile's top entries: per-call costs on the hot
 path (decode, flow lookup, reassembly, MQTT framing, timeline, checks) and their share. Without an
 option it profiles one process frame by frame (`--jobs 1`); `--worker N` profiles what the first
 of N processes of a split analysis does (`analyzer.split`), without the parent's merge.
+
+Seconds vary with what else the machine runs (by a fifth and more on a shared one); callgrind's
+count of instructions ("I refs") does not, so it tells a change worth a few percent from noise.
+Python compiles what has no up-to-date bytecode on every start when PYTHONDONTWRITEBYTECODE is
+set: compare two trees with their bytecode written (`python -m compileall analyzer`).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--worker", type=int, metavar="N", help="profile process 0 of a split into N")
     parser.add_argument("--columnar", action="store_true", help="profile the columnar path")
+    parser.add_argument("--plain", action="store_true",
+                        help="the plain run only, no profile (to count instructions under callgrind)")
     args = parser.parse_args()
     options = Options(columnar=args.columnar)
 
@@ -55,6 +64,8 @@ def main() -> None:
     cpu = time.process_time() - start
     print(f"{args.capture}: {what}")
     print(f"plain run: {cpu:.2f} CPU s\n")
+    if args.plain:
+        return
 
     profiler = cProfile.Profile()
     profiler.enable()
