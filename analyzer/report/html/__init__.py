@@ -71,6 +71,9 @@ def _ratio(s: Session) -> float | None:
     return s.max_gap_ns / (s.effective_keep_alive_s * NS)
 
 
+_WORST_FIRST = sorted(Severity, reverse=True)
+
+
 class _Tally:
     """What the page needs of one session's findings without holding them (a long capture has
     hundreds of thousands; only the sessions drawn keep theirs): how many of each severity and of
@@ -88,7 +91,7 @@ class _Tally:
 
     @property
     def worst(self) -> Severity | None:
-        return next((s for s in sorted(Severity, reverse=True) if self.by_severity[s]), None)
+        return next((s for s in _WORST_FIRST if self.by_severity[s]), None)
 
     def labels(self) -> list[str]:
         """The severities present, by name."""
@@ -555,7 +558,8 @@ class _Page:
 
     def card(self, n: int, s: Session) -> str:
         found = self.charted[s.session_id]
-        worst = max((f.severity for f in found), default=None)
+        tally = self.tallies.get(s.session_id, _NONE)
+        worst = tally.worst
         badge = worst.label if worst else "ok"
         packets = self.timelines.get(s.session_id)
         note = ""
@@ -593,7 +597,7 @@ class _Page:
                 f"{esc(', '.join(sorted(u.value for u in s.uncertainty)))}</p>"
             )
         chips = "".join(
-            f'<span class="chip">{esc(r)} &times;{k}</span>' for r, k in _rule_counts(found)
+            f'<span class="chip">{esc(r)} &times;{k}</span>' for r, k in tally.rule_counts()
         )
         fig_id = f"fig-s-{n}"
         return (
@@ -692,13 +696,6 @@ class _Page:
             f"mqtt-keepalive {esc(tool_version())}; this file needs no network access."
             "</footer>"
         )
-
-
-def _rule_counts(found: list[Finding]) -> list[tuple[str, int]]:
-    counts: dict[str, int] = {}
-    for f in found:
-        counts[f.rule_id] = counts.get(f.rule_id, 0) + 1
-    return sorted(counts.items())
 
 
 def _client_id(client_id: str | None, max_chars: int | None = None) -> str:
