@@ -594,10 +594,12 @@ def analyze_connections(paths: list[str], options: Options, followed: frozenset[
 
 
 def _analyze_chains(paths: list[str], options: Options, progress: Progress | None,
-                    shard: tuple | None = None) -> Iterator[_Chain | _Unusable]:
+                    shard: tuple[int, int] | tuple[int, int, frozenset[int]] | None = None,
+                    ) -> Iterator[_Chain | _Unusable]:
     """The files' analyses, fed and not yet finished: one per capture, or per rotation whose
     files continue each other. `shard`: (index, count) of a process of a split analysis, or
-    the arguments of another `Shard` (one that follows a few connections)."""
+    (index, count, only) for one that follows a few connections: a new `Shard` of them per
+    capture, since a shard also records what its capture's CONNECTs were."""
     current: _Chain | None = None
     for path in paths:
         try:
