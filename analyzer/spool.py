@@ -159,8 +159,15 @@ def _dump(batch: list, file: IO[bytes]) -> None:
 
 
 def _load(file: IO[bytes]) -> list:
-    cls, rows = pickle.load(file)
+    cls, rows = load_fields(file)
     return rows if cls is None else [cls(*row) for row in rows]
+
+
+def load_fields(file: IO[bytes]) -> tuple[type | None, list]:
+    """The next batch as `_dump` wrote it: (its dataclass, each record's fields in `__init__`
+    order), or (None, the records); EOFError at the end. For a reader that changes some fields
+    on the way, so that each record is built once."""
+    return pickle.load(file)
 
 
 @lru_cache(maxsize=None)

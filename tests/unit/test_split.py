@@ -324,3 +324,32 @@ def test_cli_splits_one_large_capture(tmp_path: Path, small_captures_split: list
     assert one.exit_code == two.exit_code == 1
     assert two.stdout == one.stdout
     assert small_captures_split == [True]
+
+
+@pytest.mark.parametrize("as_fields", [True, False])
+def test_a_parts_records_are_renumbered_as_read(tmp_path: Path, as_fields: bool) -> None:
+    """The merge renumbers a part's sessions and findings as it reads them: the same records as
+    renumbering each read record, whether the file holds batches of fields (what a process writes)
+    or of records."""
+    import pickle
+    from array import array
+
+    path = tmp_path / "fleet.pcap"
+    generate(path, 20_000, 100, 9)
+    _summary, sessions, findings = engine.analyze_capture(open_capture(str(path)), Options())
+    assert sessions and findings
+    numbers = array("q", range(1000, 1000 + 2 * max(s.flow.stream_index for s in sessions) + 2))
+    for records, renumber in ((list(sessions), split._session), (list(findings), split._finding)):
+        if as_fields:
+            written = split._spooled(records)
+        else:
+            written = str(tmp_path / "records")
+            with open(written, "wb") as fh:
+                pickle.dump((None, records), fh)
+        try:
+            got = list(split._renumbered(written, numbers, renumber))
+        finally:
+            Path(written).unlink()
+        assert got == [renumber(r, numbers) for r in records]
+        assert {r.session_id.rpartition("#")[2] for r in got} <= {str(n) for n in numbers}
+        assert got != records
