@@ -388,18 +388,18 @@ def _renumbered(path: str, numbers: array, renumber: Callable[[Any, array], Any]
     renumbered in its fields as read, so each record is built once (`dataclasses.replace` on
     records already built took a quarter of a second of the parent's serial time on the 1M-frame
     benchmark capture)."""
-    of_fields = _OF_FIELDS[renumber]
+    record_class, of_fields = _OF_FIELDS[renumber]
     with open(path, "rb") as fh:
         while True:
             try:
                 cls, rows = load_fields(fh)
             except EOFError:
                 return
-            if cls is None or cls is not of_fields[0]:
-                yield from (renumber(r, numbers) for r in (rows if cls is None else _load_rows(cls, rows)))
-            else:
-                make = of_fields[1]
-                yield from (make(row, numbers) for row in rows)
+            if cls is record_class:
+                yield from (of_fields(row, numbers) for row in rows)
+            else:  # records pickled as they are (`_dump`'s other way)
+                records = rows if cls is None else [cls(*row) for row in rows]
+                yield from (renumber(r, numbers) for r in records)
 
 
 def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:
@@ -478,10 +478,6 @@ def _session(s: Session, numbers: array) -> Session:
 def _finding(f: Finding, numbers: array) -> Finding:
     index = numbers[f.stream_index]
     return replace(f, session_id=_session_id(f.session_id, index), stream_index=index)
-
-
-def _load_rows(cls: type, rows: list) -> list:
-    return [cls(*row) for row in rows]
 
 
 def _positions(cls: type, *names: str) -> tuple[int, ...]:

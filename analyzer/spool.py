@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import os
 import pickle
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,6 +57,8 @@ class Spool(_Records, Generic[T]):
         self._head: list[T] = []
         self._batch: list[T] = []
         self._file: IO[bytes] | None = None
+        self._bounds = [0]
+        """Where each batch written to the file starts, and where the last ends."""
         self._spilled = 0
         self._in_memory = IN_MEMORY if in_memory is None else in_memory
         for record in records:
@@ -79,6 +82,8 @@ class Spool(_Records, Generic[T]):
             self._file = tempfile.TemporaryFile(prefix="mqtt-keepalive-")
         self._file.seek(0, 2)
         _dump(self._batch, self._file)
+        self._file.flush()  # read back by position (`_read_batch`), past the file object's buffer
+        self._bounds.append(self._file.tell())
         self._spilled += len(self._batch)
         self._batch = []
 
@@ -119,16 +124,34 @@ class Spool(_Records, Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         yield from self._head
-        if self._file is not None:
-            spilled, position = self._spilled, 0
-            read = 0
-            while read < spilled:
-                self._file.seek(position)
-                batch = _load(self._file)
-                position = self._file.tell()
-                read += len(batch)
-                yield from batch
+        for i in range(len(self._bounds) - 1):
+            yield from self._read_batch(i)
         yield from self._batch
+
+    def _read_batch(self, i: int) -> list[T]:
+        """Batch `i` of the file, read by position: the file's offset is not moved, so processes
+        forked with this spool can read it at the same time (`pieces`)."""
+        assert self._file is not None
+        start, end = self._bounds[i], self._bounds[i + 1]
+        fd, parts = self._file.fileno(), []
+        while start < end:
+            data = os.pread(fd, end - start, start)
+            if not data:
+                raise EOFError(f"spool file ends at byte {start}, before {end}")
+            parts.append(data)
+            start += len(data)
+        return _loads(b"".join(parts))
+
+    def pieces(self) -> Iterator[Callable[[], list[T]]]:
+        """The records in consecutive pieces of up to `BATCH`, each read only when called: for
+        processes that each take some of the pieces (`analyzer.report.parallel`)."""
+        head, tail = self._head, list(self._batch)
+        for start in range(0, len(head), BATCH):
+            yield lambda start=start: head[start:start + BATCH]  # type: ignore[misc]
+        for i in range(len(self._bounds) - 1):
+            yield lambda i=i: self._read_batch(i)  # type: ignore[misc]
+        if tail:
+            yield lambda: tail
 
     def __getitem__(self, index: int) -> T:
         """Records by position; slices and negative indices too (cheap only within memory)."""
@@ -145,6 +168,7 @@ class Spool(_Records, Generic[T]):
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._bounds = [0]
 
 
 def _dump(batch: list, file: IO[bytes]) -> None:
@@ -160,6 +184,11 @@ def _dump(batch: list, file: IO[bytes]) -> None:
 
 def _load(file: IO[bytes]) -> list:
     cls, rows = load_fields(file)
+    return rows if cls is None else [cls(*row) for row in rows]
+
+
+def _loads(data: bytes) -> list:
+    cls, rows = pickle.loads(data)
     return rows if cls is None else [cls(*row) for row in rows]
 
 
@@ -216,3 +245,18 @@ class Chain(_Records, Sequence[T]):
 
     def __getitem__(self, index):  # type: ignore[override]
         return list(self)[index]
+
+    def pieces(self) -> Iterator[Callable[[], list[T]]]:
+        """As `Spool.pieces`, over every part in turn."""
+        for part in self._parts:
+            yield from pieces(part)
+
+
+def pieces(records: Sequence[T]) -> Iterator[Callable[[], list[T]]]:
+    """`records` in consecutive pieces, each read only when called (`Spool.pieces`); the same
+    pieces every time, in every process that holds the same records."""
+    if isinstance(records, (Spool, Chain)):
+        yield from records.pieces()
+        return
+    for start in range(0, len(records), BATCH):
+        yield lambda start=start: list(records[start:start + BATCH])  # type: ignore[misc]

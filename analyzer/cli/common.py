@@ -292,7 +292,8 @@ def render_report(report: Report, s: config.Resolved, exit_code: int) -> None:
     with sink(s["output"]) as out, reader_may_leave(exit_code):
         render(report, s["format"], out, severity(s["fail_on"]), table=s["table"],
                console=console(out, s["output"] is not None),
-               summary_path=os.environ.get("GITHUB_STEP_SUMMARY") or None)
+               summary_path=os.environ.get("GITHUB_STEP_SUMMARY") or None,
+               jobs=(s["jobs"] or config.default_jobs()) if "jobs" in s.values else 1)
 
 
 def require_parquet_output(s: config.Resolved) -> None:

@@ -31,6 +31,7 @@ def render(
     table: Literal["findings", "sessions", "clients"] = "findings",
     console: Console | None = None,
     summary_path: str | None = None,
+    jobs: int = 1,
 ) -> None:
     """Write ``report`` to ``out`` in format ``fmt``.
 
@@ -38,12 +39,13 @@ def render(
     ``table`` format; without one, a Console on ``out`` detects a terminal itself (so a pipe or a
     file gets plain text) and honours ``NO_COLOR``. ``summary_path`` is where ``github`` appends
     its Markdown job summary: the CLI passes ``$GITHUB_STEP_SUMMARY`` (reporters never read the
-    environment); without it only the annotations are written.
+    environment); without it only the annotations are written. ``jobs``: processes that may
+    render a long report's records (``json``; the output is the same).
     """
     if fmt == "json":
         from analyzer.report.json import render_json
 
-        render_json(report, fail_on, out)
+        render_json(report, fail_on, out, jobs)
     elif fmt == "jsonl":
         from analyzer.report.jsonl import render_jsonl
 

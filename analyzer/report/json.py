@@ -8,10 +8,12 @@ document survives any stdout encoding; client ids come from the network and may 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TextIO
 
 from analyzer.model import Report, Severity
+from analyzer.report.parallel import rendered
 from analyzer.report.records import STREAMED, finding_record, report_document, session_record
 
 
@@ -93,12 +95,13 @@ _ascii = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _int, _float = int.__repr__, float.__repr__
 
 
-def render_json(report: Report, fail_on: Severity | None, out: TextIO) -> None:
+def render_json(report: Report, fail_on: Severity | None, out: TextIO, jobs: int = 1) -> None:
     """Write the report as one indented JSON document followed by a newline.
 
     The text is exactly `dumps(report_document(...), indent=2)`, but written record by record:
     a long capture's sessions and findings are spooled on disk, and building the whole document
-    in memory would undo that.
+    in memory would undo that. A long list is rendered by `jobs` processes
+    (`analyzer.report.parallel`), still written in order.
     """
     document = report_document(report, fail_on, records=False)
     keys = list(document)
@@ -107,21 +110,30 @@ def render_json(report: Report, fail_on: Severity | None, out: TextIO) -> None:
         value = document[key]
         if value is STREAMED:
             out.write(f'  {dumps(key)}: ')
-            _write_list(out, (session_record(s) for s in report.sessions) if key == "sessions"
-                        else (finding_record(f) for f in report.findings))
+            if key == "sessions":
+                _write_list(out, report.sessions, session_record, jobs)
+            else:
+                _write_list(out, report.findings, finding_record, jobs)
         else:
             out.write(_indented(f"{dumps(key)}: {dumps(value, indent=2)}", "  "))
     out.write("\n}\n")
 
 
-def _write_list(out: TextIO, records: Iterable[Any]) -> None:
-    """A list as `json.dumps(..., indent=2)` writes it one level into the document."""
+def _write_list(out: TextIO, records: Sequence[Any], record: Callable[[Any], Any], jobs: int) -> None:
+    """A list of `record`s of `records` as `json.dumps(..., indent=2)` writes it one level into
+    the document."""
+    out.flush()  # (a forked renderer starts with a copy of what is buffered)
     first = True
-    for record in records:
+    for text in rendered(records, partial(_records_text, record), jobs):
         out.write("[\n" if first else ",\n")
-        out.write(_nested(record, "    "))
+        out.write(text)
         first = False
     out.write("[]" if first else "\n  ]")
+
+
+def _records_text(record: Callable[[Any], Any], records: list[Any]) -> str:
+    """Consecutive items of a list written by `_write_list`."""
+    return ",\n".join([_nested(record(r), "    ") for r in records])
 
 
 def _nested(record: Any, prefix: str) -> str:

@@ -1,0 +1,113 @@
+"""A long list of records turned into text by several processes, written in order by this one.
+
+Rendering a large capture's report is serial work after a parallel analysis: on the benchmark's
+1M-frame capture, writing the JSON document's 20,000 sessions and findings took about a tenth of
+the whole run. Records are cut into the pieces their spools hold (`analyzer.spool.pieces`); with
+`jobs` processes, this process renders every `jobs`-th piece, starting with the first, and each of
+`jobs - 1` forked processes renders its own share of the others, reading only its pieces of the
+spool files (by position, so the processes do not share a file offset), and hands the text back
+through a queue of a few pieces. The text comes out in the records' order, so the document is
+the one a single process writes, byte for byte.
+
+Forked processes see the records as this process holds them, without pickling them over; where
+forking is not available or not safe (`_may_fork`), or the list is short, or `jobs` is 1,
+everything is rendered here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue as queues
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from analyzer.spool import pieces
+
+T = TypeVar("T")
+
+PARALLEL_MIN = 4_096
+"""Records below which the list is rendered here (about a tenth of a second of work): forking
+costs a few milliseconds a process."""
+QUEUED = 4
+"""Pieces of text a process may have rendered ahead of the writer."""
+WAIT_S = 1.0
+"""How often the writer checks that a process it waits for is still alive."""
+
+
+class RenderFailed(RuntimeError):
+    """A rendering process failed or died; the message says how."""
+
+
+def rendered(records: Sequence[T], render: Callable[[list[T]], str], jobs: int) -> Iterator[str]:
+    """`render` of each piece of `records` (none empty), in order; by `jobs` processes when the list
+    is long. Flush any buffered output before: a forked process starts with a copy of it."""
+    if jobs <= 1 or len(records) < PARALLEL_MIN or not _may_fork():
+        for load in pieces(records):
+            yield render(load())
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    context = multiprocessing.get_context("fork")
+    channels = [context.Queue(QUEUED) for _ in range(jobs - 1)]
+    workers = [context.Process(target=_render_share, args=(records, render, i, jobs, channels[i - 1]),
+                               daemon=True, name=f"mqtt-keepalive-render-{i}")
+               for i in range(1, jobs)]
+    for worker in workers:
+        worker.start()
+    try:
+        for n, load in enumerate(pieces(records)):
+            share = n % jobs
+            if share == 0:
+                yield render(load())
+            else:
+                yield _take(channels[share - 1], workers[share - 1])
+        for worker in workers:
+            worker.join()
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+                worker.join()
+        for channel in channels:
+            channel.close()
+
+
+def _may_fork() -> bool:
+    """Can this process fork renderers safely? Not without `fork`, not as a daemon (which may not
+    have children), and not while another thread runs (a lock it holds would stay held forever in
+    the child: the `--dask` client's threads, say)."""
+    return ("fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon and threading.active_count() == 1)
+
+
+def _render_share(records: Sequence[T], render: Callable[[list[T]], str], share: int, jobs: int,
+                  channel: Any) -> None:
+    """In a forked process: the pieces `share`, `share + jobs`, ... rendered, in order."""
+    try:
+        for n, load in enumerate(pieces(records)):
+            if n % jobs == share:
+                channel.put((True, render(load())))
+    except BaseException as exc:  # noqa: BLE001 - whatever it is, the writer must hear of it
+        channel.put((False, f"{type(exc).__name__}: {exc}"))
+    channel.close()
+    channel.join_thread()  # everything put is in the pipe before the process ends
+
+
+def _take(channel: Any, worker: Any) -> str:
+    """The next piece of text from `worker`; RenderFailed if it failed or ended without it."""
+    while True:
+        try:
+            ok, text = channel.get(timeout=WAIT_S)
+        except queues.Empty:
+            if worker.is_alive():
+                continue
+            try:  # it may have ended just after its last piece reached the pipe
+                ok, text = channel.get(timeout=WAIT_S)
+            except queues.Empty:
+                raise RenderFailed(f"a rendering process ended (exit code {worker.exitcode}) "
+                                   "before its share of the report was written") from None
+        if not ok:
+            raise RenderFailed(f"a rendering process failed: {text}")
+        return text  # type: ignore[no-any-return]

@@ -1,0 +1,133 @@
+"""A long report's records rendered by several processes: the same text, in order, and a failure
+that is reported instead of a hang or a document with a hole in it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+from analyzer import spool
+from analyzer.report import parallel
+from analyzer.report.parallel import RenderFailed, rendered
+from analyzer.spool import Chain, Spool, pieces
+
+
+def _spool(n: int, start: int = 0) -> Spool[tuple[int, str]]:
+    return Spool((i, f"record {i}") for i in range(start, start + n))
+
+
+SEQUENCES = {
+    "in memory": lambda: _spool(700),
+    "spilled, with a tail": lambda: _spool(spool.IN_MEMORY + 3 * spool.BATCH + 17),
+    "spilled, no tail": lambda: _spool(spool.IN_MEMORY + 2 * spool.BATCH),
+    "chain": lambda: Chain([_spool(2_500), [], _spool(5_000, 2_500), [(7_500, "last")]]),
+    "list": lambda: [(i, "x") for i in range(3_000)],
+    "empty": lambda: Spool(),
+}
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_pieces_are_the_records_in_order(name: str) -> None:
+    """Pieces hold every record once, in order, none empty, at most a batch each."""
+    records = SEQUENCES[name]()
+    loaded = [load() for load in pieces(records)]
+    assert all(0 < len(piece) <= spool.BATCH for piece in loaded)
+    assert [r for piece in loaded for r in piece] == list(records)
+
+
+def _text(records: list[tuple[int, str]]) -> str:
+    """A piece's text, with the process that rendered it."""
+    return f"{os.getpid()}:" + ",".join(str(i) for i, _ in records)
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+@pytest.mark.parametrize("name", ["spilled, with a tail", "chain", "list"])
+def test_several_processes_give_the_text_of_one(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                jobs: int) -> None:
+    """With `jobs` processes, each piece comes back rendered, in order; every process took its
+    share (pieces n, n + jobs, ...), this one the first."""
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 1)
+    records = SEQUENCES[name]()
+    one = list(rendered(records, _text, 1))
+    many = list(rendered(records, _text, jobs))
+    assert [t.split(":", 1)[1] for t in many] == [t.split(":", 1)[1] for t in one]
+    pids = [t.split(":", 1)[0] for t in many]
+    assert pids[0] == str(os.getpid())
+    assert len(set(pids)) == jobs
+    assert all(pids[n] == pids[n % jobs] for n in range(len(pids)))
+    assert not multiprocessing.active_children()
+
+
+def test_a_short_list_is_rendered_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    records = SEQUENCES["spilled, with a tail"]()
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", len(records) + 1)
+    assert {t.split(":", 1)[0] for t in rendered(records, _text, 4)} == {str(os.getpid())}
+
+
+def _fails_on_piece_two(records: list[tuple[int, str]]) -> str:
+    if records[0][0] == spool.BATCH:
+        raise ValueError("no text for this one")
+    return _text(records)
+
+
+def _dies_on_piece_two(records: list[tuple[int, str]]) -> str:
+    if records[0][0] == spool.BATCH:
+        os._exit(3)
+    return _text(records)
+
+
+@pytest.mark.parametrize(("render", "message"), [
+    (_fails_on_piece_two, "a rendering process failed: ValueError: no text for this one"),
+    (_dies_on_piece_two, r"a rendering process ended \(exit code 3\)"),
+])
+def test_a_failing_process_is_reported(monkeypatch: pytest.MonkeyPatch, render, message: str) -> None:
+    """A process that raises or dies on its piece: RenderFailed says so, after the pieces before
+    it, and no process is left behind."""
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(parallel, "WAIT_S", 0.2)
+    records = SEQUENCES["spilled, with a tail"]()
+    got: list[str] = []
+    with pytest.raises(RenderFailed, match=message):
+        for text in rendered(records, render, 2):  # piece 1 (records 1024..) is the other's
+            got.append(text)
+    assert len(got) == 1
+    assert not multiprocessing.active_children()
+
+
+def test_a_reader_that_stops_early_leaves_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer stops (say, a closed pipe): the other processes are ended."""
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 1)
+    texts = rendered(SEQUENCES["spilled, with a tail"](), _text, 3)
+    next(texts)
+    texts.close()
+    assert not multiprocessing.active_children()
+
+
+def test_spools_are_read_by_position() -> None:
+    """Reading a spilled spool does not move its file's offset (processes forked with it share
+    that offset), and an appended batch is read back after the file object's buffer."""
+    records = _spool(spool.IN_MEMORY + 2 * spool.BATCH)
+    fh = records._file
+    assert fh is not None
+    fh.seek(5)
+    assert list(records) == [(i, f"record {i}") for i in range(spool.IN_MEMORY + 2 * spool.BATCH)]
+    assert fh.tell() == 5
+
+
+def test_no_fork_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread may hold a lock the forked process would need: render here instead."""
+    import threading
+
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 1)
+    records = SEQUENCES["spilled, with a tail"]()
+    assert len({t.split(":", 1)[0] for t in rendered(records, _text, 2)}) == 2
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert {t.split(":", 1)[0] for t in rendered(records, _text, 2)} == {str(os.getpid())}
+    finally:
+        release.set()
+        other.join()
