@@ -124,6 +124,11 @@ def main() -> None:
     parser.add_argument("--columnar", action="store_true",
                         help="also time the analyzer with the columnar path (MQTT_KEEPALIVE_COLUMNAR)")
     args = parser.parse_args()
+    try:
+        import analyzer  # noqa: F401 - timed as installed, so it must be importable here
+    except ImportError:
+        sys.exit(f"bench/run.py times the installed tool, but {sys.executable} cannot import it: run "
+                 "it with the Python it is installed for (after the quick start: . .venv/bin/activate)")
     generated = {DEFAULT.with_name(f"{size}.pcap"): SIZES[size] for size in (args.sizes or ["1m"])}
     captures = args.captures or list(generated)
     for capture in captures:
