@@ -13,7 +13,7 @@ import gc
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from itertools import islice
 from dataclasses import dataclass, field
@@ -481,35 +481,79 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
     else:
         groups = rotation_groups(_capture_paths(paths, captures))
     meter = _Meter(groups, progress)
+    gathered = _Gathered(captures)
     if dask_address is not None:
-        results = on_dask.run_groups(dask_address, groups, options, meter.group_done)
+        for group_results in on_dask.run_groups(dask_address, groups, options, meter.group_done):
+            gathered.add(group_results)
     elif jobs > 1 and len(groups) > 1 and ["-"] not in groups and meter.total >= POOL_MIN_BYTES:
         with ProcessPoolExecutor(max_workers=min(jobs, len(groups))) as pool:
-            futures = [pool.submit(_analyze_group, group, options) for group in groups]
-            for i in as_completed_indices(futures):
-                meter.group_done(i)
-            results = [future.result() for future in futures]
+            for group_results in _in_order(pool, groups, options, meter):
+                gathered.add(group_results)
     elif (jobs > 1 and len(groups) == 1 and groups[0] != ["-"] and meter.total >= SPLIT_MIN_BYTES
           and options.packet_hook is None):
-        results = [analyze_split(groups[0], options, jobs, meter.within(0))
-                   or _analyze_group(groups[0], options, meter.within(0))]
+        gathered.add(analyze_split(groups[0], options, jobs, meter.within(0))
+                     or _analyze_group(groups[0], options, meter.within(0)))
         meter.group_done(0)
     else:
-        results = []
         for i, group in enumerate(groups):
-            results.append(_analyze_group(group, options, meter.within(i)))
+            gathered.add(_analyze_group(group, options, meter.within(i)))
             meter.group_done(i)
-    sessions: list[Sequence[Session]] = []
-    findings: list[Sequence[Finding]] = []
-    for group_results in results:
-        for summary, found_sessions, found in group_results:
-            captures.append(summary)
-            sessions.append(found_sessions)
-            findings.append(found)
+    sessions, findings = gathered.records()
     kept, suppressed, warnings = apply_suppressions(
-        Chain(findings), options.ruleset.suppressions, options.today or dt.date.today())
-    return Report(tuple(captures), Chain(sessions), kept, options.ruleset.info,
+        findings, options.ruleset.suppressions, options.today or dt.date.today())
+    return Report(tuple(captures), sessions, kept, options.ruleset.info,
                   suppressed, tuple(warnings))
+
+
+class _Gathered:
+    """Every capture's summary and records as its group's analysis comes in, in order.
+
+    A capture's sessions and findings are spools whose first records stay in memory; a fleet of
+    thousands of captures would keep all of those. So from the second capture on, records go
+    into one spool of each kind (a spool's records on disk are copied as they are: `Spool.absorb`),
+    and memory stays that of one spool, however many captures. One capture's records are taken as
+    they are."""
+
+    def __init__(self, captures: list[CaptureSummary]) -> None:
+        self.captures = captures
+        self._held: list[tuple[Sequence[Session], Sequence[Finding]]] = []
+        self._sessions: Spool[Session] = Spool()
+        self._findings: Spool[Finding] = Spool()
+        self._gathering = False
+
+    def add(self, results: list[Result]) -> None:
+        for summary, sessions, findings in results:
+            self.captures.append(summary)
+            self._held.append((sessions, findings))
+            if self._gathering or len(self._held) > 1:
+                self._gathering = True
+                for held_sessions, held_findings in self._held:
+                    self._sessions.absorb(held_sessions)
+                    self._findings.absorb(held_findings)
+                self._held = []
+
+    def records(self) -> tuple[Sequence[Session], Sequence[Finding]]:
+        if self._gathering:
+            return self._sessions, self._findings
+        return Chain([s for s, _ in self._held]), Chain([f for _, f in self._held])
+
+
+def _in_order(pool: ProcessPoolExecutor, groups: list[list[str]], options: Options,
+              meter: _Meter) -> Iterator[list[Result]]:
+    """Each group's results from `pool`, in group order, each as soon as it and those before it
+    are done (and no longer held here once taken); progress by the groups finished."""
+    pending = {pool.submit(_analyze_group, group, options): i for i, group in enumerate(groups)}
+    done: dict[int, Future] = {}
+    taken = 0
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            i = pending.pop(future)
+            meter.group_done(i)
+            done[i] = future
+        while taken in done:
+            yield done.pop(taken).result()
+            taken += 1
 
 
 Result = tuple[CaptureSummary, list[Session], list[Finding]]
@@ -541,13 +585,6 @@ def _size(path: str) -> int:
         return os.path.getsize(path) if path != "-" else 0
     except OSError:
         return 0
-
-
-def as_completed_indices(futures: list) -> Iterator[int]:
-    """Indices of `futures` in the order they finish."""
-    index = {id(f): i for i, f in enumerate(futures)}
-    for future in as_completed(futures):
-        yield index[id(future)]
 
 
 def _analyze_group(paths: list[str], options: Options, progress: Progress | None = None) -> list[Result]:

@@ -13,6 +13,7 @@ import dataclasses
 import heapq
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
@@ -76,6 +77,36 @@ class Spool(_Records, Generic[T]):
         for record in records:
             self.append(record)
         return self
+
+    def absorb(self, records: Sequence[T]) -> None:
+        """Append `records`; a spool is left empty. A spool's records on disk are copied as they
+        are, not read back and written again (when this spool's memory is full already, as it
+        is once it has taken a full one's); records in memory, and any other sequence's, are
+        appended one by one."""
+        if not isinstance(records, Spool):
+            self += records
+            return
+        for record in records._head:
+            self.append(record)
+        if records._file is not None and len(self._head) < self._in_memory:
+            for i in range(len(records._bounds) - 1):
+                self += records._read_batch(i)
+        elif records._file is not None:
+            if self._batch:
+                self._spill()  # what this spool holds after its memory comes first
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="mqtt-keepalive-")
+            self._file.seek(0, 2)
+            base = self._file.tell()
+            records._file.seek(0)
+            shutil.copyfileobj(records._file, self._file, 1 << 20)
+            self._file.flush()
+            self._bounds += [base + end for end in records._bounds[1:]]
+            self._spilled += records._spilled
+        for record in records._batch:
+            self.append(record)
+        records.close()
+        records._head, records._batch, records._spilled = [], [], 0
 
     def _spill(self) -> None:
         if self._file is None:

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -111,9 +111,11 @@ def _looks_like_capture(fs: Any, path: str) -> bool:
 
 
 def run_groups(address: str, groups: list[list[str]], options: Options,
-               done: Callable[[int], None] | None = None) -> list[list[Result]]:
+               done: Callable[[int], None] | None = None) -> Iterator[list[Result]]:
     """Analyse each group on the cluster at `address`; results in the order of `groups`, whatever
-    order the tasks finish in. `done(i)` is told as group i finishes.
+    order the tasks finish in, each as soon as it and those before it are in (and no longer held
+    here once taken: a fleet's results do not pile up in the client). `done(i)` is told as group
+    i finishes.
 
     A group is one task, except a large capture (or rotation) when the cluster has more worker
     processes than there are large groups: as with `--jobs`, its connections are dealt out among
@@ -127,7 +129,7 @@ def run_groups(address: str, groups: list[list[str]], options: Options,
         raise ConfigError(f"--dask {address}: cannot connect to the Dask scheduler ({exc})") from None
     with client:
         if not tasks:
-            return []
+            return
         large = [_splits(group, options) for group in groups]
         # each task of a share reads the whole capture: no more tasks than worker processes
         count = min(MAX_SHARDS, len(client.nthreads()) // max(1, sum(large)))
@@ -140,7 +142,8 @@ def run_groups(address: str, groups: list[list[str]], options: Options,
         ]
         group_of = {f.key: i for i, group_futures in enumerate(futures) for f in group_futures}
         left = [len(group_futures) for group_futures in futures]
-        results: list[list[Result] | None] = [None] * len(groups)
+        results: dict[int, list[Result]] = {}
+        taken = 0
         finished = distributed.as_completed([f for fs in futures for f in fs], loop=client.loop)
         for future in finished:
             i = group_of[future.key]
@@ -148,22 +151,24 @@ def run_groups(address: str, groups: list[list[str]], options: Options,
             if left[i]:
                 continue
             if i not in split_at:
-                results[i] = futures[i][0].result()
+                result = futures[i][0].result()
             else:
                 split_at.discard(i)
-                results[i] = _merged(futures[i])
-                futures[i] = []
-                if results[i] is None:  # analysed again as one task, collected like the others
+                result = _merged(futures[i])
+                if result is None:  # analysed again as one task, collected like the others
                     again = client.submit(analyze_task, tasks[i], options, pure=False)
                     futures[i], group_of[again.key], left[i] = [again], i, 1
                     finished.add(again)
                     continue
+            results[i], futures[i] = result, []  # (the cluster may forget it)
             if done is not None:
                 done(i)
-        missing = [groups[i][0] for i, result in enumerate(results) if result is None]
+            while taken in results:
+                yield results.pop(taken)
+                taken += 1
+        missing = [groups[i][0] for i in range(taken, len(groups))]
         if missing:  # never silently: a check must not pass on fewer captures than it was given
             raise RuntimeError(f"--dask: no result for {', '.join(missing)}")
-        return results  # type: ignore[return-value]
 
 
 def _merged(shards: list[Any]) -> list[Result] | None:

@@ -19,3 +19,25 @@ def test_process_pool_gives_the_same_report(monkeypatch) -> None:
     assert two == one
     assert len(one.captures) == len(list(CAPTURES.glob("*.pcap")))
     assert calls and calls[-1][0] == calls[-1][1] > 0      # progress reached the total
+
+
+def test_many_captures_hold_the_memory_of_one_spool(monkeypatch, tmp_path: Path) -> None:
+    """The records of a fleet's captures are gathered into one spool of each kind as each capture
+    comes in (in one process and from the pool): the report lists every capture's records in
+    capture order, and what stays in memory is one spool's first records, not every capture's."""
+    from analyzer import spool
+    from analyzer.report.records import finding_record, session_record
+    from tests.unit.test_rotation import _fleet
+
+    paths = _fleet(tmp_path, 8)
+    alone = [analyze([p]) for p in paths]
+    monkeypatch.setattr(engine, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(spool, "IN_MEMORY", 3)  # each capture's spools go to disk too
+    for jobs in (1, 2):
+        report = analyze([str(tmp_path)], jobs=jobs)
+        assert [session_record(s) for s in report.sessions] == [
+            session_record(s) for r in alone for s in r.sessions]
+        assert [finding_record(f) for f in report.findings] == [
+            finding_record(f) for r in alone for f in r.findings]
+        held = [report.sessions, report.findings]
+        assert all(isinstance(s, spool.Spool) and len(s._head) <= 3 for s in held)

@@ -1,10 +1,17 @@
 """A long report's records rendered by several processes: the same text, in order, and a failure
-that is reported instead of a hang or a document with a hole in it."""
+that is reported instead of a hang or a document with a hole in it.
+
+The tests that fork (`forking`) run in a fresh interpreter of their own
+(`test_forking_in_a_fresh_interpreter`): rendering forks only when no other thread runs, and
+other tests leave threads behind (Dask's offload thread, for one)."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +44,27 @@ def test_pieces_are_the_records_in_order(name: str) -> None:
     assert [r for piece in loaded for r in piece] == list(records)
 
 
+FRESH = "MQTT_KEEPALIVE_TEST_FRESH_INTERPRETER"
+
+
+@pytest.fixture
+def forking() -> None:
+    """Only in the fresh interpreter that `test_forking_in_a_fresh_interpreter` starts."""
+    if not os.environ.get(FRESH):
+        pytest.skip("forks: run in a fresh interpreter by test_forking_in_a_fresh_interpreter")
+    assert parallel._may_fork()
+
+
+def test_forking_in_a_fresh_interpreter() -> None:
+    """The `forking` tests, in an interpreter where no other thread runs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "forks_", __file__],
+        cwd=Path(__file__).resolve().parents[2], env={**os.environ, FRESH: "1"},
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-2000:]
+
+
 def _text(records: list[tuple[int, str]]) -> str:
     """A piece's text, with the process that rendered it."""
     return f"{os.getpid()}:" + ",".join(str(i) for i, _ in records)
@@ -44,8 +72,8 @@ def _text(records: list[tuple[int, str]]) -> str:
 
 @pytest.mark.parametrize("jobs", [2, 3])
 @pytest.mark.parametrize("name", ["spilled, with a tail", "chain", "list"])
-def test_several_processes_give_the_text_of_one(monkeypatch: pytest.MonkeyPatch, name: str,
-                                                jobs: int) -> None:
+def test_forks_several_processes_give_the_text_of_one(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                      jobs: int, forking: None) -> None:
     """With `jobs` processes, each piece comes back rendered, in order; every process took its
     share (pieces n, n + jobs, ...), this one the first."""
     monkeypatch.setattr(parallel, "PARALLEL_MIN", 1)
@@ -82,7 +110,8 @@ def _dies_on_piece_two(records: list[tuple[int, str]]) -> str:
     (_fails_on_piece_two, "a rendering process failed: ValueError: no text for this one"),
     (_dies_on_piece_two, r"a rendering process ended \(exit code 3\)"),
 ])
-def test_a_failing_process_is_reported(monkeypatch: pytest.MonkeyPatch, render, message: str) -> None:
+def test_forks_a_failing_process_is_reported(monkeypatch: pytest.MonkeyPatch, render, message: str,
+                                            forking: None) -> None:
     """A process that raises or dies on its piece: RenderFailed says so, after the pieces before
     it, and no process is left behind."""
     monkeypatch.setattr(parallel, "PARALLEL_MIN", 1)
@@ -96,7 +125,8 @@ def test_a_failing_process_is_reported(monkeypatch: pytest.MonkeyPatch, render, 
     assert not multiprocessing.active_children()
 
 
-def test_a_reader_that_stops_early_leaves_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forks_a_reader_that_stops_early_leaves_no_process(monkeypatch: pytest.MonkeyPatch,
+                                                          forking: None) -> None:
     """The writer stops (say, a closed pipe): the other processes are ended."""
     monkeypatch.setattr(parallel, "PARALLEL_MIN", 1)
     texts = rendered(SEQUENCES["spilled, with a tail"](), _text, 3)
@@ -116,7 +146,7 @@ def test_spools_are_read_by_position() -> None:
     assert fh.tell() == 5
 
 
-def test_no_fork_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forks_not_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch, forking: None) -> None:
     """Another thread may hold a lock the forked process would need: render here instead."""
     import threading
 
@@ -131,3 +161,30 @@ def test_no_fork_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         release.set()
         other.join()
+
+
+def test_forks_the_cli_json_of_two_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             forking: None) -> None:
+    """`analyze --format json --jobs 2` on a capture split between two processes: the document of
+    `--jobs 1`, byte for byte, though the other process rendered some of its records."""
+    from typer.testing import CliRunner
+
+    from analyzer import engine
+    from analyzer.cli import app
+    from tests.unit.test_columnar_equivalence import generate
+
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(spool, "BATCH", 16)  # pieces for both processes
+    monkeypatch.setattr(engine, "SPLIT_MIN_BYTES", 0)
+    taken: list[str] = []
+    real_take = parallel._take
+    monkeypatch.setattr(parallel, "_take", lambda *a: taken.append(real_take(*a)) or taken[-1])
+    path = tmp_path / "fleet.pcap"
+    generate(path, 20_000, 100, 9)
+    runner = CliRunner()
+    one = runner.invoke(app, ["analyze", "--format", "json", "--jobs", "1", str(path)])
+    assert not taken
+    two = runner.invoke(app, ["analyze", "--format", "json", "--jobs", "2", str(path)])
+    assert one.exit_code == two.exit_code == 1
+    assert two.stdout == one.stdout
+    assert taken  # pieces of text the other process rendered

@@ -76,7 +76,8 @@ def test_groups_are_cut_only_where_the_engine_starts_a_new_capture(tmp_path: Pat
     as one group gives (where the engine decides on its own where a capture ends)."""
     rng = random.Random(seed)
     monkeypatch.setattr(rotation, "SAMPLED_FRAMES", rng.choice([2, 5, 64]))
-    linktype, frames = records(rng.choice(["late-pinger.pcap", "busy-publisher.pcap", "compliant-pinger.pcap"]))
+    shipped = ["late-pinger.pcap", "busy-publisher.pcap", "compliant-pinger.pcap"]
+    linktype, frames = records(rng.choice(shipped))
     paths, at = [], 0
     for i in range(rng.randint(2, 6)):
         cut = sorted(rng.sample(range(1, len(frames)), 2))

@@ -65,3 +65,44 @@ def test_streamed_json_equals_the_document_built_in_memory(monkeypatch) -> None:
     streamed = io.StringIO()
     render_json(report, Severity.ERROR, streamed)
     assert streamed.getvalue() == dumps(report_document(report, Severity.ERROR), indent=2) + "\n"
+
+
+def _numbered(start: int, n: int, in_memory: int | None = None) -> Spool:
+    return Spool(((i, str(i)) for i in range(start, start + n)), in_memory=in_memory)
+
+
+@pytest.mark.parametrize("into", [0, 10, 1023, 1024, 1500, 5000])
+@pytest.mark.parametrize(("n", "in_memory"), [(0, None), (600, None), (1024, None), (1025, None),
+                                             (4097, None), (3000, 0), (3000, 100)])
+def test_absorb_appends_a_spool_in_order_and_empties_it(into: int, n: int, in_memory: int | None) -> None:
+    """A spool absorbed after `into` records holds them next, in order, read through and in
+    pieces; the spool absorbed is empty; more records appended still come last."""
+    target = _numbered(0, into)
+    source = _numbered(into, n, in_memory)
+    target.absorb(source)
+    target += [(-1, "after")]
+    expected = [(i, str(i)) for i in range(into + n)] + [(-1, "after")]
+    assert len(target) == len(expected)
+    assert list(target) == expected
+    assert [r for load in spool_module.pieces(target) for r in load()] == expected
+    assert len(source) == 0 and list(source) == [] and source._file is None
+
+
+def test_absorb_copies_what_is_on_disk_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once this spool's memory is full, an absorbed spool's batches on disk are not read back."""
+    target = _numbered(0, 2000)
+    source = _numbered(2000, 5000)
+    read = []
+    real = Spool._read_batch
+    monkeypatch.setattr(Spool, "_read_batch", lambda self, i: read.append(i) or real(self, i))
+    target.absorb(source)
+    assert not read
+    monkeypatch.undo()
+    assert list(target) == [(i, str(i)) for i in range(7000)]
+
+
+def test_absorb_takes_any_sequence() -> None:
+    target = _numbered(0, 5)
+    target.absorb([(5, "5"), (6, "6")])
+    target.absorb(Chain([_numbered(7, 3000)]))
+    assert list(target) == [(i, str(i)) for i in range(3007)]
