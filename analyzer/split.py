@@ -49,7 +49,7 @@ from analyzer.model import CaptureSummary, Finding, FlowKey, Session
 from analyzer.mqtt.detect import connect_client_id
 from analyzer.reassembly import flows
 from analyzer.reassembly.flows import FlowKey4, TableLog
-from analyzer.spool import BATCH, Spool, _dump, _load, load_fields
+from analyzer.spool import BATCH, Spool, _built, _dump, _load, load_fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -398,8 +398,7 @@ def _renumbered(path: str, numbers: array, renumber: Callable[[Any, array], Any]
             if cls is record_class:
                 yield from (of_fields(row, numbers) for row in rows)
             else:  # records pickled as they are (`_dump`'s other way)
-                records = rows if cls is None else [cls(*row) for row in rows]
-                yield from (renumber(r, numbers) for r in records)
+                yield from (renumber(r, numbers) for r in _built(cls, rows))
 
 
 def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:

@@ -214,12 +214,15 @@ def _dump(batch: list, file: IO[bytes]) -> None:
 
 
 def _load(file: IO[bytes]) -> list:
-    cls, rows = load_fields(file)
-    return rows if cls is None else [cls(*row) for row in rows]
+    return _built(*load_fields(file))
 
 
 def _loads(data: bytes) -> list:
-    cls, rows = pickle.loads(data)
+    return _built(*pickle.loads(data))
+
+
+def _built(cls: type | None, rows: list) -> list:
+    """A batch's records from what `_dump` wrote."""
     return rows if cls is None else [cls(*row) for row in rows]
 
 
