@@ -43,8 +43,10 @@ class RenderFailed(RuntimeError):
 def rendered(records: Sequence[T], render: Callable[[list[T]], str], jobs: int) -> Iterator[str]:
     """`render` of each piece of `records` (none empty), in order; by `jobs` processes when the list
     is long. Flush any buffered output before: a forked process starts with a copy of it."""
+    loads = list(pieces(records))
+    jobs = min(jobs, len(loads))  # (no process without a piece)
     if jobs <= 1 or len(records) < PARALLEL_MIN or not _may_fork():
-        for load in pieces(records):
+        for load in loads:
             yield render(load())
         return
     sys.stdout.flush()
@@ -57,7 +59,7 @@ def rendered(records: Sequence[T], render: Callable[[list[T]], str], jobs: int) 
     for worker in workers:
         worker.start()
     try:
-        for n, load in enumerate(pieces(records)):
+        for n, load in enumerate(loads):
             share = n % jobs
             if share == 0:
                 yield render(load())

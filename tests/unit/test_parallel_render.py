@@ -188,3 +188,16 @@ def test_forks_the_cli_json_of_two_processes(tmp_path: Path, monkeypatch: pytest
     assert one.exit_code == two.exit_code == 1
     assert two.stdout == one.stdout
     assert taken  # pieces of text the other process rendered
+
+
+def test_forks_no_more_processes_than_pieces(monkeypatch: pytest.MonkeyPatch, forking: None) -> None:
+    """Three pieces and `--jobs 8`: three processes render, this one and two forked."""
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 1)
+    records = _spool(3 * spool.BATCH)
+    started: list[int] = []
+    real = multiprocessing.context.ForkProcess.start
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start",
+                        lambda self: started.append(1) or real(self))
+    texts = list(rendered(records, _text, 8))
+    assert len(texts) == 3 and len({t.split(":", 1)[0] for t in texts}) == 3
+    assert len(started) == 2
