@@ -23,7 +23,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from run import ANALYZE, HERE, run
+from run import ANALYZE, HERE, require_installed, run
 
 
 def generate(folder: Path, files: int, frames: int) -> None:
@@ -63,11 +63,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=25_000, help="frames a recording")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    try:
-        import analyzer  # noqa: F401 - timed as installed, so it must be importable here
-    except ImportError:
-        sys.exit(f"bench/fleet.py times the installed tool, but {sys.executable} cannot import it: run "
-                 "it with the Python it is installed for (after the quick start: . .venv/bin/activate)")
+    require_installed("bench/fleet.py")
     folder = Path("/tmp/mqtt-keepalive-bench") / f"fleet-{args.files}x{args.frames}"
     generate(folder, args.files, args.frames)
     cores = os.cpu_count() or 1

@@ -9,10 +9,10 @@ them alike; the table shows medians, frames/s, the ratio to tshark and peak memo
 `--jobs N` analyses one capture in N worker processes besides the parent, in two figures (sampled
 every 50 ms): the peak RSS of the largest process (for the root, the kernel's rusage if higher),
 and the peak of the whole process tree's summed PSS (proportional set size: a page shared by n
-processes counts 1/n in each, so a forked worker's pages shared with its parent count once). The analyzer runs with
-`--jobs 1` (one process) and with its default, one process per core. The bare reader
-(`bare_reader.py`: records, headers and MQTT framing in plain Python, nothing judged) shows what
-plain Python costs on the machine at hand, the floor under any analysis. Also checks the analyzer's
+processes counts 1/n in each, so a forked worker's pages shared with its parent count once). The
+analyzer runs with `--jobs 1` (one process) and with its default, one process per core. The bare
+reader (`bare_reader.py`: records, headers and MQTT framing in plain Python, nothing judged) shows
+what plain Python costs on the machine at hand, the floor under any analysis. Also checks the analyzer's
 findings against the generator's ground truth when a `<file>.truth.json` sits beside the capture,
 and that every way of running it wrote the same report.
 """
@@ -103,6 +103,15 @@ def frames_in(capture: Path) -> int:
         return sum(1 for _ in reader)
 
 
+def require_installed(script: str) -> None:
+    """Exit with a message, not a traceback, when this Python cannot import the tool to time."""
+    try:
+        import analyzer  # noqa: F401 - timed as installed, so it must be importable here
+    except ImportError:
+        sys.exit(f"{script} times the installed tool, but {sys.executable} cannot import it: run "
+                 "it with the Python it is installed for (after the quick start: . .venv/bin/activate)")
+
+
 def check_truth(capture: Path, report: Path) -> str:
     truth_file = capture.with_suffix(".truth.json")
     if not truth_file.exists():
@@ -124,11 +133,7 @@ def main() -> None:
     parser.add_argument("--columnar", action="store_true",
                         help="also time the analyzer with the columnar path (MQTT_KEEPALIVE_COLUMNAR)")
     args = parser.parse_args()
-    try:
-        import analyzer  # noqa: F401 - timed as installed, so it must be importable here
-    except ImportError:
-        sys.exit(f"bench/run.py times the installed tool, but {sys.executable} cannot import it: run "
-                 "it with the Python it is installed for (after the quick start: . .venv/bin/activate)")
+    require_installed("bench/run.py")
     generated = {DEFAULT.with_name(f"{size}.pcap"): SIZES[size] for size in (args.sizes or ["1m"])}
     captures = args.captures or list(generated)
     for capture in captures:
