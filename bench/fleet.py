@@ -62,9 +62,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=40)
     parser.add_argument("--frames", type=int, default=25_000, help="frames a recording")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/mqtt-keepalive-bench"),
+                        help="where the fleet is generated (in fleet-<files>x<frames>/)")
     args = parser.parse_args()
     require_installed("bench/fleet.py")
-    folder = Path("/tmp/mqtt-keepalive-bench") / f"fleet-{args.files}x{args.frames}"
+    folder = args.dir / f"fleet-{args.files}x{args.frames}"
     generate(folder, args.files, args.frames)
     cores = os.cpu_count() or 1
     tools = {f"analyze (--jobs {cores})": ANALYZE, "analyze --jobs 1": ANALYZE + ["--jobs", "1"]}

@@ -41,3 +41,20 @@ def test_many_captures_hold_the_memory_of_one_spool(monkeypatch, tmp_path: Path)
             finding_record(f) for r in alone for f in r.findings]
         held = [report.sessions, report.findings]
         assert all(isinstance(s, spool.Spool) and len(s._head) <= 3 for s in held)
+
+
+def test_the_fleet_benchmark_checks_what_it_times(tmp_path: Path) -> None:
+    """`bench/fleet.py` on a small fleet: it generates the recordings, times both ways, finds every
+    recording's planted violations and no other, and the same report both ways."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
+    done = subprocess.run([sys.executable, str(bench), "--files", "3", "--frames", "4000", "--runs", "1",
+                           "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.splitlines()[-1]
+    assert "3 recordings, 12,000 frames" in last
+    assert "missed 0, extra 0" in last and "planted 0," not in last
+    assert last.endswith("the same report every way: yes")
+    assert len(list((tmp_path / "fleet-3x4000" / "captures").glob("device-*.pcap"))) == 3
