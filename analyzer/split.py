@@ -49,7 +49,7 @@ from analyzer.model import CaptureSummary, Finding, FlowKey, Session
 from analyzer.mqtt.detect import connect_client_id
 from analyzer.reassembly import flows
 from analyzer.reassembly.flows import FlowKey4, TableLog
-from analyzer.spool import BATCH, Spool, _built, _dump, _load, load_fields
+from analyzer.spool import BATCH, Spool, _built, _dump, _field_getter, _load, load_fields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -468,17 +468,6 @@ def _session_id(session_id: str, index: int) -> str:
     return f"{session_id.rpartition('#')[0]}#{index}"
 
 
-def _session(s: Session, numbers: array) -> Session:
-    index = numbers[s.flow.stream_index]
-    return replace(s, session_id=_session_id(s.session_id, index),
-                   flow=FlowKey(s.flow.client, s.flow.server, index))
-
-
-def _finding(f: Finding, numbers: array) -> Finding:
-    index = numbers[f.stream_index]
-    return replace(f, session_id=_session_id(f.session_id, index), stream_index=index)
-
-
 def _positions(cls: type, *names: str) -> tuple[int, ...]:
     order = [f.name for f in fields(cls)]
     return tuple(order.index(name) for name in names)
@@ -489,7 +478,8 @@ _F_ID, _F_STREAM = _positions(Finding, "session_id", "stream_index")
 
 
 def _session_fields(row: tuple, numbers: array) -> Session:
-    """`_session` of the record whose fields (`__init__` order) are `row`."""
+    """The session whose fields (`__init__` order) are `row`, numbered as one process numbers it,
+    from `numbers` (its part's numbering)."""
     values = list(row)
     flow = values[_S_FLOW]
     index = numbers[flow.stream_index]
@@ -499,12 +489,22 @@ def _session_fields(row: tuple, numbers: array) -> Session:
 
 
 def _finding_fields(row: tuple, numbers: array) -> Finding:
-    """`_finding` of the record whose fields (`__init__` order) are `row`."""
+    """The finding whose fields (`__init__` order) are `row`, numbered as one process numbers it."""
     values = list(row)
     index = numbers[values[_F_STREAM]]
     values[_F_ID] = _session_id(values[_F_ID], index)
     values[_F_STREAM] = index
     return Finding(*values)
+
+
+def _session(s: Session, numbers: array) -> Session:
+    """`_session_fields` of a session."""
+    return _session_fields(_field_getter(Session)(s), numbers)  # type: ignore[misc]
+
+
+def _finding(f: Finding, numbers: array) -> Finding:
+    """`_finding_fields` of a finding."""
+    return _finding_fields(_field_getter(Finding)(f), numbers)  # type: ignore[misc]
 
 
 _OF_FIELDS: dict[Callable[[Any, array], Any], tuple[type, Callable[[tuple, array], Any]]] = {

@@ -41,6 +41,7 @@ from analyzer.cli.common import (
     TlsKeylog,
     app,
     error,
+    jobs as processes,
     render_report,
     require_parquet_output,
     run_analysis,
@@ -83,8 +84,8 @@ def check_command(
                  tls_keylog=tls_keylog, columnar=False)
     require_parquet_output(s)
     paths = expand_globs(captures)
-    jobs = s["jobs"] or config.default_jobs()
-    workers = f"on the Dask cluster {s['dask']}" if s["dask"] else f"with {_count([0] * jobs, 'job')}"
+    workers = (f"on the Dask cluster {s['dask']}" if s["dask"]
+               else f"with {_count([0] * processes(s), 'job')}")
     with progress(not s["quiet"], f"analysing {_count(paths)} {workers}") as advance:
         report = run_analysis(paths, s, advance)
     fail = severity(s["fail_on"])

@@ -215,12 +215,20 @@ def tls_keylogs(paths: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(paths)
 
 
+def jobs(s: config.Resolved) -> int:
+    """The processes a command may use: `--jobs`, by default one per core; 1 for a command that
+    takes no `--jobs`."""
+    if "jobs" not in s.values:
+        return 1
+    return s["jobs"] or config.default_jobs()
+
+
 def run_analysis(captures: list[str], s: config.Resolved,
                  progress: Callable[[int, int], None] | None = None) -> Report:
     """The engine over `captures` with the resolved settings (exit 2 on a bad rule pack)."""
     options = analysis_options(s)
     try:
-        return analyze(captures, options, s["jobs"] or config.default_jobs(), progress,
+        return analyze(captures, options, jobs(s), progress,
                        dask_address=s.values.get("dask"))
     except AnalyzerError as exc:
         fail(exc)
@@ -293,7 +301,7 @@ def render_report(report: Report, s: config.Resolved, exit_code: int) -> None:
         render(report, s["format"], out, severity(s["fail_on"]), table=s["table"],
                console=console(out, s["output"] is not None),
                summary_path=os.environ.get("GITHUB_STEP_SUMMARY") or None,
-               jobs=(s["jobs"] or config.default_jobs()) if "jobs" in s.values else 1)
+               jobs=jobs(s))
 
 
 def require_parquet_output(s: config.Resolved) -> None:

@@ -53,7 +53,7 @@ def rendered(records: Sequence[T], render: Callable[[list[T]], str], jobs: int) 
     sys.stderr.flush()
     context = multiprocessing.get_context("fork")
     channels = [context.Queue(QUEUED) for _ in range(jobs - 1)]
-    workers = [context.Process(target=_render_share, args=(records, render, i, jobs, channels[i - 1]),
+    workers = [context.Process(target=_render_share, args=(loads, render, i, jobs, channels[i - 1]),
                                daemon=True, name=f"mqtt-keepalive-render-{i}")
                for i in range(1, jobs)]
     for worker in workers:
@@ -84,13 +84,12 @@ def _may_fork() -> bool:
             and not multiprocessing.current_process().daemon and threading.active_count() == 1)
 
 
-def _render_share(records: Sequence[T], render: Callable[[list[T]], str], share: int, jobs: int,
-                  channel: Any) -> None:
+def _render_share(loads: list[Callable[[], list[T]]], render: Callable[[list[T]], str], share: int,
+                  jobs: int, channel: Any) -> None:
     """In a forked process: the pieces `share`, `share + jobs`, ... rendered, in order."""
     try:
-        for n, load in enumerate(pieces(records)):
-            if n % jobs == share:
-                channel.put((True, render(load())))
+        for load in loads[share::jobs]:
+            channel.put((True, render(load())))
     except BaseException as exc:  # noqa: BLE001 - whatever it is, the writer must hear of it
         channel.put((False, f"{type(exc).__name__}: {exc}"))
     channel.close()
