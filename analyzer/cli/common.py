@@ -327,17 +327,25 @@ def write_parquet(report: Report, directory: str, tables: tuple[str, ...] = ("se
 def write_html(report: Report, s: config.Resolved, inputs: list[str]) -> None:
     """`--html FILE`: the overview and, re-read from the captures (`inputs`: what the report was
     made from, so that a rotation's files are read together again), the packets of the sessions
-    drawn in detail (the report itself keeps no per-packet data)."""
+    drawn in detail (the report itself keeps no per-packet data). With more than one process
+    (`--jobs`), the captures are re-read by another process while this one makes the rest of
+    the page."""
     path = s["html"]
     if path is None:
         return
-    from analyzer.errors import ConfigError
-    from analyzer.report.html import collect_timelines, detail_sessions, render_html
+    from functools import partial
 
+    from analyzer.errors import ConfigError
+    from analyzer.report.html import charts, collect_timelines, detail_sessions, render_html
+    from analyzer.report.parallel import Background, in_background
+
+    timelines: Background | None = None
     try:
+        charts.load_plotly()  # (before the captures are read again for nothing)
         chosen, _left_out = detail_sessions(report)
-        timelines = collect_timelines(inputs, analysis_options(s), {x.session_id for x in chosen},
-                                      known=chosen)
+        work = partial(collect_timelines, inputs, analysis_options(s),
+                       {x.session_id for x in chosen}, known=chosen)
+        timelines = in_background(work, "timelines", fork=jobs(s) > 1)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as fh:
             render_html(report, fh, timelines=timelines)
@@ -346,6 +354,9 @@ def write_html(report: Report, s: config.Resolved, inputs: list[str]) -> None:
     except OSError as exc:
         error(f"cannot write {path}: {exc.strerror}")
         raise typer.Exit(2) from None
+    finally:
+        if timelines is not None:
+            timelines.cancel()
 
 
 def write_junit(report: Report, path: str | None, fail_on: Severity | None) -> None:

@@ -1,4 +1,6 @@
-"""A long list of records turned into text by several processes, written in order by this one.
+"""Report work done by forked processes: a long list of records turned into text by several
+processes and written in order by this one (`rendered`), and one piece of work done beside this
+process's own (`in_background`).
 
 Rendering a large capture's report is serial work after a parallel analysis: on the benchmark's
 1M-frame capture, writing the JSON document's 20,000 sessions and findings took about a tenth of
@@ -11,17 +13,18 @@ the one a single process writes, byte for byte.
 
 Forked processes see the records as this process holds them, without pickling them over; where
 forking is not available or not safe (`_may_fork`), or the list is short, or `jobs` is 1,
-everything is rendered here.
+everything is rendered here (and background work is done here, when its result is asked for).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import queue as queues
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from analyzer.spool import pieces
 
@@ -74,6 +77,91 @@ def rendered(records: Sequence[T], render: Callable[[list[T]], str], jobs: int) 
                 worker.join()
         for channel in channels:
             channel.close()
+
+
+def in_background(work: Callable[[], T], name: str, fork: bool = True) -> Background[T]:
+    """`work()` started in a forked process, while this one goes on; calling what is returned
+    waits for the result (pickled over) and returns it, or raises what `work` raised (RenderFailed
+    if that cannot be sent, or if the process died). Without `fork`, or where forking is not safe
+    (`_may_fork`), `work` runs here, when its result is first asked for. Flush any buffered output before (as
+    `rendered`).
+
+    The HTML report reads the capture again for the packets of the sessions it draws: a pass over
+    the whole capture that needs nothing the page's other work makes, and takes as long."""
+    return Background(work, name, fork)
+
+
+class Background(Generic[T]):
+    """See `in_background`. `cancel()` stops the work if its result will not be asked for."""
+
+    def __init__(self, work: Callable[[], T], name: str, fork: bool = True) -> None:
+        self._work: Callable[[], T] | None = work
+        self._outcome: tuple[bool, Any] | None = None
+        self._worker: Any = None
+        if not fork or not _may_fork():
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        context = multiprocessing.get_context("fork")
+        self._receive, send = context.Pipe(duplex=False)
+        self._worker = context.Process(target=_work_alone, args=(work, send), daemon=True,
+                                       name=f"mqtt-keepalive-{name}")
+        self._worker.start()
+        send.close()  # (the child's end: this process only reads)
+        self._work = None
+
+    def __call__(self) -> T:
+        if self._outcome is None:
+            if self._work is not None:
+                self._outcome = (True, self._work())
+            else:
+                try:
+                    self._outcome = _received(self._receive, self._worker)
+                finally:
+                    self.cancel()
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        """End the process (if there is one and it still runs); a no-op once the result is in."""
+        if self._worker is not None:
+            self._receive.close()
+            if self._worker.is_alive():
+                self._worker.terminate()
+            self._worker.join()
+            self._worker = None
+
+
+def _work_alone(work: Callable[[], Any], send: Any) -> None:
+    """In a forked process: `work()`, or what it raised, sent back."""
+    try:
+        outcome: tuple[bool, Any] = (True, work())
+    except BaseException as exc:  # noqa: BLE001 - whatever it is, the waiting process must hear of it
+        outcome = (False, exc)
+        try:
+            pickle.loads(pickle.dumps(exc))  # some exceptions pickle but cannot be unpickled
+        except Exception:  # noqa: BLE001
+            outcome = (False, RenderFailed(f"a background process failed: {type(exc).__name__}: {exc}"))
+    try:
+        send.send(outcome)
+    except Exception as exc:  # noqa: BLE001 - a result that cannot be pickled
+        send.send((False, RenderFailed(f"a background process failed: {type(exc).__name__}: {exc}")))
+    send.close()
+
+
+def _received(receive: Any, worker: Any) -> tuple[bool, Any]:
+    """What `_work_alone` sent; (False, RenderFailed) if the process ended without sending."""
+    while not receive.poll(WAIT_S):
+        if not worker.is_alive() and not receive.poll(WAIT_S):
+            return False, RenderFailed(f"a background process ended (exit code {worker.exitcode}) "
+                                       "before its work was done")
+    try:
+        return receive.recv()  # type: ignore[no-any-return]
+    except EOFError:
+        return False, RenderFailed(f"a background process ended (exit code {worker.exitcode}) "
+                                   "before its work was done")
 
 
 def _may_fork() -> bool:

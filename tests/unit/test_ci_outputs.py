@@ -769,6 +769,33 @@ def test_clients_frame_pools_gap_samples_per_client() -> None:
     assert anon["p95_gap_over_k"] == pytest.approx(np.quantile([0.5, 1.5], 0.95))
 
 
+def test_clients_frame_ratios_are_each_gaps_own_float_steps() -> None:
+    """The gaps of a session are divided at once (NumPy), to the same bits as `gap / 1e9 / k`
+    one by one: the p95 of the pool is exactly the one of those ratios."""
+    import random
+
+    from analyzer.report.tables import P95, ClientsTable, quantile
+
+    rng = random.Random(5)
+    sessions = []
+    for n in range(40):
+        k = rng.choice([1, 3, 7, 60, 1200, 65535])
+        gaps = tuple(rng.randrange(1, 10 ** rng.randint(6, 14)) for _ in range(rng.randint(1, 30)))
+        sessions.append(make_session(session_id=f"t.pcap#{n}", stream=n, client_id=f"dev-{n % 4}",
+                                     effective_keep_alive_s=k, max_gap_ns=max(gaps),
+                                     gap_samples_ns=gaps))
+    table = ClientsTable()
+    for s in sessions:
+        table.add_session(s)
+    pools = [[g / 1e9 / s.effective_keep_alive_s for s in sessions[client::4]
+              for g in s.gap_samples_ns] for client in range(4)]
+    for client, pool in enumerate(pools):
+        assert table.clients[f"dev-{client}"].samples.tolist() == pool  # bit for bit
+    rows = table.frame().set_index("client_id")
+    for client, pool in enumerate(pools):
+        assert rows.loc[f"dev-{client}", "p95_gap_over_k"] == round(quantile(pool, P95), 4)
+
+
 def test_clients_frame_order_ties_and_missing_ratios() -> None:
     sessions = (
         make_session(session_id="t.pcap#0", stream=0, client_id="low", max_gap_ns=1 * S),

@@ -201,3 +201,100 @@ def test_forks_no_more_processes_than_pieces(monkeypatch: pytest.MonkeyPatch, fo
     texts = list(rendered(records, _text, 8))
     assert len(texts) == 3 and len({t.split(":", 1)[0] for t in texts}) == 3
     assert len(started) == 2
+
+
+def _pid_and(value: int) -> tuple[int, int]:
+    return os.getpid(), value
+
+
+class _Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # pickles, but cannot be unpickled
+        super().__init__(f"{a} and {b}")
+
+
+def _raises(exc: BaseException) -> None:
+    raise exc
+
+
+def test_forks_background_work_is_done_by_another_process(forking: None) -> None:
+    """The result comes back from the forked process; the work ran there, and nothing is left."""
+    work = parallel.in_background(lambda: _pid_and(7), "test")
+    pid, value = work()
+    assert value == 7 and pid != os.getpid()
+    assert work() == (pid, 7)  # asked again: the same result, no second run
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.parametrize(("exc", "raised", "message"), [
+    (ValueError("bad capture"), ValueError, "bad capture"),
+    (_Unpicklable(1, 2), RenderFailed, "a background process failed: _Unpicklable: 1 and 2"),
+])
+def test_forks_background_work_that_fails_raises_here(forking: None, exc: BaseException,
+                                                      raised: type, message: str) -> None:
+    work = parallel.in_background(lambda: _raises(exc), "test")
+    with pytest.raises(raised, match=message):
+        work()
+    assert not multiprocessing.active_children()
+
+
+def test_forks_background_work_that_dies_is_reported(monkeypatch: pytest.MonkeyPatch,
+                                                     forking: None) -> None:
+    monkeypatch.setattr(parallel, "WAIT_S", 0.2)
+    work = parallel.in_background(lambda: os._exit(5), "test")
+    with pytest.raises(RenderFailed, match=r"a background process ended \(exit code 5\)"):
+        work()
+    assert not multiprocessing.active_children()
+
+
+def test_forks_cancelled_background_work_leaves_no_process(forking: None) -> None:
+    import time
+
+    work = parallel.in_background(lambda: time.sleep(60), "test")
+    assert multiprocessing.active_children()
+    work.cancel()
+    assert not multiprocessing.active_children()
+
+
+def test_background_work_without_fork_runs_here_when_asked() -> None:
+    """`fork=False` (`--jobs 1`), or forking not safe: the work runs in this process, only when
+    its result is asked for."""
+    ran: list[int] = []
+    work = parallel.in_background(lambda: ran.append(os.getpid()) or len(ran), "test", fork=False)
+    assert not ran and not multiprocessing.active_children()
+    assert work() == 1 and work() == 1 and ran == [os.getpid()]
+
+
+def test_forks_html_timelines_read_by_another_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      forking: None) -> None:
+    """`--html` with `--jobs 2`: the captures are read again for the charts by another process
+    while this one makes the rest of the page, and the page is the one `--jobs 1` writes."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from analyzer.cli import app
+    from analyzer.report import html
+
+    pytest.importorskip("plotly")
+    readers = tmp_path / "readers"
+    real = html.collect_timelines
+
+    def collect(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with open(readers, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(html, "collect_timelines", collect)
+    captures = Path(__file__).resolve().parents[2] / "captures"
+    pages = []
+    for jobs in ("1", "2"):
+        page = tmp_path / f"jobs{jobs}.html"
+        done = CliRunner().invoke(app, ["analyze", str(captures / "late-pinger.pcap"),
+                                        str(captures / "silent-client.pcap"), "--jobs", jobs,
+                                        "--html", str(page), "--format", "json"])
+        assert done.exit_code == 1, done.output
+        pages.append(re.sub(r"written \d{4}-\d\d-\d\d \d\d:\d\d UTC", "", page.read_text()))
+    assert readers.read_text().split() == [str(os.getpid()), readers.read_text().split()[1]]
+    assert readers.read_text().split()[1] != str(os.getpid())
+    assert pages[0] == pages[1] and "KA101" in pages[0] and '"fig-s-0"' in pages[0]
+    assert not multiprocessing.active_children()

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+import heapq
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -47,7 +48,7 @@ from analyzer.report.html.timeline import (
 )
 from analyzer.report.packets import SessionPackets, collect_timelines
 from analyzer.report.records import tool_version
-from analyzer.report.tables import clients_frame
+from analyzer.report.tables import ClientsTable
 
 DETAILS = ("findings", "all")
 MAX_CHARTS = 200
@@ -132,6 +133,11 @@ def rank_sessions(report: Report, tallies: dict[str, _Tally] | None = None) -> l
     """Sessions worst first: worst severity, errors, warnings, longest silence / K, then order.
     `tallies`: `_tallies(report)`, if already counted."""
     per = _tallies(report) if tallies is None else tallies
+    return [s for _, s in sorted(enumerate(report.sessions), key=_rank_key(per))]
+
+
+def _rank_key(per: dict[str, _Tally]) -> Callable[[tuple[int, Session]], tuple[Any, ...]]:
+    """`rank_sessions`' order of (position, session) pairs; no two keys are equal."""
 
     def key(item: tuple[int, Session]) -> tuple[Any, ...]:
         n, s = item
@@ -145,7 +151,7 @@ def rank_sessions(report: Report, tallies: dict[str, _Tally] | None = None) -> l
             n,
         )
 
-    return [s for _, s in sorted(enumerate(report.sessions), key=key)]
+    return key
 
 
 def detail_sessions(
@@ -155,44 +161,65 @@ def detail_sessions(
     """The sessions that get a timeline chart, worst first, and how many were left out by the cap.
 
     ``detail="findings"``: sessions with at least one finding; ``"all"``: every session. Pass the
-    ids of the returned sessions, and the sessions as ``known``, to ``collect_timelines``.
+    ids of the returned sessions, and the sessions as ``known``, to ``collect_timelines``. Only
+    the chosen are held as the sessions are read (a long capture's are spooled on disk).
     """
     if detail not in DETAILS:
         raise ValueError(f"unknown detail {detail!r}; expected one of {', '.join(DETAILS)}")
     per = _tallies(report) if tallies is None else tallies
-    wanted = [s for s in rank_sessions(report, per) if detail == "all" or s.session_id in per]
-    return wanted[:max_charts], max(0, len(wanted) - max_charts)
+    wanted = 0
+
+    def candidates() -> Iterator[tuple[int, Session]]:
+        nonlocal wanted
+        for item in enumerate(report.sessions):
+            if detail == "all" or item[1].session_id in per:
+                wanted += 1
+                yield item
+
+    chosen = heapq.nsmallest(max_charts, candidates(), key=_rank_key(per))  # = sorted(...)[:n]
+    return [s for _, s in chosen], max(0, wanted - max_charts)
 
 
 def render_html(
     report: Report,
     out: TextIO,
     *,
-    timelines: dict[str, SessionPackets] | None = None,
+    timelines: dict[str, SessionPackets] | Callable[[], dict[str, SessionPackets]] | None = None,
     detail: str = "findings",
     max_charts: int = MAX_CHARTS,
 ) -> None:
     """Write ``report`` as one self-contained HTML page to ``out``.
 
     ``timelines`` (from ``collect_timelines``) gives the charts their packets; without it the
-    session charts show findings and the session end only. ``detail`` picks the sessions that get
+    session charts show findings and the session end only. It may be a function that returns
+    them, called once the page's other data is made: the timelines are re-read from the captures
+    meanwhile (``parallel.in_background``). ``detail`` picks the sessions that get
     a chart (``"findings"`` or ``"all"``), at most ``max_charts`` of them, worst first. Raises
     ``ConfigError`` (naming ``pip install 'mqtt-keepalive[html]'``) when plotly is missing, and
     ``ValueError`` for an unknown ``detail``, both before writing anything.
     """
     charts.load_plotly()
     # the clients table and the gap / K histogram are the only users of the sessions' gap samples
-    # (up to 2 KiB a session): made first, from the report's sessions as they are read
-    clients_df = clients_frame(report)
-    gap_figure = charts.gap_ratio_figure(report)
+    # (up to 2 KiB a session): made first, from the report's records as they are read (one pass
+    # over the sessions for both), and what the table gathered is gone before the sessions are held
+    clients = ClientsTable()
+    ratios = charts.GapRatios()
+    for s in report.sessions:
+        clients.add_session(s)
+        ratios.add(s)
+    for f in report.findings:
+        clients.add_finding(f)
+    clients_df = clients.frame()
+    del clients
     # the page ranks and lists every session, so it holds them (read from a long capture's spool
-    # once, not once per section), without their samples (on a 10M-frame capture, about 100 MiB
-    # less); the findings are counted as read, and only those the page lists are kept
+    # once more), without their samples (on a 10M-frame capture, about 100 MiB less)
     report = dataclasses.replace(
         report, sessions=[dataclasses.replace(s, gap_samples_ns=()) if s.gap_samples_ns else s
                           for s in report.sessions])
-    builder = _Page(report, timelines or {}, clients_df, gap_figure)
+    # the findings are counted as read, and only those the page lists are kept
+    builder = _Page(report, clients_df, ratios.figure())
     chosen, left_out = detail_sessions(report, detail, max_charts, builder.tallies)
+    builder.timelines = (timelines() if callable(timelines) else timelines) or {}
     body = builder.body(chosen, left_out, detail)
     out.write(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -206,12 +233,13 @@ def render_html(
 
 
 class _Page:
-    def __init__(self, report: Report, timelines: dict[str, SessionPackets],
-                 clients_df: pd.DataFrame, gap_figure: tuple[str, dict[str, int]]) -> None:
+    def __init__(self, report: Report, clients_df: pd.DataFrame,
+                 gap_figure: tuple[str, dict[str, int]]) -> None:
         """`clients_df`, `gap_figure`: `clients_frame` and `charts.gap_ratio_figure` of the
         report (whose sessions here may have left their gap samples behind)."""
         self.report = report
-        self.timelines = timelines
+        self.timelines: dict[str, SessionPackets] = {}
+        """The packets of the sessions drawn (`body`)."""
         self.clients_df = clients_df
         self.gap_figure = gap_figure
         self.rules: dict[tuple[str, str, Severity], _RuleGroup] = {}

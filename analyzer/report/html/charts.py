@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer.errors import ConfigError
-from analyzer.model import Report
+from analyzer.model import Report, Session
 from analyzer.report.console import printable
 
 NS = 1_000_000_000
@@ -234,81 +234,98 @@ def gap_ratio_figure(report: Report) -> tuple[str, dict[str, int]]:
     thousand samples at a time (``GAPS_AT_ONCE``), so a long capture's samples are never all in
     memory at once. Returns the JSON and counts.
     """
-    go = load_plotly()
-    edges = np.append(np.arange(0.0, RATIO_MAX + RATIO_BIN / 2, RATIO_BIN), np.inf)
-    gap_counts = np.zeros(len(edges) - 1, dtype=np.int64)
-    samples: list[np.ndarray] = []
-    held = gaps = 0
-    longest: list[float] = []
+    ratios = GapRatios()
     for s in report.sessions:
+        ratios.add(s)
+    return ratios.figure()
+
+
+class GapRatios:
+    """`gap_ratio_figure` gathered session by session, for a reader that makes other things of
+    the sessions on the same pass (the HTML report)."""
+
+    def __init__(self) -> None:
+        self.edges = np.append(np.arange(0.0, RATIO_MAX + RATIO_BIN / 2, RATIO_BIN), np.inf)
+        self.gap_counts = np.zeros(len(self.edges) - 1, dtype=np.int64)
+        self.samples: list[np.ndarray] = []
+        self.held = self.gaps = 0
+        self.longest: list[float] = []
+
+    def add(self, s: Session) -> None:
         k = s.effective_keep_alive_s
         if not k:
-            continue
+            return
         if s.gap_samples_ns:
-            samples.append(np.asarray(s.gap_samples_ns, dtype=float) / (k * NS))
-            held += len(samples[-1])
-            if held >= GAPS_AT_ONCE:
-                gap_counts += np.histogram(np.concatenate(samples), edges)[0]
-                gaps, samples, held = gaps + held, [], 0
+            self.samples.append(np.asarray(s.gap_samples_ns, dtype=float) / (k * NS))
+            self.held += len(self.samples[-1])
+            if self.held >= GAPS_AT_ONCE:
+                self._bin()
         if s.max_gap_ns is not None:
-            longest.append(s.max_gap_ns / (k * NS))
-    if samples:
-        gap_counts += np.histogram(np.concatenate(samples), edges)[0]
-        gaps += held
-    longest_counts, _ = np.histogram(np.asarray(longest, dtype=float), edges)
-    centers = [round(float(x), 4) for x in edges[:-2] + RATIO_BIN / 2] + [RATIO_MAX + RATIO_BIN]
-    labels = [f"{a:.2f}-{b:.2f}" for a, b in itertools.pairwise(edges[:-1])] + [
-        f">= {RATIO_MAX:.1f}"
-    ]
-    fig = go.Figure()
-    fig.add_trace(
-        go.Bar(
-            x=centers,
-            y=[int(c) for c in gap_counts],
-            width=RATIO_BIN * 0.95,
-            name="client gaps (sampled, every session)",
-            marker={"color": [zone_color(c) for c in centers], "opacity": 0.75},
-            customdata=labels,
-            hovertemplate="gap / K %{customdata}: %{y} gap(s)<extra></extra>",
+            self.longest.append(s.max_gap_ns / (k * NS))
+
+    def _bin(self) -> None:
+        if self.samples:
+            self.gap_counts += np.histogram(np.concatenate(self.samples), self.edges)[0]
+            self.gaps, self.samples, self.held = self.gaps + self.held, [], 0
+
+    def figure(self) -> tuple[str, dict[str, int]]:
+        go = load_plotly()
+        self._bin()
+        edges, gap_counts, gaps, longest = self.edges, self.gap_counts, self.gaps, self.longest
+        longest_counts, _ = np.histogram(np.asarray(longest, dtype=float), edges)
+        centers = [round(float(x), 4) for x in edges[:-2] + RATIO_BIN / 2] + [RATIO_MAX + RATIO_BIN]
+        labels = [f"{a:.2f}-{b:.2f}" for a, b in itertools.pairwise(edges[:-1])] + [
+            f">= {RATIO_MAX:.1f}"
+        ]
+        fig = go.Figure()
+        fig.add_trace(
+            go.Bar(
+                x=centers,
+                y=[int(c) for c in gap_counts],
+                width=RATIO_BIN * 0.95,
+                name="client gaps (sampled, every session)",
+                marker={"color": [zone_color(c) for c in centers], "opacity": 0.75},
+                customdata=labels,
+                hovertemplate="gap / K %{customdata}: %{y} gap(s)<extra></extra>",
+            )
         )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=centers,
-            y=[int(c) if c else None for c in longest_counts],
-            mode="markers",
-            name="longest silence of each session (incl. silences the broker or capture ended)",
-            marker={"symbol": "circle-open", "size": 11, "color": "#111827", "line": {"width": 2}},
-            customdata=labels,
-            hovertemplate="longest silence / K %{customdata}: %{y} session(s)<extra></extra>",
+        fig.add_trace(
+            go.Scatter(
+                x=centers,
+                y=[int(c) if c else None for c in longest_counts],
+                mode="markers",
+                name="longest silence of each session (incl. silences the broker or capture ended)",
+                marker={"symbol": "circle-open", "size": 11, "color": "#111827", "line": {"width": 2}},
+                customdata=labels,
+                hovertemplate="longest silence / K %{customdata}: %{y} session(s)<extra></extra>",
+            )
         )
-    )
-    fig.add_vrect(x0=0, x1=1, fillcolor=GREEN, opacity=BAND_OPACITY, line_width=0)
-    fig.add_vrect(x0=1, x1=1.5, fillcolor=AMBER, opacity=BAND_OPACITY, line_width=0)
-    fig.add_vrect(
-        x0=1.5, x1=RATIO_MAX + 2 * RATIO_BIN, fillcolor=RED, opacity=BAND_OPACITY, line_width=0
-    )
-    _deadline_lines(fig, "x")
-    fig.update_layout(
-        **base_layout(
-            HIST_HEIGHT,
-            barmode="overlay",
-            xaxis={
-                "title": f"gap / K (the last bar holds everything >= {RATIO_MAX:.0f} x K)",
-                "range": [0, RATIO_MAX + 2 * RATIO_BIN],
-                "gridcolor": "#e5e7eb",
-                "zeroline": False,
-            },
-            yaxis={
-                "title": "count (log)",
-                "type": "log",
-                "gridcolor": "#e5e7eb",
-                "rangemode": "tozero",
-            },
-            margin={"l": 60, "r": 20, "t": 60, "b": 50},
+        fig.add_vrect(x0=0, x1=1, fillcolor=GREEN, opacity=BAND_OPACITY, line_width=0)
+        fig.add_vrect(x0=1, x1=1.5, fillcolor=AMBER, opacity=BAND_OPACITY, line_width=0)
+        fig.add_vrect(
+            x0=1.5, x1=RATIO_MAX + 2 * RATIO_BIN, fillcolor=RED, opacity=BAND_OPACITY, line_width=0
         )
-    )
-    return to_json(fig), {"gaps": gaps, "sessions": len(longest)}
+        _deadline_lines(fig, "x")
+        fig.update_layout(
+            **base_layout(
+                HIST_HEIGHT,
+                barmode="overlay",
+                xaxis={
+                    "title": f"gap / K (the last bar holds everything >= {RATIO_MAX:.0f} x K)",
+                    "range": [0, RATIO_MAX + 2 * RATIO_BIN],
+                    "gridcolor": "#e5e7eb",
+                    "zeroline": False,
+                },
+                yaxis={
+                    "title": "count (log)",
+                    "type": "log",
+                    "gridcolor": "#e5e7eb",
+                    "rangemode": "tozero",
+                },
+                margin={"l": 60, "r": 20, "t": 60, "b": 50},
+            )
+        )
+        return to_json(fig), {"gaps": gaps, "sessions": len(longest)}
 
 
 def keep_alive_figure(report: Report) -> str:
