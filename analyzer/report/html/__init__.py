@@ -51,6 +51,8 @@ from analyzer.report.records import tool_version
 from analyzer.report.tables import ClientsTable
 
 DETAILS = ("findings", "all")
+ROWS_AT_ONCE = 2_000
+"""Rows of the sessions list made into text at a time."""
 MAX_CHARTS = 200
 """Detailed session timelines drawn at most (the worst sessions first)."""
 EAGER_CHARTS = 4
@@ -212,7 +214,8 @@ def render_html(
     clients_df = clients.frame()
     del clients
     # the page ranks and lists every session, so it holds them (read from a long capture's spool
-    # once more), without their samples (on a 10M-frame capture, about 100 MiB less)
+    # once more), without their samples (on a 10M-frame capture, about 100 MiB less); the page is
+    # written part by part, its sessions list a few thousand rows at a time
     report = dataclasses.replace(
         report, sessions=[dataclasses.replace(s, gap_samples_ns=()) if s.gap_samples_ns else s
                           for s in report.sessions])
@@ -220,7 +223,8 @@ def render_html(
     builder = _Page(report, clients_df, ratios.figure())
     chosen, left_out = detail_sessions(report, detail, max_charts, builder.tallies)
     builder.timelines = (timelines() if callable(timelines) else timelines) or {}
-    body = builder.body(chosen, left_out, detail)
+    parts = builder.body(chosen, left_out, detail)
+    first = next(parts)  # (the findings are read before anything is written)
     out.write(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -228,7 +232,9 @@ def render_html(
         f"<style>{page.CSS}</style>\n"
         f"<script>{charts.plotly_js()}</script></head>\n<body>\n"
     )
-    out.write(body)
+    out.write(first)
+    for part in parts:
+        out.write(part)
     out.write(f"\n<script>{page.JS}</script>\n</body></html>\n")
 
 
@@ -260,7 +266,9 @@ class _Page:
 
     # -- page -------------------------------------------------------------------------------
 
-    def body(self, chosen: list[Session], left_out: int, detail: str) -> str:
+    def body(self, chosen: list[Session], left_out: int, detail: str) -> Iterator[str]:
+        """The page's body, part by part (the sessions list of a long capture is long); the
+        findings are read before the first part."""
         self.charted = {s.session_id: [] for s in chosen}
         listed: list[Finding] = []  # the first findings of the other sessions, and how many
         uncharted = 0
@@ -273,18 +281,15 @@ class _Page:
             if len(listed) < MAX_FINDING_ROWS:
                 listed.append(f)
         others = self.other_findings(listed, uncharted)
-        parts = [
-            self.header(bool(others)),
-            "<main>",
-            self.overview(),
-            self.sessions_section(chosen),
-            self.cards(chosen, left_out, detail),
-            others,
-            self.tables(),
-            self.footer(),
-            "</main>",
-        ]
-        return "\n".join(parts)
+        yield self.header(bool(others))
+        yield "\n<main>\n"
+        yield self.overview()
+        yield "\n"
+        yield from self.sessions_section(chosen)
+        for part in (self.cards(chosen, left_out, detail), others, self.tables(), self.footer()):
+            yield "\n"
+            yield part
+        yield "\n</main>"
 
     def header(self, other_findings: bool) -> str:
         r = self.report
@@ -488,19 +493,27 @@ class _Page:
             f'data-sevs="{esc(" ".join(sevs))}"'
         )
 
-    def session_rows(self, chosen: list[Session]) -> dict[str, Any]:
-        """The sessions list's data, worst first, for the page's script to draw as a table.
+    def session_rows(self, chosen: list[Session]) -> Iterator[str]:
+        """The sessions list's data, worst first, for the page's script to draw as a table: the
+        text of ``page.script_json`` of
 
         ``{"captures": [path, ...], "ends": {end_reason: words}, "rows": [row, ...]}``, a row
         being ``[worst severity, client id, assigned client id, session id, capture index, client
         IP, MQTT version, K, longest silence / K, PINGREQ, PINGRESP, end reason, end frame,
-        [[rule, count], ...], chart number or -1, severities]`` (a missing id is null). Strings
-        go through ``script_json`` (so ``</script>`` in a client id stays data) and the script
-        sets them as text, never as HTML.
+        [[rule, count], ...], chart number or -1, severities]`` (a missing id is null), in pieces
+        of `ROWS_AT_ONCE` rows (a long capture's sessions are read from its spool). Strings go
+        through ``script_json`` (so ``</script>`` in a client id stays data) and the script sets
+        them as text, never as HTML.
         """
         charted = {s.session_id: n for n, s in enumerate(chosen)}
         captures: dict[str, int] = {}
+        for s in self.ranked:  # (numbered in the rows' order)
+            captures.setdefault(s.capture, len(captures))
+        yield (page.script_json({"captures": list(captures),
+                                 "ends": {e.value: w for e, w in END_TEXT.items()}})[:-1]
+               + ',"rows":[')
         rows: list[list[Any]] = []
+        first = True
         for s in self.ranked:
             tally = self.tallies.get(s.session_id, _NONE)
             worst = tally.worst
@@ -513,7 +526,7 @@ class _Page:
                     if not s.assigned_client_id
                     else printable(s.assigned_client_id, MAX_ID_CHARS),
                     s.session_id,
-                    captures.setdefault(s.capture, len(captures)),
+                    captures[s.capture],
                     s.flow.client.ip,
                     version_name(s.protocol_level),
                     _k_text(s),
@@ -527,17 +540,18 @@ class _Page:
                     " ".join(tally.labels()) or "ok",
                 ]
             )
-        return {
-            "captures": list(captures),
-            "ends": {e.value: w for e, w in END_TEXT.items()},
-            "rows": rows,
-        }
+            if len(rows) == ROWS_AT_ONCE:
+                yield ("" if first else ",") + page.script_json(rows)[1:-1]
+                rows, first = [], False
+        if rows:
+            yield ("" if first else ",") + page.script_json(rows)[1:-1]
+        yield "]}"
 
-    def sessions_section(self, chosen: list[Session]) -> str:
+    def sessions_section(self, chosen: list[Session]) -> Iterator[str]:
         rules = sorted({rule_id for rule_id, _rule, _severity in self.rules})
         options = "".join(f'<option value="{esc(r)}">{esc(r)}</option>' for r in rules)
         total = len(self.report.sessions)
-        return (
+        yield (
             '<section id="sessions"><h2>Sessions</h2><div class="filters">'
             '<input type="search" id="q" placeholder="search client id, session, capture, IP"'
             ' aria-label="search sessions">'
@@ -557,9 +571,10 @@ class _Page:
             "<th>longest silence / K</th><th>PINGREQ / RESP</th><th>end</th><th>findings</th>"
             "<th></th></tr></thead><tbody></tbody></table></div>"
             '<button type="button" id="more" class="hidden">show more</button>'
-            + page.data_script("sessions-data", self.session_rows(chosen))
-            + "</section>"
+            '<script type="application/json" id="sessions-data">'
         )
+        yield from self.session_rows(chosen)
+        yield "</script></section>"
 
     def cards(self, chosen: list[Session], left_out: int, detail: str) -> str:
         what = " with findings" if detail == "findings" else ""
@@ -680,7 +695,8 @@ class _Page:
         """The findings of the sessions not drawn: the first `listed` of all `count`."""
         if not count:
             return ""
-        by_id = {s.session_id: s for s in self.report.sessions}
+        wanted = {f.session_id for f in listed}
+        by_id = {s.session_id: s for s in self.report.sessions if s.session_id in wanted}
         rows = []
         for f in listed:
             if self.findings_listed >= MAX_FINDING_ROWS:
