@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields, replace
 from ipaddress import ip_address
-from itertools import chain, zip_longest
+from itertools import chain, repeat, zip_longest
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -368,37 +368,37 @@ def _merge(parts: tuple[_Part, ...]) -> Result:
     are sorted on their own and merged last, so that on a tie (the same stream) they follow the
     records of the connection they came back to, as in one process."""
     streams, numbers = _numbers([p.log for p in parts])
-    sessions = _merged(parts, numbers, "sessions", _session, lambda s: s.flow.stream_index)
-    findings = _merged(parts, numbers, "findings", _finding,
-                       lambda f: (f.stream_index, f.ts_ns, f.rule_id))
+    sessions = _merged(parts, numbers, "sessions", SESSIONS)
+    findings = _merged(parts, numbers, "findings", FINDINGS)
     summary = replace(parts[0].summary, tcp_streams=streams, mqtt_sessions=len(sessions))
     return summary, sessions, findings  # type: ignore[return-value]
 
 
-def _merged(parts: tuple[_Part, ...], numbers: list[array], kind: str,
-            renumber: Callable[[Any, array], Any], key: Callable[[Any], Any]) -> Spool[Any]:
-    streams = [_renumbered(getattr(p, kind), numbers[i], renumber) for i, p in enumerate(parts)]
-    apart = sorted((renumber(r, numbers[i]) for i, p in enumerate(parts)
-                    for r in getattr(p, f"returned_{kind}")), key=key)
-    return Spool(heapq.merge(*streams, apart, key=key))
+def _merged(parts: tuple[_Part, ...], numbers: list[array], attribute: str, kind: _Kind) -> Spool[Any]:
+    """The parts' records (`attribute`: "sessions" or "findings"), renumbered and merged in their
+    order, as field rows all the way into the merged spool (`Spool.of_fields`): a record is built
+    only if the spool keeps it in memory, or when it is read back."""
+    streams = [_renumbered(getattr(p, attribute), numbers[i], kind) for i, p in enumerate(parts)]
+    apart = sorted((kind.renumbered(kind.fields(r), numbers[i]) for i, p in enumerate(parts)
+                    for r in getattr(p, f"returned_{attribute}")), key=kind.order)
+    return Spool.of_fields(kind.cls, heapq.merge(*streams, apart, key=kind.order))
 
 
-def _renumbered(path: str, numbers: array, renumber: Callable[[Any, array], Any]) -> Iterator[Any]:
-    """A part's records as `_read` gives them, renumbered: a batch of sessions or findings is
-    renumbered in its fields as read, so each record is built once (`dataclasses.replace` on
-    records already built took a quarter of a second of the parent's serial time on the 1M-frame
-    benchmark capture)."""
-    record_class, of_fields = _OF_FIELDS[renumber]
+def _renumbered(path: str, numbers: array, kind: _Kind) -> Iterator[tuple]:
+    """A part's records as `_read` gives them, renumbered, as field rows: a batch of sessions or
+    findings is renumbered in its fields as read, and no record is built on the way (building
+    them, and copying each by `dataclasses.replace`, took a quarter of a second of the parent's
+    serial time on the 1M-frame benchmark capture)."""
+    renumbered = kind.renumbered
     with open(path, "rb") as fh:
         while True:
             try:
                 cls, rows = load_fields(fh)
             except EOFError:
                 return
-            if cls is record_class:
-                yield from (of_fields(row, numbers) for row in rows)
-            else:  # records pickled as they are (`_dump`'s other way)
-                yield from (renumber(r, numbers) for r in _built(cls, rows))
+            if cls is not kind.cls:  # records pickled as they are (`_dump`'s other way)
+                rows = [kind.fields(r) for r in _built(cls, rows)]
+            yield from (renumbered(row, numbers) for row in rows)
 
 
 def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:
@@ -410,7 +410,11 @@ def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:
     then it is a new stream there too."""
     forgotten = _forgotten(logs)
     out = [array("q", bytes(8 * len(log.first_frames))) for log in logs]
-    births = heapq.merge(*(_births(i, log) for i, log in enumerate(logs)))
+    # (first frame, part, its own number) of every stream, in capture order: made and sorted
+    # without a Python step per stream (a heap merge of generators took a tenth of a second of
+    # the parent's serial time on the 1M-frame benchmark capture)
+    births = sorted(chain.from_iterable(
+        zip(log.first_frames, repeat(i), range(len(log.first_frames))) for i, log in enumerate(logs)))
     streams = 0
     for _frame, i, own in births:
         back = logs[i].returns.get(own)
@@ -422,16 +426,10 @@ def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:
     return streams, out
 
 
-def _births(part: int, log: TableLog) -> Iterator[tuple[int, int, int]]:
-    """(first frame, part, its own number) of the part's streams, in order."""
-    for own, frame in enumerate(log.first_frames):
-        yield frame, part, own
-
-
 def _forgotten(logs: list[TableLog]) -> set[tuple[int, int]]:
     """(part, memory id) of the connections that came back to a number one table, holding every
     part's evicted connections, would have forgotten (`FlowTable.evict`, `MAX_REMEMBERED`)."""
-    events = heapq.merge(*(_table_events(i, log) for i, log in enumerate(logs)))
+    events = sorted(chain.from_iterable(_table_events(i, log) for i, log in enumerate(logs)))
     table: OrderedDict[tuple[int, int], None] = OrderedDict()
     forgotten = set()
     for _frame, is_return, _created, part, memory in events:
@@ -446,14 +444,14 @@ def _forgotten(logs: list[TableLog]) -> set[tuple[int, int]]:
     return forgotten
 
 
-def _table_events(part: int, log: TableLog) -> Iterator[tuple[int, bool, int, int, int]]:
-    """The part's evictions that remembered a number and its returns, in the order one table sees
-    them: by frame; a frame's sweep before its own segment; a sweep in order of first frames."""
-    kept = ((frame, False, created, part, memory) for memory, (frame, created)
-            in enumerate(zip(log.remembered_frames, log.remembered_created)))
-    back = sorted((log.first_frames[own], True, 0, part, memory)
-                  for own, (memory, _old) in log.returns.items())
-    return heapq.merge(kept, back)
+def _table_events(part: int, log: TableLog) -> Iterable[tuple[int, bool, int, int, int]]:
+    """The part's evictions that remembered a number and its returns, as (frame, is a return,
+    frame created, part, memory id): sorted, the order one table sees them in (by frame; a
+    frame's sweep before its own segment; a sweep in order of first frames)."""
+    kept = zip(log.remembered_frames, repeat(False), log.remembered_created, repeat(part),
+               range(len(log.remembered_frames)))
+    back = ((log.first_frames[own], True, 0, part, memory) for own, (memory, _old) in log.returns.items())
+    return chain(kept, back)
 
 
 def _session_stream(s: Session) -> int:
@@ -474,39 +472,43 @@ def _positions(cls: type, *names: str) -> tuple[int, ...]:
 
 
 _S_ID, _S_FLOW = _positions(Session, "session_id", "flow")
-_F_ID, _F_STREAM = _positions(Finding, "session_id", "stream_index")
+_F_ID, _F_STREAM, _F_TS, _F_RULE = _positions(Finding, "session_id", "stream_index", "ts_ns",
+                                              "rule_id")
 
 
-def _session_fields(row: tuple, numbers: array) -> Session:
-    """The session whose fields (`__init__` order) are `row`, numbered as one process numbers it,
+def _session_fields(row: tuple, numbers: array) -> tuple:
+    """The fields (`__init__` order) `row` of a session, numbered as one process numbers it,
     from `numbers` (its part's numbering)."""
     values = list(row)
     flow = values[_S_FLOW]
     index = numbers[flow.stream_index]
     values[_S_ID] = _session_id(values[_S_ID], index)
     values[_S_FLOW] = FlowKey(flow.client, flow.server, index)
-    return Session(*values)
+    return tuple(values)
 
 
-def _finding_fields(row: tuple, numbers: array) -> Finding:
-    """The finding whose fields (`__init__` order) are `row`, numbered as one process numbers it."""
+def _finding_fields(row: tuple, numbers: array) -> tuple:
+    """The fields `row` of a finding, numbered as one process numbers it."""
     values = list(row)
     index = numbers[values[_F_STREAM]]
     values[_F_ID] = _session_id(values[_F_ID], index)
     values[_F_STREAM] = index
-    return Finding(*values)
+    return tuple(values)
 
 
-def _session(s: Session, numbers: array) -> Session:
-    """`_session_fields` of a session."""
-    return _session_fields(_field_getter(Session)(s), numbers)  # type: ignore[misc]
+@dataclass(frozen=True)
+class _Kind:
+    """The merge's view of sessions or of findings, as field rows (`__init__` order)."""
+
+    cls: type
+    renumbered: Callable[[tuple, array], tuple]
+    """The row numbered as one process numbers it, from its part's numbering."""
+    order: Callable[[tuple], Any]
+    """What the merge orders rows by (as `CaptureAnalysis.finish` sorts the records)."""
+
+    def fields(self, record: Any) -> tuple:
+        return _field_getter(self.cls)(record)  # type: ignore[misc]
 
 
-def _finding(f: Finding, numbers: array) -> Finding:
-    """`_finding_fields` of a finding."""
-    return _finding_fields(_field_getter(Finding)(f), numbers)  # type: ignore[misc]
-
-
-_OF_FIELDS: dict[Callable[[Any, array], Any], tuple[type, Callable[[tuple, array], Any]]] = {
-    _session: (Session, _session_fields), _finding: (Finding, _finding_fields)}
-"""Each renumbering and the same on a record's fields."""
+SESSIONS = _Kind(Session, _session_fields, lambda row: row[_S_FLOW].stream_index)
+FINDINGS = _Kind(Finding, _finding_fields, lambda row: (row[_F_STREAM], row[_F_TS], row[_F_RULE]))

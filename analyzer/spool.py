@@ -65,6 +65,29 @@ class Spool(_Records, Generic[T]):
         for record in records:
             self.append(record)
 
+    @classmethod
+    def of_fields(cls, record_class: type, rows: Iterable[tuple]) -> Spool[Any]:
+        """A spool of `record_class` records given by their fields (`__init__` order), as
+        `Spool(record_class(*row) for row in rows)` holds them; the rows past its memory go to
+        disk as they are (`_dump`'s way for a batch of one dataclass), not built first."""
+        spool: Spool[Any] = cls()
+        head, limit = spool._head, spool._in_memory
+        batch: list[tuple] = []
+        for row in rows:
+            if len(head) < limit:
+                head.append(record_class(*row))
+                continue
+            batch.append(row)
+            if len(batch) >= BATCH:
+                spool._spill_fields(record_class, batch)
+                batch = []
+        spool._batch = [record_class(*row) for row in batch]
+        return spool
+
+    def _spill_fields(self, record_class: type, rows: list[tuple]) -> None:
+        self._write(lambda file: pickle.dump((record_class, rows), file,
+                                             protocol=pickle.HIGHEST_PROTOCOL), len(rows))
+
     def append(self, record: T) -> None:
         if len(self._head) < self._in_memory:
             self._head.append(record)
@@ -109,14 +132,18 @@ class Spool(_Records, Generic[T]):
         records._head, records._batch, records._spilled = [], [], 0
 
     def _spill(self) -> None:
+        self._write(lambda file: _dump(self._batch, file), len(self._batch))
+        self._batch = []
+
+    def _write(self, dump: Callable[[IO[bytes]], None], count: int) -> None:
+        """A batch of `count` records, written by `dump`, to the end of the file."""
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="mqtt-keepalive-")
         self._file.seek(0, 2)
-        _dump(self._batch, self._file)
+        dump(self._file)
         self._file.flush()  # read back by position (`_read_batch`), past the file object's buffer
         self._bounds.append(self._file.tell())
-        self._spilled += len(self._batch)
-        self._batch = []
+        self._spilled += count
 
     def __len__(self) -> int:
         return len(self._head) + self._spilled + len(self._batch)

@@ -159,7 +159,8 @@ def _received(receive: Any, worker: Any) -> tuple[bool, Any]:
                                        "before its work was done")
     try:
         return receive.recv()  # type: ignore[no-any-return]
-    except EOFError:
+    except EOFError:  # its end of the pipe closed: it ended, or is ending
+        worker.join(WAIT_S)
         return False, RenderFailed(f"a background process ended (exit code {worker.exitcode}) "
                                    "before its work was done")
 

@@ -328,18 +328,20 @@ def test_cli_splits_one_large_capture(tmp_path: Path, small_captures_split: list
 
 @pytest.mark.parametrize("as_fields", [True, False])
 def test_a_parts_records_are_renumbered_as_read(tmp_path: Path, as_fields: bool) -> None:
-    """The merge renumbers a part's sessions and findings as it reads them: the same records as
-    renumbering each read record, whether the file holds batches of fields (what a process writes)
-    or of records."""
+    """The merge renumbers a part's sessions and findings as it reads them, in their fields: the
+    fields of each read record renumbered, whether the file holds batches of fields (what a
+    process writes) or of records; and the merged spool holds the records those fields build."""
     import pickle
     from array import array
+
+    from analyzer.spool import Spool
 
     path = tmp_path / "fleet.pcap"
     generate(path, 20_000, 100, 9)
     _summary, sessions, findings = engine.analyze_capture(open_capture(str(path)), Options())
     assert sessions and findings
     numbers = array("q", range(1000, 1000 + 2 * max(s.flow.stream_index for s in sessions) + 2))
-    for records, renumber in ((list(sessions), split._session), (list(findings), split._finding)):
+    for records, kind in ((list(sessions), split.SESSIONS), (list(findings), split.FINDINGS)):
         if as_fields:
             written = split._spooled(records)
         else:
@@ -347,9 +349,16 @@ def test_a_parts_records_are_renumbered_as_read(tmp_path: Path, as_fields: bool)
             with open(written, "wb") as fh:
                 pickle.dump((None, records), fh)
         try:
-            got = list(split._renumbered(written, numbers, renumber))
+            got = list(split._renumbered(written, numbers, kind))
         finally:
             Path(written).unlink()
-        assert got == [renumber(r, numbers) for r in records]
-        assert {r.session_id.rpartition("#")[2] for r in got} <= {str(n) for n in numbers}
-        assert got != records
+        assert got == [kind.renumbered(kind.fields(r), numbers) for r in records]
+        built = [kind.cls(*row) for row in got]
+        assert {r.session_id.rpartition("#")[2] for r in built} <= {str(n) for n in numbers}
+        assert built != records
+        streams = [r.flow.stream_index if kind is split.SESSIONS else r.stream_index for r in records]
+        assert [r.session_id for r in built] == [
+            f"{r.session_id.rpartition('#')[0]}#{numbers[n]}" for r, n in zip(records, streams)]
+        assert list(Spool.of_fields(kind.cls, got)) == built
+
+

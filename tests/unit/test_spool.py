@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -106,3 +108,39 @@ def test_absorb_takes_any_sequence() -> None:
     target.absorb([(5, "5"), (6, "6")])
     target.absorb(Chain([_numbered(7, 3000)]))
     assert list(target) == [(i, str(i)) for i in range(3007)]
+
+
+@dataclass
+class _Row:
+    """A record that tells when it is built."""
+
+    a: int
+    b: str
+    built: ClassVar[list[int]] = []
+
+    def __post_init__(self) -> None:
+        self.built.append(self.a)
+
+
+@pytest.mark.parametrize("n", [0, 5, spool_module.IN_MEMORY, spool_module.IN_MEMORY + 1,
+                               spool_module.IN_MEMORY + spool_module.BATCH,
+                               spool_module.IN_MEMORY + 3 * spool_module.BATCH + 17])
+def test_a_spool_of_fields_is_the_spool_of_its_records(n: int) -> None:
+    """`Spool.of_fields` holds what a spool of the built records holds, in the same batches
+    (pieces) and the same bytes on disk, and the rows past its memory are never built."""
+    built = _Row.built
+    rows = [(i, f"r{i}") for i in range(n)]
+    expected = Spool(_Row(*row) for row in rows)
+    built.clear()
+    got = Spool.of_fields(_Row, iter(rows))
+    in_memory = min(n, spool_module.IN_MEMORY)
+    tail = (n - in_memory) % spool_module.BATCH
+    assert built == list(range(in_memory)) + list(range(n - tail, n))  # the head and the tail only
+    assert len(got) == n and list(got) == list(expected)
+    assert [len(load()) for load in got.pieces()] == [len(load()) for load in expected.pieces()]
+    assert got._bounds == expected._bounds
+    if got._file is not None:
+        assert expected._file is not None
+        got._file.seek(0)
+        expected._file.seek(0)
+        assert got._file.read() == expected._file.read()
