@@ -83,8 +83,8 @@ def in_background(work: Callable[[], T], name: str, fork: bool = True) -> Backgr
     """`work()` started in a forked process, while this one goes on; calling what is returned
     waits for the result (pickled over) and returns it, or raises what `work` raised (RenderFailed
     if that cannot be sent, or if the process died). Without `fork`, or where forking is not safe
-    (`_may_fork`), `work` runs here, when its result is first asked for. Flush any buffered output before (as
-    `rendered`).
+    (`_may_fork`), `work` runs here, when its result is first asked for. Buffered output is
+    flushed first (as by `rendered`).
 
     The HTML report reads the capture again for the packets of the sessions it draws: a pass over
     the whole capture that needs nothing the page's other work makes, and takes as long."""
