@@ -410,11 +410,11 @@ def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:
     then it is a new stream there too."""
     forgotten = _forgotten(logs)
     out = [array("q", bytes(8 * len(log.first_frames))) for log in logs]
-    # (first frame, part, its own number) of every stream, in capture order: made and sorted
-    # without a Python step per stream (a heap merge of generators took a tenth of a second of
-    # the parent's serial time on the 1M-frame benchmark capture)
-    births = sorted(chain.from_iterable(
-        zip(log.first_frames, repeat(i), range(len(log.first_frames))) for i, log in enumerate(logs)))
+    # (first frame, part, its own number) of every stream, in capture order: each part's are in
+    # order, made without a Python step per stream, and merged (sorting them all would hold them
+    # all: tens of MiB on a 10M-frame capture)
+    births = heapq.merge(*(zip(log.first_frames, repeat(i), range(len(log.first_frames)))
+                           for i, log in enumerate(logs)))
     streams = 0
     for _frame, i, own in births:
         back = logs[i].returns.get(own)
@@ -429,7 +429,7 @@ def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:
 def _forgotten(logs: list[TableLog]) -> set[tuple[int, int]]:
     """(part, memory id) of the connections that came back to a number one table, holding every
     part's evicted connections, would have forgotten (`FlowTable.evict`, `MAX_REMEMBERED`)."""
-    events = sorted(chain.from_iterable(_table_events(i, log) for i, log in enumerate(logs)))
+    events = heapq.merge(*chain.from_iterable(_table_events(i, log) for i, log in enumerate(logs)))
     table: OrderedDict[tuple[int, int], None] = OrderedDict()
     forgotten = set()
     for _frame, is_return, _created, part, memory in events:
@@ -444,14 +444,15 @@ def _forgotten(logs: list[TableLog]) -> set[tuple[int, int]]:
     return forgotten
 
 
-def _table_events(part: int, log: TableLog) -> Iterable[tuple[int, bool, int, int, int]]:
-    """The part's evictions that remembered a number and its returns, as (frame, is a return,
-    frame created, part, memory id): sorted, the order one table sees them in (by frame; a
-    frame's sweep before its own segment; a sweep in order of first frames)."""
+def _table_events(part: int, log: TableLog) -> tuple[Iterator[tuple[int, bool, int, int, int]], ...]:
+    """The part's evictions that remembered a number, and its returns, as (frame, is a return,
+    frame created, part, memory id), each in the order one table sees them (by frame; a frame's
+    sweep before its own segment; a sweep in order of first frames)."""
     kept = zip(log.remembered_frames, repeat(False), log.remembered_created, repeat(part),
                range(len(log.remembered_frames)))
-    back = ((log.first_frames[own], True, 0, part, memory) for own, (memory, _old) in log.returns.items())
-    return chain(kept, back)
+    back = sorted((log.first_frames[own], True, 0, part, memory)
+                  for own, (memory, _old) in log.returns.items())
+    return kept, iter(back)
 
 
 def _session_stream(s: Session) -> int:
