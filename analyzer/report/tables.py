@@ -215,33 +215,28 @@ class _Client:
         """Every gap sample of its sessions with a known K, over that K."""
         self.findings = self.errors = self.warnings = 0
 
-    def add_capture(self, capture: str) -> None:
-        if self.captures is None:
-            self.captures = capture
-        elif isinstance(self.captures, str):
-            if capture != self.captures:
-                self.captures = {self.captures, capture}
-        else:
-            self.captures.add(capture)
-
-    def add_keep_alive(self, k: int) -> None:
-        if self.keep_alives is None:
-            self.keep_alives = k
-        elif isinstance(self.keep_alives, int):
-            if k != self.keep_alives:
-                self.keep_alives = {self.keep_alives, k}
-        else:
-            self.keep_alives.add(k)
-
     def capture_count(self) -> int:
-        return 0 if self.captures is None else 1 if isinstance(self.captures, str) else len(self.captures)
+        return len(_values(self.captures))
 
     def keep_alive_text(self) -> str | None:
         """The distinct K values, ascending, joined."""
-        if self.keep_alives is None:
-            return None
-        values = [self.keep_alives] if isinstance(self.keep_alives, int) else sorted(self.keep_alives)
-        return _joined([str(k) for k in values])
+        values = _values(self.keep_alives)
+        return _joined([str(k) for k in sorted(values)]) if values else None
+
+
+def _added(held: Any, value: Any) -> Any:
+    """`held` (None, one value, or a set of values) with `value`: a set only from a second."""
+    if held is None:
+        return value
+    if isinstance(held, set):
+        held.add(value)
+        return held
+    return held if value == held else {held, value}
+
+
+def _values(held: Any) -> set[Any]:
+    """What `_added` holds, as a set."""
+    return set() if held is None else held if isinstance(held, set) else {held}
 
 
 def clients_frame(report: Report) -> pd.DataFrame:
@@ -283,10 +278,10 @@ class ClientsTable:
             client = self.clients[key] = _Client()
         client.sessions += 1
         capture = self._paths.setdefault(s.capture, s.capture)
-        client.add_capture(capture)
+        client.captures = _added(client.captures, capture)
         k = s.effective_keep_alive_s
         if k is not None:
-            client.add_keep_alive(k)
+            client.keep_alives = _added(client.keep_alives, k)
         if k:
             if s.max_gap_ns is not None:
                 ratio = s.max_gap_ns / 1e9 / k
