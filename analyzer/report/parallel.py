@@ -104,8 +104,8 @@ class Background(Generic[T]):
         sys.stderr.flush()
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
-        self._worker = context.Process(target=_work_alone, args=(work, send), daemon=True,
-                                       name=f"mqtt-keepalive-{name}")
+        self._worker = context.Process(target=_work_alone, args=(work, send, self._receive),
+                                       daemon=True, name=f"mqtt-keepalive-{name}")
         self._worker.start()
         send.close()  # (the child's end: this process only reads)
         self._work = None
@@ -134,8 +134,11 @@ class Background(Generic[T]):
             self._worker = None
 
 
-def _work_alone(work: Callable[[], Any], send: Any) -> None:
-    """In a forked process: `work()`, or what it raised, sent back."""
+def _work_alone(work: Callable[[], Any], send: Any, receive: Any) -> None:
+    """In a forked process: `work()`, or what it raised, sent back. Its copy of the reading end
+    is closed first: should the waiting process be gone, sending fails instead of waiting for a
+    reader forever."""
+    receive.close()
     try:
         outcome: tuple[bool, Any] = (True, work())
     except BaseException as exc:  # noqa: BLE001 - whatever it is, the waiting process must hear of it
@@ -145,10 +148,16 @@ def _work_alone(work: Callable[[], Any], send: Any) -> None:
         except Exception:  # noqa: BLE001
             outcome = (False, RenderFailed(f"a background process failed: {type(exc).__name__}: {exc}"))
     try:
-        send.send(outcome)
-    except Exception as exc:  # noqa: BLE001 - a result that cannot be pickled
-        send.send((False, RenderFailed(f"a background process failed: {type(exc).__name__}: {exc}")))
-    send.close()
+        try:
+            send.send(outcome)
+        except (OSError, EOFError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a result that cannot be pickled
+            send.send((False, RenderFailed(f"a background process failed: {type(exc).__name__}: {exc}")))
+    except (OSError, EOFError):
+        pass  # the waiting process stopped waiting (it failed, or was interrupted): nobody to tell
+    finally:
+        send.close()
 
 
 def _received(receive: Any, worker: Any) -> tuple[bool, Any]:

@@ -298,3 +298,21 @@ def test_forks_html_timelines_read_by_another_process(tmp_path: Path, monkeypatc
     assert readers.read_text().split()[1] != str(os.getpid())
     assert pages[0] == pages[1] and "KA101" in pages[0] and '"fig-s-0"' in pages[0]
     assert not multiprocessing.active_children()
+
+
+def _slow_result() -> str:
+    import time
+
+    time.sleep(0.5)
+    return "x" * (1 << 20)  # more than a pipe holds: sending waits for a reader
+
+
+def test_forks_background_work_whose_reader_left_ends_quietly(capfd: pytest.CaptureFixture[str],
+                                                              forking: None) -> None:
+    """The waiting process is gone before the result is sent (killed, say): the other process
+    does not wait for a reader forever, and ends without a traceback on the terminal they share."""
+    work = parallel.in_background(_slow_result, "test")
+    work._receive.close()  # as when this process is gone
+    work._worker.join(10)
+    assert work._worker.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err
