@@ -35,7 +35,7 @@ from analyzer.cli.common import (
     severity,
     sink,
     warn_about_captures,
-    write_html,
+    html_around,
     write_junit,
     write_parquet,
 )
@@ -68,8 +68,8 @@ def analyze_command(
     report = run_analysis(captures, s)
     fail = severity(s["fail_on"])
     write_junit(report, s["junit"], fail)
-    write_html(report, s, captures)
-    render_report(report, s, report.exit_code(fail))
+    with html_around(report, s, captures):
+        render_report(report, s, report.exit_code(fail))
     finish(report, fail)
 
 

@@ -48,7 +48,7 @@ from analyzer.cli.common import (
     settings,
     severity,
     warn_about_captures,
-    write_html,
+    html_around,
     write_junit,
 )
 from analyzer.model import Report, Severity
@@ -93,8 +93,8 @@ def check_command(
     final = 0 if s["exit_zero"] and code in (1, EMPTY) else code
     report = report.gated(final)
     write_junit(report, s["junit"], fail)
-    write_html(report, s, paths)
-    render_report(report, s, final)
+    with html_around(report, s, paths):
+        render_report(report, s, final)
     github_outputs(report, s)
     _messages(report, s, code, final)
     raise typer.Exit(final)

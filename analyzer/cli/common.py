@@ -324,14 +324,18 @@ def write_parquet(report: Report, directory: str, tables: tuple[str, ...] = ("se
         raise typer.Exit(2) from None
 
 
-def write_html(report: Report, s: config.Resolved, inputs: list[str]) -> None:
-    """`--html FILE`: the overview and, re-read from the captures (`inputs`: what the report was
-    made from, so that a rotation's files are read together again), the packets of the sessions
-    drawn in detail (the report itself keeps no per-packet data). With more than one process
-    (`--jobs`), the captures are re-read by another process while this one makes the rest of
-    the page."""
+@contextmanager
+def html_around(report: Report, s: config.Resolved, inputs: list[str]) -> Iterator[None]:
+    """`--html FILE` around the writing of the main report: the overview and, re-read from the
+    captures (`inputs`: what the report was made from, so that a rotation's files are read
+    together again), the packets of the sessions drawn in detail (the report itself keeps no
+    per-packet data). With more than one process (`--jobs`), the captures are re-read by another
+    process, started before the main report is written, while this one writes it and then makes
+    the rest of the page. The page is written also when the main report stopped early (a reader
+    that left, an output that could not be written); not when the run is interrupted."""
     path = s["html"]
     if path is None:
+        yield
         return
     from functools import partial
 
@@ -339,21 +343,33 @@ def write_html(report: Report, s: config.Resolved, inputs: list[str]) -> None:
     from analyzer.report.html import charts, collect_timelines, detail_sessions, render_html
     from analyzer.report.parallel import Background, in_background
 
+    def page(timelines: Background | None) -> None:
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fh:
+                render_html(report, fh, timelines=timelines)
+        except ConfigError as exc:
+            fail(exc)
+        except OSError as exc:
+            error(f"cannot write {path}: {exc.strerror}")
+            raise typer.Exit(2) from None
+
     timelines: Background | None = None
     try:
-        charts.load_plotly()  # (before the captures are read again for nothing)
+        try:
+            charts.load_plotly()  # (before the captures are read again for nothing)
+        except ConfigError as exc:
+            fail(exc)
         chosen, _left_out = detail_sessions(report)
         work = partial(collect_timelines, inputs, analysis_options(s),
                        {x.session_id for x in chosen}, known=chosen)
         timelines = in_background(work, "timelines", fork=jobs(s) > 1)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as fh:
-            render_html(report, fh, timelines=timelines)
-    except ConfigError as exc:
-        fail(exc)
-    except OSError as exc:
-        error(f"cannot write {path}: {exc.strerror}")
-        raise typer.Exit(2) from None
+        try:
+            yield
+        except typer.Exit:
+            page(timelines)
+            raise
+        page(timelines)
     finally:
         if timelines is not None:
             timelines.cancel()

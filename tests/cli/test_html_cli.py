@@ -50,3 +50,15 @@ def test_html_draws_a_rotated_capture_from_all_its_files(tmp_path: Path) -> None
     figure = json.loads(doc.xpath('//script[@id="fig-s-0"]')[0].text)
     late = [t for t in figure["data"] if t.get("name") == "silence ended by a PINGREQ"]
     assert sum(len(t["y"]) for t in late) == 4
+
+
+def test_html_is_written_when_the_report_cannot_be(tmp_path: Path) -> None:
+    """The main report's output cannot be written (exit 2, said once): the page still is."""
+    html = tmp_path / "report.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "analyzer", "analyze", str(CAPTURES / "late-pinger.pcap"), "--html",
+         str(html), "--format", "json", "-o", str(tmp_path / "missing" / "dir" / "r.json")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("cannot write") == 1
+    assert "KA101" in html.read_text(encoding="utf-8")

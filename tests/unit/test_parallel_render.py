@@ -267,7 +267,8 @@ def test_background_work_without_fork_runs_here_when_asked() -> None:
 def test_forks_html_timelines_read_by_another_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       forking: None) -> None:
     """`--html` with `--jobs 2`: the captures are read again for the charts by another process
-    while this one makes the rest of the page, and the page is the one `--jobs 1` writes."""
+    while this one writes the JSON report and makes the rest of the page; the page and the report
+    are the ones `--jobs 1` writes."""
     import re
 
     from typer.testing import CliRunner
@@ -286,17 +287,19 @@ def test_forks_html_timelines_read_by_another_process(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(html, "collect_timelines", collect)
     captures = Path(__file__).resolve().parents[2] / "captures"
-    pages = []
+    pages, documents = [], []
     for jobs in ("1", "2"):
         page = tmp_path / f"jobs{jobs}.html"
         done = CliRunner().invoke(app, ["analyze", str(captures / "late-pinger.pcap"),
                                         str(captures / "silent-client.pcap"), "--jobs", jobs,
                                         "--html", str(page), "--format", "json"])
         assert done.exit_code == 1, done.output
+        documents.append(done.stdout)
         pages.append(re.sub(r"written \d{4}-\d\d-\d\d \d\d:\d\d UTC", "", page.read_text()))
     assert readers.read_text().split() == [str(os.getpid()), readers.read_text().split()[1]]
     assert readers.read_text().split()[1] != str(os.getpid())
     assert pages[0] == pages[1] and "KA101" in pages[0] and '"fig-s-0"' in pages[0]
+    assert documents[0] == documents[1] and '"KA101"' in documents[0]
     assert not multiprocessing.active_children()
 
 
