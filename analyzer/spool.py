@@ -85,8 +85,7 @@ class Spool(_Records, Generic[T]):
         return spool
 
     def _spill_fields(self, record_class: type, rows: list[tuple]) -> None:
-        self._write(lambda file: pickle.dump((record_class, rows), file,
-                                             protocol=pickle.HIGHEST_PROTOCOL), len(rows))
+        self._write(lambda file: _dump_fields(record_class, rows, file), len(rows))
 
     def append(self, record: T) -> None:
         if len(self._head) < self._in_memory:
@@ -117,13 +116,11 @@ class Spool(_Records, Generic[T]):
         elif records._file is not None:
             if self._batch:
                 self._spill()  # what this spool holds after its memory comes first
-            if self._file is None:
-                self._file = tempfile.TemporaryFile(prefix="mqtt-keepalive-")
-            self._file.seek(0, 2)
-            base = self._file.tell()
+            file = self._at_end()
+            base = file.tell()
             records._file.seek(0)
-            shutil.copyfileobj(records._file, self._file, 1 << 20)
-            self._file.flush()
+            shutil.copyfileobj(records._file, file, 1 << 20)
+            file.flush()
             self._bounds += [base + end for end in records._bounds[1:]]
             self._spilled += records._spilled
         for record in records._batch:
@@ -137,13 +134,18 @@ class Spool(_Records, Generic[T]):
 
     def _write(self, dump: Callable[[IO[bytes]], None], count: int) -> None:
         """A batch of `count` records, written by `dump`, to the end of the file."""
+        file = self._at_end()
+        dump(file)
+        file.flush()  # read back by position (`_read_batch`), past the file object's buffer
+        self._bounds.append(file.tell())
+        self._spilled += count
+
+    def _at_end(self) -> IO[bytes]:
+        """The spool's file (made at the first batch), positioned at its end."""
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="mqtt-keepalive-")
         self._file.seek(0, 2)
-        dump(self._file)
-        self._file.flush()  # read back by position (`_read_batch`), past the file object's buffer
-        self._bounds.append(self._file.tell())
-        self._spilled += count
+        return self._file
 
     def __len__(self) -> int:
         return len(self._head) + self._spilled + len(self._batch)
@@ -235,9 +237,14 @@ def _dump(batch: list, file: IO[bytes]) -> None:
     cls = batch[0].__class__ if batch else None
     getter = _field_getter(cls) if cls is not None and dataclasses.is_dataclass(cls) else None
     if getter is not None and all(r.__class__ is cls for r in batch):
-        pickle.dump((cls, [getter(r) for r in batch]), file, protocol=pickle.HIGHEST_PROTOCOL)
+        _dump_fields(cls, [getter(r) for r in batch], file)
     else:
-        pickle.dump((None, batch), file, protocol=pickle.HIGHEST_PROTOCOL)
+        _dump_fields(None, batch, file)
+
+
+def _dump_fields(cls: type | None, rows: list, file: IO[bytes]) -> None:
+    """What `_dump` writes: (the batch's dataclass, each record's fields), or (None, the records)."""
+    pickle.dump((cls, rows), file, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _load(file: IO[bytes]) -> list:

@@ -27,6 +27,7 @@ from analyzer.cli.common import (
     TlsKeylog,
     app,
     console,
+    html_around,
     reader_may_leave,
     render_report,
     require_parquet_output,
@@ -35,7 +36,6 @@ from analyzer.cli.common import (
     severity,
     sink,
     warn_about_captures,
-    html_around,
     write_junit,
     write_parquet,
 )

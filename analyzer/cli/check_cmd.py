@@ -41,6 +41,7 @@ from analyzer.cli.common import (
     TlsKeylog,
     app,
     error,
+    html_around,
     jobs as processes,
     render_report,
     require_parquet_output,
@@ -48,7 +49,6 @@ from analyzer.cli.common import (
     settings,
     severity,
     warn_about_captures,
-    html_around,
     write_junit,
 )
 from analyzer.model import Report, Severity
