@@ -19,8 +19,10 @@ everything is rendered here (and background work is done here, when its result i
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import queue as queues
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -56,7 +58,8 @@ def rendered(records: Sequence[T], render: Callable[[list[T]], str], jobs: int) 
     sys.stderr.flush()
     context = multiprocessing.get_context("fork")
     channels = [context.Queue(QUEUED) for _ in range(jobs - 1)]
-    workers = [context.Process(target=_render_share, args=(loads, render, i, jobs, channels[i - 1]),
+    workers = [context.Process(target=_render_share,
+                               args=(loads, render, i, jobs, channels[i - 1], os.getpid()),
                                daemon=True, name=f"mqtt-keepalive-render-{i}")
                for i in range(1, jobs)]
     for worker in workers:
@@ -183,8 +186,10 @@ def _may_fork() -> bool:
 
 
 def _render_share(loads: list[Callable[[], list[T]]], render: Callable[[list[T]], str], share: int,
-                  jobs: int, channel: Any) -> None:
-    """In a forked process: the pieces `share`, `share + jobs`, ... rendered, in order."""
+                  jobs: int, channel: Any, writer: int) -> None:
+    """In a forked process: the pieces `share`, `share + jobs`, ... rendered, in order, for the
+    process `writer`."""
+    _end_with(writer)
     try:
         for load in loads[share::jobs]:
             channel.put((True, render(load())))
@@ -192,6 +197,25 @@ def _render_share(loads: list[Callable[[], list[T]]], render: Callable[[list[T]]
         channel.put((False, f"{type(exc).__name__}: {exc}"))
     channel.close()
     channel.join_thread()  # everything put is in the pipe before the process ends
+
+
+PR_SET_PDEATHSIG = 1
+"""Linux's prctl option: a signal for this process when the thread that forked it ends."""
+
+
+def _end_with(writer: int) -> None:
+    """A renderer ends when its writer does, however the writer ends (killed, say). Otherwise,
+    with its queue full, it would wait for a reader forever: the queue's reading end is its own
+    too, so the pipe never tells it nobody reads. Linux only (elsewhere the writer's normal exit,
+    or an interruption that reaches both, ends it)."""
+    import ctypes  # (here: only a renderer needs it)
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != writer:
+        os._exit(1)  # the writer ended before the request was made
 
 
 def _take(channel: Any, worker: Any) -> str:

@@ -319,3 +319,50 @@ def test_forks_background_work_whose_reader_left_ends_quietly(capfd: pytest.Capt
     work._worker.join(10)
     assert work._worker.exitcode == 0
     assert "Traceback" not in capfd.readouterr().err
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from analyzer.report.parallel import rendered
+
+def render(records):
+    return "x" * (1 << 18)  # a queue of a few such pieces is more than its pipe holds
+
+texts = rendered([(i, "r") for i in range(40_000)], render, 2)
+next(texts)  # the renderer has started, and will soon wait for this writer
+import multiprocessing
+print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie waiting for whoever adopted it to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ends with its writer on Linux")
+def test_a_killed_writers_renderers_end(tmp_path: Path) -> None:
+    """The writer is killed while its renderers have pieces ready: they end too, instead of
+    waiting for it forever with their queue full."""
+    import time
+
+    out, err = tmp_path / "pids", tmp_path / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:  # (files: a pipe would stay open as
+        done = subprocess.run([sys.executable, "-c", _KILLED_WRITER], stdout=stdout,  # long as a
+                              stderr=stderr, timeout=60,  # renderer lives)
+                              cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == -9, err.read_text()[-2000:]
+    pids = [int(pid) for pid in out.read_text().split()]
+    assert pids, "no renderer was started"
+    deadline = time.monotonic() + 15
+    while not all(_ended(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in pids if not _ended(pid)]
+    for pid in alive:
+        os.kill(pid, 9)
+    assert not alive, f"renderers {alive} outlived their writer"
