@@ -19,7 +19,7 @@ from itertools import islice
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from analyzer import heap
+from analyzer import heap, lifetime
 from analyzer.checks import Judge
 from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
 from analyzer.errors import InputError
@@ -486,7 +486,8 @@ def analyze(paths: list[str], options: Options | None = None, jobs: int = 1,
         for group_results in on_dask.run_groups(dask_address, groups, options, meter.group_done):
             gathered.add(group_results)
     elif jobs > 1 and len(groups) > 1 and ["-"] not in groups and meter.total >= POOL_MIN_BYTES:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(groups))) as pool:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(groups)), initializer=lifetime.end_with,
+                                 initargs=(os.getpid(),)) as pool:
             for group_results in _in_order(pool, groups, options, meter):
                 gathered.add(group_results)
     elif (jobs > 1 and len(groups) == 1 and groups[0] != ["-"] and meter.total >= SPLIT_MIN_BYTES

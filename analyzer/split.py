@@ -34,6 +34,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import multiprocessing
+import os
+import signal
 import tempfile
 from array import array
 from collections import OrderedDict
@@ -45,6 +47,7 @@ from itertools import chain, repeat, zip_longest
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from analyzer import lifetime
 from analyzer.model import CaptureSummary, Finding, FlowKey, Session
 from analyzer.mqtt.detect import connect_client_id
 from analyzer.reassembly import flows
@@ -171,7 +174,8 @@ def analyze_split(paths: list[str], options: Options, count: int,
     result might not be one process's, and the caller should analyse them in one. `progress` is
     told the bytes the first process has read, a few times a second."""
     read = multiprocessing.Value("q", 0, lock=False)
-    with ProcessPoolExecutor(max_workers=count, initializer=_share, initargs=(read,)) as pool:
+    with ProcessPoolExecutor(max_workers=count, initializer=_share,
+                             initargs=(read, os.getpid())) as pool:
         futures = [pool.submit(_run_shard, paths, options, index, count) for index in range(count)]
         while wait(futures, timeout=PROGRESS_EVERY_S).not_done:
             if progress is not None:
@@ -211,11 +215,24 @@ def _unlink(paths: list[str]) -> None:
 
 _read_so_far: Any = None
 """In a process of the pool: where the first process tells how many bytes it has read."""
+_made: list[str] | None = None
+"""In a process of the pool: the part files it made, which the parent merges and removes, or this
+process if the parent ends first (`_orphaned`)."""
 
 
-def _share(read: Any) -> None:
-    global _read_so_far
-    _read_so_far = read
+def _share(read: Any, parent: int) -> None:
+    """A process of the pool starts: it ends with `parent`, removing its part files."""
+    global _read_so_far, _made
+    _read_so_far, _made = read, []
+    signal.signal(signal.SIGTERM, _orphaned)
+    lifetime.end_with(parent, signal.SIGTERM)
+
+
+def _orphaned(signum: int, _frame: Any) -> None:
+    """The parent ended (killed, say: it merges and removes the part files no more), or this
+    process was told to end."""
+    _unlink(_made or [])
+    os._exit(128 + signum)
 
 
 def _run_shard(paths: list[str], options: Options, index: int, count: int) -> list[_Part]:
@@ -266,7 +283,10 @@ def _write(records: Iterable[Any], stream: Callable[[Any], int], returned: Any) 
 
 def _record_file() -> IO[bytes]:
     """A new file for a part's records, kept when closed (`_unlink` removes it)."""
-    return tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-", delete=False)
+    fh = tempfile.NamedTemporaryFile("wb", prefix="mqtt-keepalive-split-", delete=False)
+    if _made is not None:
+        _made.append(fh.name)
+    return fh
 
 
 def _spooled(records: Iterable[Any]) -> str:
@@ -367,38 +387,49 @@ def _merge(parts: tuple[_Part, ...]) -> Result:
     except for connections that came back to a remembered number: their records, kept apart,
     are sorted on their own and merged last, so that on a tie (the same stream) they follow the
     records of the connection they came back to, as in one process."""
-    streams, numbers = _numbers([p.log for p in parts])
-    sessions = _merged(parts, numbers, "sessions", SESSIONS)
-    findings = _merged(parts, numbers, "findings", FINDINGS)
+    # the part files are opened, then removed: from here on they live as long as this process
+    # holds them, and go with it however it ends (killed while merging, say)
+    files = {path: open(path, "rb") for p in parts for path in (p.sessions, p.findings)}
+    _unlink(files)
+    try:
+        streams, numbers = _numbers([p.log for p in parts])
+        sessions = _merged(parts, numbers, "sessions", SESSIONS, files)
+        findings = _merged(parts, numbers, "findings", FINDINGS, files)
+    finally:
+        for fh in files.values():
+            fh.close()
     summary = replace(parts[0].summary, tcp_streams=streams, mqtt_sessions=len(sessions))
     return summary, sessions, findings  # type: ignore[return-value]
 
 
-def _merged(parts: tuple[_Part, ...], numbers: list[array], attribute: str, kind: _Kind) -> Spool[Any]:
-    """The parts' records (`attribute`: "sessions" or "findings"), renumbered and merged in their
-    order, as field rows all the way into the merged spool (`Spool.of_fields`): a record is built
-    only if the spool keeps it in memory, or when it is read back."""
-    streams = [_renumbered(getattr(p, attribute), numbers[i], kind) for i, p in enumerate(parts)]
+def _merged(parts: tuple[_Part, ...], numbers: list[array], attribute: str, kind: _Kind,
+            files: dict[str, IO[bytes]]) -> Spool[Any]:
+    """The parts' records (`attribute`: "sessions" or "findings"; their `files` by path),
+    renumbered and merged in their order, as field rows all the way into the merged spool
+    (`Spool.of_fields`): a record is built only if the spool keeps it in memory, or when it is
+    read back."""
+    streams = [_renumbered(files[getattr(p, attribute)], numbers[i], kind)
+               for i, p in enumerate(parts)]
     apart = sorted((kind.renumbered(kind.fields(r), numbers[i]) for i, p in enumerate(parts)
                     for r in getattr(p, f"returned_{attribute}")), key=kind.order)
     return Spool.of_fields(kind.cls, heapq.merge(*streams, apart, key=kind.order))
 
 
-def _renumbered(path: str, numbers: array, kind: _Kind) -> Iterator[tuple]:
-    """A part's records as `_read` gives them, renumbered, as field rows: a batch of sessions or
+def _renumbered(fh: IO[bytes], numbers: array, kind: _Kind) -> Iterator[tuple]:
+    """A part's records as `_read` gives them (from its file `fh`), renumbered, as field rows: a
+    batch of sessions or
     findings is renumbered in its fields as read, and no record is built on the way (building
     them, and copying each by `dataclasses.replace`, took a quarter of a second of the parent's
     serial time on the 1M-frame benchmark capture)."""
     renumbered = kind.renumbered
-    with open(path, "rb") as fh:
-        while True:
-            try:
-                cls, rows = load_fields(fh)
-            except EOFError:
-                return
-            if cls is not kind.cls:  # records pickled as they are (`_dump`'s other way)
-                rows = [kind.fields(r) for r in _built(cls, rows)]
-            yield from (renumbered(row, numbers) for row in rows)
+    while True:
+        try:
+            cls, rows = load_fields(fh)
+        except EOFError:
+            return
+        if cls is not kind.cls:  # records pickled as they are (`_dump`'s other way)
+            rows = [kind.fields(r) for r in _built(cls, rows)]
+        yield from (renumbered(row, numbers) for row in rows)
 
 
 def _numbers(logs: list[TableLog]) -> tuple[int, list[array]]:

@@ -22,12 +22,12 @@ import multiprocessing
 import os
 import pickle
 import queue as queues
-import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
+from analyzer import lifetime
 from analyzer.spool import pieces
 
 T = TypeVar("T")
@@ -107,7 +107,8 @@ class Background(Generic[T]):
         sys.stderr.flush()
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
-        self._worker = context.Process(target=_work_alone, args=(work, send, self._receive),
+        self._worker = context.Process(target=_work_alone,
+                                       args=(work, send, self._receive, os.getpid()),
                                        daemon=True, name=f"mqtt-keepalive-{name}")
         self._worker.start()
         send.close()  # (the child's end: this process only reads)
@@ -137,10 +138,11 @@ class Background(Generic[T]):
             self._worker = None
 
 
-def _work_alone(work: Callable[[], Any], send: Any, receive: Any) -> None:
-    """In a forked process: `work()`, or what it raised, sent back. Its copy of the reading end
-    is closed first: should the waiting process be gone, sending fails instead of waiting for a
-    reader forever."""
+def _work_alone(work: Callable[[], Any], send: Any, receive: Any, owner: int) -> None:
+    """In a forked process: `work()`, or what it raised, sent back to process `owner`. It ends
+    with `owner`; where it cannot ask for that, its copy of the reading end, closed first, makes
+    sending fail instead of waiting for a reader forever."""
+    lifetime.end_with(owner)
     receive.close()
     try:
         outcome: tuple[bool, Any] = (True, work())
@@ -189,7 +191,7 @@ def _render_share(loads: list[Callable[[], list[T]]], render: Callable[[list[T]]
                   jobs: int, channel: Any, writer: int) -> None:
     """In a forked process: the pieces `share`, `share + jobs`, ... rendered, in order, for the
     process `writer`."""
-    _end_with(writer)
+    lifetime.end_with(writer)  # else, with its queue full, it would wait for a gone writer forever
     try:
         for load in loads[share::jobs]:
             channel.put((True, render(load())))
@@ -197,25 +199,6 @@ def _render_share(loads: list[Callable[[], list[T]]], render: Callable[[list[T]]
         channel.put((False, f"{type(exc).__name__}: {exc}"))
     channel.close()
     channel.join_thread()  # everything put is in the pipe before the process ends
-
-
-PR_SET_PDEATHSIG = 1
-"""Linux's prctl option: a signal for this process when the thread that forked it ends."""
-
-
-def _end_with(writer: int) -> None:
-    """A renderer ends when its writer does, however the writer ends (killed, say). Otherwise,
-    with its queue full, it would wait for a reader forever: the queue's reading end is its own
-    too, so the pipe never tells it nobody reads. Linux only (elsewhere the writer's normal exit,
-    or an interruption that reaches both, ends it)."""
-    import ctypes  # (here: only a renderer needs it)
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        return
-    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and os.getppid() != writer:
-        os._exit(1)  # the writer ended before the request was made
 
 
 def _take(channel: Any, worker: Any) -> str:

@@ -375,7 +375,8 @@ def test_a_parts_records_are_renumbered_as_read(tmp_path: Path, as_fields: bool)
             with open(written, "wb") as fh:
                 pickle.dump((None, records), fh)
         try:
-            got = list(split._renumbered(written, numbers, kind))
+            with open(written, "rb") as fh:
+                got = list(split._renumbered(fh, numbers, kind))
         finally:
             Path(written).unlink()
         assert got == [kind.renumbered(kind.fields(r), numbers) for r in records]
