@@ -417,10 +417,9 @@ def _merged(parts: tuple[_Part, ...], numbers: list[array], attribute: str, kind
 
 def _renumbered(fh: IO[bytes], numbers: array, kind: _Kind) -> Iterator[tuple]:
     """A part's records as `_read` gives them (from its file `fh`), renumbered, as field rows: a
-    batch of sessions or
-    findings is renumbered in its fields as read, and no record is built on the way (building
-    them, and copying each by `dataclasses.replace`, took a quarter of a second of the parent's
-    serial time on the 1M-frame benchmark capture)."""
+    batch of sessions or findings is renumbered in its fields as read, and no record is built on
+    the way (building them, and copying each by `dataclasses.replace`, took a quarter of a second
+    of the parent's serial time on the 1M-frame benchmark capture)."""
     renumbered = kind.renumbered
     while True:
         try:

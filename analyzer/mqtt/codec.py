@@ -143,6 +143,14 @@ def decode_properties(cur: _Cursor) -> dict[int, list[object]]:
     return props
 
 
+def property_block_size(data: bytes) -> int:
+    """Bytes the v5 property block at the start of `data` takes, checked as `decode_properties`
+    checks it (DecodeError where it would raise), without keeping its values."""
+    cur = _Cursor(data)
+    decode_properties(cur)
+    return cur.pos
+
+
 def _read_property(cur: _Cursor, kind: int) -> object:
     if kind == _BYTE:
         return cur.u8()

@@ -8,7 +8,7 @@ The signature is the one Zeek's dynamic protocol detection uses for MQTT: a CONN
 from __future__ import annotations
 
 from analyzer.errors import DecodeError
-from analyzer.mqtt.codec import _Cursor, decode_properties, decode_varint
+from analyzer.mqtt.codec import decode_varint, property_block_size
 
 _NAMES = (b"\x00\x04MQTT", b"\x00\x06MQIsdp")
 
@@ -57,12 +57,10 @@ def connect_client_id(payload: bytes) -> str | None:
     level = payload[at] & 0x7F  # (the high bit marks a bridge)
     at += 4
     if level >= 5:
-        properties = _Cursor(payload[at:end])
         try:
-            decode_properties(properties)
+            at += property_block_size(payload[at:end])
         except DecodeError:
             return None
-        at += properties.pos
     if end - at < 2:
         return ""
     size = payload[at] << 8 | payload[at + 1]
