@@ -137,12 +137,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("exit_zero", _flag, False),
     Setting("quiet", _flag, False),
     Setting("tls_keylog", _paths, (), _always),
-    Setting("columnar", _flag, False),
+    Setting("columnar", _flag, None),
 )}
 """Every setting; `jobs` None means one per core (`default_jobs()`), `profile` None the pack's own
 or `spec`, `dask` None no cluster (else a Dask scheduler address, `tcp://host:8786`), `tls_keylog`
 the SSLKEYLOGFILE key logs that decrypt MQTT over TLS (none: TLS is judged without its contents),
-`columnar` the columnar analysis path (`engine.Options.columnar`)."""
+`columnar` the columnar analysis path (`engine.Options.columnar`; None: for captures of 8 MiB or
+more)."""
 
 
 @dataclass(frozen=True)

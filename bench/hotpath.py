@@ -2,14 +2,15 @@
 
     python bench/hotpath.py CAPTURE.pcap [--top 20]
     python bench/hotpath.py CAPTURE.pcap --worker 2    # one process of a split into 2 (the default on 2 cores)
-    python bench/hotpath.py CAPTURE.pcap --columnar    # one process, the columnar path
+    python bench/hotpath.py CAPTURE.pcap --columnar    # one process, the columnar path (the
+                                                       # default for a capture of 8 MiB or more)
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \
         python bench/hotpath.py CAPTURE.pcap --worker 2 --plain   # instructions, not seconds
 
 Prints the CPU seconds of a plain run first (profiling slows Python code about twofold, so the
 profile's own total is not the speed), then the profile's top entries: per-call costs on the hot
 path (decode, flow lookup, reassembly, MQTT framing, timeline, checks) and their share. Without an
-option it profiles one process frame by frame (`--jobs 1`); `--worker N` profiles what the first
+option it profiles one process frame by frame (`--jobs 1` with `columnar = false`); `--worker N` profiles what the first
 of N processes of a split analysis does (`analyzer.split`), without the parent's merge.
 
 Seconds vary with what else the machine runs (by a fifth and more on a shared one); callgrind's

@@ -181,7 +181,7 @@ def analysis_options(s: config.Resolved) -> Options:
     return Options(ports=frozenset(s["port"]), assume_keep_alive_s=s["assume_keep_alive"],
                    ruleset=load_rules(s["rules"], s["profile"]),
                    tls_keylogs=tls_keylogs(s.values.get("tls_keylog", ())),
-                   columnar=bool(s.values.get("columnar", False)))
+                   columnar=s.values.get("columnar"))
 
 
 def tls_keylogs(paths: tuple[str, ...]) -> tuple[str, ...]:

@@ -76,6 +76,10 @@ def config_show(
 def _shown(name: str, value: object) -> str:
     if name == "jobs" and value is None:
         return f"{config.default_jobs()} (one per core)"
+    if name == "columnar" and value is None:
+        from analyzer.engine import COLUMNAR_MIN_BYTES
+
+        return f"auto (captures of {COLUMNAR_MIN_BYTES >> 20} MiB or more)"
     if isinstance(value, tuple):
         return ",".join(map(str, value)) or "-"
     if isinstance(value, bool):

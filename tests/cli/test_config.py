@@ -159,6 +159,10 @@ def test_config_show_says_where_each_value_came_from(project: Path) -> None:
     assert lines["profile"][1:] == ["mosquitto-2.0", str(project / "pyproject.toml"),
                                     "(tool.mqtt-keepalive.profile)"]
     assert lines["format"][1:] == ["table", "default"]
+    assert " ".join(lines["columnar"][1:]) == "auto (captures of 8 MiB or more) default"
+    proc = run("config", "show", cwd=project / "src", MQTT_KEEPALIVE_COLUMNAR="false")
+    lines = {line.split()[0]: line.split() for line in proc.stdout.splitlines()}
+    assert lines["columnar"][1:] == ["false", "MQTT_KEEPALIVE_COLUMNAR"]
 
 
 # -- rules, profiles, explain ----------------------------------------------------------------------------

@@ -757,3 +757,38 @@ def test_cli_switch_selects_the_path(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert result.exit_code == 0, result.output
     assert "not a setting" not in result.output
     assert bool(calls) is used
+
+
+def test_a_capture_is_read_the_columnar_way_by_its_size_unless_told(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """By default (`Options.columnar` None) a capture file of `COLUMNAR_MIN_BYTES` or more is read
+    the columnar way and a smaller one frame by frame; true or false says so for every capture;
+    standard input, whose size is not known, goes frame by frame. The report is the same."""
+    from analyzer import engine
+
+    fed: list[str] = []
+    real = feed.ColumnarFeed.feed
+
+    def feeding(self: feed.ColumnarFeed, *args: Any, **kwargs: Any) -> Any:
+        fed.append(self.analysis.path)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(feed.ColumnarFeed, "feed", feeding)
+    path = CAPTURES / "late-pinger.pcap"
+    size = path.stat().st_size
+
+    def columnar(threshold: int, **options: Any) -> bool:
+        monkeypatch.setattr(engine, "COLUMNAR_MIN_BYTES", threshold)
+        fed.clear()
+        found = document([path], **options)
+        assert found == expected
+        return str(path) in fed
+
+    expected = document([path], columnar=False)
+    assert columnar(size)
+    assert not columnar(size + 1)
+    assert columnar(size + 1, columnar=True)
+    assert not columnar(size, columnar=False)
+    assert not engine._columnar(Options(), "-")
+    assert not engine._columnar(Options(), str(tmp_path / "gone.pcap"))
+    assert engine._columnar(Options(columnar=True), "-")
