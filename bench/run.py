@@ -147,8 +147,8 @@ def main() -> None:
         f"analyze (--jobs {cores})": (ANALYZE, None), "analyze --jobs 1": (ANALYZE + ["--jobs", "1"], None),
         "scapy RawPcapReader": (SCAPY, None), "bare reader (framing only)": (BARE, None)}
     if args.frame_by_frame:
-        tools["analyze --jobs 1, frame by frame"] = (ANALYZE + ["--jobs", "1"],
-                                                     {"MQTT_KEEPALIVE_COLUMNAR": "false"})
+        tools["analyze --jobs 1, per frame"] = (ANALYZE + ["--jobs", "1"],
+                                                {"MQTT_KEEPALIVE_COLUMNAR": "false"})
     if shutil.which("tshark"):
         tools["tshark -T fields"] = (TSHARK, None)
     print(f"{'capture':<16} {'tool':<28} {'median s':>9} {'frames/s':>10} {'x tshark':>9} "

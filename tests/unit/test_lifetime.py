@@ -71,6 +71,19 @@ engine._Gathered.add = add
 engine.analyze(sys.argv[1:], jobs=2)
 """
 
+RENDERING = """
+import multiprocessing, time
+from analyzer.report.parallel import rendered
+
+def render(records):
+    return "x" * (1 << 18)  # a queue of a few such pieces is more than its pipe holds
+
+texts = rendered([(i, "r") for i in range(40_000)], render, 2)
+next(texts)  # the renderer has started; with its queue full it will wait for this writer
+print(" ".join(str(p.pid) for p in multiprocessing.active_children()), "|", flush=True)
+time.sleep(120)
+"""
+
 
 def _killed_at_its_stop(script: str, args: list[str], tmp_path: Path,
                         stops: int = 1) -> tuple[list[int], list[str]]:
@@ -147,5 +160,13 @@ def test_a_killed_fleet_analysis_leaves_no_process(tmp_path: Path) -> None:
     processes, idle or busy, end instead of waiting for tasks forever."""
     captures = sorted(str(p) for p in CAPTURES.glob("*.pcap"))[:6]
     pids, _ = _killed_at_its_stop(FLEET, captures, tmp_path)
+    assert pids
+    assert _outliving(pids) == []
+
+
+def test_a_killed_writers_renderers_end(tmp_path: Path) -> None:
+    """The writer of a long JSON report is killed while its renderers have pieces ready: they end
+    too, instead of waiting for it forever with their queue full."""
+    pids, _ = _killed_at_its_stop(RENDERING, [], tmp_path)
     assert pids
     assert _outliving(pids) == []
