@@ -96,8 +96,8 @@ class Options:
     NumPy (`analyzer.columnar`); False: frame by frame; None: the columnar way for a capture file
     of `COLUMNAR_MIN_BYTES` or more. The reports are identical either way. The columnar way is
     1.6 to 1.8 times as fast on the benchmark's captures, and about 25 MiB higher at peak (NumPy
-    and the batches: 88 to 89 MiB on the 1M-frame one, 92 MiB on the 10M-frame one). The
-    processes of a split analysis always read this way."""
+    and the batches: 88 to 89 MiB on the 1M-frame one, 92 to 93 MiB on the 10M-frame one).
+    The processes of a split analysis always read this way."""
 
 
 class CaptureAnalysis:
