@@ -792,3 +792,32 @@ def test_a_capture_is_read_the_columnar_way_by_its_size_unless_told(
     assert not engine._columnar(Options(), "-")
     assert not engine._columnar(Options(), str(tmp_path / "gone.pcap"))
     assert engine._columnar(Options(columnar=True), "-")
+
+
+def test_a_rotation_of_large_and_small_files_by_default(synthetic, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default each file of a rotation takes the way its size gives: the large ones the columnar
+    way, the small ones frame by frame, one analysis carried across both (the report is the one
+    frame by frame gives)."""
+    from analyzer import engine
+
+    data = synthetic(6_000, 5, 3).read_bytes()
+    offsets = record_offsets(data)
+    cuts = [24, offsets[len(offsets) * 2 // 5], offsets[len(offsets) * 3 // 5], len(data)]
+    files = []
+    for i in range(3):  # large, small, large
+        path = tmp_path / f"dev.pcap{i}"
+        path.write_bytes(data[:24] + data[cuts[i]:cuts[i + 1]])
+        files.append(path)
+    sizes = [p.stat().st_size for p in files]
+    assert sizes[1] < min(sizes[0], sizes[2])
+    monkeypatch.setattr(engine, "COLUMNAR_MIN_BYTES", sizes[1] + 1)
+    fed: list[str] = []
+    real = feed.ColumnarFeed.feed
+    monkeypatch.setattr(feed.ColumnarFeed, "feed",
+                        lambda self, batch, offset: fed.append(batch.first_frame + offset) or real(self, batch, offset))
+    mixed = document([tmp_path])
+    second, third = len(offsets) * 2 // 5 + 1, len(offsets) * 3 // 5 + 1  # their first frames
+    assert min(fed) == 1 and third in fed and not [f for f in fed if second <= f < third]
+    assert mixed == document([tmp_path], columnar=False)
+    assert "rotated files" in mixed["captures"][0]["warnings"][0]
