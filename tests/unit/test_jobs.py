@@ -58,3 +58,26 @@ def test_the_fleet_benchmark_checks_what_it_times(tmp_path: Path) -> None:
     assert "missed 0, extra 0" in last and "planted 0," not in last
     assert last.endswith("the same report every way: yes")
     assert len(list((tmp_path / "fleet-3x4000" / "captures").glob("device-*.pcap"))) == 3
+
+
+def test_the_benchmark_checks_what_it_times(tmp_path: Path) -> None:
+    """`bench/run.py` on a small generated capture: a row for every way it times (the analyzer
+    three ways with `--frame-by-frame`), every planted violation found and no other, and the same
+    report every way."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    capture = tmp_path / "small.pcap"
+    subprocess.run([sys.executable, str(bench / "generate.py"), str(capture), "--frames", "20000",
+                    "--clients", "100"], check=True, capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, str(bench / "run.py"), str(capture), "--runs", "1",
+                           "--frame-by-frame"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("small.pcap ")]
+    tools = {"analyze (--jobs", "analyze --jobs 1 ", "analyze --jobs 1, per frame", "scapy", "bare"}
+    assert all(any(tool in row for row in rows) for tool in tools), done.stdout
+    last = done.stdout.splitlines()[-1]
+    assert "20,000 frames" in last or "20,001 frames" in last, last
+    assert "missed 0, extra 0" in last and "planted 0," not in last
+    assert last.endswith("the same report every way: yes")
