@@ -817,5 +817,8 @@ class _Unusable:
 
 
 def _unusable(path: str, error: str) -> CaptureSummary:
+    """A capture that could not be read at all; `error` without the path the record already holds
+    (an input error names it: the report would say it twice)."""
+    error = error.removeprefix(f"{path}: ")
     return CaptureSummary(path=path, format="unknown", linktypes=(), frames=0, bytes=0,
                           tcp_streams=0, mqtt_sessions=0, error=error)

@@ -672,7 +672,8 @@ def test_missing_path_is_exit_2() -> None:
     """A missing path is reported like any unusable input: one error line, exit 2."""
     result = result_of(MISSING_PATH)
     assert result.rc == 2
-    assert_one_error_line(result, "no-such.pcap", "no such file")
+    line = assert_one_error_line(result, "no-such.pcap", "no such file")
+    assert line.count("no-such.pcap") == 1, line  # the path once, not twice
 
 
 def test_bad_file_next_to_good_ones() -> None:
