@@ -45,8 +45,6 @@ import sys, time
 from analyzer import split
 from analyzer.engine import Options
 
-merged = split._merged
-
 def merging(parts, *args):  # the parent stops as it merges the parts' records
     print("|", " ".join(f for p in parts for f in (p.sessions, p.findings)), flush=True)
     time.sleep(120)
