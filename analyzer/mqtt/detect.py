@@ -15,16 +15,25 @@ _NAMES = (b"\x00\x04MQTT", b"\x00\x06MQIsdp")
 
 def looks_like_connect(payload: bytes) -> bool:
     """True when `payload` starts with an MQTT CONNECT."""
+    return _after_name(payload) is not None
+
+
+def _after_name(payload: bytes) -> tuple[int, int] | None:
+    """For a `payload` that starts like a CONNECT (the signature above): where its protocol name
+    ends, and where the packet ends (perhaps past the payload); None for anything else."""
     if len(payload) < 8 or payload[0] != 0x10:
-        return False
+        return None
     try:
         decoded = decode_varint(payload, 1)
     except DecodeError:
-        return False
+        return None
     if decoded is None:
-        return False
+        return None
     start = 1 + decoded[1]
-    return any(payload.startswith(name, start) for name in _NAMES)
+    for name in _NAMES:
+        if payload.startswith(name, start):
+            return start + len(name), start + decoded[0]
+    return None
 
 
 def connect_client_id(payload: bytes) -> str | None:
@@ -34,23 +43,11 @@ def connect_client_id(payload: bytes) -> str | None:
     Read in place: a split analysis asks this of every other process's CONNECT, and the columnar
     path of every first data of a connection. It says what `decode_connect` says of the packet's
     body (the tests hold the two to the same answers), without building its record."""
-    if len(payload) < 8 or payload[0] != 0x10:
+    found = _after_name(payload)
+    if found is None:
         return None
-    try:
-        decoded = decode_varint(payload, 1)
-    except DecodeError:
-        return None
-    if decoded is None:
-        return None
-    start = 1 + decoded[1]
-    end = start + decoded[0]
+    at, end = found
     if end > len(payload):
-        return None
-    if payload.startswith(_NAMES[0], start):
-        at = start + len(_NAMES[0])
-    elif payload.startswith(_NAMES[1], start):
-        at = start + len(_NAMES[1])
-    else:
         return None
     if at + 4 > end:  # protocol level, connect flags, Keep Alive
         return None

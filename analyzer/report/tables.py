@@ -126,10 +126,12 @@ def frame_of(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFram
     Columns are built one at a time so a None becomes <NA> under its declared dtype, rather than
     pandas first inferring object or float64 for the whole row set.
     """
-    data = {
-        name: pd.Series([row.get(name) for row in rows], dtype=dtype)
-        for name, dtype in columns.items()
-    }
+    return frame_of_columns({name: [row.get(name) for row in rows] for name in columns}, columns)
+
+
+def frame_of_columns(values: dict[str, list[Any]], columns: dict[str, str]) -> pd.DataFrame:
+    """`frame_of` for data already in columns (`values`: each column's values, by name)."""
+    data = {name: pd.Series(values[name], dtype=dtype) for name, dtype in columns.items()}
     return pd.DataFrame(data, columns=list(columns))
 
 
@@ -326,9 +328,7 @@ class ClientsTable:
                 ("warnings", client.warnings),
             ):
                 columns[name].append(value)
-        frame = pd.DataFrame({name: pd.Series(values, dtype=CLIENT_COLUMNS[name])
-                              for name, values in columns.items()}, columns=list(CLIENT_COLUMNS))
-        frame = frame.sort_values(["errors", "warnings", "max_gap_over_k", "client_id"],
+        frame = frame_of_columns(columns, CLIENT_COLUMNS).sort_values(["errors", "warnings", "max_gap_over_k", "client_id"],
                                   ascending=[False, False, False, True], na_position="last",
                                   kind="stable")
         return frame.reset_index(drop=True)
