@@ -22,6 +22,7 @@ import os
 import stat
 import sys
 import zlib
+from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, cast
@@ -91,6 +92,21 @@ class CaptureReader:
         self._closers = closers
         self._records: Generator[Record, None, None] = _no_records()  # open_capture sets it
         self._batches: Callable[[], Generator[FrameBatch, None, None]] | None = None
+        self._head = 0
+        """Bytes read for sniffing (`_head`), which the walker starts with."""
+        self._size: int | None = None
+        """The capture's size in bytes where the file says it (a plain file, not compressed)."""
+        self._ahead: _ReadAhead | None = None
+
+    def holds_at_least(self, size: int) -> bool:
+        """Is the capture (decompressed) `size` bytes or more? A file's size says; a stream
+        (standard input, a compressed file) is read ahead until it tells, before the walker
+        starts: up to `size` bytes held in memory, which the walker then reads first."""
+        if self._size is not None:
+            return self._size >= size
+        if self._ahead is None:
+            return False
+        return self._head + self._ahead.fill(size - self._head) >= size
 
     @property
     def batches_available(self) -> bool:
@@ -159,6 +175,51 @@ class _Prefixed(io.RawIOBase):
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+class _ReadAhead:
+    """A stream's `Read` that can look ahead (`fill`): what it read ahead is handed out first, and
+    a read that failed while looking ahead fails again where the walker would have met it."""
+
+    def __init__(self, read: Read) -> None:
+        self._read = read
+        self._chunks: deque[bytes] = deque()
+        self._held = 0
+        self._ended = False
+        self._failed: BaseException | None = None
+
+    def fill(self, size: int) -> int:
+        """Read ahead until `size` bytes are held or the stream ends (or fails); bytes held."""
+        while self._held < size and not self._ended and self._failed is None:
+            try:
+                chunk = self._read(CHUNK)
+            except Exception as exc:  # noqa: BLE001 - raised again by `read`, in its turn
+                self._failed = exc
+                break
+            if not chunk:
+                self._ended = True
+                break
+            self._chunks.append(chunk)
+            self._held += len(chunk)
+        return self._held
+
+    def read(self, size: int = -1) -> bytes:
+        chunks = self._chunks
+        if chunks:
+            chunk = chunks[0]
+            if 0 <= size < len(chunk):
+                chunks[0] = chunk[size:]
+                chunk = chunk[:size]
+            else:
+                chunks.popleft()
+            self._held -= len(chunk)
+            return chunk
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            raise failed
+        if self._ended:
+            return b""
+        return self._read(size)
 
 
 def _gathered(records: Generator[Record, None, None]) -> Generator[FrameBatch, None, None]:
@@ -247,6 +308,8 @@ def _open_stream(path: str, raw: Stream, closers: list[Stream]) -> CaptureReader
         if not head:
             raise InputError(f"empty file once {compression}-decompressed")
         kind = _kind(head)
+    ahead = _ReadAhead(read)
+    read = ahead.read
     if kind == "pcap":
         order, frac_ns, snaplen, linktype = pcap.parse_header(head)
         reader = CaptureReader(path, "pcap", compression, closers)
@@ -261,6 +324,12 @@ def _open_stream(path: str, raw: Stream, closers: list[Stream]) -> CaptureReader
         reader._batches = lambda: _gathered(pcapng.iter_pcapng(reader, read, head))
     else:
         raise _not_a_capture(head, compression)
+    reader._head, reader._ahead = len(head), ahead
+    if compression is None:  # (standard input too, when it is a file: `< capture.pcap`)
+        with contextlib.suppress(OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            info = os.fstat(raw.fileno())
+            if stat.S_ISREG(info.st_mode):
+                reader._size = info.st_size
     return reader
 
 

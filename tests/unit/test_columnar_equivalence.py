@@ -664,33 +664,84 @@ class _Stdin:
         return False
 
 
+def _piped(monkeypatch: pytest.MonkeyPatch, data: bytes, **options: Any) -> Report:
+    """The report of `data` read as '-' from a pipe that delivers 3,000 bytes at a time."""
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_fd, "wb", buffering=0) as pipe:
+            for i in range(0, len(data), 3000):
+                pipe.write(data[i:i + 3000])
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    with os.fdopen(read_fd, "rb") as pipe:
+        monkeypatch.setattr(sys, "stdin", _Stdin(pipe))
+        found = report(["-"], **options)
+    writer.join()
+    return found
+
+
 @pytest.mark.parametrize("cut", ["whole", "inside a record"])
 def test_stdin_pipe(synthetic, monkeypatch: pytest.MonkeyPatch, cut: str) -> None:
-    """'-' read from a pipe that delivers 3,000 bytes at a time, whole or ending inside a record."""
+    """'-' read from a pipe, whole or ending inside a record."""
     data = synthetic(3_000, 40, 2).read_bytes()
     if cut != "whole":
         data = data[:_cuts(data)["middle record data"]]
-
-    def run(columnar: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-        read_fd, write_fd = os.pipe()
-
-        def feed() -> None:
-            with os.fdopen(write_fd, "wb", buffering=0) as pipe:
-                for i in range(0, len(data), 3000):
-                    pipe.write(data[i:i + 3000])
-
-        writer = threading.Thread(target=feed)
-        writer.start()
-        with os.fdopen(read_fd, "rb") as pipe:
-            monkeypatch.setattr(sys, "stdin", _Stdin(pipe))
-            found = report(["-"], columnar=columnar)
-        writer.join()
-        return document(found), _objects(found)
-
-    (columnar, objects), (per_frame, expected) = run(True), run(False)
+    columnar_found, per_frame_found = (_piped(monkeypatch, data, columnar=way) for way in (True, False))
+    columnar, per_frame = document(columnar_found), document(per_frame_found)
     assert columnar == per_frame, "\n".join(differences(columnar, per_frame))
-    assert objects == expected
+    assert _objects(columnar_found) == _objects(per_frame_found)
     assert bool(columnar["captures"][0]["warnings"]) == (cut != "whole")
+
+
+def _corrupted(data: bytes) -> bytes:
+    """A gzip stream of `data` whose checksum is wrong: it fails at its very end."""
+    packed = bytearray(gzip.compress(data))
+    packed[-8] ^= 0xFF
+    return bytes(packed)
+
+
+@pytest.mark.parametrize("source", ["stdin", "gzip file", "stdin gzip", "corrupt gzip file",
+                                    "truncated gzip file"])
+def test_a_stream_is_read_ahead_to_learn_its_size(synthetic, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path, source: str) -> None:
+    """By default a capture whose size the file system does not give (standard input, a compressed
+    file) is read ahead up to `COLUMNAR_MIN_BYTES` to choose the way: the columnar one when it
+    holds that much, frame by frame when it ends first. What was read ahead is analysed (the same
+    report as frame by frame), and a stream that fails while being read ahead fails where the
+    frame-by-frame walker meets it: the same frames read, the same error or warning."""
+    from analyzer import engine
+
+    data = synthetic(3_000, 40, 2).read_bytes()
+    if "gzip" in source:
+        packed = gzip.compress(data)
+        data = {"corrupt": _corrupted(data), "truncated": packed[:len(packed) // 2]}.get(
+            source.split()[0], packed)
+    path = tmp_path / "capture.pcap.gz"
+    path.write_bytes(data)
+    fed: list[int] = []
+    real = feed.ColumnarFeed.feed
+    monkeypatch.setattr(feed.ColumnarFeed, "feed",
+                        lambda self, batch, offset: fed.append(len(batch)) or real(self, batch, offset))
+
+    def analysed(**options: Any) -> Report:
+        return _piped(monkeypatch, data, **options) if "stdin" in source else report([path], **options)
+
+    expected = document(analysed(columnar=False))
+    assert expected["captures"][0]["frames"] > 100
+    if "corrupt" in source or "truncated" in source:
+        summary = expected["captures"][0]
+        assert summary["error"] if "corrupt" in source else summary["warnings"]
+    decompressed = len(gzip.decompress(data)) if source in ("gzip file", "stdin gzip") else len(data)
+    for threshold, columnar in ((decompressed // 2, True), (4 * decompressed + (1 << 20), False)):
+        monkeypatch.setattr(engine, "COLUMNAR_MIN_BYTES", threshold)
+        fed.clear()
+        found = document(analysed())
+        assert found == expected, "\n".join(differences(found, expected))
+        if "corrupt" not in source and "truncated" not in source:
+            assert bool(fed) is columnar, threshold
+            assert sum(fed) == (expected["captures"][0]["frames"] if columnar else 0)
 
 
 # -- the public corpus (../shared/captures-public) -----------------------------------------------
@@ -762,8 +813,8 @@ def test_cli_switch_selects_the_path(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_a_capture_is_read_the_columnar_way_by_its_size_unless_told(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """By default (`Options.columnar` None) a capture file of `COLUMNAR_MIN_BYTES` or more is read
-    the columnar way and a smaller one frame by frame; true or false says so for every capture;
-    standard input, whose size is not known, goes frame by frame. The report is the same."""
+    the columnar way and a smaller one frame by frame; true or false says so for every capture.
+    The report is the same."""
     from analyzer import engine
 
     fed: list[str] = []
@@ -789,9 +840,9 @@ def test_a_capture_is_read_the_columnar_way_by_its_size_unless_told(
     assert not columnar(size + 1)
     assert columnar(size + 1, columnar=True)
     assert not columnar(size, columnar=False)
-    assert not engine._columnar(Options(), "-")
-    assert not engine._columnar(Options(), str(tmp_path / "gone.pcap"))
-    assert engine._columnar(Options(columnar=True), "-")
+    with open_capture(str(path)) as reader:
+        assert engine._columnar(Options(columnar=True), reader)
+        assert not engine._columnar(Options(columnar=False), reader)
 
 
 def test_a_rotation_of_large_and_small_files_by_default(synthetic, tmp_path: Path,
