@@ -33,7 +33,7 @@ from analyzer.session.keyless import KeylessTimeline
 from analyzer.session.timeline import SessionTimeline
 from analyzer.sources import CaptureReader, expand_inputs, open_capture
 from analyzer.sources.rotation import rotation_groups
-from analyzer.spool import Chain, Spool
+from analyzer.spool import Chain, Spool, since
 from analyzer.split import Shard, analyze_split
 from analyzer.tls.detect import client_hello_verdict, offers_mqtt
 from analyzer.tls.plaintext import PlaintextSource
@@ -107,7 +107,8 @@ class CaptureAnalysis:
     def __init__(self, path: str, options: Options, *, spool: bool = True,
                  shard: Shard | None = None) -> None:
         """`spool`: keep closed sessions and findings mostly on disk (`analyzer.spool`), so memory
-        stays flat on long captures; live mode, which reads them back as they come, keeps lists.
+        stays flat on long captures and long live runs (which read them back as they come:
+        `spool.since`); False keeps lists.
         `shard`: track only the connections dealt to this process (`analyzer.split`)."""
         self.path = path
         self.name = "stdin" if path == "-" else os.path.basename(path)
@@ -127,7 +128,9 @@ class CaptureAnalysis:
         self.clock_steps = 0
         self.warnings: list[str] = []
         self._reported = 0
-        self._emitted: set[tuple[str, str, int]] = set()
+        self._emitted: dict[str, set[tuple[str, int]]] = {}
+        """Live mode: the findings `tick` returned, by session id, as (rule id, first frame), which
+        an early finding and its final form share; only for open sessions (see `tick`)."""
         self.plaintext = PlaintextSource(options.tls_keylogs, self._warn)
         """Decrypted TLS application data, loaded when a TLS connection first needs it."""
         self.plaintext.add_file(path, 0)
@@ -362,15 +365,21 @@ class CaptureAnalysis:
         that became certain, each once: deadlines that passed while sessions stayed silent, and
         the findings frames produced since the last tick."""
         self.now_ns = max(self.now_ns, now_ns)
-        fresh = self._unseen(list(islice(self.findings, self._reported, None)))
+        fresh = self._unseen(since(self.findings, self._reported))
         self._reported = len(self.findings)
+        open_ids = set()
         for flow in self.table.flows():
             conn = flow.state
             if flow.kind != MQTT or conn is None or conn.timeline is None:
                 continue
+            open_ids.add(conn.timeline.session_id)
             client_half = conn.halves[0 if conn.client_is_a else 1]
             if client_half.acked_seq is None:  # no capture gap suspected in the client's bytes
                 fresh += self._unseen(self.judge.pending(conn.timeline, self.last_frame, self.now_ns))
+        # a session that ended left its final findings in `findings`, all just seen: nothing of it
+        # can follow, so what was said of it is forgotten (a run of weeks keeps only the open ones)
+        for session_id in [sid for sid in self._emitted if sid not in open_ids]:
+            del self._emitted[session_id]
         return fresh
 
     def rewind(self, ts_ns: int) -> None:
@@ -399,9 +408,10 @@ class CaptureAnalysis:
         """Findings not reported before; an early finding and its final form share a key."""
         out = []
         for f in findings:
-            key = (f.session_id, f.rule_id, f.frames[0])
-            if key not in self._emitted:
-                self._emitted.add(key)
+            seen = self._emitted.setdefault(f.session_id, set())
+            key = (f.rule_id, f.frames[0])
+            if key not in seen:
+                seen.add(key)
                 out.append(f)
         return out
 
@@ -429,11 +439,15 @@ class CaptureAnalysis:
         flow.state = None
         conn.release()
 
-    def finish(self) -> None:
-        """The capture is over: end every open session at the last frame."""
+    def end_sessions(self) -> None:
+        """End every open session at the last frame (`finish` does, if this was not called)."""
         for flow in self.table.flows():
-            if flow.kind == MQTT:
+            if flow.kind == MQTT and flow.state is not None:
                 self._finalize(flow, EndReason.CAPTURE_END, self.last_frame, self.now_ns)
+
+    def finish(self) -> None:
+        """The capture is over: end every open session at the last frame; the records in order."""
+        self.end_sessions()
         self.warnings += self.plaintext.warnings()
         self.plaintext.close()
         self.sessions.sort(key=lambda s: s.flow.stream_index)

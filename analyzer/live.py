@@ -12,6 +12,10 @@ Without lag (a local interface), this is exactly "last frame ts + wall time sinc
 `tick()` runs at least every `TICK_S` of wall time and after every batch of frames; every finding
 it returns is handed to `on_finding` at once. The run ends on `stop()` (SIGINT), the duration or
 the end of the source; then `finish()` and the final `Report`, as `analyze` builds it.
+
+A run may last weeks, so nothing here grows with the sessions that ended: the analysis spools
+them and their findings to disk as offline (`analyzer.spool`, read back with `since` for what came
+since the last look), and forgets what it said early of a session once that session ends.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import datetime as dt
 import re
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from analyzer.engine import CaptureAnalysis, Options
@@ -29,6 +33,7 @@ from analyzer.errors import InputError
 from analyzer.model import CaptureSummary, Finding, Report, Session
 from analyzer.ruleset.model import apply_suppressions
 from analyzer.sources.stream import CaptureWriter, LiveFrame
+from analyzer.spool import since
 
 NS = 1_000_000_000
 TICK_S = 0.2
@@ -102,8 +107,8 @@ class LiveResult:
     report: Report
     ended_by: str
     """"interrupt", "duration" or "end of input"."""
-    early: list[Finding] = field(default_factory=list)
-    """Findings reported while the capture ran (before `finish()`)."""
+    reported: int = 0
+    """Findings reported as they became certain (`on_finding`), each once."""
     kernel_drops: int | None = None
 
 
@@ -136,7 +141,8 @@ class LiveRunner:
     ) -> None:
         self.source = source
         self.options = options
-        self.analysis = CaptureAnalysis(source.path, options, spool=False)
+        self.analysis = CaptureAnalysis(source.path, options)
+        """Its sessions and findings are spools: a run of weeks keeps them on disk, not in memory."""
         self.on_finding = on_finding
         self.on_session = on_session
         self.on_tick = on_tick
@@ -145,7 +151,7 @@ class LiveRunner:
         self.clock = monotonic_ns
         self.lag = LagTracker()
         self.reader = _Reader(source.path, "live" if source.kind == "interface" else "stream")
-        self.early: list[Finding] = []
+        self.reported = 0
         self._stop: str | None = None
         self._sessions_seen = 0
         self.late_frames = 0
@@ -226,40 +232,37 @@ class LiveRunner:
         if fresh:
             kept, _suppressed, _warnings = apply_suppressions(
                 fresh, self.options.ruleset.suppressions, self._today)
-            for f in kept:
-                self.early.append(f)
-                self.on_finding(f)
+            self._report(kept)
         self._new_sessions()
         if self.writer is not None:
             self.writer.flush()
         if self.on_tick is not None:
             self.on_tick(self.analysis, net or 0)
 
+    def _report(self, findings: Iterable[Finding]) -> None:
+        for f in findings:
+            self.reported += 1
+            self.on_finding(f)
+
     def _new_sessions(self) -> None:
+        """The sessions ended since the last call (in the order they ended: before `finish`)."""
         sessions = self.analysis.sessions
-        while self._sessions_seen < len(sessions):
-            self.on_session(sessions[self._sessions_seen])
-            self._sessions_seen += 1
+        for session in since(sessions, self._sessions_seen):
+            self.on_session(session)
+        self._sessions_seen = len(sessions)
 
     def _finish(self, ended_by: str) -> LiveResult:
         analysis = self.analysis
-        # what the frames produced since the last tick, then the end of every open session
-        fresh = analysis.tick(analysis.now_ns)
-        analysis.finish()
-        emitted = {(f.session_id, f.rule_id, f.frames[0]) for f in self.early}
-        kept_fresh, _s, _w = apply_suppressions(fresh, self.options.ruleset.suppressions, self._today)
-        for f in kept_fresh:
-            emitted.add((f.session_id, f.rule_id, f.frames[0]))
-            self.early.append(f)
-            self.on_finding(f)
-        # findings only `finish()` produced (intervals and sessions ended by the end of the capture)
-        final_kept, suppressed, warnings = apply_suppressions(
-            list(analysis.findings), self.options.ruleset.suppressions, self._today)
-        for f in final_kept:
-            if (f.session_id, f.rule_id, f.frames[0]) not in emitted:
-                emitted.add((f.session_id, f.rule_id, f.frames[0]))
-                self.on_finding(f)
+        suppressions = self.options.ruleset.suppressions
+        # what the frames produced since the last tick; then what ending every open session
+        # produced (intervals and sessions ended by the end of the capture), each finding once
+        self._report(apply_suppressions(analysis.tick(analysis.now_ns), suppressions, self._today)[0])
+        analysis.end_sessions()
+        self._report(apply_suppressions(analysis.tick(analysis.now_ns), suppressions, self._today)[0])
         self._new_sessions()
+        analysis.finish()  # (the records in stream order)
+        final_kept, suppressed, warnings = apply_suppressions(analysis.findings, suppressions,
+                                                              self._today)
         drops = self.source.dropped()
         if self.writer is not None:
             self.writer.close()
@@ -288,6 +291,6 @@ class LiveRunner:
             self.reader.warnings.append(f"the kernel dropped {drops} frames: verdicts on the "
                                         "affected sessions may be wrong (capture gaps)")
         summary: CaptureSummary = analysis.summary(self.reader)  # type: ignore[arg-type]
-        report = Report((summary,), tuple(analysis.sessions), tuple(final_kept),
-                        self.options.ruleset.info, tuple(suppressed), tuple(warnings))
-        return LiveResult(analysis, report, ended_by, self.early, drops)
+        report = Report((summary,), analysis.sessions, final_kept, self.options.ruleset.info,
+                        suppressed, tuple(warnings))
+        return LiveResult(analysis, report, ended_by, self.reported, drops)

@@ -9,6 +9,7 @@ spool and a `Chain` of spools both give.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
 import os
@@ -60,6 +61,8 @@ class Spool(_Records, Generic[T]):
         self._file: IO[bytes] | None = None
         self._bounds = [0]
         """Where each batch written to the file starts, and where the last ends."""
+        self._ends = [0]
+        """How many records the file holds up to the end of each batch (`_bounds`' counts)."""
         self._spilled = 0
         self._in_memory = IN_MEMORY if in_memory is None else in_memory
         for record in records:
@@ -122,6 +125,7 @@ class Spool(_Records, Generic[T]):
             shutil.copyfileobj(records._file, file, 1 << 20)
             file.flush()
             self._bounds += [base + end for end in records._bounds[1:]]
+            self._ends += [self._spilled + end for end in records._ends[1:]]
             self._spilled += records._spilled
         for record in records._batch:
             self.append(record)
@@ -139,6 +143,7 @@ class Spool(_Records, Generic[T]):
         file.flush()  # read back by position (`_read_batch`), past the file object's buffer
         self._bounds.append(file.tell())
         self._spilled += count
+        self._ends.append(self._spilled)
 
     def _at_end(self) -> IO[bytes]:
         """The spool's file (made at the first batch), positioned at its end."""
@@ -188,6 +193,20 @@ class Spool(_Records, Generic[T]):
             yield from self._read_batch(i)
         yield from self._batch
 
+    def since(self, start: int) -> list[T]:
+        """The records from position `start` on, reading back only the file's batches that hold
+        them: live mode asks for what came since it last looked, mostly still in memory."""
+        if start < len(self._head):
+            return list(self)[start:]
+        at = start - len(self._head)
+        if at >= self._spilled:
+            return self._batch[at - self._spilled:]
+        first = bisect.bisect_right(self._ends, at) - 1  # the batch that holds record `at`
+        out = self._read_batch(first)[at - self._ends[first]:]
+        for i in range(first + 1, len(self._bounds) - 1):
+            out += self._read_batch(i)
+        return out + self._batch
+
     def _read_batch(self, i: int) -> list[T]:
         """Batch `i` of the file, read by position: the file's offset is not moved, so processes
         forked with this spool can read it at the same time (`pieces`)."""
@@ -229,6 +248,7 @@ class Spool(_Records, Generic[T]):
             self._file.close()
             self._file = None
         self._bounds = [0]
+        self._ends = [0]
 
 
 def _dump(batch: list, file: IO[bytes]) -> None:
@@ -318,6 +338,13 @@ class Chain(_Records, Sequence[T]):
         """As `Spool.pieces`, over every part in turn."""
         for part in self._parts:
             yield from pieces(part)
+
+
+def since(records: Sequence[T], start: int) -> list[T]:
+    """`list(records[start:])`, for a list or a `Spool` (which reads back only what it needs)."""
+    if isinstance(records, Spool):
+        return records.since(start)
+    return list(records[start:])
 
 
 def pieces(records: Sequence[T]) -> Iterator[Callable[[], list[T]]]:

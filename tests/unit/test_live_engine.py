@@ -4,6 +4,9 @@ final report identical to offline analysis."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from analyzer.engine import CaptureAnalysis, Options
 from analyzer.sources import open_capture
@@ -54,3 +57,48 @@ def test_unanswered_ping_is_reported_when_its_wait_ends() -> None:
     rules = {f.rule_id for f in analysis.tick(ping_ts + int(2.3 * NS))}
     assert "KA203" in rules and "KA106" not in rules
     assert "KA106" in {f.rule_id for f in analysis.tick(ping_ts + int(4.3 * NS))}
+
+
+def test_a_long_live_run_reports_everything_once_and_holds_only_open_sessions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live run over a stream of many sessions (opening, closing, reconnecting, late, silent):
+    every session that ends is reported once as it ends, those still open at the end once more
+    when it ends, and every finding once, as the report has them (the report being the offline
+    one). Memory holds only the open sessions' state: the closed sessions and findings go to the
+    spools' files as offline, and what was said early of a session is forgotten once it ends."""
+    from analyzer import spool
+    from analyzer.engine import analyze
+    from analyzer.live import LiveRunner
+    from analyzer.reassembly.flows import MQTT
+    from analyzer.sources.stream import PipeSource
+    from tests.unit.test_columnar_equivalence import _load_generate
+
+    path = tmp_path / "fleet.pcap"
+    _load_generate().generate(path, 20_000, 60, 3)
+    monkeypatch.setattr(spool, "IN_MEMORY", 40)
+    monkeypatch.setattr(spool, "BATCH", 16)
+    sessions: list[Any] = []
+    findings: list[Any] = []
+    held: list[tuple[int, int]] = []
+
+    def tick(analysis: CaptureAnalysis, _now_ns: int) -> None:
+        tracked = sum(1 for f in analysis.table.flows() if f.kind == MQTT and f.state is not None)
+        held.append((len(analysis._emitted), tracked))
+
+    source = PipeSource(str(path))
+    source.start()
+    result = LiveRunner(source, Options(), on_finding=findings.append, on_session=sessions.append,
+                        on_tick=tick).run()
+    report = result.report
+    offline = analyze([str(path)], Options())
+    assert list(report.sessions) == list(offline.sessions)
+    assert list(report.findings) == list(offline.findings)
+    ids = [s.session_id for s in sessions]
+    assert len(ids) == len(set(ids)) and set(ids) == {s.session_id for s in report.sessions}
+    keys = [(f.session_id, f.rule_id, f.frames[0]) for f in findings]
+    assert len(keys) == len(set(keys)) == result.reported
+    assert set(keys) == {(f.session_id, f.rule_id, f.frames[0]) for f in report.findings}
+    assert len(report.sessions) > 100 and len(report.findings) > 100
+    assert report.sessions._spilled and report.findings._spilled  # type: ignore[attr-defined]
+    assert held and all(said <= tracked for said, tracked in held)
+    assert max(said for said, _ in held) > 0 and not result.analysis._emitted  # all ended

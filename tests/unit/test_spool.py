@@ -144,3 +144,26 @@ def test_a_spool_of_fields_is_the_spool_of_its_records(n: int) -> None:
         got._file.seek(0)
         expected._file.seek(0)
         assert got._file.read() == expected._file.read()
+
+
+@pytest.mark.parametrize(("n", "in_memory"), [(0, None), (5, None), (1024, None), (3000, 100),
+                                             (5000, 0), (7000, None)])
+def test_since_gives_the_records_from_a_position_reading_only_the_batches_that_hold_them(
+        n: int, in_memory: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`since(k)` is `list(spool)[k:]` from any position, after appends and after an absorbed
+    spool's batches were copied in; it reads back no batch that ends before position k (live
+    mode asks it, every fifth of a second, for what came since it last looked)."""
+    spool = _numbered(0, 2000)
+    spool.absorb(_numbered(2000, n, in_memory))
+    spool += [(i, str(i)) for i in range(2000 + n, 2300 + n)]
+    expected = list(spool)
+    read: list[int] = []
+    real = Spool._read_batch
+    monkeypatch.setattr(Spool, "_read_batch", lambda self, i: read.append(i) or real(self, i))
+    for k in sorted({0, 1, 1023, 1024, 1025, 2047, 2048, 2500, len(expected) - 1, len(expected),
+                     len(expected) + 5, *range(0, len(expected), 997)}):
+        read.clear()
+        assert spool.since(k) == expected[k:], k
+        assert spool_module.since(expected, k) == expected[k:]
+        if k >= spool_module.IN_MEMORY:  # the head is in memory; on disk, only from k's batch on
+            assert all(spool._ends[i + 1] > k - spool_module.IN_MEMORY for i in read), (k, read)
