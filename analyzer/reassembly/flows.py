@@ -75,6 +75,9 @@ class FlowTable:
     def __init__(self, on_evict: Callable[[Flow, int, int], None],
                  max_flows: int = MAX_FLOWS) -> None:
         self._by_key: dict[FlowKey4, tuple[Flow, bool]] = {}
+        self._flows: dict[FlowKey4, Flow] = {}
+        """Every connection once, by its side A key, in the order they were created (what sweeps
+        walk: half of `_by_key`)."""
         self._remembered: OrderedDict[FlowKey4, tuple[int, int]] = OrderedDict()
         """Evicted connections that had not ended: key -> (stream number, id in `log`)."""
         self.on_evict = on_evict
@@ -85,7 +88,7 @@ class FlowTable:
         """Kept only when asked for (`analyzer.split`)."""
 
     def __len__(self) -> int:
-        return len(self._by_key) // 2
+        return len(self._flows)
 
     def keep_log(self) -> None:
         """Keep a `TableLog` from now on."""
@@ -113,11 +116,12 @@ class FlowTable:
                 if known is not None:
                     log.returns[index] = (known[1], known[0])
         flow = Flow(index, key, frame_no, ts_ns)
-        self._by_key[key] = (flow, True)
         self._by_key[reverse] = (flow, False)
-        if log is not None and len(self._by_key) > 2 * log.peak:
-            log.peak = len(self._by_key) // 2
-        if len(self._by_key) > 2 * self.max_flows:
+        self._by_key[key] = (flow, True)  # (after: a connection to itself is side A both ways)
+        self._flows[key] = flow
+        if log is not None and len(self._flows) > log.peak:
+            log.peak = len(self._flows)
+        if len(self._flows) > self.max_flows:
             if log is not None:
                 log.shed = True
             self._shed(ts_ns, frame_no)
@@ -127,17 +131,18 @@ class FlowTable:
         key = flow.key_a
         self._by_key.pop(key, None)
         self._by_key.pop((key[2], key[3], key[0], key[1]), None)
+        self._flows.pop(key, None)
 
     def flows(self) -> list[Flow]:
         """Every connection once, in the order they were created (a copy: safe to evict from)."""
-        return [flow for flow, is_a in self._by_key.values() if is_a]
+        return list(self._flows.values())
 
     def sweep(self, now_ns: int, frame_no: int, idle_limit_ns: Callable[[Flow], int],
               shortest_ns: int = 0) -> None:
         """Evict every connection idle for longer than its limit; no limit is below `shortest_ns`
         (so the limit of a connection active since then is not worked out)."""
-        quiet = [flow for flow, is_a in self._by_key.values()  # a copy: safe to evict from
-                 if is_a and now_ns - flow.last_ns > shortest_ns]
+        quiet = [flow for flow in self._flows.values()  # a copy: safe to evict from
+                 if now_ns - flow.last_ns > shortest_ns]
         for flow in quiet:
             if now_ns - flow.last_ns > idle_limit_ns(flow):
                 self.evict(flow, frame_no, now_ns)

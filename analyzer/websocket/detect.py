@@ -8,10 +8,16 @@ complete (or too long to be one).
 
 from __future__ import annotations
 
+import re
+
 MAX_REQUEST_BYTES = 16 * 1024
 """A request head longer than this is not waited for."""
 
 MQTT_SUBPROTOCOLS = frozenset({"mqtt", "mqttv3.1"})
+
+_WEBSOCKET = re.compile(rb"websocket", re.IGNORECASE)
+"""The Upgrade token, in any case (ASCII only, as `str.lower` of a Latin-1 head: no other
+character lowers to an ASCII letter)."""
 
 
 def parse_head(head: bytes) -> tuple[str, dict[str, str]]:
@@ -42,6 +48,8 @@ def upgrade_verdict(head: bytes, *, require_mqtt: bool = True) -> bool | None:
     end = head.find(b"\r\n\r\n")
     if end < 0:
         return None if len(head) < MAX_REQUEST_BYTES else False
+    if _WEBSOCKET.search(head, 0, end) is None:  # (most HTTP: not parsed, the same answer)
+        return False
     _, fields = parse_head(head[:end])
     if "websocket" not in tokens(fields.get("upgrade", "")):
         return False

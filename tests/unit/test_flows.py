@@ -38,6 +38,20 @@ def test_lookup_from_both_directions() -> None:
     assert (flow.first_frame, flow.first_ns, flow.key_a) == (1, 100, A)
 
 
+def test_a_connection_to_itself_is_one_connection_swept_like_any_other() -> None:
+    """TCP's self-connect (a socket connected to its own address and port: both directions have
+    one key) is listed, counted and evicted once, as side A both ways."""
+    self_connected = (A[0], A[1], A[0], A[1])
+    t, ev = table()
+    flow, _ = t.create(self_connected, 1, 100)
+    other, _ = t.create(B, 2, 100)
+    assert t.get(self_connected) == (flow, True)
+    assert len(t) == 2 and t.flows() == [flow, other]
+    t.sweep(10**12, 3, lambda f: 0)
+    assert [index for index, _, _ in ev.seen] == [flow.index, other.index]
+    assert len(t) == 0 and t.flows() == [] and t.get(self_connected) is None
+
+
 def test_streams_numbered_in_order_of_first_frame() -> None:
     t, _ = table()
     flows = [t.create(key, i, i * 10)[0] for i, key in enumerate([A, B, C], start=1)]
