@@ -111,7 +111,7 @@ class CaptureReader:
     @property
     def batches_available(self) -> bool:
         """Whether `batches()` can read this capture (not yet read): a classic pcap's records are
-        cut into batches as read; a pcapng's are gathered from its block walker (`gathered`)."""
+        cut into batches as read, and so are a pcapng's blocks."""
         return self._batches is not None
 
     def batches(self) -> Generator[FrameBatch, None, None]:
@@ -222,12 +222,6 @@ class _ReadAhead:
         return self._read(size)
 
 
-def _gathered(records: Generator[Record, None, None]) -> Generator[FrameBatch, None, None]:
-    from analyzer.sources.batch import gathered  # NumPy only when batches are read
-
-    return gathered(records, pcap.BATCH_BYTES)
-
-
 def _read_fn(stream: Stream) -> Read:
     """`read1` where there is one: it returns what a pipe holds now instead of waiting for more."""
     return getattr(stream, "read1", stream.read)
@@ -321,7 +315,7 @@ def _open_stream(path: str, raw: Stream, closers: list[Stream]) -> CaptureReader
         pcapng.check_section_header(head)
         reader = CaptureReader(path, "pcapng", compression, closers)
         reader._records = pcapng.iter_pcapng(reader, read, head)
-        reader._batches = lambda: _gathered(pcapng.iter_pcapng(reader, read, head))
+        reader._batches = lambda: pcapng.iter_pcapng_batches(reader, read, head)
     else:
         raise _not_a_capture(head, compression)
     reader._head, reader._ahead = len(head), ahead

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 from analyzer.errors import InputError
 from analyzer.sources.pcap import (
+    BATCH_BYTES,
     MAX_ANY,
     MAX_STANDARD,
     NS,
@@ -37,6 +39,9 @@ from analyzer.sources.pcap import (
     fill,
     stream_failed,
 )
+
+if TYPE_CHECKING:
+    from analyzer.sources.batch import FrameBatch
 
 SHB_MAGIC = b"\x0a\x0d\x0d\x0a"
 SHB = 0x0A0D0D0A
@@ -50,11 +55,17 @@ MAX_BLOCK = 32 + MAX_ANY + 131_072
 NUMBERED_ONLY = frozenset({0x9, 0x204, 0x208, 0x216, 0x217, 0x221, 0x222, 0xBAD, 0x40000BAD})
 """Block types Wireshark gives a frame number although they hold no packet (see above)."""
 
-Interface = tuple[int, int, int, int, tuple[int, int] | None, int]
-"""(linktype, hi_mul, lo_mul, largest plausible captured length, adjust, snaplen): the timestamp
-words give ts_ns = hi * hi_mul + lo * lo_mul, then (when adjust = (divisor, offset_ns) is set)
-ts_ns // divisor + offset_ns. The common case (10^-n resolution, n <= 9, no offset) is then two
-multiplications and an addition, which matters at a million packets per second."""
+Interface = tuple[int, int, int, int, tuple[int, int] | None, int, int]
+"""(linktype, hi_mul, lo_mul, largest plausible captured length, adjust, snaplen, hi_max): the
+timestamp words give ts_ns = hi * hi_mul + lo * lo_mul, then (when adjust = (divisor, offset_ns)
+is set) ts_ns // divisor + offset_ns. The common case (10^-n resolution, n <= 9, no offset) is then
+two multiplications and an addition, which matters at a million packets per second. A high word
+above hi_max may give a time out of range (`TS_LIMIT`): such a packet leaves the fast path."""
+
+TS_LIMIT = 1 << 62
+"""The latest time taken, in ns either side of 1970 (the years 1823 to 2116): the columnar path
+keeps times in 64-bit integers, with room to add deadlines. A corrupt block's timestamp beyond it
+is taken as this limit, on both paths alike, with a warning."""
 
 
 class _Structs:
@@ -108,7 +119,9 @@ def _interface(s: _Structs, buf: bytes, pos: int, stop: int) -> Interface:
         opt += (length + 3) & ~3
     cap = min(max(MAX_STANDARD, snaplen), MAX_ANY)
     adjust = None if div == 1 and offset == 0 else (div, offset)
-    return linktype, mul << 32, mul, cap, adjust, snaplen
+    # the largest high word for which every low word gives a time within TS_LIMIT
+    hi_max = ((TS_LIMIT - offset) * div - 0xFFFFFFFF * mul) // (mul << 32) if offset >= -TS_LIMIT else -1
+    return linktype, mul << 32, mul, cap, adjust, snaplen, hi_max
 
 
 def _resolution(tsresol: int) -> tuple[int, int]:
@@ -125,6 +138,14 @@ class _Corrupt(Exception):
     """A block that cannot be right; the message says why."""
 
 
+Packet = tuple[int | None, int, int, int, int]
+"""(ts_ns or None for a Simple Packet Block, linktype, where its data starts in the buffer,
+captured length, wire length)."""
+
+NUMBERED = (None, -1, 0, 0, 0)
+"""What `_Walk.block` gives for a block that takes a frame number and holds no packet."""
+
+
 def _block(
     s: _Structs,
     ifaces: list[Interface],
@@ -133,9 +154,9 @@ def _block(
     blen: int,
     btype: int,
     state: ReadState,
-) -> tuple[int | None, int, bytes, int] | None:
-    """Handle any whole block the fast path did not: (ts_ns or None, linktype, data, wire_len)
-    for a packet, None for a block that is not one. Raises _Corrupt."""
+) -> Packet | None:
+    """Handle any whole block the fast path did not: its packet, or None for a block that is not
+    one. Raises _Corrupt."""
     if btype == 6 or btype == 2:  # Enhanced Packet Block, or the obsolete Packet Block
         if blen < 32:
             raise _Corrupt(f"packet block of {blen} bytes")
@@ -147,20 +168,19 @@ def _block(
             raise _Corrupt(f"captured length {caplen} overruns its {blen}-byte block")
         if iface >= len(ifaces):
             raise _Corrupt(f"packet on undeclared interface {iface}")
-        linktype, hi_mul, lo_mul, cap, adjust, snaplen = ifaces[iface]
+        linktype, hi_mul, lo_mul, cap, adjust, snaplen, _hi_max = ifaces[iface]
         if caplen > cap:
             raise _Corrupt(f"captured length {caplen} > {MAX_STANDARD} and > snaplen {snaplen}")
         ts = hi * hi_mul + lo * lo_mul
         if adjust:
             ts = ts // adjust[0] + adjust[1]
-        return ts, linktype, buf[pos + 28 : pos + 28 + caplen], orig
+        return ts, linktype, pos + 28, caplen, orig
     if btype == 3:  # Simple Packet Block: interface 0, no timestamp
         if not ifaces or blen < 16:
             raise _Corrupt(f"simple packet block of {blen} bytes with {len(ifaces)} interfaces")
         linktype, snaplen = ifaces[0][0], ifaces[0][5]
         orig = s.u32(buf, pos + 8)[0]
-        caplen = min(orig, blen - 16, snaplen or orig)
-        return None, linktype, buf[pos + 12 : pos + 12 + caplen], orig
+        return None, linktype, pos + 12, min(orig, blen - 16, snaplen or orig), orig
     if btype == 1:
         if blen < 20:
             raise _Corrupt(f"interface description block of {blen} bytes")
@@ -180,15 +200,80 @@ def _block(
     return None
 
 
+class _Walk:
+    """What a walk over the blocks knows between them (the section's byte order, its interfaces),
+    and every block the walkers' inline fast path for Enhanced Packet Blocks leaves (`block`)."""
+
+    def __init__(self, state: ReadState, buf: bytes) -> None:
+        self.state = state
+        self.structs = {"<": _Structs("<"), ">": _Structs(">")}
+        self.order = BYTE_ORDERS[buf[8:12]]
+        """The current section's byte order."""
+        self.s = self.structs[self.order]
+        """Its structs."""
+        self.ifaces: list[Interface] = []
+        """The current section's interfaces (one list, emptied by a new section)."""
+        self._unpadded = False
+        self._out_of_range = False
+
+    def block(self, buf: bytes, pos: int, end: int, base: int, frame: int) -> tuple[int, Packet | None]:
+        """The block at `pos` (`buf` holds bytes up to `end`, the stream's byte `base` at 0):
+        (its length, its packet, `NUMBERED`, or None) once it is whole; (-n, None) when `buf`
+        must hold n bytes from `pos` first. Raises _Corrupt, saying why."""
+        if end - pos < 12:
+            return -12, None
+        s = self.s
+        btype, blen = s.head(buf, pos)
+        if btype == SHB:  # its byte-order magic sets the order of the whole section
+            order = BYTE_ORDERS.get(buf[pos + 8 : pos + 12])
+            if order is None:
+                raise _Corrupt("section header with an invalid byte-order magic")
+            self.order = order
+            s = self.s = self.structs[order]
+            blen = s.head(buf, pos)[1]
+        if blen < 12:
+            raise _Corrupt(f"block length {blen} is under 12")
+        if blen & 3:
+            if not self._unpadded:
+                self._unpadded = True
+                self.state.warnings.append(
+                    f"block length {blen} at byte {base + pos} (after frame {frame}) is "
+                    "not a multiple of 4; rounded up, as Wireshark does"
+                )
+            blen = (blen + 3) & ~3
+        if pos + blen > end:
+            if blen > MAX_BLOCK:
+                raise _Corrupt(f"block length {blen} is beyond any real block")
+            return -blen, None
+        trailer = s.u32(buf, pos + blen - 4)[0]
+        if (trailer + 3) & ~3 != blen:
+            raise _Corrupt(f"block length {blen} does not match its trailing copy {trailer}")
+        if btype in NUMBERED_ONLY:
+            return blen, NUMBERED
+        packet = _block(s, self.ifaces, buf, pos, blen, btype, self.state)
+        if packet is not None and packet[0] is not None and not -TS_LIMIT <= packet[0] <= TS_LIMIT:
+            ts = max(-TS_LIMIT, min(TS_LIMIT, packet[0]))
+            if not self._out_of_range:
+                self._out_of_range = True
+                self.state.warnings.append(
+                    f"frame {frame + 1}: timestamp out of range ({packet[0]} ns since 1970, a "
+                    f"corrupt block?); taken as {ts}, and so is any later one out of range")
+            packet = (ts, *packet[1:])
+        return blen, packet
+
+
+def _corrupt(state: ReadState, exc: _Corrupt, frame: int, offset: int) -> None:
+    state.error = f"corrupt block after frame {frame} at byte {offset}: {exc}; stopped"
+
+
 def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Generator[Record, None, None]:
     """Yield every packet of a pcapng whose first Section Header Block starts `buf`.
 
     Enhanced Packet Blocks that are whole in the buffer and sound take the inline fast path (one
-    unpack of their 28-byte head); everything else goes through `_block`."""
-    structs = {"<": _Structs("<"), ">": _Structs(">")}
-    s = structs[BYTE_ORDERS[buf[8:12]]]
-    ifaces: list[Interface] = []
-    pos, base, end, frame, last_ts, n_ifaces, bad, unpadded = 0, 0, len(buf), 0, 0, 0, "", False
+    unpack of their 28-byte head); everything else goes through `_Walk.block`."""
+    walk = _Walk(state, buf)
+    s, ifaces, n_ifaces = walk.s, walk.ifaces, 0
+    pos, base, end, frame, last_ts = 0, 0, len(buf), 0, 0
     try:
         while True:
             try:
@@ -204,8 +289,8 @@ def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Generator[Record, N
                     and s.u32(buf, stop - 4)[0] == blen
                     and iface < n_ifaces
                 ):
-                    linktype, hi_mul, lo_mul, cap, adjust, _snaplen = ifaces[iface]
-                    if caplen <= cap:
+                    linktype, hi_mul, lo_mul, cap, adjust, _snaplen, hi_max = ifaces[iface]
+                    if caplen <= cap and hi <= hi_max:
                         frame += 1
                         last_ts = hi * hi_mul + lo * lo_mul
                         if adjust:
@@ -214,52 +299,22 @@ def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Generator[Record, N
                         pos = stop  # before the yield: a yielded record counts as consumed
                         yield frame, last_ts, linktype, buf[start : start + caplen], orig
                         continue
-            if end - pos >= 12:
-                btype, blen = s.head(buf, pos)
-                if btype == SHB:  # its byte-order magic sets the order of the whole section
-                    order = BYTE_ORDERS.get(buf[pos + 8 : pos + 12])
-                    if order is None:
-                        bad = "section header with an invalid byte-order magic"
-                        break
-                    s = structs[order]
-                    blen = s.head(buf, pos)[1]
-                if blen < 12:
-                    bad = f"block length {blen} is under 12"
-                    break
-                if blen & 3:
-                    if not unpadded:
-                        unpadded = True
-                        state.warnings.append(
-                            f"block length {blen} at byte {base + pos} (after frame {frame}) is "
-                            "not a multiple of 4; rounded up, as Wireshark does"
-                        )
-                    blen = (blen + 3) & ~3
-                if pos + blen <= end:
-                    trailer = s.u32(buf, pos + blen - 4)[0]
-                    if (trailer + 3) & ~3 != blen:
-                        bad = f"block length {blen} does not match its trailing copy {trailer}"
-                        break
-                    if btype in NUMBERED_ONLY:
-                        frame += 1
-                    try:
-                        packet = _block(s, ifaces, buf, pos, blen, btype, state)
-                    except _Corrupt as exc:
-                        bad = str(exc)
-                        break
-                    n_ifaces = len(ifaces)
-                    pos += blen
-                    if packet is not None:
-                        ts, linktype, data, orig = packet
+            try:
+                size, packet = walk.block(buf, pos, end, base, frame)
+            except _Corrupt as exc:
+                _corrupt(state, exc, frame, base + pos)
+                return
+            if size > 0:
+                s, n_ifaces = walk.s, len(ifaces)
+                pos += size
+                if packet is not None:
+                    frame += 1
+                    if packet is not NUMBERED:
+                        ts, linktype, start, caplen, orig = packet
                         last_ts = last_ts if ts is None else ts
-                        frame += 1
-                        yield frame, last_ts, linktype, data, orig
-                    continue
-                if blen > MAX_BLOCK:
-                    bad = f"block length {blen} is beyond any real block"
-                    break
-                need = blen
-            else:
-                need = 12
+                        yield frame, last_ts, linktype, buf[start : start + caplen], orig
+                continue
+            need = -size
             try:
                 buf = fill(read, buf, pos, need)
             except StreamFailed as exc:
@@ -272,6 +327,184 @@ def iter_pcapng(state: ReadState, read: Read, buf: bytes) -> Generator[Record, N
                 if end:
                     state.warnings.append(cut_short(frame, base))
                 return
-        state.error = f"corrupt block after frame {frame} at byte {base + pos}: {bad}; stopped"
     finally:
         state.bytes_read = base + pos
+
+
+def iter_pcapng_batches(state: ReadState, read: Read, buf: bytes) -> Generator[FrameBatch, None, None]:
+    """`iter_pcapng`'s packets in `FrameBatch`es over the buffer as read (about `BATCH_BYTES` at a
+    time), with the same checks, warnings, errors and `bytes_read`.
+
+    The loop per block only finds where the next Enhanced Packet Block starts, by its length;
+    `_Checked` then reads their heads at once and takes them up to the first that `iter_pcapng`'s
+    fast path would not take, which `_Walk.block` handles as it does there. A batch ends before a
+    packet whose number does not follow on (a block that takes a number and holds no packet) or
+    whose link type differs (one per interface). The first packet is a batch of its own, so that
+    the reader knows, when it is taken, exactly what it knows on the per-frame path after the
+    first record (TLS secrets that came before it)."""
+    import numpy as np  # only when batches are read
+
+    from analyzer.sources.batch import FrameBatch
+
+    walk = _Walk(state, buf)
+    pos, base, end, frame, last_ts = 0, 0, len(buf), 0, 0
+    pieces: list[tuple[np.ndarray, ...]] = []
+    """The batch's packets so far: (data start, captured length, wire length, ts_ns) columns."""
+    singles: list[tuple[int, int, int, int]] = []
+    """Packets taken one by one since the last piece, as those columns' values."""
+    held = 0
+    linktype, first_packet = -1, True
+    singly = 1
+    """Blocks to take one by one (`_Walk.block`) before looking ahead again: the first packet, the
+    block the look-ahead stopped at, and more each time in a row that it took few (up to
+    `MOST_SINGLY`), so that a file where no look-ahead pays (every block unpadded, interfaces of
+    two link types taking turns) costs about what it costs frame by frame."""
+    misses = 0
+    """Look-aheads in a row that took fewer than `FEW` blocks."""
+    window = FEW
+    """How many blocks to look ahead at once: doubled whenever all were taken."""
+    failed: StreamFailed | None = None
+
+    def single_pieces() -> None:
+        pieces.append(tuple(np.array(c, dtype=np.int64) for c in zip(*singles)))
+        singles.clear()
+
+    def batch() -> FrameBatch:
+        nonlocal held
+        if singles:
+            single_pieces()
+        columns = tuple(np.concatenate(c) if len(pieces) > 1 else c[0] for c in zip(*pieces))
+        pieces.clear()
+        first, held = frame - held + 1, 0
+        return FrameBatch.of(buf, columns, first, linktype)  # type: ignore[arg-type]
+
+    try:
+        while True:
+            if not singly:
+                starts: list[int] = []
+                add = starts.append
+                at, head, left = pos, walk.s.head, window
+                try:
+                    while left:  # Enhanced Packet Blocks whole in the buffer, by their lengths
+                        btype, blen = head(buf, at)
+                        if btype != 6 or blen < 32 or at + blen > end:
+                            break
+                        add(at)
+                        at += blen
+                        left -= 1
+                except struct.error:  # under 8 bytes left
+                    pass
+                if starts:
+                    taken = _Checked(buf, starts, walk, linktype)
+                    if taken.count:
+                        if singles:
+                            single_pieces()
+                        pieces.append(taken.columns)
+                        held += taken.count
+                        frame += taken.count
+                        last_ts = taken.last_ts
+                    if taken.count == len(starts):
+                        pos, window, misses = at, 2 * window, 0
+                        if not left:
+                            continue
+                    else:
+                        misses = misses + 1 if taken.count < FEW else 0
+                        pos, window, singly = starts[taken.count], FEW, min(1 << misses, MOST_SINGLY)
+            elif not first_packet:
+                singly -= 1
+            try:
+                size, packet = walk.block(buf, pos, end, base, frame)
+            except _Corrupt as exc:
+                if held:
+                    yield batch()
+                _corrupt(state, exc, frame, base + pos)
+                return
+            if size > 0:
+                pos += size
+                if packet is not None:
+                    if held and (packet is NUMBERED or packet[1] != linktype):
+                        yield batch()
+                    frame += 1
+                    if packet is not NUMBERED:
+                        ts, linktype, start, caplen, orig = packet
+                        last_ts = last_ts if ts is None else ts
+                        singles.append((start, caplen, orig, last_ts))
+                        held += 1
+                        if first_packet:
+                            first_packet = False
+                            yield batch()
+                continue
+            need = -size
+            if held:
+                yield batch()
+            state.bytes_read = base + pos
+            if failed is not None:  # what was read before the failure is analysed first
+                stream_failed(state, failed, frame, base + pos)
+                return
+            parts, have = [buf[pos:]], end - pos
+            buf = b""  # the analysed batch's bytes go as soon as its users let them
+            base, pos = base + pos, 0
+            target = max(BATCH_BYTES, need)
+            while have < target:  # a read at a time, so a failure loses no block read before it
+                try:
+                    chunk = fill(read, b"", 0, 1)
+                except StreamFailed as exc:
+                    failed = exc
+                    break
+                if not chunk:
+                    break
+                parts.append(chunk)
+                have += len(chunk)
+            buf = b"".join(parts)
+            del parts
+            end = len(buf)
+            state.bytes_read = base
+            if failed is None and end < need:
+                if end:
+                    state.warnings.append(cut_short(frame, base))
+                return
+    finally:
+        state.bytes_read = base + pos
+
+
+FEW = 64
+"""The look-ahead's first window (`iter_pcapng_batches`), and what it must take to pay."""
+MOST_SINGLY = 1024
+"""Blocks taken one by one at most between two look-aheads."""
+
+
+class _Checked:
+    """Of the Enhanced Packet Blocks at `starts` (whole in `buf`, one after the other), the first
+    `count` that `iter_pcapng`'s fast path takes, on interfaces of `linktype`: their `columns`
+    (data start, captured length, wire length, ts_ns) and the last one's time."""
+
+    def __init__(self, buf: bytes, starts: list[int], walk: _Walk, linktype: int) -> None:
+        import numpy as np
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        raw = np.frombuffer(buf, dtype=np.uint8)
+        at = np.asarray(starts, dtype=np.int64)
+        u32 = np.dtype(walk.order + "u4")
+        heads = sliding_window_view(raw, 28)[at].copy().view(u32).astype(np.int64)
+        blen, iface, hi, lo, caplen, wire = (heads[:, k] for k in range(1, 7))
+        trailer = sliding_window_view(raw, 4)[at + blen - 4].copy().view(u32)[:, 0]
+        ifaces = walk.ifaces
+        ok = (caplen + 32 <= blen) & ((blen & 3) == 0) & (trailer == blen) & (iface < len(ifaces))
+        if ifaces:
+            table = np.array([(lt, hi_mul, lo_mul, cap, adjust is None, min(hi_max, 1 << 32))
+                              for lt, hi_mul, lo_mul, cap, adjust, _snaplen, hi_max in ifaces],
+                             dtype=np.int64)
+            row = table[np.minimum(iface, len(ifaces) - 1)]
+            ok &= (caplen <= row[:, 3]) & (hi <= row[:, 5]) & (row[:, 0] == linktype)
+        else:
+            row = np.zeros((len(at), 6), dtype=np.int64)
+        count = self.count = len(at) if ok.all() else int(np.argmin(ok))
+        if not count:
+            return
+        hi, lo, row = hi[:count], lo[:count], row[:count]
+        ts = hi * row[:, 1] + lo * row[:, 2]  # within TS_LIMIT (hi_max): no overflow
+        for k in np.flatnonzero(row[:, 4] == 0).tolist():  # an interface with if_tsresol or
+            divisor, offset = ifaces[int(iface[k])][4]  # type: ignore[misc]  # if_tsoffset
+            ts[k] = (int(hi[k]) * int(row[k, 1]) + int(lo[k]) * int(row[k, 2])) // divisor + offset
+        self.columns = (at[:count] + 28, caplen[:count], wire[:count], ts)
+        self.last_ts = int(ts[-1])

@@ -604,6 +604,100 @@ def test_pcapng_batches_of_bad_files_say_what_frame_by_frame_says(tmp_path: Path
         reader.warnings, reader.error, reader.bytes_read)
 
 
+def _long_pcapng(rng: random.Random, packets: int) -> bytes:
+    """A pcapng of several megabytes that uses every block the batches must end at or step over,
+    spread through it: custom blocks (a frame number and no packet), Simple and obsolete Packet
+    Blocks, a second interface of another link type, skipped blocks, an unpadded block length,
+    and a second section in the other byte order."""
+    blocks = [shb(), idb(1), idb(101, tsresol=9)]
+    order = "<"
+    for i in range(packets):
+        data = rng.randbytes(rng.randint(40, 600))
+        kind = rng.random()
+        if i == packets // 2:
+            order = ">"
+            blocks += [shb(">"), idb(1, tsresol=3, order=">")]
+        if kind < 0.002 and order == "<":
+            blocks.append(block(0xBAD, struct.pack("<I", 32473) + b"x"))
+        elif kind < 0.004:
+            blocks.append(spb(data, order=order))
+        elif kind < 0.006:
+            blocks.append(packet_block(0, T0 * 10**6 + i, data, order=order))
+        elif kind < 0.01 and order == "<":
+            blocks.append(epb(1, T0 * NS + i, data))
+        elif kind < 0.012:
+            blocks.append(block(0x12345678, b"skipped", order))
+        else:
+            blocks.append(epb(0, T0 * 10**6 + i, data, order=order))
+    blocks.insert(40, unpadded_epb(0, 2, b"odd" * 3))
+    return b"".join(blocks)
+
+
+def unpadded_epb(iface: int, units: int, data: bytes) -> bytes:
+    """An Enhanced Packet Block whose length fields leave the padding out (as some writers do)."""
+    body = struct.pack("<IIIII", iface, units >> 32, units & 0xFFFFFFFF, len(data), len(data)) + data
+    return struct.pack("<II", 6, 12 + len(body)) + pad4(body) + struct.pack("<I", 12 + len(body))
+
+
+def _turns_pcapng(rng: random.Random, packets: int) -> bytes:
+    """Two interfaces of different link types taking turns, every block unpadded: nothing the
+    batches' look-ahead takes."""
+    blocks = [shb(), idb(1), idb(113)]
+    for i in range(packets):
+        blocks.append(unpadded_epb(i % 2, T0 * 10**6 + i, rng.randbytes(rng.randint(40, 600) | 1)))
+    return b"".join(blocks)
+
+
+def test_long_pcapng_batches_say_what_frame_by_frame_says(tmp_path: Path) -> None:
+    """Over many batches, plain, compressed, cut anywhere, or failing to decompress: the batches
+    hold exactly the records the frame-by-frame walk yields, and leave the same warnings, error,
+    byte count and link types."""
+    rng = random.Random(5)
+    data = _long_pcapng(rng, 16_000)
+    assert len(data) > 4 << 20
+    packed = bytearray(gzip.compress(data, compresslevel=1))
+    crc = bytes(packed[:-8]) + bytes([packed[-8] ^ 0xFF]) + bytes(packed[-7:])
+    xz = bytearray(lzma.compress(data))
+    xz[len(xz) // 2 : len(xz) // 2 + 4096] = bytes(4096)
+    inputs = {"plain": data, "gzip": bytes(packed), "crc.gz": crc, "cut.gz": bytes(packed[:len(packed) // 3]),
+              "bad.xz": bytes(xz)}
+    inputs.update({f"cut-{n}": data[:n] for n in rng.sample(range(28, len(data)), 6)})
+    inputs["turns"] = _turns_pcapng(rng, 3_000)
+    for name, content in inputs.items():
+        path = write(tmp_path, name, content)
+        records, reader = read_all(path)
+        batched, batch_reader, sizes = read_batched(path)
+        assert len(batched) == len(records) and batched == records, name
+        assert (batch_reader.warnings, batch_reader.error, batch_reader.bytes_read,
+                batch_reader.linktypes) == (reader.warnings, reader.error, reader.bytes_read,
+                                            reader.linktypes), name
+        if name == "plain":
+            assert len(records) > 15_800 and reader.warnings and max(sizes) > 2_000  # ("unpadded")
+        if name == "turns":
+            assert len(records) == 3_000 and max(sizes) == 1
+
+
+def test_a_pcapng_timestamp_out_of_range_is_taken_as_the_limit_with_a_warning(tmp_path: Path) -> None:
+    """A corrupt Enhanced Packet Block's timestamp (here the year 300,000) is taken as the latest
+    time the analysis keeps, on both paths, with one warning; the capture is still analysed, the
+    same way frame by frame and in batches (whose 64-bit columns could not hold it)."""
+    from analyzer.engine import Options, analyze
+    from analyzer.sources.pcapng import TS_LIMIT
+
+    data = (shb() + idb() + epb(0, T0 * 10**6, frame(1)) + epb(0, 0xFFFFFFFF << 32, frame(2))
+            + epb(0, 0xFFFFFFFF << 32, frame(3)) + epb(0, T0 * 10**6 + 5, frame(4)))
+    path = write(tmp_path, "future.pcapng", data)
+    records, reader = read_all(path)
+    assert [r[1] for r in records] == [T0 * NS, TS_LIMIT, TS_LIMIT, T0 * NS + 5000]
+    assert len(reader.warnings) == 1 and "frame 2: timestamp out of range" in reader.warnings[0]
+    batched, batch_reader, _ = read_batched(path)
+    assert batched == records and batch_reader.warnings == reader.warnings
+    reports = [analyze([str(path)], Options(columnar=way)) for way in (True, False)]
+    assert [(r.captures, list(r.sessions), list(r.findings)) for r in reports] == [
+        (reports[1].captures, list(reports[1].sessions), list(reports[1].findings))] * 2
+    assert reports[0].captures[0].frames == 4
+
+
 def test_decompression_errors_stop_without_raising(tmp_path: Path) -> None:
     rng = random.Random(3)
     payloads = [rng.randbytes(200) for _ in range(10_000)]  # incompressible: a 2 MB stream
@@ -662,3 +756,7 @@ def test_mutated_captures_never_raise(tmp_path: Path) -> None:
         assert all(len(r) == 5 and isinstance(r[3], bytes) for r in records)
         assert [r[0] for r in records] == sorted({r[0] for r in records})
         assert reader.bytes_read <= len(data)
+        batched, batch_reader, _ = read_batched(path)  # and the batches say the same
+        assert batched == records
+        assert (batch_reader.warnings, batch_reader.error, batch_reader.bytes_read) == (
+            reader.warnings, reader.error, reader.bytes_read)
