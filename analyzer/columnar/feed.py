@@ -30,8 +30,8 @@ later pass (it might open a connection with a new number), and before any data o
 is not steady once frames have started to wait (it might be a CONNECT). A run never holds more
 frames than the flow table has room for, so no connection is shed inside one.
 
-A batch whose frames are mostly of shapes the columnar decoder does not take (Linux cooked, VLAN
-tags, IPv6: `segments.decode`) goes the per-frame way as a whole, after every resident is written
+A batch whose frames are mostly of shapes the columnar decoder does not take (IPv6, stacked VLAN
+tags: `segments.decode`) goes the per-frame way as a whole, after every resident is written
 (`Store.clear`): such frames are never steady, and judging them in passes only costs more.
 
 In a process of a split analysis (`analyzer.split`), the frames of the connections other processes
@@ -42,6 +42,7 @@ the run's takeover check like a CONNECT of this process's own).
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -181,7 +182,7 @@ class _FlowIds:
                              y & 0xFFFF))
         index = {k: i for i, k in enumerate(keys)}
         for i in np.flatnonzero(~segs.simple).tolist():  # other shapes: decoded the per-frame way
-            seg = decode_segment(batch.linktype, batch.frame(i)[3])
+            seg = decode_segment(batch.linktype_of(i), batch.frame(i)[3])
             if seg.__class__ is str:
                 continue
             one, two = (seg[0], seg[1]), (seg[2], seg[3])  # type: ignore[index]
@@ -256,13 +257,15 @@ class _Run:
         first. The frames' columns are read once for all of them."""
         feed, batch = self.feed, self.batch
         analysis = feed.analysis
-        frame, flush, buf, linktype = analysis.frame, feed._store.flush, batch.buf, batch.linktype
+        frame, flush, buf = analysis.frame, feed._store.flush, batch.buf
         first = batch.first_frame + self.offset
         starts = batch.data_start[positions]
-        for i, g, start, end, ts_ns, now_ns in zip(
+        linktypes = (repeat(batch.linktype) if batch.linktypes is None
+                     else batch.linktypes[positions].tolist())
+        for i, g, start, end, ts_ns, now_ns, linktype in zip(
                 positions.tolist(), slots.tolist(), starts.tolist(),
                 (starts + batch.caplen[positions]).tolist(), batch.ts_ns[positions].tolist(),
-                self.before[positions - self.lo].tolist()):
+                self.before[positions - self.lo].tolist(), linktypes):
             if g >= 0:
                 work = pending.pop(g, None) if pending else None
                 if work is not None:
@@ -298,7 +301,7 @@ class _Run:
             if simple:
                 payload: bytes | None = buf[start:end]
             else:
-                seg = decode_segment(batch.linktype, batch.frame(i)[3])
+                seg = decode_segment(batch.linktype_of(i), batch.frame(i)[3])
                 payload = None if seg.__class__ is str else seg[7]  # type: ignore[index]
                 if payload is not None:
                     sport, dport = seg[1], seg[3]  # type: ignore[index]

@@ -28,20 +28,31 @@ class FrameBatch:
     """int64 nanoseconds since the epoch."""
     first_frame: int
     linktype: int
+    """Every frame's link type, unless `linktypes` says each one's."""
+    linktypes: np.ndarray | None = None
+    """int64: each frame's link type, where they differ (a pcapng's interfaces take turns)."""
 
     @classmethod
     def of(cls, buf: bytes, columns: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-           first_frame: int, linktype: int) -> FrameBatch:
+           first_frame: int, linktype: int | np.ndarray) -> FrameBatch:
+        """`linktype`: one for all, or each frame's."""
         start, caplen, wire_len, ts_ns = columns
+        if isinstance(linktype, np.ndarray):
+            if (linktype == linktype[0]).all():
+                return cls(buf, start, caplen, wire_len, ts_ns, first_frame, int(linktype[0]))
+            return cls(buf, start, caplen, wire_len, ts_ns, first_frame, -1, linktype)
         return cls(buf, start, caplen, wire_len, ts_ns, first_frame, linktype)
 
     def __len__(self) -> int:
         return len(self.ts_ns)
 
+    def linktype_of(self, i: int) -> int:
+        return self.linktype if self.linktypes is None else int(self.linktypes[i])
+
     def frame(self, i: int) -> tuple[int, int, int, bytes, int]:
         """Frame `i` as the per-frame path's record: (frame_no, ts_ns, linktype, data, wire_len)."""
         start = int(self.data_start[i])
-        return (self.first_frame + i, int(self.ts_ns[i]), self.linktype,
+        return (self.first_frame + i, int(self.ts_ns[i]), self.linktype_of(i),
                 self.buf[start:start + int(self.caplen[i])], int(self.wire_len[i]))
 
 

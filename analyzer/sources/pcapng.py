@@ -338,8 +338,9 @@ def iter_pcapng_batches(state: ReadState, read: Read, buf: bytes) -> Generator[F
     The loop per block only finds where the next Enhanced Packet Block starts, by its length;
     `_Checked` then reads their heads at once and takes them up to the first that `iter_pcapng`'s
     fast path would not take, which `_Walk.block` handles as it does there. A batch ends before a
-    packet whose number does not follow on (a block that takes a number and holds no packet) or
-    whose link type differs (one per interface). The first packet is a batch of its own, so that
+    packet whose number does not follow on (a block that takes a number and holds no packet); its
+    packets may come from interfaces of different link types (`FrameBatch.linktypes`). The first
+    packet is a batch of its own, so that
     the reader knows, when it is taken, exactly what it knows on the per-frame path after the
     first record (TLS secrets that came before it)."""
     import numpy as np  # only when batches are read
@@ -349,16 +350,17 @@ def iter_pcapng_batches(state: ReadState, read: Read, buf: bytes) -> Generator[F
     walk = _Walk(state, buf)
     pos, base, end, frame, last_ts = 0, 0, len(buf), 0, 0
     pieces: list[tuple[np.ndarray, ...]] = []
-    """The batch's packets so far: (data start, captured length, wire length, ts_ns) columns."""
-    singles: list[tuple[int, int, int, int]] = []
+    """The batch's packets so far: (data start, captured length, wire length, ts_ns, link type)
+    columns."""
+    singles: list[tuple[int, int, int, int, int]] = []
     """Packets taken one by one since the last piece, as those columns' values."""
     held = 0
-    linktype, first_packet = -1, True
+    first_packet = True
     singly = 1
     """Blocks to take one by one (`_Walk.block`) before looking ahead again: the first packet, the
     block the look-ahead stopped at, and more each time in a row that it took few (up to
-    `MOST_SINGLY`), so that a file where no look-ahead pays (every block unpadded, interfaces of
-    two link types taking turns) costs about what it costs frame by frame."""
+    `MOST_SINGLY`), so that a file where no look-ahead pays (every block unpadded, say) costs
+    about what it costs frame by frame."""
     misses = 0
     """Look-aheads in a row that took fewer than `FEW` blocks."""
     window = FEW
@@ -376,7 +378,7 @@ def iter_pcapng_batches(state: ReadState, read: Read, buf: bytes) -> Generator[F
         columns = tuple(np.concatenate(c) if len(pieces) > 1 else c[0] for c in zip(*pieces))
         pieces.clear()
         first, held = frame - held + 1, 0
-        return FrameBatch.of(buf, columns, first, linktype)  # type: ignore[arg-type]
+        return FrameBatch.of(buf, columns[:4], first, columns[4])  # type: ignore[arg-type]
 
     try:
         while True:
@@ -395,7 +397,7 @@ def iter_pcapng_batches(state: ReadState, read: Read, buf: bytes) -> Generator[F
                 except struct.error:  # under 8 bytes left
                     pass
                 if starts:
-                    taken = _Checked(buf, starts, walk, linktype)
+                    taken = _Checked(buf, starts, walk)
                     if taken.count:
                         if singles:
                             single_pieces()
@@ -422,13 +424,13 @@ def iter_pcapng_batches(state: ReadState, read: Read, buf: bytes) -> Generator[F
             if size > 0:
                 pos += size
                 if packet is not None:
-                    if held and (packet is NUMBERED or packet[1] != linktype):
+                    if held and packet is NUMBERED:
                         yield batch()
                     frame += 1
                     if packet is not NUMBERED:
                         ts, linktype, start, caplen, orig = packet
                         last_ts = last_ts if ts is None else ts
-                        singles.append((start, caplen, orig, last_ts))
+                        singles.append((start, caplen, orig, last_ts, linktype))
                         held += 1
                         if first_packet:
                             first_packet = False
@@ -475,10 +477,10 @@ MOST_SINGLY = 1024
 
 class _Checked:
     """Of the Enhanced Packet Blocks at `starts` (whole in `buf`, one after the other), the first
-    `count` that `iter_pcapng`'s fast path takes, on interfaces of `linktype`: their `columns`
-    (data start, captured length, wire length, ts_ns) and the last one's time."""
+    `count` that `iter_pcapng`'s fast path takes: their `columns` (data start, captured length,
+    wire length, ts_ns, link type) and the last one's time."""
 
-    def __init__(self, buf: bytes, starts: list[int], walk: _Walk, linktype: int) -> None:
+    def __init__(self, buf: bytes, starts: list[int], walk: _Walk) -> None:
         import numpy as np
         from numpy.lib.stride_tricks import sliding_window_view
 
@@ -495,7 +497,7 @@ class _Checked:
                               for lt, hi_mul, lo_mul, cap, adjust, _snaplen, hi_max in ifaces],
                              dtype=np.int64)
             row = table[np.minimum(iface, len(ifaces) - 1)]
-            ok &= (caplen <= row[:, 3]) & (hi <= row[:, 5]) & (row[:, 0] == linktype)
+            ok &= (caplen <= row[:, 3]) & (hi <= row[:, 5])
         else:
             row = np.zeros((len(at), 6), dtype=np.int64)
         count = self.count = len(at) if ok.all() else int(np.argmin(ok))
@@ -506,5 +508,5 @@ class _Checked:
         for k in np.flatnonzero(row[:, 4] == 0).tolist():  # an interface with if_tsresol or
             divisor, offset = ifaces[int(iface[k])][4]  # type: ignore[misc]  # if_tsoffset
             ts[k] = (int(hi[k]) * int(row[k, 1]) + int(lo[k]) * int(row[k, 2])) // divisor + offset
-        self.columns = (at[:count] + 28, caplen[:count], wire[:count], ts)
+        self.columns = (at[:count] + 28, caplen[:count], wire[:count], ts, row[:, 0])
         self.last_ts = int(ts[-1])

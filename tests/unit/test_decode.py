@@ -176,3 +176,67 @@ SKIPPED = [
                          ids=[c[0] for c in SKIPPED])
 def test_decode_segment_skip_reason(linktype: int, frame: bytes, reason: str) -> None:
     assert decode_segment(linktype, frame) == reason
+
+
+# -- the columnar decoder takes the common shapes exactly as decode_segment does -------------------
+
+
+def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
+    """The shipped captures' IPv4 frames as Ethernet, one VLAN tag, two tags, Linux cooked v1 and
+    v2, raw IP, in one batch whose link types take turns, and again with random header bytes
+    damaged: every frame the columnar decoder takes (`simple`) gives the fields `decode_segment`
+    gives, and it takes nearly every undamaged frame of each shape but stacked tags."""
+    import random
+    from pathlib import Path
+
+    import numpy as np
+
+    from analyzer.columnar.segments import decode
+    from analyzer.sources import open_capture
+    from analyzer.sources.batch import FrameBatch
+    from tests.unit.test_pipeline_variants import VARIANTS
+
+    shapes = {"ethernet": lambda lt, fr: (lt, fr), "qinq": lambda lt, fr: (lt, [
+        (ts, d[:12] + b"\x88\xa8\x00\x07\x81\x00\x00\x08" + d[12:]) for ts, d in fr])}
+    shapes |= {k: VARIANTS[k] for k in ("802.1Q tag", "linux cooked v1", "linux cooked v2", "raw ip")}
+    frames: list[tuple[str, int, bytes]] = []
+    for capture in sorted((Path(__file__).resolve().parents[2] / "captures").glob("*.pcap"))[:6]:
+        with open_capture(str(capture)) as reader:
+            plain = [(ts, data) for _, ts, lt, data, _ in reader if lt == 1 and data[12:14] == b"\x08\x00"]
+        for name, shape in shapes.items():
+            linktype, shaped = shape(1, plain)
+            frames += [(name, linktype, data) for _, data in shaped]
+    rng = random.Random(7)
+    rng.shuffle(frames)
+    damaged = []
+    for name, linktype, data in frames[: len(frames) // 2]:
+        raw = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            raw[rng.randrange(min(len(raw), 64))] ^= 1 << rng.randrange(8)
+        damaged.append(("damaged " + name, linktype, bytes(raw)))
+    everything = frames + damaged
+    starts = np.cumsum([0] + [len(d) + 16 for _, _, d in everything[:-1]]) + 16
+    buf = b"".join(bytes(16) + d for _, _, d in everything)
+    n = len(everything)
+    batch = FrameBatch.of(buf, (starts, np.array([len(d) for _, _, d in everything]),
+                                np.array([len(d) for _, _, d in everything]), np.arange(n)),
+                          1, np.array([lt for _, lt, _ in everything]))
+    segs = decode(batch)
+    taken: dict[str, list[int]] = {}
+    for i, (name, linktype, data) in enumerate(everything):
+        taken.setdefault(name, [0, 0])[1] += 1
+        if not segs.simple[i]:
+            continue
+        taken[name][0] += 1
+        src, sport, dst, dport, seq, ack, flags, payload, missing = decode_segment(linktype, data)
+        start = int(segs.pay_start[i]) - int(starts[i])
+        assert (int(segs.src[i]).to_bytes(4, "big"), int(segs.sport[i]), int(segs.dst[i]).to_bytes(4, "big"),
+                int(segs.dport[i]), int(segs.seq[i]), int(segs.ack[i]), int(segs.flags[i]),
+                data[start:start + int(segs.pay_len[i])], int(segs.missing[i])) == (
+            src, sport, dst, dport, seq, ack, flags, payload, missing), (name, i)
+    for name, (took, of) in taken.items():
+        if name == "qinq":
+            assert took == 0
+        elif not name.startswith("damaged"):
+            assert took > 0.95 * of, (name, took, of)
+    assert 0 < sum(taken[k][0] for k in taken if k.startswith("damaged")) < len(damaged)

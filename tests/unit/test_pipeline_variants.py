@@ -60,11 +60,17 @@ def to_sll2(data: bytes) -> bytes:
     return data[12:14] + b"\x00\x00" + struct.pack("!iHBB", 1, 1, 0, 6) + data[6:12] + b"\x00\x00" + data[14:]
 
 
+def to_sll(data: bytes) -> bytes:
+    """Ethernet -> Linux cooked v1 (`tcpdump -i any` with libpcap before 1.10)."""
+    return struct.pack("!HHH", 0, 1, 6) + data[6:12] + b"\x00\x00" + data[12:14] + data[14:]
+
+
 VARIANTS = {
     "every frame captured twice": lambda lt, fr: (lt, [f for f in fr for _ in (0, 1)]),
     "ack captured before its data": lambda lt, fr: (lt, _reorder(fr, _ack_after_data)),
     "ethernet padding": lambda lt, fr: (lt, [(ts, d + b"\x00" * 20) for ts, d in fr]),
     "linux cooked v2": lambda lt, fr: (276, [(ts, to_sll2(d)) for ts, d in fr]),
+    "linux cooked v1": lambda lt, fr: (113, [(ts, to_sll(d)) for ts, d in fr]),
     "raw ip": lambda lt, fr: (101, [(ts, d[14:]) for ts, d in fr]),
     "802.1Q tag": lambda lt, fr: (lt, [(ts, d[:12] + b"\x81\x00\x00\x07" + d[12:]) for ts, d in fr]),
 }
