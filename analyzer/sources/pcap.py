@@ -187,6 +187,25 @@ benchmark), small enough that the batch and the arrays made from it stay a small
 (8 MiB batches cost about 20 MiB more at peak)."""
 
 
+def read_on(read: Read, rest: bytes, need: int) -> tuple[bytes, StreamFailed | None]:
+    """The next batch's buffer: `rest` (what the last one left unread) and reads after it until
+    it holds `BATCH_BYTES` (or `need`, if more), the stream ends, or a read fails. A read at a
+    time, so a failure loses nothing read before it: it is returned, for the caller to report
+    once those bytes are walked."""
+    parts, have = [rest], len(rest)
+    target = max(BATCH_BYTES, need)
+    while have < target:
+        try:
+            chunk = fill(read, b"", 0, 1)  # one read of up to CHUNK bytes
+        except StreamFailed as exc:
+            return b"".join(parts), exc
+        if not chunk:
+            break
+        parts.append(chunk)
+        have += len(chunk)
+    return b"".join(parts), None
+
+
 def iter_pcap_batches(
     state: ReadState, read: Read, buf: bytes, order: str, frac_ns: int, snaplen: int, linktype: int
 ) -> Generator[FrameBatch, None, None]:
@@ -230,24 +249,10 @@ def iter_pcap_batches(
             if failed is not None:  # what was read before the failure is analysed first
                 stream_failed(state, failed, frame, base + pos)
                 return
-            rest = end - pos
-            need = 16 + (unpack(buf, pos + 8)[0] if rest >= 16 else 0)
-            parts, have = [buf[pos:]], end - pos
-            buf = b""  # the analysed batch's bytes go as soon as its users let them
+            need = 16 + (unpack(buf, pos + 8)[0] if end - pos >= 16 else 0)
+            rest, buf = buf[pos:], b""  # the analysed batch's bytes go as soon as its users let them
             base, pos = base + pos, 0
-            target = max(BATCH_BYTES, need)
-            while have < target:  # a read at a time, so a failure loses no record read before it
-                try:
-                    chunk = fill(read, b"", 0, 1)  # one read of up to CHUNK bytes
-                except StreamFailed as exc:
-                    failed = exc
-                    break
-                if not chunk:
-                    break
-                parts.append(chunk)
-                have += len(chunk)
-            buf = b"".join(parts)
-            del parts  # the batch's bytes are held once, not twice, while it is analysed
+            buf, failed = read_on(read, rest, need)
             state.bytes_read = base
             if failed is not None:
                 continue

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from analyzer.errors import InputError
 from analyzer.sources.pcap import (
-    BATCH_BYTES,
     MAX_ANY,
     MAX_STANDARD,
     NS,
@@ -37,6 +36,7 @@ from analyzer.sources.pcap import (
     StreamFailed,
     cut_short,
     fill,
+    read_on,
     stream_failed,
 )
 
@@ -443,22 +443,9 @@ def iter_pcapng_batches(state: ReadState, read: Read, buf: bytes) -> Generator[F
             if failed is not None:  # what was read before the failure is analysed first
                 stream_failed(state, failed, frame, base + pos)
                 return
-            parts, have = [buf[pos:]], end - pos
-            buf = b""  # the analysed batch's bytes go as soon as its users let them
+            rest, buf = buf[pos:], b""  # the analysed batch's bytes go as soon as its users let them
             base, pos = base + pos, 0
-            target = max(BATCH_BYTES, need)
-            while have < target:  # a read at a time, so a failure loses no block read before it
-                try:
-                    chunk = fill(read, b"", 0, 1)
-                except StreamFailed as exc:
-                    failed = exc
-                    break
-                if not chunk:
-                    break
-                parts.append(chunk)
-                have += len(chunk)
-            buf = b"".join(parts)
-            del parts
+            buf, failed = read_on(read, rest, need)
             end = len(buf)
             state.bytes_read = base
             if failed is None and end < need:
