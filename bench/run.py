@@ -3,6 +3,8 @@
     python bench/run.py                        # generates /tmp/mqtt-keepalive-bench/1m.pcap first
     python bench/run.py --sizes 1m 10m         # both sizes (10m: 2.2 GB, one run each by default)
     python bench/run.py FILE.pcap ... [--runs 3]
+    python bench/run.py --shape pcapng         # the same captures as pcapng (dumpcap, Wireshark)
+    python bench/run.py --shape sll2           # as `tcpdump -i any` writes them (Linux cooked v2)
 
 Each tool runs as a whole process, several times, alternating, so a busy machine slows all of
 them alike; the table shows medians, frames/s, the ratio to tshark and peak memory, since
@@ -14,7 +16,9 @@ analyzer runs with `--jobs 1` (one process) and with its default, one process pe
 reader (`bare_reader.py`: records, headers and MQTT framing in plain Python, nothing judged) shows
 what plain Python costs on the machine at hand, the floor under any analysis. Also checks the analyzer's
 findings against the generator's ground truth when a `<file>.truth.json` sits beside the capture,
-and that every way of running it wrote the same report.
+and that every way of running it wrote the same report. `--shape` times a copy of each capture in
+another shape (made beside it on first use, its ground truth with it); the bare reader, which
+reads only Ethernet pcap, is left out there.
 """
 
 from __future__ import annotations
@@ -116,6 +120,45 @@ def require_installed(script: str) -> None:
                  "it with the Python it is installed for (after the quick start: . .venv/bin/activate)")
 
 
+SHAPES = ("pcap", "pcapng", "sll2")
+
+
+def shaped(capture: Path, shape: str) -> Path:
+    """`capture` (Ethernet pcap) as pcapng or as Linux cooked v2, beside it, with its ground
+    truth: the same frames, times and numbers."""
+    if shape == "pcap":
+        return capture
+    copy = capture.with_name(f"{capture.stem}-{shape}{'.pcapng' if shape == 'pcapng' else '.pcap'}")
+    truth = capture.with_suffix(".truth.json")
+    if truth.exists() and not copy.with_suffix(".truth.json").exists():
+        shutil.copyfile(truth, copy.with_suffix(".truth.json"))
+    if copy.exists():
+        return copy
+    import struct
+
+    from analyzer.sources import open_capture
+
+    partial = copy.with_name(copy.name + ".part")
+    with open_capture(str(capture)) as reader, open(partial, "wb") as out:
+        if shape == "pcapng":  # a section, one Ethernet interface in nanoseconds, a block a frame
+            out.write(struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
+            out.write(struct.pack("<IIHHIHHB3xHHI", 1, 32, 1, 0, 0, 9, 1, 9, 0, 0, 32))
+        else:
+            out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 276))
+        for batch in reader.batches():
+            for i in range(len(batch)):
+                _, ts, _, data, wire = batch.frame(i)
+                if shape == "pcapng":
+                    body = struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(data), wire) + data
+                    body += bytes(-len(body) % 4)
+                    out.write(struct.pack("<II", 6, 12 + len(body)) + body + struct.pack("<I", 12 + len(body)))
+                else:  # Ethernet -> Linux cooked v2: protocol, interface, ARPHRD, packet type, address
+                    data = data[12:14] + b"\0\0" + struct.pack("!iHBB", 1, 1, 0, 6) + data[6:12] + b"\0\0" + data[14:]
+                    out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(data), wire + 6) + data)
+    partial.rename(copy)
+    return copy
+
+
 def check_truth(capture: Path, report: Path) -> str:
     truth_file = capture.with_suffix(".truth.json")
     if not truth_file.exists():
@@ -137,6 +180,8 @@ def main() -> None:
     parser.add_argument("--frame-by-frame", action="store_true",
                         help="also time --jobs 1 frame by frame (MQTT_KEEPALIVE_COLUMNAR=false; "
                              "by default a capture of 8 MiB or more is read the columnar way)")
+    parser.add_argument("--shape", choices=SHAPES, default="pcap",
+                        help="time the captures in this shape (a copy made beside each)")
     args = parser.parse_args()
     require_installed("bench/run.py")
     generated = {DEFAULT.with_name(f"{size}.pcap"): SIZES[size] for size in (args.sizes or ["1m"])}
@@ -146,10 +191,13 @@ def main() -> None:
             capture.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([sys.executable, str(HERE / "generate.py"), str(capture),
                             "--frames", str(generated[capture])], check=True)
+    captures = [shaped(capture, args.shape) for capture in captures]
     cores = os.cpu_count() or 1
     tools: dict[str, tuple[list[str], dict[str, str] | None]] = {
         f"analyze (--jobs {cores})": (ANALYZE, None), "analyze --jobs 1": (ANALYZE + ["--jobs", "1"], None),
-        "scapy RawPcapReader": (SCAPY, None), "bare reader (framing only)": (BARE, None)}
+        "scapy RawPcapReader": (SCAPY, None)}
+    if args.shape == "pcap":
+        tools["bare reader (framing only)"] = (BARE, None)
     if args.frame_by_frame:
         tools["analyze --jobs 1, per frame"] = (ANALYZE + ["--jobs", "1"],
                                                 {"MQTT_KEEPALIVE_COLUMNAR": "false"})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import analyzer.engine as engine
 from analyzer import analyze
 
@@ -81,3 +83,31 @@ def test_the_benchmark_checks_what_it_times(tmp_path: Path) -> None:
     assert "20,000 frames" in last or "20,001 frames" in last, last
     assert "missed 0, extra 0" in last and "planted 0," not in last
     assert last.endswith("the same report every way: yes")
+
+
+@pytest.mark.parametrize("shape", ["pcapng", "sll2"])
+def test_the_benchmark_times_a_capture_in_another_shape(tmp_path: Path, shape: str) -> None:
+    """`bench/run.py --shape`: a copy of the capture as pcapng or Linux cooked v2 beside it, read
+    as the same frames (the same planted violations found, and the report is the Ethernet pcap's
+    but for the capture's name)."""
+    import json
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    capture = tmp_path / "small.pcap"
+    subprocess.run([sys.executable, str(bench / "generate.py"), str(capture), "--frames", "6000",
+                    "--clients", "40"], check=True, capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, str(bench / "run.py"), str(capture), "--runs", "1",
+                           "--shape", shape], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    copy = next(p for p in tmp_path.iterdir() if p.name.startswith(f"small-{shape}.pcap"))
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith(copy.name) and "missed 0, extra 0" in last and "planted 0," not in last
+    assert not any("bare reader" in line for line in done.stdout.splitlines())
+    from analyzer.engine import Options, analyze
+
+    original, shaped = (analyze([str(p)], Options()) for p in (capture, copy))
+    assert shaped.captures[0].frames == original.captures[0].frames
+    assert json.dumps([(f.rule_id, f.frames, f.ts_ns) for f in shaped.findings]) == json.dumps(
+        [(f.rule_id, f.frames, f.ts_ns) for f in original.findings])
