@@ -31,21 +31,41 @@ _ETH_IPV4 = struct.Struct("!12xHBxH2xHxB2x4s4s")
 source, destination; the common case, decoded in one call."""
 
 
+_COOKED_IPV4 = {
+    113: (struct.Struct("!14xHBxH2xHxB2x4s4s"), 16),  # Linux cooked v1: protocol at 14, IP at 16
+    276: (struct.Struct("!H18xBxH2xHxB2x4s4s"), 20),  # v2: protocol at 0, IP at 20
+}
+"""`tcpdump -i any` captures: the same one-call decode of the link protocol and IPv4 header."""
+
+
 def decode_segment(linktype: int, data: bytes) -> Segment | str:
     """Decode one frame down to its TCP segment, or return why it was skipped (a `skipped` key).
 
-    Untagged Ethernet carrying IPv4 (nearly every frame of most captures) takes a fast path with
-    one struct call for both headers; everything else goes through the link and IP decoders.
+    IPv4 without options behind untagged Ethernet (nearly every frame of most captures) or a Linux
+    cooked header takes a fast path with one struct call for both headers; everything else goes
+    through the link and IP decoders, which give the same answer for these frames.
     """
-    if linktype == 1 and len(data) >= 54:
-        ethertype, ver_ihl, total, frag, proto, src, dst = _ETH_IPV4.unpack_from(data)
-        if ethertype == 0x0800 and ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
-            sport, dport, seq, ack, off_flags = _TCP.unpack_from(data, 34)
-            start = 34 + (off_flags >> 12) * 4
-            end = 14 + total
-            payload = data[start:end]
-            missing = max(0, end - max(start, len(data))) if end > len(data) else 0
-            return src, sport, dst, dport, seq, ack, off_flags & 0x1FF, payload, missing
+    if linktype == 1:
+        if len(data) >= 54:
+            ethertype, ver_ihl, total, frag, proto, src, dst = _ETH_IPV4.unpack_from(data)
+            if ethertype == 0x0800 and ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
+                sport, dport, seq, ack, off_flags = _TCP.unpack_from(data, 34)
+                start = 34 + (off_flags >> 12) * 4
+                end = 14 + total
+                payload = data[start:end]
+                missing = max(0, end - max(start, len(data))) if end > len(data) else 0
+                return src, sport, dst, dport, seq, ack, off_flags & 0x1FF, payload, missing
+    elif linktype in _COOKED_IPV4:
+        head, ip = _COOKED_IPV4[linktype]
+        if len(data) >= ip + 40:
+            protocol, ver_ihl, total, frag, proto, src, dst = head.unpack_from(data)
+            if protocol == 0x0800 and ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
+                sport, dport, seq, ack, off_flags = _TCP.unpack_from(data, ip + 20)
+                start = ip + 20 + (off_flags >> 12) * 4
+                end = ip + total
+                payload = data[start:end]
+                missing = max(0, end - max(start, len(data))) if end > len(data) else 0
+                return src, sport, dst, dport, seq, ack, off_flags & 0x1FF, payload, missing
     return _decode_general(linktype, data)
 
 

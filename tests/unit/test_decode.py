@@ -240,3 +240,31 @@ def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
         elif not name.startswith("damaged"):
             assert took > 0.95 * of, (name, took, of)
     assert 0 < sum(taken[k][0] for k in taken if k.startswith("damaged")) < len(damaged)
+
+
+def test_the_cooked_fast_path_answers_as_the_general_decoders() -> None:
+    """Linux cooked v1 and v2 frames take `decode_segment`'s one-call path when they carry IPv4
+    without options; on the shipped captures' frames in both, whole, cut short or with header bits
+    flipped, it answers exactly as the link and IP decoders do (segment or skip reason)."""
+    import random
+    from pathlib import Path
+
+    from analyzer.decode.tcp import _decode_general
+    from analyzer.sources import open_capture
+    from tests.unit.test_pipeline_variants import to_sll, to_sll2
+
+    rng = random.Random(11)
+    fast = compared = 0
+    for capture in sorted((Path(__file__).resolve().parents[2] / "captures").glob("*.pcap")):
+        with open_capture(str(capture)) as reader:
+            frames = [data for _, _, linktype, data, _ in reader if linktype == 1]
+        for data in frames:
+            for linktype, cooked in ((113, to_sll), (276, to_sll2)):
+                frame = bytearray(cooked(data))
+                for _ in range(rng.randint(0, 3)):
+                    frame[rng.randrange(min(64, len(frame)))] ^= 1 << rng.randrange(8)
+                damaged = bytes(frame[: rng.randint(30, len(frame))] if rng.random() < 0.2 else frame)
+                assert decode_segment(linktype, damaged) == _decode_general(linktype, damaged)
+                compared += 1
+                fast += damaged[0 if linktype == 276 else 14:][:2] == b"\x08\x00"
+    assert compared > 1000 and fast > compared // 4
