@@ -5,6 +5,7 @@
     python bench/run.py FILE.pcap ... [--runs 3]
     python bench/run.py --shape pcapng         # the same captures as pcapng (dumpcap, Wireshark)
     python bench/run.py --shape sll2           # as `tcpdump -i any` writes them (Linux cooked v2)
+    python bench/run.py --shape ipv6           # over IPv6 (2001:db8::/96 + each IPv4 address)
 
 Each tool runs as a whole process, several times, alternating, so a busy machine slows all of
 them alike; the table shows medians, frames/s, the ratio to tshark and peak memory, since
@@ -120,12 +121,12 @@ def require_installed(script: str) -> None:
                  "it with the Python it is installed for (after the quick start: . .venv/bin/activate)")
 
 
-SHAPES = ("pcap", "pcapng", "sll2")
+SHAPES = ("pcap", "pcapng", "sll2", "ipv6")
 
 
 def shaped(capture: Path, shape: str) -> Path:
-    """`capture` (Ethernet pcap) as pcapng or as Linux cooked v2, beside it, with its ground
-    truth: the same frames, times and numbers."""
+    """`capture` (Ethernet pcap) as pcapng, as Linux cooked v2 or over IPv6, beside it, with its
+    ground truth: the same frames, times and numbers."""
     if shape == "pcap":
         return capture
     copy = capture.with_name(f"{capture.stem}-{shape}{'.pcapng' if shape == 'pcapng' else '.pcap'}")
@@ -144,7 +145,7 @@ def shaped(capture: Path, shape: str) -> Path:
             out.write(struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
             out.write(struct.pack("<IIHHIHHB3xHHI", 1, 32, 1, 0, 0, 9, 1, 9, 0, 0, 32))
         else:
-            out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 276))
+            out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 276 if shape == "sll2" else 1))
         for batch in reader.batches():
             for i in range(len(batch)):
                 _, ts, _, data, wire = batch.frame(i)
@@ -152,9 +153,17 @@ def shaped(capture: Path, shape: str) -> Path:
                     body = struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(data), wire) + data
                     body += bytes(-len(body) % 4)
                     out.write(struct.pack("<II", 6, 12 + len(body)) + body + struct.pack("<I", 12 + len(body)))
-                else:  # Ethernet -> Linux cooked v2: protocol, interface, ARPHRD, packet type, address
+                elif shape == "sll2":  # Ethernet -> Linux cooked v2: protocol, interface, ARPHRD, packet type, address
                     data = data[12:14] + b"\0\0" + struct.pack("!iHBB", 1, 1, 0, 6) + data[6:12] + b"\0\0" + data[14:]
                     out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(data), wire + 6) + data)
+                else:  # IPv4 -> IPv6 (a TCP frame; the generator's IPv4 headers have no options)
+                    if data[12:14] == b"\x08\x00" and data[23] == 6:
+                        total = int.from_bytes(data[16:18], "big")
+                        prefix = bytes.fromhex("20010db8") + bytes(8)
+                        data = (data[:12] + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, total - 20, 6, 64)
+                                + prefix + data[26:30] + prefix + data[30:34] + data[34:])
+                        wire += 20
+                    out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(data), wire) + data)
     partial.rename(copy)
     return copy
 

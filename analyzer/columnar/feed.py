@@ -30,8 +30,8 @@ later pass (it might open a connection with a new number), and before any data o
 is not steady once frames have started to wait (it might be a CONNECT). A run never holds more
 frames than the flow table has room for, so no connection is shed inside one.
 
-A batch whose frames are mostly of shapes the columnar decoder does not take (IPv6, stacked VLAN
-tags: `segments.decode`) goes the per-frame way as a whole, after every resident is written
+A batch whose frames are mostly of shapes the columnar decoder does not take (stacked VLAN tags,
+IP options: `segments.decode`) goes the per-frame way as a whole, after every resident is written
 (`Store.clear`): such frames are never steady, and judging them in passes only costs more.
 
 In a process of a split analysis (`analyzer.split`), the frames of the connections other processes
@@ -161,10 +161,16 @@ class _FlowIds:
         gid = np.full(n, -1, dtype=np.int64)
         lower = a <= b
         keys: list[tuple[bytes, int, bytes, int]] = []
+        if shard is not None and shard.only is not None and segs.v6.any():
+            segs.simple &= ~segs.v6  # (`owned` cannot say for them: `Shard.owns` will)
         tracked = segs.simple & (a != b)
         self.foreign = np.zeros(n, dtype=bool)
         if shard is not None:
-            others = tracked & ~owned(shard, a + b)
+            sums = a + b
+            if shard.only is None and segs.v6.any():
+                sums = sums.astype(np.uint64)
+                sums[segs.v6] = segs.v6_sum[segs.v6]
+            others = tracked & ~owned(shard, sums)
             raw = np.frombuffer(batch.buf, dtype=np.uint8)
             first_byte = raw[np.minimum(segs.pay_start, max(len(raw) - 1, 0))]
             self.foreign = others & (segs.pay_len > 0) & (first_byte == 0x10)
@@ -177,9 +183,9 @@ class _FlowIds:
             uhi, ihi = np.unique(hi[simple], return_inverse=True)
             uniq, inverse = np.unique(ilo.reshape(-1) * len(uhi) + ihi.reshape(-1), return_inverse=True)
             gid[simple] = inverse.reshape(-1)
+            address = segs.address
             for x, y in zip(ulo[uniq // len(uhi)].tolist(), uhi[uniq % len(uhi)].tolist()):
-                keys.append(((x >> 16).to_bytes(4, "big"), x & 0xFFFF, (y >> 16).to_bytes(4, "big"),
-                             y & 0xFFFF))
+                keys.append((address(x >> 16), x & 0xFFFF, address(y >> 16), y & 0xFFFF))
         index = {k: i for i, k in enumerate(keys)}
         for i in np.flatnonzero(~segs.simple).tolist():  # other shapes: decoded the per-frame way
             seg = decode_segment(batch.linktype_of(i), batch.frame(i)[3])

@@ -182,10 +182,11 @@ def test_decode_segment_skip_reason(linktype: int, frame: bytes, reason: str) ->
 
 
 def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
-    """The shipped captures' IPv4 frames as Ethernet, one VLAN tag, two tags, Linux cooked v1 and
-    v2, raw IP, in one batch whose link types take turns, and again with random header bytes
-    damaged: every frame the columnar decoder takes (`simple`) gives the fields `decode_segment`
-    gives, and it takes nearly every undamaged frame of each shape but stacked tags."""
+    """The shipped captures' IPv4 and IPv6 frames as Ethernet, one VLAN tag, two tags, Linux
+    cooked v1 and v2, raw IP, in one batch whose link types take turns, and again with random
+    header bytes damaged: every frame the columnar decoder takes (`simple`) gives the fields
+    `decode_segment` gives, and the process of a split that `Shard.owns` deals it to; it takes
+    nearly every undamaged frame of each shape but stacked tags."""
     import random
     from pathlib import Path
 
@@ -194,6 +195,7 @@ def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
     from analyzer.columnar.segments import decode
     from analyzer.sources import open_capture
     from analyzer.sources.batch import FrameBatch
+    from analyzer.split import Shard, owned
     from tests.unit.test_pipeline_variants import VARIANTS
 
     shapes = {"ethernet": lambda lt, fr: (lt, fr), "qinq": lambda lt, fr: (lt, [
@@ -202,11 +204,16 @@ def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
     frames: list[tuple[str, int, bytes]] = []
     for capture in sorted((Path(__file__).resolve().parents[2] / "captures").glob("*.pcap"))[:6]:
         with open_capture(str(capture)) as reader:
-            plain = [(ts, data) for _, ts, lt, data, _ in reader if lt == 1 and data[12:14] == b"\x08\x00"]
+            plain = [(ts, data) for _, ts, lt, data, _ in reader
+                     if lt == 1 and data[12:14] in (b"\x08\x00", b"\x86\xdd")]
         for name, shape in shapes.items():
             linktype, shaped = shape(1, plain)
             frames += [(name, linktype, data) for _, data in shaped]
     rng = random.Random(7)
+    ipv6 = [(lt, data) for _, lt, data in frames if lt == 1 and data[12:14] == b"\x86\xdd"]
+    addresses = [rng.randbytes(16) for _ in range(8)]  # (the captures' are all ::1)
+    frames += [("ipv6, other addresses", lt, data[:22] + rng.choice(addresses) + rng.choice(addresses)
+                + data[54:]) for lt, data in ipv6]
     rng.shuffle(frames)
     damaged = []
     for name, linktype, data in frames[: len(frames) // 2]:
@@ -223,6 +230,7 @@ def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
                           1, np.array([lt for _, lt, _ in everything]))
     segs = decode(batch)
     taken: dict[str, list[int]] = {}
+    v6 = 0
     for i, (name, linktype, data) in enumerate(everything):
         taken.setdefault(name, [0, 0])[1] += 1
         if not segs.simple[i]:
@@ -230,16 +238,34 @@ def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
         taken[name][0] += 1
         src, sport, dst, dport, seq, ack, flags, payload, missing = decode_segment(linktype, data)
         start = int(segs.pay_start[i]) - int(starts[i])
-        assert (int(segs.src[i]).to_bytes(4, "big"), int(segs.sport[i]), int(segs.dst[i]).to_bytes(4, "big"),
+        assert (segs.address(int(segs.src[i])), int(segs.sport[i]), segs.address(int(segs.dst[i])),
                 int(segs.dport[i]), int(segs.seq[i]), int(segs.ack[i]), int(segs.flags[i]),
                 data[start:start + int(segs.pay_len[i])], int(segs.missing[i])) == (
             src, sport, dst, dport, seq, ack, flags, payload, missing), (name, i)
+        v6 += bool(segs.v6[i])
+    # the process each taken frame is dealt to, as the columnar path asks (`owned`) and as the
+    # per-frame path does (`Shard.owns`)
+    a = (segs.src << 16) | segs.sport
+    b = (segs.dst << 16) | segs.dport
+    sums = (a + b).astype(np.uint64)
+    sums[segs.v6] = segs.v6_sum[segs.v6]
+    for index in range(3):
+        shard = Shard(index, 3)
+        dealt = owned(shard, sums)
+        for i in np.flatnonzero(segs.simple).tolist():
+            key = decode_segment(everything[i][1], everything[i][2])[:4]
+            assert dealt[i] == shard.owns(key), (everything[i][0], i)
     for name, (took, of) in taken.items():
         if name == "qinq":
             assert took == 0
         elif not name.startswith("damaged"):
             assert took > 0.95 * of, (name, took, of)
     assert 0 < sum(taken[k][0] for k in taken if k.startswith("damaged")) < len(damaged)
+    assert v6 > 100
+    # IPv6 addresses are numbered in their bytes' order, so that a connection's two endpoints
+    # compare as the per-frame path compares them (which names the connection's key)
+    numbered = sorted({(int(n), segs.address(int(n))) for n in segs.src[segs.simple & segs.v6]})
+    assert len(numbered) > 4 and [a for _, a in numbered] == sorted(a for _, a in numbered)
 
 
 def test_the_cooked_fast_path_answers_as_the_general_decoders() -> None:

@@ -85,10 +85,10 @@ def test_the_benchmark_checks_what_it_times(tmp_path: Path) -> None:
     assert last.endswith("the same report every way: yes")
 
 
-@pytest.mark.parametrize("shape", ["pcapng", "sll2"])
+@pytest.mark.parametrize("shape", ["pcapng", "sll2", "ipv6"])
 def test_the_benchmark_times_a_capture_in_another_shape(tmp_path: Path, shape: str) -> None:
-    """`bench/run.py --shape`: a copy of the capture as pcapng or Linux cooked v2 beside it, read
-    as the same frames (the same planted violations found, and the report is the Ethernet pcap's
+    """`bench/run.py --shape`: a copy of the capture as pcapng, Linux cooked v2 or over IPv6 beside
+    it, read as the same frames (the same planted violations found, and the report is the Ethernet pcap's
     but for the capture's name)."""
     import json
     import subprocess
