@@ -1,4 +1,4 @@
-"""Decode a batch of IPv4/TCP frames into columns (the common cases of `decode_segment`).
+"""Decode a batch of TCP frames into columns (the common cases of `decode_segment`).
 
 Taken: Ethernet, untagged or with one 802.1Q/802.1ad tag; Linux cooked captures v1 and v2
 (`tcpdump -i any`); raw IP. Each frame's IP header (IPv4 without options and not a fragment, or
