@@ -161,16 +161,17 @@ class _FlowIds:
         gid = np.full(n, -1, dtype=np.int64)
         lower = a <= b
         keys: list[tuple[bytes, int, bytes, int]] = []
-        if shard is not None and shard.only is not None and segs.v6.any():
-            segs.simple &= ~segs.v6  # (`owned` cannot say for them: `Shard.owns` will)
         tracked = segs.simple & (a != b)
         self.foreign = np.zeros(n, dtype=bool)
         if shard is not None:
-            sums = a + b
-            if shard.only is None and segs.v6.any():
-                sums = sums.astype(np.uint64)
-                sums[segs.v6] = segs.v6_sum[segs.v6]
-            others = tracked & ~owned(shard, sums)
+            others = tracked & ~owned(shard, a + b)
+            v6 = tracked & segs.v6
+            if v6.any():  # (their numbers are not their addresses: `Shard.owns` says, once a pair)
+                pairs, pair = np.unique(np.stack([lo[v6], hi[v6]], axis=1), axis=0, return_inverse=True)
+                address = segs.address
+                mine = np.array([shard.owns((address(x >> 16), x & 0xFFFF, address(y >> 16), y & 0xFFFF))
+                                 for x, y in pairs.tolist()], dtype=bool)
+                others[v6] = ~mine[pair.reshape(-1)]
             raw = np.frombuffer(batch.buf, dtype=np.uint8)
             first_byte = raw[np.minimum(segs.pay_start, max(len(raw) - 1, 0))]
             self.foreign = others & (segs.pay_len > 0) & (first_byte == 0x10)

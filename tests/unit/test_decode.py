@@ -195,7 +195,8 @@ def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
     from analyzer.columnar.segments import decode
     from analyzer.sources import open_capture
     from analyzer.sources.batch import FrameBatch
-    from analyzer.split import Shard, owned
+    from analyzer.columnar.feed import _FlowIds
+    from analyzer.split import Shard
     from tests.unit.test_pipeline_variants import VARIANTS
 
     shapes = {"ethernet": lambda lt, fr: (lt, fr), "qinq": lambda lt, fr: (lt, [
@@ -243,18 +244,14 @@ def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
                 data[start:start + int(segs.pay_len[i])], int(segs.missing[i])) == (
             src, sport, dst, dport, seq, ack, flags, payload, missing), (name, i)
         v6 += bool(segs.v6[i])
-    # the process each taken frame is dealt to, as the columnar path asks (`owned`) and as the
-    # per-frame path does (`Shard.owns`)
-    a = (segs.src << 16) | segs.sport
-    b = (segs.dst << 16) | segs.dport
-    sums = (a + b).astype(np.uint64)
-    sums[segs.v6] = segs.v6_sum[segs.v6]
+    # the process each taken frame is dealt to, as the columnar path asks (`_FlowIds`) and as
+    # the per-frame path does (`Shard.owns`)
     for index in range(3):
         shard = Shard(index, 3)
-        dealt = owned(shard, sums)
-        for i in np.flatnonzero(segs.simple).tolist():
+        flows = _FlowIds(batch, segs, shard)
+        for i in np.flatnonzero(segs.simple & (segs.src != segs.dst)).tolist():
             key = decode_segment(everything[i][1], everything[i][2])[:4]
-            assert dealt[i] == shard.owns(key), (everything[i][0], i)
+            assert (flows.gid[i] >= 0) == shard.owns(key), (everything[i][0], i)
     for name, (took, of) in taken.items():
         if name == "qinq":
             assert took == 0
