@@ -140,7 +140,8 @@ class Shard:
 
 def owned(shard: Shard, sums: np.ndarray) -> np.ndarray:
     """`Shard.owns` for a whole batch at once; `sums`: each segment's two endpoints, each as
-    `ip << 16 | port`, added (int64: IPv4 endpoints; the columnar path asks `owns` of IPv6 ones)."""
+    `ip << 16 | port`, added (int64; or uint64, modulo 2^64, with IPv6 endpoints, which a
+    process that follows only some connections asks of `owns`)."""
     import numpy as np
 
     if shard.only is not None:  # (IPv6 endpoints are not in `sums`: `owns` takes them)

@@ -164,14 +164,15 @@ class _FlowIds:
         tracked = segs.simple & (a != b)
         self.foreign = np.zeros(n, dtype=bool)
         if shard is not None:
-            others = tracked & ~owned(shard, a + b)
             v6 = tracked & segs.v6
-            if v6.any():  # (their numbers are not their addresses: `Shard.owns` says, once a pair)
-                pairs, pair = np.unique(np.stack([lo[v6], hi[v6]], axis=1), axis=0, return_inverse=True)
-                address = segs.address
-                mine = np.array([shard.owns((address(x >> 16), x & 0xFFFF, address(y >> 16), y & 0xFFFF))
-                                 for x, y in pairs.tolist()], dtype=bool)
-                others[v6] = ~mine[pair.reshape(-1)]
+            if shard.only is None:  # IPv6: the sum `owns` hashes, as it keeps it (64 bits)
+                sums = (a + b).astype(np.uint64)
+                sums[v6] = segs.v6_sum[v6]
+                others = tracked & ~owned(shard, sums)
+            else:
+                others = tracked & ~owned(shard, a + b)
+                if v6.any():  # the exact sums `only` holds are beyond 64 bits: `owns` says
+                    others[v6] = ~self._owned_pairs(shard, segs, lo[v6], hi[v6])
             raw = np.frombuffer(batch.buf, dtype=np.uint8)
             first_byte = raw[np.minimum(segs.pay_start, max(len(raw) - 1, 0))]
             self.foreign = others & (segs.pay_len > 0) & (first_byte == 0x10)
@@ -210,6 +211,19 @@ class _FlowIds:
             lower[i] = one < two
             segs.flags[i] = seg[6]  # type: ignore[index]  (the run's SYN rule reads it)
         self.gid, self.keys, self.lower = gid, keys, lower
+
+
+    @staticmethod
+    def _owned_pairs(shard: Shard, segs: Segments, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """`Shard.owns` of each (lower, higher) endpoint pair, asked once per distinct pair."""
+        ulo, ilo = np.unique(lo, return_inverse=True)
+        uhi, ihi = np.unique(hi, return_inverse=True)
+        pairs, pair = np.unique(ilo.reshape(-1) * len(uhi) + ihi.reshape(-1), return_inverse=True)
+        address = segs.address
+        mine = np.array([shard.owns((address(x >> 16), x & 0xFFFF, address(y >> 16), y & 0xFFFF))
+                         for x, y in zip(ulo[pairs // len(uhi)].tolist(), uhi[pairs % len(uhi)].tolist())],
+                        dtype=bool)
+        return mine[pair.reshape(-1)]
 
 
 class _Run:

@@ -56,6 +56,9 @@ class Segments:
     """Payload bytes the IP header announces but the capture did not keep."""
     v6: np.ndarray
     """IPv6 frames (their `src` and `dst` are `V6` + an index into `v6_addresses`)."""
+    v6_sum: np.ndarray
+    """uint64, for the IPv6 frames: `Shard.owns`'s endpoint sum, `ip << 16 | port` of both
+    endpoints added, modulo 2^64 (all its hash keeps)."""
     v6_addresses: list[bytes]
 
     def address(self, number: int) -> bytes:
@@ -88,7 +91,7 @@ def decode(batch: FrameBatch) -> Segments:
     pay_len, missing = _payload(start, ip + total, caplen)
     segs = Segments(ok, _be(rows, 26, 4), _be(rows, 34, 2), _be(rows, 30, 4), _be(rows, 36, 2),
                     _be(rows, 38, 4), _be(rows, 42, 4), off_flags & 0x1FF, data_start + start,
-                    pay_len, missing, np.zeros(n, dtype=bool), [])
+                    pay_len, missing, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint64), [])
     six = np.flatnonzero((ip6 >= 0) & (caplen >= ip6 + HEAD6))
     if len(six):
         _ipv6(segs, raw, batch, six, ip6[six])
@@ -125,6 +128,12 @@ def _ipv6(segs: Segments, raw: np.ndarray, batch: FrameBatch, six: np.ndarray, i
     segs.pay_start[six] = batch.data_start[six] + start
     segs.pay_len[six], segs.missing[six] = pay_len, missing
     segs.v6_addresses = table
+    # `Shard.owns` adds the endpoints' ip << 16 | port and keeps the sum's low 64 bits: those
+    # come from each address's low 48 bits
+    low = np.uint64(16)
+    ends = [(_be(rows, at + 10, 6).astype(np.uint64) << low) | port.astype(np.uint64)
+            for at, port in ((8, sport), (24, dport))]
+    segs.v6_sum[six] = ends[0] + ends[1]  # (wraps at 64 bits)
 
 
 def _numbered(addresses: np.ndarray) -> tuple[np.ndarray, list[bytes]]:

@@ -245,9 +245,14 @@ def test_columnar_decode_of_every_taken_shape_equals_decode_segment() -> None:
             src, sport, dst, dport, seq, ack, flags, payload, missing), (name, i)
         v6 += bool(segs.v6[i])
     # the process each taken frame is dealt to, as the columnar path asks (`_FlowIds`) and as
-    # the per-frame path does (`Shard.owns`)
-    for index in range(3):
-        shard = Shard(index, 3)
+    # the per-frame path does (`Shard.owns`): by the hash, and by a set of connections followed
+    # (`Shard.only`, the exact endpoint sums)
+    keys = {decode_segment(lt, data)[:4] for _, lt, data in everything[::7]
+            if not isinstance(decode_segment(lt, data), str)}
+    followed = frozenset((int.from_bytes(k[0], "big") << 16 | k[1]) + (int.from_bytes(k[2], "big") << 16 | k[3])
+                         for k in keys)
+    assert any(len(k[0]) == 16 for k in keys)
+    for shard in [Shard(index, 3) for index in range(3)] + [Shard(0, 1, only=followed)]:
         flows = _FlowIds(batch, segs, shard)
         for i in np.flatnonzero(segs.simple & (segs.src != segs.dst)).tolist():
             key = decode_segment(everything[i][1], everything[i][2])[:4]
