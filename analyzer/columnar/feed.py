@@ -172,7 +172,8 @@ class _FlowIds:
             else:
                 others = tracked & ~owned(shard, a + b)
                 if v6.any():  # the exact sums `only` holds are beyond 64 bits: `owns` says
-                    others[v6] = ~self._owned_pairs(shard, segs, lo[v6], hi[v6])
+                    pairs, pair = _distinct_pairs(segs, lo[v6], hi[v6])
+                    others[v6] = ~np.array([shard.owns(key) for key in pairs], dtype=bool)[pair]
             raw = np.frombuffer(batch.buf, dtype=np.uint8)
             first_byte = raw[np.minimum(segs.pay_start, max(len(raw) - 1, 0))]
             self.foreign = others & (segs.pay_len > 0) & (first_byte == 0x10)
@@ -180,14 +181,7 @@ class _FlowIds:
             tracked &= ~others
         simple = np.flatnonzero(tracked)
         if len(simple):
-            # (lower, higher) endpoint pairs as one number: each endpoint's rank among its kind
-            ulo, ilo = np.unique(lo[simple], return_inverse=True)
-            uhi, ihi = np.unique(hi[simple], return_inverse=True)
-            uniq, inverse = np.unique(ilo.reshape(-1) * len(uhi) + ihi.reshape(-1), return_inverse=True)
-            gid[simple] = inverse.reshape(-1)
-            address = segs.address
-            for x, y in zip(ulo[uniq // len(uhi)].tolist(), uhi[uniq % len(uhi)].tolist()):
-                keys.append((address(x >> 16), x & 0xFFFF, address(y >> 16), y & 0xFFFF))
+            keys, gid[simple] = _distinct_pairs(segs, lo[simple], hi[simple])
         index = {k: i for i, k in enumerate(keys)}
         for i in np.flatnonzero(~segs.simple).tolist():  # other shapes: decoded the per-frame way
             seg = decode_segment(batch.linktype_of(i), batch.frame(i)[3])
@@ -213,17 +207,18 @@ class _FlowIds:
         self.gid, self.keys, self.lower = gid, keys, lower
 
 
-    @staticmethod
-    def _owned_pairs(shard: Shard, segs: Segments, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """`Shard.owns` of each (lower, higher) endpoint pair, asked once per distinct pair."""
-        ulo, ilo = np.unique(lo, return_inverse=True)
-        uhi, ihi = np.unique(hi, return_inverse=True)
-        pairs, pair = np.unique(ilo.reshape(-1) * len(uhi) + ihi.reshape(-1), return_inverse=True)
-        address = segs.address
-        mine = np.array([shard.owns((address(x >> 16), x & 0xFFFF, address(y >> 16), y & 0xFFFF))
-                         for x, y in zip(ulo[pairs // len(uhi)].tolist(), uhi[pairs % len(uhi)].tolist())],
-                        dtype=bool)
-        return mine[pair.reshape(-1)]
+def _distinct_pairs(segs: Segments, lo: np.ndarray, hi: np.ndarray
+                    ) -> tuple[list[tuple[bytes, int, bytes, int]], np.ndarray]:
+    """The distinct (lower, higher) endpoint pairs among frames' `lo` and `hi` endpoints
+    (`address << 16 | port`), as 4-tuples, and each frame's pair by its index among them."""
+    # a pair as one number: each endpoint's rank among its kind
+    ulo, ilo = np.unique(lo, return_inverse=True)
+    uhi, ihi = np.unique(hi, return_inverse=True)
+    uniq, inverse = np.unique(ilo.reshape(-1) * len(uhi) + ihi.reshape(-1), return_inverse=True)
+    address = segs.address
+    keys = [(address(x >> 16), x & 0xFFFF, address(y >> 16), y & 0xFFFF)
+            for x, y in zip(ulo[uniq // len(uhi)].tolist(), uhi[uniq % len(uhi)].tolist())]
+    return keys, inverse.reshape(-1)
 
 
 class _Run:

@@ -46,26 +46,20 @@ def decode_segment(linktype: int, data: bytes) -> Segment | str:
     through the link and IP decoders, which give the same answer for these frames.
     """
     if linktype == 1:
-        if len(data) >= 54:
-            ethertype, ver_ihl, total, frag, proto, src, dst = _ETH_IPV4.unpack_from(data)
-            if ethertype == 0x0800 and ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
-                sport, dport, seq, ack, off_flags = _TCP.unpack_from(data, 34)
-                start = 34 + (off_flags >> 12) * 4
-                end = 14 + total
-                payload = data[start:end]
-                missing = max(0, end - max(start, len(data))) if end > len(data) else 0
-                return src, sport, dst, dport, seq, ack, off_flags & 0x1FF, payload, missing
+        head, ip = _ETH_IPV4, 14
     elif linktype in _COOKED_IPV4:
         head, ip = _COOKED_IPV4[linktype]
-        if len(data) >= ip + 40:
-            protocol, ver_ihl, total, frag, proto, src, dst = head.unpack_from(data)
-            if protocol == 0x0800 and ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
-                sport, dport, seq, ack, off_flags = _TCP.unpack_from(data, ip + 20)
-                start = ip + 20 + (off_flags >> 12) * 4
-                end = ip + total
-                payload = data[start:end]
-                missing = max(0, end - max(start, len(data))) if end > len(data) else 0
-                return src, sport, dst, dport, seq, ack, off_flags & 0x1FF, payload, missing
+    else:
+        return _decode_general(linktype, data)
+    if len(data) >= ip + 40:
+        protocol, ver_ihl, total, frag, proto, src, dst = head.unpack_from(data)
+        if protocol == 0x0800 and ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
+            sport, dport, seq, ack, off_flags = _TCP.unpack_from(data, ip + 20)
+            start = ip + 20 + (off_flags >> 12) * 4
+            end = ip + total
+            payload = data[start:end]
+            missing = max(0, end - max(start, len(data))) if end > len(data) else 0
+            return src, sport, dst, dport, seq, ack, off_flags & 0x1FF, payload, missing
     return _decode_general(linktype, data)
 
 

@@ -328,7 +328,7 @@ class ClientsTable:
                 ("warnings", client.warnings),
             ):
                 columns[name].append(value)
-        frame = frame_of_columns(columns, CLIENT_COLUMNS).sort_values(["errors", "warnings", "max_gap_over_k", "client_id"],
-                                  ascending=[False, False, False, True], na_position="last",
-                                  kind="stable")
+        frame = frame_of_columns(columns, CLIENT_COLUMNS).sort_values(
+            ["errors", "warnings", "max_gap_over_k", "client_id"], ascending=[False, False, False, True],
+            na_position="last", kind="stable")
         return frame.reset_index(drop=True)
