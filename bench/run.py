@@ -6,6 +6,8 @@
     python bench/run.py --shape pcapng         # the same captures as pcapng (dumpcap, Wireshark)
     python bench/run.py --shape sll2           # as `tcpdump -i any` writes them (Linux cooked v2)
     python bench/run.py --shape ipv6           # over IPv6 (2001:db8::/96 + each IPv4 address)
+    python bench/run.py --shape tls            # MQTT over TLS 1.3, judged without keys
+    python bench/run.py --shape midstream      # started on a running broker: its first third cut
 
 Each tool runs as a whole process, several times, alternating, so a busy machine slows all of
 them alike; the table shows medians, frames/s, the ratio to tshark and peak memory, since
@@ -18,8 +20,10 @@ reader (`bare_reader.py`: records, headers and MQTT framing in plain Python, not
 what plain Python costs on the machine at hand, the floor under any analysis. Also checks the analyzer's
 findings against the generator's ground truth when a `<file>.truth.json` sits beside the capture,
 and that every way of running it wrote the same report. `--shape` times a copy of each capture in
-another shape (made beside it on first use, its ground truth with it); the bare reader, which
-reads only Ethernet pcap, is left out there.
+another shape (made beside it on first use, its ground truth with it where the shape keeps it);
+the bare reader, which reads only Ethernet pcap, is left out there. The `tls` and `midstream`
+shapes change what can be judged (record sizes instead of packets; sessions whose CONNECT was
+not captured), so they have no ground truth: only the reports of every way are compared.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import os
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -121,25 +126,28 @@ def require_installed(script: str) -> None:
                  "it with the Python it is installed for (after the quick start: . .venv/bin/activate)")
 
 
-SHAPES = ("pcap", "pcapng", "sll2", "ipv6")
+SHAPES = ("pcap", "pcapng", "sll2", "ipv6", "tls", "midstream")
+UNJUDGED_ALIKE = ("tls", "midstream")
+"""Shapes whose copy cannot keep the ground truth."""
 
 
 def shaped(capture: Path, shape: str) -> Path:
-    """`capture` (Ethernet pcap) as pcapng, as Linux cooked v2 or over IPv6, beside it, with its
-    ground truth: the same frames, times and numbers."""
+    """`capture` (Ethernet pcap) as pcapng, as Linux cooked v2, over IPv6 or TLS, or cut, beside
+    it, with its ground truth where the shape keeps it (the same frames, times and numbers)."""
     if shape == "pcap":
         return capture
     copy = capture.with_name(f"{capture.stem}-{shape}{'.pcapng' if shape == 'pcapng' else '.pcap'}")
     truth = capture.with_suffix(".truth.json")
-    if truth.exists() and not copy.with_suffix(".truth.json").exists():
+    if (truth.exists() and shape not in UNJUDGED_ALIKE
+            and not copy.with_suffix(".truth.json").exists()):
         shutil.copyfile(truth, copy.with_suffix(".truth.json"))
     if copy.exists():
         return copy
-    import struct
-
     from analyzer.sources import open_capture
 
     partial = copy.with_name(copy.name + ".part")
+    skip = frames_in(capture) // 3 if shape == "midstream" else 0
+    tls = _TLSWrap() if shape == "tls" else None
     with open_capture(str(capture)) as reader, open(partial, "wb") as out:
         if shape == "pcapng":  # a section, one Ethernet interface in nanoseconds, a block a frame
             out.write(struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
@@ -149,6 +157,12 @@ def shaped(capture: Path, shape: str) -> Path:
         for batch in reader.batches():
             for i in range(len(batch)):
                 _, ts, _, data, wire = batch.frame(i)
+                if skip:
+                    skip -= 1
+                    continue
+                if tls is not None:
+                    data = tls.frame(data)
+                    wire = len(data)
                 if shape == "pcapng":
                     body = struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(data), wire) + data
                     body += bytes(-len(body) % 4)
@@ -156,7 +170,7 @@ def shaped(capture: Path, shape: str) -> Path:
                 elif shape == "sll2":  # Ethernet -> Linux cooked v2: protocol, interface, ARPHRD, packet type, address
                     data = data[12:14] + b"\0\0" + struct.pack("!iHBB", 1, 1, 0, 6) + data[6:12] + b"\0\0" + data[14:]
                     out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(data), wire + 6) + data)
-                else:  # IPv4 -> IPv6 (a TCP frame; the generator's IPv4 headers have no options)
+                elif shape == "ipv6":  # IPv4 -> IPv6 (a TCP frame; the generator's have no options)
                     if data[12:14] == b"\x08\x00" and data[23] == 6:
                         total = int.from_bytes(data[16:18], "big")
                         prefix = bytes.fromhex("20010db8") + bytes(8)
@@ -164,8 +178,53 @@ def shaped(capture: Path, shape: str) -> Path:
                                 + prefix + data[26:30] + prefix + data[30:34] + data[34:])
                         wire += 20
                     out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(data), wire) + data)
+                else:
+                    out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(data), wire) + data)
     partial.rename(copy)
     return copy
+
+
+class _TLSWrap:
+    """The generator's MQTT connections as MQTT over TLS 1.3 (AES-128-GCM), as seen without keys:
+    the client's first data (its CONNECT) becomes a ClientHello, the broker's (CONNACK) a
+    ServerHello with its protected handshake, and every later segment's bytes one application-data
+    record of their length plus the AEAD's 17 (so a PINGREQ is a 19-byte record). Sequence and
+    acknowledgement numbers move with the bytes added."""
+
+    def __init__(self) -> None:
+        def vec(size: int, body: bytes) -> bytes:
+            return len(body).to_bytes(size, "big") + body
+
+        def record(ctype: int, body: bytes) -> bytes:
+            return struct.pack("!BHH", ctype, 0x0303, len(body)) + body
+
+        def hello(kind: int, body: bytes) -> bytes:
+            return record(22, bytes([kind]) + len(body).to_bytes(3, "big") + body)
+
+        versions = struct.pack("!H", 43)
+        self.client_hello = hello(1, b"\x03\x03" + bytes(32) + vec(1, bytes(32)) + vec(2, b"\x13\x01")
+                                  + vec(1, b"\x00") + vec(2, versions + vec(2, vec(1, b"\x03\x04"))))
+        self.server_hello = (hello(2, b"\x03\x03" + bytes(32) + vec(1, bytes(32)) + b"\x13\x01\x00"
+                                   + vec(2, versions + vec(2, b"\x03\x04")))
+                             + record(20, b"\x01") + record(23, bytes(2500)))
+        self.record = record
+        self.added: dict[bytes, int] = {}  # bytes added so far, by direction (addresses and ports)
+
+    def frame(self, data: bytes) -> bytes:
+        if data[12:14] != b"\x08\x00" or data[23] != 6 or 1883 not in struct.unpack("!HH", data[34:38]):
+            return data
+        way, back = data[26:38], data[30:34] + data[26:30] + data[36:38] + data[34:36]
+        seq, ack = struct.unpack("!II", data[38:46])
+        mine, theirs = self.added.get(way), self.added.get(back, 0)
+        payload = data[54:]
+        if payload:
+            wrapped = (self.record(23, bytes(len(payload) + 17)) if mine is not None
+                       else self.client_hello if data[36:38] == b"\x07\x5b" else self.server_hello)
+            self.added[way] = (mine or 0) + len(wrapped) - len(payload)
+            payload = wrapped
+        ack = (ack + theirs) % (1 << 32) if data[47] & 0x10 else ack
+        return (data[:16] + struct.pack("!H", 40 + len(payload)) + data[18:38]
+                + struct.pack("!II", (seq + (mine or 0)) % (1 << 32), ack) + data[46:54] + payload)
 
 
 def check_truth(capture: Path, report: Path) -> str:

@@ -27,8 +27,13 @@ for its NumPy work (`PER_FRAME_BELOW`) goes the per-frame way instead, in captur
 Order matters only where connections meet: the stream numbers of new connections, and a CONNECT
 that takes over an older session by client id. So a run ends before a SYN that would wait for a
 later pass (it might open a connection with a new number), and before any data of a connection that
-is not steady once frames have started to wait (it might be a CONNECT). A run never holds more
-frames than the flow table has room for, so no connection is shed inside one.
+is not steady once frames have started to wait (it might be a CONNECT). Where that point comes
+before the middle of the run, the run is not ended there: its first pass is made its last instead,
+in which no frame waits (each connection's frames from its first unsteady one go the per-frame
+way, in capture order), so nothing needs a cut. Otherwise a capture where such points come every
+few frames (sessions whose CONNECT came before the capture started, which may still send one) is
+read in runs of a few frames, each paying for a pass's NumPy work: ten times the per-frame cost.
+A run never holds more frames than the flow table has room for, so no connection is shed inside one.
 
 A batch whose frames are mostly of shapes the columnar decoder does not take (stacked VLAN tags,
 IP options: `segments.decode`) goes the per-frame way as a whole, after every resident is written
@@ -247,11 +252,15 @@ class _Run:
                 cuts = plan.deferred[(self.segs.flags[plan.deferred] & (SYN | ACK)) == SYN][:1].tolist()
                 if len(plan.deferred):
                     cuts += self._takeover_cut(plan)
-                if cuts:  # see the module docstring: end the run before it
+                if cuts and 2 * (min(cuts) - self.lo) >= self.hi - self.lo:
+                    # see the module docstring: end the run before it
                     self.hi = min(cuts)
                     rest = rest[rest < self.hi]
                     plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
                                        last)
+                elif cuts:  # early in the run: its first pass is its last instead
+                    plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
+                                       True)
             self._apply(plan)
             rest = plan.deferred
         analysis.now_ns = max(analysis.now_ns, int(self.batch.ts_ns[self.lo:self.hi].max()))

@@ -41,9 +41,12 @@ _PLAIN_TYPES[3:14] = True
 """Packet types a steady frame may carry: PUBLISH to PINGRESP. CONNECT, CONNACK and DISCONNECT
 (decoded bodies), AUTH and the reserved type go the per-frame way."""
 
-ABSENT, SINGLE, IGNORED, STEADY = 0, 1, 2, 3
+ABSENT, SINGLE, IGNORED, STEADY, OPAQUE = 0, 1, 2, 3, 4
 """What a connection is to the run: not in the table yet, only per-frame, carrying nothing we
-analyse (any frame but a SYN is steady), an MQTT session in a steady state."""
+analyse (any frame but a SYN is steady), an MQTT session in a steady state, and one only the
+per-frame way can follow whatever its frames (over TLS or WebSocket, or followed by a packet hook):
+all its frames of a pass go the per-frame way in that pass, since none would be steady in a later
+one."""
 
 
 @dataclass
@@ -109,8 +112,9 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     np.minimum.at(first_bad, slot[bad], bad)
     row = np.arange(len(rest))
     limit = np.where(tcp, first_bad[g0], row)
-    single_rows = np.flatnonzero(((row >= limit if last else row == limit) & tcp) | (gid == -1))
-    deferred = rest[row > limit] if not last else rest[:0]
+    now = row >= limit if last else (row == limit) | ((kind == OPAQUE) & (row > limit))
+    single_rows = np.flatnonzero((now & tcp) | (gid == -1))
+    deferred = rest[(row > limit) & (kind != OPAQUE)] if not last else rest[:0]
     connect = np.where(tcp, store.connect[g0], CONNECT_NONE)
     connect[flows.foreign[rest]] = CONNECT_PENDING  # another process's CONNECT reaches ours too
     data = (segs.pay_len[rest] > 0) | ~simple
@@ -173,6 +177,7 @@ class Snapshot:
 _NEW = Snapshot(ABSENT, CONNECT_UNDECIDED)
 _PENDING = Snapshot(SINGLE, CONNECT_PENDING)
 _SINGLE = {settled: Snapshot(SINGLE, settled) for settled in (CONNECT_NONE, CONNECT_PENDING)}
+_OPAQUE = {settled: Snapshot(OPAQUE, settled) for settled in (CONNECT_NONE, CONNECT_PENDING)}
 """The snapshots that hold no objects, shared (a snapshot is never changed)."""
 
 
@@ -193,9 +198,11 @@ def _snapshot(analysis: CaptureAnalysis, key: tuple[bytes, int, bytes, int]) -> 
     if flow.kind != MQTT or conn is None:
         return _SINGLE[CONNECT_NONE]
     tl = conn.timeline
-    settled = CONNECT_NONE if tl is not None and tl.connect is not None else CONNECT_PENDING
+    # a CONNECT seen, or none can be: a keyless TLS connection stays keyless (records, no packets)
+    settled = (CONNECT_NONE if tl is not None and (tl.connect is not None or conn.keyless)
+               else CONNECT_PENDING)
     if conn.tls is not None or conn.websocket or conn.packet_hook:
-        return _SINGLE[settled]
+        return _OPAQUE[settled]
     limits = tl.steady_limits() if tl is not None and tl.__class__ is SessionTimeline else None
     if limits is None or conn.closed:
         return _SINGLE[settled]

@@ -111,3 +111,38 @@ def test_the_benchmark_times_a_capture_in_another_shape(tmp_path: Path, shape: s
     assert shaped.captures[0].frames == original.captures[0].frames
     assert json.dumps([(f.rule_id, f.frames, f.ts_ns) for f in shaped.findings]) == json.dumps(
         [(f.rule_id, f.frames, f.ts_ns) for f in original.findings])
+
+
+@pytest.mark.parametrize("shape", ["tls", "midstream"])
+def test_the_benchmark_times_tls_and_a_capture_started_late(tmp_path: Path, shape: str) -> None:
+    """`bench/run.py --shape tls|midstream`: the capture as MQTT over TLS seen without keys (every
+    frame kept, every session judged from record sizes, the lone pings found by their size), or
+    without its first third (sessions whose CONNECT was not captured). Neither keeps the ground
+    truth, so none is claimed; every way of running still writes the same report."""
+    import subprocess
+    import sys
+
+    from analyzer.engine import Options, analyze
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    capture = tmp_path / "small.pcap"
+    subprocess.run([sys.executable, str(bench / "generate.py"), str(capture), "--frames", "6000",
+                    "--clients", "40"], check=True, capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, str(bench / "run.py"), str(capture), "--runs", "1",
+                           "--shape", shape], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    copy = tmp_path / f"small-{shape}.pcap"
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith(copy.name) and "no ground truth" in last, last
+    assert last.endswith("the same report every way: yes"), last
+    assert not (tmp_path / f"small-{shape}.truth.json").exists()
+    original, shaped = (analyze([str(p)], Options()) for p in (capture, copy))
+    frames = original.captures[0].frames
+    if shape == "tls":
+        assert shaped.captures[0].frames == frames
+        assert shaped.sessions and all("encrypted" in s.uncertainty for s in shaped.sessions)
+        assert sum(s.pingreq for s in shaped.sessions) > len(shaped.sessions)
+    else:
+        assert shaped.captures[0].frames == frames - frames // 3
+        late = [s for s in shaped.sessions if s.connect_frame is None]
+        assert late and all(s.client_id is None for s in late)
