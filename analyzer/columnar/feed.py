@@ -37,7 +37,10 @@ A run never holds more frames than the flow table has room for, so no connection
 
 A batch whose frames are mostly of shapes the columnar decoder does not take (stacked VLAN tags,
 IP options: `segments.decode`) goes the per-frame way as a whole, after every resident is written
-(`Store.clear`): such frames are never steady, and judging them in passes only costs more.
+(`Store.clear`): such frames are never steady, and judging them in passes only costs more. So do
+the batches after one whose frames were mostly on connections only the per-frame way follows (MQTT
+over TLS or WebSocket: `steady.OPAQUE`), but for one in every `OPAQUE_RETRY`, judged in passes
+again in case the traffic changed: a capture of MQTT over TLS costs what it costs frame by frame.
 
 In a process of a split analysis (`analyzer.split`), the frames of the connections other processes
 track are only time: the runs are cut by them as by any frame, and nothing else is done with them,
@@ -69,6 +72,11 @@ MAX_RUN = 1 << 17
 MAX_PASSES = 6
 """Passes over a run; in the last, a connection's frames after its first unsteady one all go the
 per-frame way, in capture order (a connection that stays unusual costs one pass, not one each)."""
+OPAQUE_SHARE = 0.9
+"""A batch whose passes met more than this share of its frames on connections only the per-frame
+way follows (`steady.OPAQUE`) sends the next ones the per-frame way as a whole."""
+OPAQUE_RETRY = 16
+"""After such a batch, every this many batches is judged in passes again."""
 PER_FRAME_BELOW = 512
 """A pass over fewer frames is not made: they go the per-frame way, in capture order. A pass costs
 NumPy work whatever its size, about what a few hundred frames cost one by one (the benchmark's
@@ -86,6 +94,10 @@ class ColumnarFeed:
         self.clock_step_ns = clock_step_ns
         self._store = steady.Store(analysis)
         self._gid = np.zeros(0, dtype=np.int64)
+        self.opaque = 0
+        """Frames of the batch met by its passes on `steady.OPAQUE` connections."""
+        self._opaque_batches = 0
+        """Batches to send the per-frame way as a whole (see the module docstring)."""
 
     def finish(self) -> None:
         """The capture's last batch was fed: write every steady connection's state."""
@@ -97,16 +109,16 @@ class ColumnarFeed:
         n = len(batch)
         if not n:
             return
+        if self._opaque_batches:  # after a batch of MQTT over TLS or WebSocket
+            self._opaque_batches -= 1
+            self._per_frame(batch, offset)
+            return
         segs = decode(batch)
         store = self._store
         if 2 * int(np.count_nonzero(segs.simple)) < n:
-            # mostly frames of other shapes (Linux cooked, VLAN, IPv6, ...): nothing for the bulk,
+            # mostly frames of other shapes (stacked VLAN tags, IP options): nothing for the bulk,
             # and judging them in passes would only add to the per-frame cost
-            store.clear()
-            frame = analysis.frame
-            for i in range(n):
-                frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
-                frame(frame_no + offset, ts_ns, linktype, data)
+            self._per_frame(batch, offset)
             return
         flows = _FlowIds(batch, segs, self.analysis.shard)
         store.begin(flows.keys)
@@ -135,6 +147,20 @@ class ColumnarFeed:
                 continue
             pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset).run()
         store.end()
+        if self.opaque > OPAQUE_SHARE * n:
+            self._opaque_batches = OPAQUE_RETRY - 1
+        self.opaque = 0
+
+    def _per_frame(self, batch: FrameBatch, offset: int) -> None:
+        """Every frame of `batch` the per-frame way, after every resident is written."""
+        self._store.clear()
+        frame, buf = self.analysis.frame, batch.buf
+        linktypes = repeat(batch.linktype) if batch.linktypes is None else batch.linktypes.tolist()
+        for frame_no, start, end, ts_ns, linktype in zip(
+                range(batch.first_frame + offset, batch.first_frame + offset + len(batch)),
+                batch.data_start.tolist(), (batch.data_start + batch.caplen).tolist(),
+                batch.ts_ns.tolist(), linktypes):
+            frame(frame_no, ts_ns, linktype, buf[start:end])
 
     def _one(self, batch: FrameBatch, i: int, offset: int) -> None:
         """Frame `i` the per-frame way (its connection's steady frames written first)."""
@@ -262,6 +288,7 @@ class _Run:
                     plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
                                        True)
             self._apply(plan)
+            self.feed.opaque += plan.opaque
             rest = plan.deferred
         analysis.now_ns = max(analysis.now_ns, int(self.batch.ts_ns[self.lo:self.hi].max()))
         analysis.last_frame = self.batch.first_frame + self.offset + self.hi - 1

@@ -69,6 +69,8 @@ class Plan:
     undecided: np.ndarray
     """For each of those: its connection is not known to be MQTT yet (its first data may show it
     is not)."""
+    opaque: int = 0
+    """Frames of `rest` on connections only the per-frame way follows (`OPAQUE`)."""
 
 
 @dataclass
@@ -120,7 +122,8 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     data = (segs.pay_len[rest] > 0) | ~simple
     unsettled = (connect != CONNECT_NONE) & data
     return Plan(rest[single_rows], slot[single_rows], deferred, rest, slot, row < limit, events,
-                rest[unsettled], (connect == CONNECT_UNDECIDED)[unsettled])
+                rest[unsettled], (connect == CONNECT_UNDECIDED)[unsettled],
+                int(np.count_nonzero(kind == OPAQUE)))
 
 
 def _shown_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarray, slot: np.ndarray,

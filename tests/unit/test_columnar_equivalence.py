@@ -332,6 +332,57 @@ def test_batches_of_mostly_other_shapes(synthetic, tmp_path: Path, spy_clear: li
     assert spy_clear and max(spy_clear) > 0  # residents were written back before such a batch
 
 
+def test_batches_of_mqtt_over_tls_go_the_per_frame_way_until_the_traffic_changes(
+        synthetic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture of MQTT over TLS for its first half (without keys: nothing is ever steady), then
+    of plain MQTT from other clients: after a batch of mostly TLS frames, the batches go the
+    per-frame way as a whole, but for one in every `OPAQUE_RETRY`, judged in passes again; once
+    the TLS traffic is gone, passes take the batches again. The same report."""
+    import analyzer.sources.pcap as pcap
+
+    capture = tmp_path / "gen.pcap"
+    shutil.copyfile(synthetic(20_000, 120, 4), capture)
+    with open_capture(str(bench_run.shaped(capture, "tls"))) as reader:
+        tls = [(ts, data) for _, ts, _, data, _ in reader]
+    with open_capture(str(capture)) as reader:
+        plain = [(ts, data) for _, ts, _, data, _ in reader]
+    middle = tls[len(tls) // 2][0]
+
+    def other_clients(data: bytes) -> bytes:  # 10.1.x.y -> 10.2.x.y, as source or destination
+        if b"\x0a\x01" not in (data[26:28], data[30:32]):
+            return data
+        return data[:27] + b"\x02" + data[28:31] + b"\x02" + data[32:]
+
+    frames = [f for f in tls if f[0] < middle]
+    frames += [(ts, other_clients(data)) for ts, data in plain if ts >= middle]
+    mixed = write_pcap(tmp_path / "mixed.pcap", 1, frames)
+    monkeypatch.setattr(pcap, "BATCH_BYTES", 32_768)
+    monkeypatch.setattr(pcap, "CHUNK", 32_768)
+    monkeypatch.setattr(feed, "OPAQUE_RETRY", 4)
+    ways: list[tuple[int, bool]] = []  # (first frame, went the per-frame way as a whole)
+    real_feed, real_per_frame = feed.ColumnarFeed.feed, feed.ColumnarFeed._per_frame
+
+    def spy_feed(self: feed.ColumnarFeed, batch: Any, offset: int = 0) -> None:
+        ways.append((batch.first_frame, False))
+        real_feed(self, batch, offset)
+
+    def spy_per_frame(self: feed.ColumnarFeed, batch: Any, offset: int) -> None:
+        ways[-1] = (ways[-1][0], True)
+        real_per_frame(self, batch, offset)
+
+    monkeypatch.setattr(feed.ColumnarFeed, "feed", spy_feed)
+    monkeypatch.setattr(feed.ColumnarFeed, "_per_frame", spy_per_frame)
+    doc = assert_same_report([mixed])
+    assert any("encrypted" in s["uncertainty"] for s in doc["sessions"])
+    assert any("encrypted" not in s["uncertainty"] for s in doc["sessions"])
+    cut = next(i for i, (ts, _) in enumerate(frames) if ts >= middle) + 1
+    tls_part = [whole for first, whole in ways if first < cut - 20_000 // 8]
+    plain_part = [whole for first, whole in ways if first > cut + 20_000 // 4]
+    assert len(tls_part) > 2 * feed.OPAQUE_RETRY and len(plain_part) > 2 * feed.OPAQUE_RETRY
+    assert sum(tls_part) >= len(tls_part) * 3 // 4  # mostly the per-frame way, with retries
+    assert not any(plain_part[feed.OPAQUE_RETRY:])  # passes again, from the first retry on
+
+
 @pytest.fixture
 def spy_clear(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The residents `Store.clear` found, call by call."""
