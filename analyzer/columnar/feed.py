@@ -77,6 +77,10 @@ OPAQUE_SHARE = 0.9
 way follows (`steady.OPAQUE`) sends the next ones the per-frame way as a whole."""
 OPAQUE_RETRY = 16
 """After such a batch, every this many batches is judged in passes again."""
+SLOW_PASS = 0.8
+"""A pass that left more than this share of its frames for the next one makes that one the last
+(a run of a few connections whose every frame is unusual, as in a flood of malformed packets,
+would otherwise be judged whole `MAX_PASSES` times for a few frames a pass)."""
 PER_FRAME_BELOW = 512
 """A pass over fewer frames is not made: they go the per-frame way, in capture order. A pass costs
 NumPy work whatever its size, about what a few hundred frames cost one by one (the benchmark's
@@ -267,12 +271,13 @@ class _Run:
         # other processes' frames only cut runs (they are network time): the passes skip them
         rest = np.flatnonzero(self.flows.gid[self.lo:self.hi] != FOREIGN) + self.lo
         passes = 0
+        last = False
         while len(rest):
             passes += 1
             if len(rest) < PER_FRAME_BELOW:
                 self._singly(rest)
                 break
-            last = passes == MAX_PASSES
+            last = last or passes == MAX_PASSES
             plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset, last)
             if passes == 1:
                 cuts = plan.deferred[(self.segs.flags[plan.deferred] & (SYN | ACK)) == SYN][:1].tolist()
@@ -289,6 +294,8 @@ class _Run:
                                        True)
             self._apply(plan)
             self.feed.opaque += plan.opaque
+            # a pass that took few of its frames: the next, over nearly the same ones, is the last
+            last = len(plan.deferred) > SLOW_PASS * len(rest)
             rest = plan.deferred
         analysis.now_ns = max(analysis.now_ns, int(self.batch.ts_ns[self.lo:self.hi].max()))
         analysis.last_frame = self.batch.first_frame + self.offset + self.hi - 1

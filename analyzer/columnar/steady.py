@@ -276,6 +276,7 @@ class Store:
             "silence": ((2,), np.int64),  # the last client packet's (last frame, end); -1: none
             "inbound": ((), np.int64), "inbound_first": ((), np.int64),
             "last_ping": ((3,), np.int64),  # (is PINGREQ, first frame, end) of the last; -1: none
+            "retransmitted": ((2,), np.int64),  # per direction: bytes of duplicates, as the stream counts
         }
         self.gaps: dict[int, array] = {}
         self.pingreq_ts: dict[int, array] = {}
@@ -365,6 +366,9 @@ class Store:
         assert snap is not None
         snap.flow.last_ns = int(self.last_ns[g])
         counts = self.counts[g].tolist()
+        for x, old in enumerate(self.retransmitted[g].tolist()):
+            snap.halves[x].retransmitted_bytes += old
+        self.retransmitted[g] = 0
         for x in (0, 1):
             if self.moved[g, x]:  # packets are framed only from data
                 snap.halves[x].next_seq = int(self.next_seq[g, x])
@@ -428,6 +432,9 @@ class Events:
     d: np.ndarray
     """0: sent by the connection's lower endpoint."""
     plen: np.ndarray
+    """Bytes a row adds to its stream (0 for one wholly of bytes it already has)."""
+    old_bytes: np.ndarray
+    """Bytes of a row wholly of bytes its stream already has (a duplicate or retransmission)."""
     frame_no: np.ndarray
     ts: np.ndarray
     end_seq: np.ndarray
@@ -499,19 +506,43 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     plen = segs.pay_len[idx]
     ok = ((flags & (SYN | FIN | RST)) == 0) & (segs.missing[idx] == 0)
     nxt = store.next_seq
+
+    def streams(plen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's end in its stream, and where its own and the other direction's stream
+        stand before it (next_seq), when the rows carry `plen` bytes."""
+        end_seq = (seq + plen) % MOD
+        stream_at = []
+        for x in (0, 1):
+            valid = (d == x) & (plen > 0)
+            last = np.maximum.accumulate(np.where(valid, pos, -1))
+            last = _shifted(last, -1)
+            have = last >= gstart
+            stream_at.append(np.where(have, end_seq[np.maximum(last, 0)], nxt[s, x]))
+        own = np.where(d == 0, stream_at[0], stream_at[1])
+        return end_seq, own, np.where(d == 0, stream_at[1], stream_at[0])
+
+    sent = plen
+
+    def wholly_old(own: np.ndarray) -> np.ndarray:
+        """Rows whose bytes all came before (`HalfStream._overlap` counts them, nothing else)."""
+        behind = _seq_ahead(seq, own)
+        return (sent > 0) & (behind < 0) & (-behind >= sent)
+
     pos = np.arange(m)
     start = _starts(s)
     gstart = np.maximum.accumulate(np.where(start, pos, 0))
-    end_seq = (seq + plen) % MOD
-    stream_at = []  # per direction: its next_seq before each row
-    for x in (0, 1):
-        valid = (d == x) & (plen > 0)
-        last = np.maximum.accumulate(np.where(valid, pos, -1))
-        last = _shifted(last, -1)
-        have = last >= gstart
-        stream_at.append(np.where(have, end_seq[np.maximum(last, 0)], nxt[s, x]))
-    own = np.where(d == 0, stream_at[0], stream_at[1])
-    other = np.where(d == 0, stream_at[1], stream_at[0])
+    end_seq, own, other = streams(plen)
+    # a duplicate (the same frame captured twice, as on `any` beside a bridge) or a retransmission
+    # of bytes the stream already has: a segment without data; the streams are worked out again
+    # without such rows, and a row taken for one must still be one
+    old = wholly_old(own)
+    old_bytes = np.zeros(m, dtype=np.int64)
+    if old.any():
+        plen = np.where(old, 0, plen)
+        end_seq, own, other = streams(plen)
+        still = wholly_old(own)  # (own moved on with the rows left out)
+        old_bytes = np.where(old & still, sent, 0)
+        ok &= ~old | still
     ok &= (plen == 0) | (seq == own)
     ahead = _seq_ahead(ack, other)
     ok &= ((flags & ACK) == 0) | (ahead <= 0) | (ahead >= (HALF // 2))
@@ -680,8 +711,9 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
                             np.where(src >= 0, pay[np.maximum(src, 0)], src))
     head = np.zeros((m, 4), dtype=np.int64)
     head[pay] = np.stack([sp_type, sp_flags, sp_rl, sp_hl], axis=1)
-    events = Events(rows=rows, slot=s, d=d, plen=plen, frame_no=frame_no, ts=ts, end_seq=end_seq,
-                    left_after=row_left, carry_of=row_src, head=head, e_row=e_row, e_slot=e_slot,
+    events = Events(rows=rows, slot=s, d=d, plen=plen, old_bytes=old_bytes, frame_no=frame_no,
+                    ts=ts, end_seq=end_seq, left_after=row_left, carry_of=row_src, head=head,
+                    e_row=e_row, e_slot=e_slot,
                     e_client=e_client, e_type=e_type, e_first_frame=e_first_frame,
                     e_last_frame=e_last_frame, e_ts_first=e_ts_first, e_ts_last=e_ts_last,
                     e_lower=e_lower, gap=gap)
@@ -732,6 +764,8 @@ def _commit_steady(store: Store, ev: Events, fast: np.ndarray) -> None:
     """Move the residents' state and sums on by their steady frames (what `SessionTimeline.on_packet`,
     the framers and the streams would have done, frame by frame)."""
     fast_sorted = fast[ev.rows]
+    old = np.flatnonzero(fast_sorted & (ev.old_bytes > 0))
+    np.add.at(store.retransmitted, (ev.slot[old], ev.d[old]), ev.old_bytes[old])
     # per direction: where the stream stands after the last steady payload row
     for x in (0, 1):
         p = np.flatnonzero(fast_sorted & (ev.d == x) & (ev.plen > 0))
