@@ -78,9 +78,11 @@ way follows (`steady.OPAQUE`) sends the next ones the per-frame way as a whole."
 OPAQUE_RETRY = 16
 """After such a batch, every this many batches is judged in passes again."""
 SLOW_PASS = 0.8
-"""A pass that left more than this share of its frames for the next one makes that one the last
-(a run of a few connections whose every frame is unusual, as in a flood of malformed packets,
-would otherwise be judged whole `MAX_PASSES` times for a few frames a pass)."""
+"""Two passes in a row that each left more than this share of their frames for the next make the
+next one the last (a run of a few connections whose every frame is unusual, as in a flood of
+malformed packets, would otherwise be judged whole `MAX_PASSES` times for a few frames a pass).
+One is not enough: a first pass that leaves most frames for a second one that takes them is
+common (segments out of order here and there: many connections wait, briefly)."""
 PER_FRAME_BELOW = 512
 """A pass over fewer frames is not made: they go the per-frame way, in capture order. A pass costs
 NumPy work whatever its size, about what a few hundred frames cost one by one (the benchmark's
@@ -271,7 +273,7 @@ class _Run:
         # other processes' frames only cut runs (they are network time): the passes skip them
         rest = np.flatnonzero(self.flows.gid[self.lo:self.hi] != FOREIGN) + self.lo
         passes = 0
-        last = False
+        last = slow = False
         while len(rest):
             passes += 1
             if len(rest) < PER_FRAME_BELOW:
@@ -294,8 +296,9 @@ class _Run:
                                        True)
             self._apply(plan)
             self.feed.opaque += plan.opaque
-            # a pass that took few of its frames: the next, over nearly the same ones, is the last
-            last = len(plan.deferred) > SLOW_PASS * len(rest)
+            # two passes in a row that took few of their frames: the next is the last
+            slow, was_slow = len(plan.deferred) > SLOW_PASS * len(rest), slow
+            last = slow and was_slow
             rest = plan.deferred
         analysis.now_ns = max(analysis.now_ns, int(self.batch.ts_ns[self.lo:self.hi].max()))
         analysis.last_frame = self.batch.first_frame + self.offset + self.hi - 1

@@ -287,9 +287,9 @@ def test_passes_that_take_few_frames_end_the_run_with_a_last_pass(
         synthetic, shipped_passes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Clients whose every data segment is sent again with a byte more (a retransmission that
     overlaps what came and adds to it is never steady, nor is the stream it garbles, so a pass
-    takes about a frame per connection and leaves the rest): the pass after one that took few of
-    its frames is the last, rather than judging the run whole `MAX_PASSES` times. The same
-    report."""
+    takes about a frame per connection and leaves the rest): after two passes that took few of
+    their frames, the next is the last, rather than judging the run whole `MAX_PASSES` times. The
+    same report."""
     with open_capture(str(synthetic(8_000, 120, 4))) as reader:
         frames = [(ts, data) for _, ts, _, data, _ in reader]
     doubled = []
@@ -309,7 +309,7 @@ def test_passes_that_take_few_frames_end_the_run_with_a_last_pass(
     monkeypatch.setattr(feed._Run, "run", spy_run)
     _singly, passes = shipped_passes
     assert_same_report([capture])
-    assert runs and passes and len(passes) <= 2 * len(runs)
+    assert runs and passes and len(passes) <= 3 * len(runs)
 
 
 def test_busy_capture_is_judged_in_passes_and_per_frame(synthetic, shipped_passes) -> None:
