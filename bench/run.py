@@ -6,7 +6,7 @@
     python bench/run.py --shape pcapng         # the same captures as pcapng (dumpcap, Wireshark)
     python bench/run.py --shape sll2           # as `tcpdump -i any` writes them (Linux cooked v2)
     python bench/run.py --shape ipv6           # over IPv6 (2001:db8::/96 + each IPv4 address)
-    python bench/run.py --shape tls            # MQTT over TLS 1.3, judged without keys
+    python bench/run.py --shape tls --runs 1   # MQTT over TLS 1.3, without keys (tshark: minutes)
     python bench/run.py --shape midstream      # started on a running broker: its first third cut
 
 Each tool runs as a whole process, several times, alternating, so a busy machine slows all of
