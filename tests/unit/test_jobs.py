@@ -85,12 +85,9 @@ def test_the_benchmark_checks_what_it_times(tmp_path: Path) -> None:
     assert last.endswith("the same report every way: yes")
 
 
-@pytest.mark.parametrize("shape", ["pcapng", "sll2", "ipv6"])
-def test_the_benchmark_times_a_capture_in_another_shape(tmp_path: Path, shape: str) -> None:
-    """`bench/run.py --shape`: a copy of the capture as pcapng, Linux cooked v2 or over IPv6 beside
-    it, read as the same frames (the same planted violations found, and the report is the Ethernet pcap's
-    but for the capture's name)."""
-    import json
+def _bench_shape(tmp_path: Path, shape: str) -> tuple[Path, str]:
+    """`bench/run.py --shape SHAPE --runs 1` on a small generated capture: the capture, and the
+    run's last line (its verdict)."""
     import subprocess
     import sys
 
@@ -101,10 +98,20 @@ def test_the_benchmark_times_a_capture_in_another_shape(tmp_path: Path, shape: s
     done = subprocess.run([sys.executable, str(bench / "run.py"), str(capture), "--runs", "1",
                            "--shape", shape], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    copy = next(p for p in tmp_path.iterdir() if p.name.startswith(f"small-{shape}.pcap"))
-    last = done.stdout.splitlines()[-1]
-    assert last.startswith(copy.name) and "missed 0, extra 0" in last and "planted 0," not in last
     assert not any("bare reader" in line for line in done.stdout.splitlines())
+    return capture, done.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("shape", ["pcapng", "sll2", "ipv6"])
+def test_the_benchmark_times_a_capture_in_another_shape(tmp_path: Path, shape: str) -> None:
+    """`bench/run.py --shape`: a copy of the capture as pcapng, Linux cooked v2 or over IPv6 beside
+    it, read as the same frames (the same planted violations found, and the report is the Ethernet pcap's
+    but for the capture's name)."""
+    import json
+
+    capture, last = _bench_shape(tmp_path, shape)
+    copy = next(p for p in tmp_path.iterdir() if p.name.startswith(f"small-{shape}.pcap"))
+    assert last.startswith(copy.name) and "missed 0, extra 0" in last and "planted 0," not in last
     from analyzer.engine import Options, analyze
 
     original, shaped = (analyze([str(p)], Options()) for p in (capture, copy))
@@ -119,20 +126,10 @@ def test_the_benchmark_times_tls_and_a_capture_started_late(tmp_path: Path, shap
     frame kept, every session judged from record sizes, the lone pings found by their size), or
     without its first third (sessions whose CONNECT was not captured). Neither keeps the ground
     truth, so none is claimed; every way of running still writes the same report."""
-    import subprocess
-    import sys
-
     from analyzer.engine import Options, analyze
 
-    bench = Path(__file__).resolve().parents[2] / "bench"
-    capture = tmp_path / "small.pcap"
-    subprocess.run([sys.executable, str(bench / "generate.py"), str(capture), "--frames", "6000",
-                    "--clients", "40"], check=True, capture_output=True, timeout=120)
-    done = subprocess.run([sys.executable, str(bench / "run.py"), str(capture), "--runs", "1",
-                           "--shape", shape], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    capture, last = _bench_shape(tmp_path, shape)
     copy = tmp_path / f"small-{shape}.pcap"
-    last = done.stdout.splitlines()[-1]
     assert last.startswith(copy.name) and "no ground truth" in last, last
     assert last.endswith("the same report every way: yes"), last
     assert not (tmp_path / f"small-{shape}.truth.json").exists()
