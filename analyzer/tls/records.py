@@ -305,6 +305,14 @@ class TLSRecordParser:
 
     def feed(self, data: bytes, frame_no: int, ts_ns: int) -> list[Event]:
         """Take the next in-order bytes of this direction; return the events they complete."""
+        if (self.state is SYNCED and self._rec is None and not self._hdr and data[:1] == b"\x17"
+                and len(data) > HEADER_LENGTH and data[1] == 3 and data[2] <= 4
+                and (data[3] << 8 | data[4]) == len(data) - HEADER_LENGTH <= MAX_RECORD_LENGTH):
+            # one whole application-data record, the usual segment: what the loop below makes of it
+            self.records += 1
+            self._hdr_frame, self._hdr_ts = frame_no, ts_ns
+            return [TLSRecord(APPLICATION_DATA, 0x300 | data[2], len(data) - HEADER_LENGTH, frame_no,
+                              frame_no, ts_ns, ts_ns, self.encrypted)]
         out: list[Event] = []
         if self.state is UNSYNCED:
             if not plausible_header(data):

@@ -74,6 +74,25 @@ def test_any_segmentation_gives_the_same_records(pieces: list[bytes], data: st.D
 
 
 @SETTINGS
+@given(streams, st.sampled_from([TLS12, 0x0301, TLS13]))
+def test_a_record_a_segment_gives_the_same_records(pieces: list[bytes], version: int) -> None:
+    """Each record in a segment of its own (the usual segment, which the parser takes in one step)
+    gives the records, versions, protection and count that the stream fed at once gives, each
+    timed by its own segment."""
+    pieces = [p[:1] + version.to_bytes(2, "big") + p[3:] if p[0] == 23 else p for p in pieces]
+    whole_parser = TLSRecordParser()
+    whole = [e for e in whole_parser.feed(b"".join(pieces), 1, 1000) if isinstance(e, TLSRecord)]
+    parser = TLSRecordParser()
+    cut = [e for frame, piece in enumerate(pieces, start=1)
+           for e in parser.feed(piece, frame, frame * 1000) if isinstance(e, TLSRecord)]
+    assert [(r.content_type, r.version, r.length, r.encrypted, r.truncated) for r in cut] == [
+        (r.content_type, r.version, r.length, r.encrypted, r.truncated) for r in whole]
+    assert [(r.first_frame, r.last_frame, r.ts_first_ns, r.ts_last_ns) for r in cut] == [
+        (n, n, n * 1000, n * 1000) for n in range(1, len(pieces) + 1)]
+    assert parser.records == whole_parser.records == len(pieces)
+
+
+@SETTINGS
 @given(st.lists(st.tuples(st.binary(max_size=80), st.integers(0, 40)), max_size=12),
        st.sampled_from([b"", appdata(19), record(HANDSHAKE, client_hello())]))
 def test_the_parser_never_raises(chunks: list[tuple[bytes, int]], prefix: bytes) -> None:
