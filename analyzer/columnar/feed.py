@@ -52,7 +52,6 @@ the run's takeover check like a CONNECT of this process's own).
 
 from __future__ import annotations
 
-from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -163,11 +162,9 @@ class ColumnarFeed:
         """Every frame of `batch` the per-frame way, after every resident is written."""
         self._store.clear()
         frame, buf = self.analysis.frame, batch.buf
-        linktypes = repeat(batch.linktype) if batch.linktypes is None else batch.linktypes.tolist()
-        for frame_no, start, end, ts_ns, linktype in zip(
-                range(batch.first_frame + offset, batch.first_frame + offset + len(batch)),
-                batch.data_start.tolist(), (batch.data_start + batch.caplen).tolist(),
-                batch.ts_ns.tolist(), linktypes):
+        first = batch.first_frame + offset
+        for frame_no, start, end, ts_ns, linktype in zip(range(first, first + len(batch)),
+                                                          *batch.looped()):
             frame(frame_no, ts_ns, linktype, buf[start:end])
 
     def _one(self, batch: FrameBatch, i: int, offset: int) -> None:
@@ -323,12 +320,9 @@ class _Run:
         analysis = feed.analysis
         frame, flush, buf = analysis.frame, feed._store.flush, batch.buf
         first = batch.first_frame + self.offset
-        starts = batch.data_start[positions]
-        linktypes = (repeat(batch.linktype) if batch.linktypes is None
-                     else batch.linktypes[positions].tolist())
+        starts, ends, stamps, linktypes = batch.looped(positions)
         for i, g, start, end, ts_ns, now_ns, linktype in zip(
-                positions.tolist(), slots.tolist(), starts.tolist(),
-                (starts + batch.caplen[positions]).tolist(), batch.ts_ns[positions].tolist(),
+                positions.tolist(), slots.tolist(), starts, ends, stamps,
                 self.before[positions - self.lo].tolist(), linktypes):
             if g >= 0:
                 work = pending.pop(g, None) if pending else None

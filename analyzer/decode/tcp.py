@@ -47,10 +47,11 @@ def decode_segment(linktype: int, data: bytes) -> Segment | str:
     """
     if linktype == 1:
         head, ip = _ETH_IPV4, 14
-    elif linktype in _COOKED_IPV4:
-        head, ip = _COOKED_IPV4[linktype]
     else:
-        return _decode_general(linktype, data)
+        cooked = _COOKED_IPV4.get(linktype)
+        if cooked is None:
+            return _decode_general(linktype, data)
+        head, ip = cooked
     if len(data) >= ip + 40:
         protocol, ver_ihl, total, frag, proto, src, dst = head.unpack_from(data)
         if protocol == 0x0800 and ver_ihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:

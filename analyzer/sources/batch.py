@@ -8,7 +8,9 @@ captured and wire length, timestamp), so nothing is built per frame until a fram
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -48,6 +50,19 @@ class FrameBatch:
 
     def linktype_of(self, i: int) -> int:
         return self.linktype if self.linktypes is None else int(self.linktypes[i])
+
+    def looped(self, positions: np.ndarray | None = None
+               ) -> tuple[list[int], list[int], list[int], Iterable[int]]:
+        """For a Python loop over the frames at `positions` (every frame by default): where each
+        one's data starts and ends in `buf`, its time and its link type, read from the columns once
+        (not five NumPy scalars a frame, as `frame` reads them)."""
+        if positions is None:
+            start, caplen, ts_ns, linktypes = self.data_start, self.caplen, self.ts_ns, self.linktypes
+        else:
+            start, caplen, ts_ns = self.data_start[positions], self.caplen[positions], self.ts_ns[positions]
+            linktypes = None if self.linktypes is None else self.linktypes[positions]
+        return (start.tolist(), (start + caplen).tolist(), ts_ns.tolist(),
+                repeat(self.linktype) if linktypes is None else linktypes.tolist())
 
     def frame(self, i: int) -> tuple[int, int, int, bytes, int]:
         """Frame `i` as the per-frame path's record: (frame_no, ts_ns, linktype, data, wire_len)."""
