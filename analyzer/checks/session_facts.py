@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from statistics import median
 
-from analyzer.checks.base import NS, finding, fmt_s
+from analyzer.checks.base import NS, finding, fmt_s, seconds
 from analyzer.model import Finding, KeepAliveSource, Uncertainty
 from analyzer.ruleset.model import RuleSet
 from analyzer.session.timeline import SessionTimeline
@@ -82,6 +82,12 @@ def _encrypted(tl: SessionTimeline, ruleset: RuleSet) -> Finding | None:
         judged = (f"judged with a Keep Alive of {tl.keep_alive_s} s inferred from "
                   f"{getattr(tl, 'inferred_from', 0)} answered probable pings (the client's idle ping "
                   "interval; a client that pings before K makes this smaller than its real K)")
+        unkept = getattr(tl, "unkept", None)
+        if unkept is not None:
+            left_out, deferred, longest_ns = unkept
+            judged += (f"; of the {deferred} silences before it was inferred only the longest "
+                       f"{deferred - left_out} were kept to be judged, and {left_out} left out (the "
+                       f"longest {fmt_s(seconds(longest_ns))} s) may hide violations")
     else:
         judged = ("its Keep Alive is unknown and could not be inferred from regular pings, so its "
                   "timing was not judged (use --assume-keep-alive, or --tls-keylog to decrypt)")

@@ -30,13 +30,16 @@ What a record's size cannot tell, this timeline does not guess:
   when idle, which is K itself for libraries that ping at K (paho, libmosquitto, MQTT.js) and a
   fraction of K for those that ping earlier, so a gap judged against it is at least "silent for
   longer than it usually lets pass". Silences completed before K is known are kept (the longest
-  `MAX_DEFERRED`) and judged once it is. When K can be neither assumed nor inferred the session
-  gets `unknown_keep_alive` and no timing verdict.
+  `MAX_DEFERRED`, compactly: `_Deferred`) and judged once it is; if one left out could have broken
+  a rule under the K found, the session's KA901 says so. When K can be neither assumed nor
+  inferred the session gets `unknown_keep_alive` and no timing verdict. K is inferred from the
+  first `MAX_IDLE_SAMPLES` answered pings only, so once that many have failed to give it, it never
+  will: the session stops keeping silences and trying then, not at its end.
 """
 
 from __future__ import annotations
 
-import heapq
+from array import array
 from statistics import median
 
 from analyzer.model import EndReason, KeepAliveSource, MQTTPacket, PacketType, Uncertainty
@@ -83,6 +86,103 @@ def infer_keep_alive(idle_ns: list[int]) -> int | None:
     return max(1, round(median(regular) / NS))
 
 
+class _Deferred:
+    """The silences a session keeps until its Keep Alive is known: the `MAX_DEFERRED` longest (only
+    long ones can exceed any K), as rows of integers.
+
+    A session that never pings regularly keeps them for its whole life, and a broker capture may
+    hold thousands of such sessions at once: as `Silence` objects in a heap they took about 260
+    bytes each (67 KB a session when full), as rows about 80. Only silences ended by a client
+    packet are deferred; one with a capture gap, a close reason or a DISCONNECT reason (which a
+    keyless session hardly has), or a value beyond 64 bits or below 0 where -1 stands for none,
+    is kept as the object it is."""
+
+    __slots__ = ("dropped", "dropped_longest_ns", "durations", "objects", "order", "rows", "seen")
+
+    WIDTH = 7
+    """Integers a row holds: start frame, start, end frame, end, inbound packets, first inbound
+    frame (-1: none), CONNACK time (-1: none)."""
+
+    def __init__(self) -> None:
+        self.rows = array("q")
+        self.durations = array("q")
+        self.order = array("q")
+        """When each was deferred (4 x the count so far), plus 1 for `first` and 2 for `clock_step`;
+        of two as long, the older is dropped first."""
+        self.objects: dict[int, Silence] = {}
+        """Rows kept as objects (see the class docstring)."""
+        self.seen = 0
+        self.dropped = 0
+        """Silences left out for longer ones."""
+        self.dropped_longest_ns: int | None = None
+
+    def add(self, silence: Silence) -> None:
+        self.seen += 1
+        duration = silence.end_ns - silence.start_ns
+        first_in, connack = silence.inbound_first_frame, silence.connack_ns
+        values: array | None = None
+        if (silence.hole is None and silence.close_explained is None
+                and silence.disconnect_reason is None and _Q_MIN <= duration <= _Q_MAX
+                and (first_in is None or first_in >= 0) and (connack is None or connack >= 0)):
+            try:
+                values = array("q", (silence.start_frame, silence.start_ns, silence.end_frame,
+                                     silence.end_ns, silence.inbound,
+                                     -1 if first_in is None else first_in,
+                                     -1 if connack is None else connack))
+            except OverflowError:
+                pass
+        order = 4 * self.seen + (1 if silence.first else 0) + (2 if silence.clock_step else 0)
+        if values is None:  # (see the class docstring)
+            values = _ZEROS
+            duration = max(_Q_MIN, min(duration, _Q_MAX))
+        if len(self.durations) < MAX_DEFERRED:
+            row = len(self.durations)
+            self.durations.append(duration)
+            self.order.append(order)
+            self.rows += values
+        else:
+            shortest = min(self.durations)
+            if duration < shortest:
+                self._drop(duration)
+                return
+            row = self.durations.index(shortest)
+            if self.durations.count(shortest) > 1:  # the oldest of them
+                row = min((i for i, d in enumerate(self.durations) if d == shortest),
+                          key=self.order.__getitem__)
+            self._drop(shortest)
+            self.objects.pop(row, None)
+            self.durations[row] = duration
+            self.order[row] = order
+            self.rows[row * self.WIDTH:(row + 1) * self.WIDTH] = values
+        if values is _ZEROS:
+            self.objects[row] = silence
+
+    def _drop(self, duration: int) -> None:
+        self.dropped += 1
+        if self.dropped_longest_ns is None or duration > self.dropped_longest_ns:
+            self.dropped_longest_ns = duration
+
+    def silences(self) -> list[Silence]:
+        """The silences kept, in the order they started."""
+        out = []
+        rows, width = self.rows, self.WIDTH
+        for row, flags in enumerate(self.order):
+            kept = self.objects.get(row)
+            if kept is None:
+                start_frame, start_ns, end_frame, end_ns, inbound, inbound_first, connack = \
+                    rows[row * width:(row + 1) * width]
+                kept = Silence(start_frame, start_ns, end_frame, end_ns, SilenceEnd.PACKET,
+                               bool(flags & 1), inbound, None if inbound_first < 0 else inbound_first,
+                               None, None, None, bool(flags & 2), None if connack < 0 else connack)
+            out.append((kept.start_ns, flags, kept))
+        out.sort(key=lambda item: (item[0], item[1]))
+        return [item[2] for item in out]
+
+
+_ZEROS = array("q", bytes(8 * _Deferred.WIDTH))
+_Q_MIN, _Q_MAX = -(1 << 63), (1 << 63) - 1
+
+
 class KeylessTimeline(SessionTimeline):
     """A `SessionTimeline` fed with TLS records instead of MQTT packets; see the module docstring."""
 
@@ -97,8 +197,10 @@ class KeylessTimeline(SessionTimeline):
         self.ping_record_length: int | None = None
         """The record length taken for a ping (set by the TLS link), for messages."""
         self._idle: list[int] = []
-        self._deferred: list[tuple[int, int, Silence]] = []
-        self._deferred_seen = 0
+        self._deferred: _Deferred | None = None
+        self.unkept: tuple[int, int, int] | None = None
+        """When silences left out before K was inferred (`_Deferred`) could have broken a rule under
+        it: (left out, deferred in all, the longest left out in ns), for the session's KA901."""
         self._last_other_ns: int | None = None
         """When the client last sent a record that was not ping-sized."""
         self.alerts_hidden = True
@@ -177,16 +279,22 @@ class KeylessTimeline(SessionTimeline):
     def _try_infer(self) -> list[Observation]:
         k = infer_keep_alive(self._idle)
         if k is None:
+            if len(self._idle) >= MAX_IDLE_SAMPLES:  # no later ping is sampled: it never will be
+                self.inferring = False
+                self._deferred = None
             return []
         self.keep_alive_s, self.keep_alive_source = k, KeepAliveSource.INFERRED
         self.inferring = False
         self.inferred_from = len(self._idle)
         for gap in self._idle:
             self._note_ping_gap(gap)
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return []
         floor = self._silence_floor(k) if self._silence_floor is not None else -1
-        kept = sorted((s for _, _, s in self._deferred), key=lambda s: s.start_ns)
-        self._deferred = []
-        return [s for s in kept if s.end != SilenceEnd.PACKET or s.clock_step or s.duration_ns > floor]
+        if deferred.dropped_longest_ns is not None and deferred.dropped_longest_ns > floor:
+            self.unkept = (deferred.dropped, deferred.seen, deferred.dropped_longest_ns)
+        return [s for s in deferred.silences() if s.clock_step or s.duration_ns > floor]
 
     def _close_silence(self, frame: int, ts_ns: int, end: SilenceEnd,
                        explained: str | None = None) -> Silence | None:
@@ -204,13 +312,9 @@ class KeylessTimeline(SessionTimeline):
         return silence
 
     def _defer(self, silence: Silence) -> None:
-        """Keep the `MAX_DEFERRED` longest silences: only long ones can exceed any K."""
-        self._deferred_seen += 1
-        item = (silence.duration_ns, self._deferred_seen, silence)
-        if len(self._deferred) < MAX_DEFERRED:
-            heapq.heappush(self._deferred, item)
-        else:
-            heapq.heappushpop(self._deferred, item)
+        if self._deferred is None:
+            self._deferred = _Deferred()
+        self._deferred.add(silence)
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -226,7 +330,7 @@ class KeylessTimeline(SessionTimeline):
         if self.inferring:
             out += self._try_infer()
             self.inferring = False  # whatever it is now, it stays
-            self._deferred = []
+            self._deferred = None
         if reason.by_client or reason.by_server:
             # The client's last 2-byte records before a close are its DISCONNECT or close_notify.
             while (self._pings and ts_ns - self._pings[-1].sent_ns <= DISCONNECT_CLOSE_NS  # type: ignore[attr-defined]
