@@ -183,12 +183,19 @@ class CaptureAnalysis:
             self._clock_step(frame_no, ts_ns)
 
     def _clock_step(self, frame_no: int, ts_ns: int) -> None:
-        """The capture's clock went back: no open interval can be measured across the step."""
+        """The capture's clock went back: no open interval can be measured across the step, and
+        network time follows the clock from here (the newest frame's timestamp is this one's).
+
+        Had it stayed at the time before the step, every frame until the clock caught up again
+        (a minute of traffic after an NTP correction of a minute) would be another step: each
+        interval in that time left unjudged, and each frame a walk over every connection."""
         self.clock_steps += 1
         if self.clock_steps == 1:
             self.warnings.append(
                 f"timestamps go back {(self.now_ns - ts_ns) / NS:.3f} s at frame {frame_no} (a clock "
                 "step or merged captures): intervals across a step are not judged")
+        self.now_ns = ts_ns
+        self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
         for flow in self.table.flows():
             if flow.kind == MQTT and flow.state is not None and flow.state.timeline is not None:
                 flow.state.timeline.on_clock_step()

@@ -680,6 +680,37 @@ def test_merged_and_overlapping_captures(synthetic, tmp_path: Path) -> None:
     assert any("timestamps go back" in w for w in doc["captures"][0]["warnings"])
 
 
+def test_a_clock_step_back_leaves_unjudged_only_what_spans_it(synthetic, tmp_path: Path) -> None:
+    """An NTP correction mid-capture: the clock goes back a minute, once, and runs on from there.
+    Only intervals open at the step go unjudged: every finding before it and every finding after
+    it is the one the same frames without the step give, on both paths. (Network time used to
+    stay at the newest timestamp before the step, so every frame of the next minute was taken for
+    another step: each interval of that minute went unjudged, and each such frame walked every
+    connection, 40 times the capture's time.)"""
+    source = synthetic(20_000, 300, 4)
+    data = bytearray(source.read_bytes())
+    assert data[:4] == b"\x4d\x3c\xb2\xa1"  # nanosecond timestamps
+    offsets = record_offsets(bytes(data))
+    step = len(offsets) // 2  # frames 1..step before it
+    for pos in offsets[step:]:
+        sec, frac = struct.unpack_from("<II", data, pos)
+        t = sec * 1_000_000_000 + frac - 60 * 1_000_000_000
+        struct.pack_into("<II", data, pos, t // 1_000_000_000, t % 1_000_000_000)
+    stepped = tmp_path / "ntp-step.pcap"
+    stepped.write_bytes(bytes(data))
+
+    def found(doc: dict[str, Any]) -> set[tuple[str, tuple[int, ...], Any]]:
+        return {(f["rule_id"], tuple(f["frames"]), f["gap_s"]) for f in doc["findings"]}
+
+    plain, doc = found(document([source])), assert_same_report([stepped])
+    before = {f for f in plain if f[1][-1] <= step}
+    after = {f for f in plain if f[1][0] > step}
+    assert len(before) > 50 and len(after) > 50 and len(before | after) < len(plain)
+    assert found(doc) == before | after
+    (warning,) = doc["captures"][0]["warnings"]
+    assert "timestamps go back 60.0" in warning and f"at frame {step + 1} " in warning
+
+
 # -- compressed, truncated and corrupt copies ---------------------------------------------------
 
 COMPRESSORS = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}
