@@ -122,7 +122,14 @@ class HalfStream:
             self._skip_to(target, frame_no, ts_ns)
 
     def skip_to(self, seq: int, frame_no: int, ts_ns: int) -> None:
-        """Bytes before `seq` will never be captured (a snap length cut them, or a FIN follows)."""
+        """Bytes before `seq` will never be captured (a snap length cut them, or a FIN follows):
+        segments buffered before it are delivered, each after the gap before it (a FIN that
+        arrives while segments wait behind a loss must not take them with it)."""
+        while self.pending and self.next_seq is not None:
+            first = min(self.pending, key=lambda s: seq_diff(s, self.next_seq))
+            if seq_diff(first, seq) >= 0 or seq_diff(first, self.next_seq) <= 0:
+                break
+            self._skip_to(first, frame_no, ts_ns)
         self._skip_to(seq, frame_no, ts_ns)
 
     def finish(self, frame_no: int, ts_ns: int) -> None:

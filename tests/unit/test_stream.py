@@ -52,6 +52,11 @@ def finish(frame: int) -> tuple:
     return ("finish", frame)
 
 
+def skip(rel: int, frame: int) -> tuple:
+    """Bytes before `rel` will never come (a FIN at `rel`, or a snap length cut)."""
+    return ("skip", rel, frame)
+
+
 # Expected events
 def data(payload: bytes, frame: int) -> tuple:
     return ("data", payload, frame, ts(frame))
@@ -75,6 +80,8 @@ def run(isn: int, script: list[tuple], max_pending: int | None = None) -> tuple[
             stream.acked((base + rel) % MOD, frame, ts(frame) if at_ns is None else at_ns)
         elif op[0] == "expire":
             stream.expire(op[1], op[2])
+        elif op[0] == "skip":
+            stream.skip_to((base + op[1]) % MOD, op[2], ts(op[2]))
         else:
             stream.finish(op[1], ts(op[1]))
     return stream, sink.events
@@ -142,6 +149,15 @@ CASES = [
     ("hole before the first data byte",
      [seg(5, b"fgh", 2), finish(3)],
      [gap(5, 3), data(b"fgh", 2)]),
+    ("a snap length cut the segment's last bytes",
+     [seg(0, b"abc", 2), skip(5, 2), seg(5, b"fg", 3)],
+     [data(b"abc", 2), gap(2, 2), data(b"fg", 3)]),
+    ("a FIN behind a loss: what waits behind the loss is delivered, not dropped with it",
+     [seg(0, b"abc", 2), seg(6, b"ghi", 3), seg(12, b"mno", 4), skip(15, 5)],
+     [data(b"abc", 2), gap(3, 5), data(b"ghi", 3), gap(3, 5), data(b"mno", 4)]),
+    ("a FIN after bytes never seen",
+     [seg(0, b"abc", 2), seg(6, b"ghi", 3), skip(12, 4)],
+     [data(b"abc", 2), gap(3, 4), data(b"ghi", 3), gap(3, 4)]),
 ]
 
 
