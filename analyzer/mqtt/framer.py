@@ -103,6 +103,17 @@ class MQTTFramer:
             self._read_packets(data, pos, frame_no, ts_ns, out)
         return out
 
+    def absorbs(self, missing: int, *, own: bool) -> bool:
+        """Would a loss of `missing` bytes here hide nothing from the timeline? It must fall inside
+        the payload being skipped, so that no packet can start in it (the framer knows where the
+        next one starts). A loss that ends the packet gives its end the gap's time, which is right
+        only when the bytes were the gap's frame's `own` (cut by the capture's snap length): bytes
+        lost in transit are found missing later, so such a loss must leave the payload unfinished.
+        PUBLISHes cut by a snap length lose only bytes of the first kind."""
+        if self._ptype < 0 or self._body is not None:
+            return False
+        return missing < self._left or (own and missing == self._left)
+
     def gap(self, missing: int, frame_no: int, ts_ns: int) -> list[Event]:
         """`missing` bytes of the stream were never captured.
 

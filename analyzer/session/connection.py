@@ -52,10 +52,14 @@ class _Side:
             self.conn.on_events(self.is_a, events)
 
     def gap(self, missing: int, frame_no: int, ts_ns: int) -> None:
+        """Lost bytes: a hole in the session's timeline (a packet may hide in it) unless they lie
+        inside a payload the framer skips anyway (`MQTTFramer.absorbs`)."""
+        hides = not self.framer.absorbs(missing, own=self.conn.cut_frame == frame_no)
         events = self.framer.gap(missing, frame_no, ts_ns)
         if events:
             self.conn.on_events(self.is_a, events)
-        self.conn.on_gap(self.is_a, missing, frame_no, ts_ns)
+        if hides:
+            self.conn.on_gap(self.is_a, missing, frame_no, ts_ns)
 
 
 class _WSSide:
@@ -148,6 +152,8 @@ class Connection:
         self.websocket = False
         self.halves = (HalfStream(self.sides[0]), HalfStream(self.sides[1]))
         self.closed = False
+        self.cut_frame = 0
+        """While a snap length's cut of frame N is applied: N (its lost bytes end at its time)."""
         self.unplaced = 0
         """Mid-stream segments passed over before the transport was known (`_decide`)."""
         self.plaintext = plaintext
@@ -193,7 +199,9 @@ class Connection:
             return
         half.segment(seq, payload, frame_no, ts_ns, bool(flags & SYN), bool(flags & FIN))
         if missing and half.next_seq is not None:
+            self.cut_frame = frame_no  # (the gap's bytes are this frame's own: `_Side.gap`)
             half.skip_to((half.next_seq + missing) % (1 << 32), frame_no, ts_ns)
+            self.cut_frame = 0
         if flags & FIN and half.fin_seq is not None:
             half.skip_to(half.fin_seq, frame_no, ts_ns)
             self._close(is_a, frame_no, ts_ns, rst=False)

@@ -80,8 +80,14 @@ class TLSSide:
             self.conn.tls.on_events(self, events)  # type: ignore[union-attr]
 
     def gap(self, missing: int, frame_no: int, ts_ns: int) -> None:
-        self.conn.tls.on_events(self, self.parser.gap(missing, frame_no, ts_ns))  # type: ignore[union-attr]
-        self.conn.on_gap(self.is_a, missing, frame_no, ts_ns)
+        """Lost bytes: a hole in the session's timeline, unless the session is judged from its
+        records (keyless) and the loss lies inside one (`TLSRecordParser.absorbs`)."""
+        link = self.conn.tls
+        hides = not (link.mode == KEYLESS  # type: ignore[union-attr]
+                     and self.parser.absorbs(missing, own=self.conn.cut_frame == frame_no))
+        link.on_events(self, self.parser.gap(missing, frame_no, ts_ns))  # type: ignore[union-attr]
+        if hides:
+            self.conn.on_gap(self.is_a, missing, frame_no, ts_ns)
 
 
 class TLSLink:

@@ -329,6 +329,14 @@ class TLSRecordParser:
             self.unsynced_bytes += end - pos
         return out
 
+    def absorbs(self, missing: int, *, own: bool) -> bool:
+        """Would a loss of `missing` bytes here lie inside a record, so that no record can start
+        in it, and leave every record's timing known? (See `MQTTFramer.absorbs`: a loss that ends
+        the record does so only for bytes of the gap's `own` frame, cut by the snap length.)"""
+        if self._rec is None:
+            return False
+        return missing < self._left or (own and missing == self._left)
+
     def gap(self, missing: int, frame_no: int, ts_ns: int) -> list[Event]:
         """`missing` bytes of this direction were never captured."""
         rec = self._rec

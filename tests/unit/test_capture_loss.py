@@ -29,5 +29,50 @@ def test_pingresp_before_its_pingreq_is_released_from_behind_a_hole() -> None:
         analysis.frame(n, int(at * NS), 101, data)
     analysis.finish()
     (session,) = analysis.sessions
-    assert "hole" in session.uncertainty and session.pingreq == 2 and session.pingresp == 2
+    assert session.pingreq == 2 and session.pingresp == 2
     assert "KA205" not in {f.rule_id for f in analysis.findings}
+    assert "hole" not in session.uncertainty  # the loss lies inside the PUBLISH's payload
+
+
+def _late_ping_after(conn: Conn, lose: slice) -> tuple[CaptureAnalysis, int, int]:
+    """A 2-second Keep Alive session: a PUBLISH in three segments, the bytes `lose` of it never
+    captured, then a PINGREQ 2.9 s after it ends; (analysis, PUBLISH's last frame, PINGREQ's)."""
+    conn.open()
+    conn.send(0.03, True, connect(keep_alive=2))
+    conn.send(0.031, False, connack())
+    pub = publish("t", b"x" * 2990)
+    sent = -1
+    for at, piece in ((0.5, slice(0, 1000)), (0.55, slice(1000, 2000)), (0.6, slice(2000, None))):
+        if piece == lose:
+            conn.seq[True] += len(pub[piece])
+        else:
+            sent = conn.send(at, True, pub[piece])
+    late = conn.send(3.5, True, PINGREQ)
+    conn.send(3.501, False, PINGRESP)
+    conn.send(4.0, True, disconnect())
+    conn.close(4.0)
+    analysis = CaptureAnalysis("synthetic", Options(ruleset=load_ruleset()))
+    for n, (at, data) in enumerate(conn.frames, start=1):
+        analysis.frame(n, int(at * NS), 101, data)
+    analysis.finish()
+    return analysis, sent, late
+
+
+def test_a_loss_inside_a_publish_payload_hides_no_packet() -> None:
+    """Bytes lost inside a PUBLISH's payload, which the framer skips anyway, cannot hide a packet
+    (it knows where the next one starts): the silence after the PUBLISH is judged (KA101), not
+    left unjudged as one a capture gap runs through (KA902)."""
+    analysis, publish_end, late = _late_ping_after(Conn(server_port=1883), slice(1000, 2000))
+    (session,) = analysis.sessions
+    assert "hole" not in session.uncertainty and session.client_packets == 4
+    assert ("KA101", (publish_end, late)) in {(f.rule_id, f.frames) for f in analysis.findings}
+    assert "KA902" not in {f.rule_id for f in analysis.findings}
+
+
+def test_a_loss_that_ends_a_packet_leaves_the_silence_after_it_unjudged() -> None:
+    """The PUBLISH's last segment lost in transit: the loss is found after later packets came, so
+    when the PUBLISH ended is not known, and the silence after it is not judged."""
+    analysis, _, _ = _late_ping_after(Conn(server_port=1883), slice(2000, None))
+    (session,) = analysis.sessions
+    assert "hole" in session.uncertainty
+    assert not {"KA101", "KA102"} & {f.rule_id for f in analysis.findings}

@@ -512,6 +512,28 @@ def test_hello_retry_request_with_its_dummy_ccs_in_one_segment_keeps_ping_sizes(
         assert (session.pingreq, session.pingresp) == (3, 3), together
 
 
+@pytest.mark.parametrize("lost, judged", [(slice(1000, 2000), True), (slice(2000, None), False)])
+def test_a_loss_inside_a_record_hides_no_record(lost: slice, judged: bool) -> None:
+    """Without keys records stand for packets: bytes lost inside a record cannot hide another
+    (its header says where the next starts), so the silence after it is judged. A loss that ends
+    the record, found only when later records came, leaves its end time unknown: not judged."""
+    conn = Conn()
+    tls13_session(conn)
+    big = appdata(2990)
+    last = 0
+    for at, piece in ((0.5, slice(0, 1000)), (0.55, slice(1000, 2000)), (0.6, slice(2000, None))):
+        if piece == lost:
+            conn.seq[True] += len(big[piece])
+        else:
+            last = conn.send(at, True, big[piece])
+    late = pings(conn, [3.5])[0]
+    conn.close(4.0)
+    analysis = run(conn, assume=2)
+    (session,) = analysis.sessions
+    assert ("hole" in session.uncertainty) is not judged
+    assert (("KA101", last, late) in rules(analysis)) is judged
+
+
 def test_a_ping_left_unanswered_long_before_the_close_is_judged() -> None:
     """Only a ping-sized record right before the close is taken for the DISCONNECT: a PINGREQ
     the broker never answered, seconds before the client gave up, is KA203 and KA106."""
