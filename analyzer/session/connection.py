@@ -198,10 +198,14 @@ class Connection:
             self._close(is_a, frame_no, ts_ns, rst=True)
             return
         half.segment(seq, payload, frame_no, ts_ns, bool(flags & SYN), bool(flags & FIN))
-        if missing and half.next_seq is not None:
-            self.cut_frame = frame_no  # (the gap's bytes are this frame's own: `_Side.gap`)
-            half.skip_to((half.next_seq + missing) % (1 << 32), frame_no, ts_ns)
-            self.cut_frame = 0
+        if missing:
+            # a snap length cut the segment: the bytes after its captured ones are lost, if those
+            # were the stream's latest (not for a retransmission, or a segment held for later)
+            cut = (seq + (1 if flags & SYN else 0) + len(payload)) & 0xFFFFFFFF
+            if half.next_seq == cut:
+                self.cut_frame = frame_no  # (the gap's bytes are this frame's own: `_Side.gap`)
+                half.skip_to((cut + missing) & 0xFFFFFFFF, frame_no, ts_ns)
+                self.cut_frame = 0
         if flags & FIN and half.fin_seq is not None:
             half.skip_to(half.fin_seq, frame_no, ts_ns)
             self._close(is_a, frame_no, ts_ns, rst=False)

@@ -738,6 +738,18 @@ def test_a_capture_cut_by_a_snap_length_gives_the_same_report(synthetic, tmp_pat
     assert doc == whole
     assert any(f["rule_id"] == "KA101" for f in doc[1])
 
+    def twice(capture: bytes, name: str) -> Path:
+        """As `tcpdump -i any` takes it beside a bridge: every frame twice."""
+        copy = bytearray(capture[:24])
+        for pos in record_offsets(capture):
+            copy += capture[pos:pos + 16 + struct.unpack_from("<I", capture, pos + 8)[0]] * 2
+        path = tmp_path / name
+        path.write_bytes(bytes(copy))
+        return path
+
+    assert (records(assert_same_report([twice(bytes(out), "snap96-any.pcap")]))
+            == records(document([twice(data, "any.pcap")])))
+
 
 # -- compressed, truncated and corrupt copies ---------------------------------------------------
 
