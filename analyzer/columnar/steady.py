@@ -102,7 +102,8 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     simple = segs.simple[rest]  # other shapes (decoded the per-frame way) are never steady
     undecided = tcp & store.undecided[g0]
     shown = _shown_other(store, batch, segs, rest, slot, undecided) if undecided.any() else undecided
-    ok = (kind == IGNORED) & ~syn_alone & simple & (~undecided | (segs.pay_len[rest] == 0) | shown)
+    no_data = (segs.pay_len[rest] == 0) & (segs.missing[rest] == 0)
+    ok = (kind == IGNORED) & ~syn_alone & simple & (~undecided | no_data | shown)
     steady_rows = np.flatnonzero(kind == STEADY)
     events = None
     if len(steady_rows):
@@ -119,8 +120,7 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     deferred = rest[(row > limit) & (kind != OPAQUE)] if not last else rest[:0]
     connect = np.where(tcp, store.connect[g0], CONNECT_NONE)
     connect[flows.foreign[rest]] = CONNECT_PENDING  # another process's CONNECT reaches ours too
-    data = (segs.pay_len[rest] > 0) | ~simple
-    unsettled = (connect != CONNECT_NONE) & data
+    unsettled = (connect != CONNECT_NONE) & ~(no_data & simple)
     return Plan(rest[single_rows], slot[single_rows], deferred, rest, slot, row < limit, events,
                 rest[unsettled], (connect == CONNECT_UNDECIDED)[unsettled],
                 int(np.count_nonzero(kind == OPAQUE)))
@@ -503,8 +503,13 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     d = np.where(flows.lower[idx], 0, 1)
     flags = segs.flags[idx]
     seq, ack = segs.seq[idx], segs.ack[idx]
-    plen = segs.pay_len[idx]
-    ok = ((flags & (SYN | FIN | RST)) == 0) & (segs.missing[idx] == 0)
+    kept = segs.pay_len[idx]
+    # a segment cut by the snap length: its stream moves by every byte it carried, and the framer
+    # skips the bytes not kept (`MQTTFramer.absorbs`, with `own`): steady if they lie inside a
+    # payload, or end one where the segment ends; its packet headers must all have been kept
+    cut = segs.missing[idx]
+    plen = kept + cut
+    ok = (flags & (SYN | FIN | RST)) == 0
     nxt = store.next_seq
 
     def streams(plen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -537,6 +542,7 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     # without such rows, and a row taken for one must still be one
     old = wholly_old(own)
     old_bytes = np.zeros(m, dtype=np.int64)
+    ok &= ~(old & (cut > 0))  # (a cut copy: `Connection.segment` skips nothing for it)
     if old.any():
         plen = np.where(old, 0, plen)
         end_seq, own, other = streams(plen)
@@ -553,6 +559,7 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     raw = np.frombuffer(batch.buf, dtype=np.uint8)
     win = sliding_window_view(raw, 5) if len(raw) >= 5 else np.zeros((1, 5), np.uint8)
     L = plen[pay]
+    C = kept[pay]
     base = segs.pay_start[idx[pay]]
     valid = np.ones(len(pay), dtype=bool)
     active = valid.copy()
@@ -575,7 +582,7 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
             more = more & (w[:, b] >= 128)
         hl = 1 + n
         ptype, pflags = w[:, 0] >> 4, w[:, 0] & 15
-        header_ok = inside & ~more & (hl <= L - off) & _PLAIN_TYPES[ptype]
+        header_ok = inside & ~more & (hl <= C - off) & _PLAIN_TYPES[ptype]
         header_ok &= ~(((ptype == PINGREQ) | (ptype == PINGRESP)) & ((pflags != 0) | (rl != 0)))
         e = off + hl + rl
         broken = active & ~header_ok
