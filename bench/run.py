@@ -8,6 +8,7 @@
     python bench/run.py --shape ipv6           # over IPv6 (2001:db8::/96 + each IPv4 address)
     python bench/run.py --shape tls --runs 1   # MQTT over TLS 1.3, without keys (tshark: minutes)
     python bench/run.py --shape midstream      # started on a running broker: its first third cut
+    python bench/run.py --shape snap96         # as `tcpdump -s 96` keeps it: each frame's first 96 bytes
 
 Each tool runs as a whole process, several times, alternating, so a busy machine slows all of
 them alike; the table shows medians, frames/s, the ratio to tshark and peak memory, since
@@ -126,14 +127,15 @@ def require_installed(script: str) -> None:
                  "it with the Python it is installed for (after the quick start: . .venv/bin/activate)")
 
 
-SHAPES = ("pcap", "pcapng", "sll2", "ipv6", "tls", "midstream")
+SHAPES = ("pcap", "pcapng", "sll2", "ipv6", "tls", "midstream", "snap96")
 UNJUDGED_ALIKE = ("tls", "midstream")
 """Shapes whose copy cannot keep the ground truth."""
 
 
 def shaped(capture: Path, shape: str) -> Path:
-    """`capture` (Ethernet pcap) as pcapng, as Linux cooked v2, over IPv6 or TLS, or cut, beside
-    it, with its ground truth where the shape keeps it (the same frames, times and numbers)."""
+    """`capture` (Ethernet pcap) as pcapng, as Linux cooked v2, over IPv6 or TLS, cut, or each
+    frame cut to 96 bytes, beside it, with its ground truth where the shape keeps it (the same
+    frames, times and numbers; keep-alive needs only packet headers, which 96 bytes keep here)."""
     if shape == "pcap":
         return capture
     copy = capture.with_name(f"{capture.stem}-{shape}{'.pcapng' if shape == 'pcapng' else '.pcap'}")
@@ -153,7 +155,8 @@ def shaped(capture: Path, shape: str) -> Path:
             out.write(struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
             out.write(struct.pack("<IIHHIHHB3xHHI", 1, 32, 1, 0, 0, 9, 1, 9, 0, 0, 32))
         else:
-            out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 276 if shape == "sll2" else 1))
+            snaplen = 96 if shape == "snap96" else 262144
+            out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, snaplen, 276 if shape == "sll2" else 1))
         for batch in reader.batches():
             for i in range(len(batch)):
                 _, ts, _, data, wire = batch.frame(i)
@@ -179,6 +182,7 @@ def shaped(capture: Path, shape: str) -> Path:
                         wire += 20
                     out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(data), wire) + data)
                 else:
+                    data = data[:96] if shape == "snap96" else data
                     out.write(struct.pack("<IIII", ts // 10**9, ts % 10**9, len(data), wire) + data)
     partial.rename(copy)
     return copy
