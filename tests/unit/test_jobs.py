@@ -102,11 +102,11 @@ def _bench_shape(tmp_path: Path, shape: str) -> tuple[Path, str]:
     return capture, done.stdout.splitlines()[-1]
 
 
-@pytest.mark.parametrize("shape", ["pcapng", "sll2", "ipv6"])
+@pytest.mark.parametrize("shape", ["pcapng", "sll2", "ipv6", "snap96"])
 def test_the_benchmark_times_a_capture_in_another_shape(tmp_path: Path, shape: str) -> None:
-    """`bench/run.py --shape`: a copy of the capture as pcapng, Linux cooked v2 or over IPv6 beside
-    it, read as the same frames (the same planted violations found, and the report is the Ethernet pcap's
-    but for the capture's name)."""
+    """`bench/run.py --shape`: a copy of the capture as pcapng, Linux cooked v2, over IPv6 or with
+    each frame cut to 96 bytes beside it, read as the same frames (the same planted violations
+    found, and the report is the Ethernet pcap's but for the capture's name)."""
     import json
 
     capture, last = _bench_shape(tmp_path, shape)
