@@ -45,6 +45,9 @@ the batches after one whose frames were mostly on connections only the per-frame
 over TLS or WebSocket: `steady.OPAQUE`), but for one in every `OPAQUE_RETRY`, judged in passes
 again in case the traffic changed: a capture of MQTT over TLS costs what it costs frame by frame.
 
+An IP frame without TCP (UDP, ICMP: a gateway's capture may be mostly such frames) is only time
+to the runs, which count it as skipped (`non_tcp`) in bulk.
+
 In a process of a split analysis (`analyzer.split`), the frames of the connections other processes
 track are only time: the runs are cut by them as by any frame, and nothing else is done with them,
 except with one that may carry a CONNECT (`CaptureAnalysis.elsewhere`, in capture order, and in
@@ -59,6 +62,7 @@ import numpy as np
 
 from analyzer.columnar import steady
 from analyzer.columnar.segments import Segments, decode
+from analyzer.decode.ip import SKIP_NON_TCP
 from analyzer.decode.tcp import ACK, SYN, decode_segment
 from analyzer.engine import IDLE_MQTT_MIN_NS
 from analyzer.mqtt.detect import connect_client_id
@@ -123,7 +127,7 @@ class ColumnarFeed:
             return
         segs = decode(batch)
         store = self._store
-        if 2 * int(np.count_nonzero(segs.simple)) < n:
+        if 2 * int(np.count_nonzero(segs.simple | segs.non_tcp)) < n:
             # mostly frames of other shapes (stacked VLAN tags, IP options): nothing for the bulk,
             # and judging them in passes would only add to the per-frame cost
             self._per_frame(batch, offset)
@@ -180,6 +184,9 @@ class ColumnarFeed:
 FOREIGN = -2
 """`_FlowIds.gid` of a frame of a connection another process of a split analysis tracks: it only
 moves network time (which the runs are cut by), so it is not applied at all."""
+NON_TCP = -3
+"""`_FlowIds.gid` of an IP frame that carries no TCP: it moves network time, and the run counts it
+as skipped (`non_tcp`), as `CaptureAnalysis.frame` would."""
 
 
 class _FlowIds:
@@ -195,7 +202,7 @@ class _FlowIds:
         a = (segs.src << 16) | segs.sport
         b = (segs.dst << 16) | segs.dport
         lo, hi = np.minimum(a, b), np.maximum(a, b)
-        gid = np.full(n, -1, dtype=np.int64)
+        gid = np.where(segs.non_tcp, NON_TCP, -1)
         lower = a <= b
         keys: list[tuple[bytes, int, bytes, int]] = []
         tracked = segs.simple & (a != b)
@@ -220,7 +227,7 @@ class _FlowIds:
         if len(simple):
             keys, gid[simple] = _distinct_pairs(segs, lo[simple], hi[simple])
         index = {k: i for i, k in enumerate(keys)}
-        for i in np.flatnonzero(~segs.simple).tolist():  # other shapes: decoded the per-frame way
+        for i in np.flatnonzero(~segs.simple & ~segs.non_tcp).tolist():  # other shapes: decoded the per-frame way
             seg = decode_segment(batch.linktype_of(i), batch.frame(i)[3])
             if seg.__class__ is str:
                 continue
@@ -270,8 +277,9 @@ class _Run:
         """Analyse the run's frames; return where the next run starts (a run may end early)."""
         analysis = self.feed.analysis
         store = self.feed._store
-        # other processes' frames only cut runs (they are network time): the passes skip them
-        rest = np.flatnonzero(self.flows.gid[self.lo:self.hi] != FOREIGN) + self.lo
+        # other processes' frames and frames without TCP only cut runs (they are network time):
+        # the passes skip them
+        rest = np.flatnonzero(self.flows.gid[self.lo:self.hi] > FOREIGN) + self.lo
         passes = 0
         last = slow = False
         while len(rest):
@@ -302,6 +310,9 @@ class _Run:
             rest = plan.deferred
         analysis.now_ns = max(analysis.now_ns, int(self.batch.ts_ns[self.lo:self.hi].max()))
         analysis.last_frame = self.batch.first_frame + self.offset + self.hi - 1
+        skipped = int(np.count_nonzero(self.flows.gid[self.lo:self.hi] == NON_TCP))
+        if skipped:
+            analysis.skipped[SKIP_NON_TCP] += skipped
         return self.hi
 
     def _singly(self, rest: np.ndarray) -> None:

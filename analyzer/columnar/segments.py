@@ -60,6 +60,9 @@ class Segments:
     """uint64, for the IPv6 frames: `Shard.owns`'s endpoint sum, `ip << 16 | port` of both
     endpoints added, modulo 2^64 (all its hash keeps)."""
     v6_addresses: list[bytes]
+    non_tcp: np.ndarray
+    """IP frames that carry no TCP (UDP, ICMP, ...): what `decode_segment` skips as `non_tcp`, told
+    apart here so that they are counted in bulk (a gateway's capture may be mostly such frames)."""
 
     def address(self, number: int) -> bytes:
         """The raw address a `src` or `dst` number stands for."""
@@ -89,13 +92,27 @@ def decode(batch: FrameBatch) -> Segments:
     off_flags = _be(rows, 46, 2)
     start = ip + 20 + (off_flags >> 12) * 4
     pay_len, missing = _payload(start, ip + total, caplen)
+    # not TCP, as `ipv4` and `ipv6` find it (before any other check but the header's length); an
+    # IPv4 header read only where its version says 4, whatever the link layer said
+    non_tcp = ((ip >= 0) & (caplen >= ip + 20) & (rows[:, 14] >> 4 == 4) & (rows[:, 23] != 6)
+               & (at == data_start + ip - 14))
     segs = Segments(ok, _be(rows, 26, 4), _be(rows, 34, 2), _be(rows, 30, 4), _be(rows, 36, 2),
                     _be(rows, 38, 4), _be(rows, 42, 4), off_flags & 0x1FF, data_start + start,
-                    pay_len, missing, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint64), [])
+                    pay_len, missing, np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint64), [],
+                    non_tcp)
+    six = np.flatnonzero((ip6 >= 0) & (caplen >= ip6 + 40))
+    if len(six):
+        first = raw[np.minimum(batch.data_start[six] + ip6[six] + 6, len(raw) - 1)]
+        segs.non_tcp[six[~np.isin(first, _NOT_NON_TCP6)]] = True
     six = np.flatnonzero((ip6 >= 0) & (caplen >= ip6 + HEAD6))
     if len(six):
         _ipv6(segs, raw, batch, six, ip6[six])
     return segs
+
+
+_NOT_NON_TCP6 = np.array([0, 6, 43, 44, 60])
+"""IPv6 next headers after which a frame is not simply `non_tcp`: TCP, a fragment, and the
+extension headers `ipv6` walks (the per-frame decoder tells those)."""
 
 
 def _payload(start: np.ndarray, end: np.ndarray, caplen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
