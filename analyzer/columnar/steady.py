@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 MOD = 1 << 32
 HALF = 1 << 31
 PUBLISH, PUBREL, PINGREQ, PINGRESP = 3, 6, 12, 13
+MAX_PACKETS_A_SEGMENT = 4096
+"""Packets framed in one segment at most (a 64 KiB segment of small PUBLISHes holds hundreds); a
+segment with more goes the per-frame way."""
 _PLAIN_TYPES = np.zeros(16, dtype=bool)
 _PLAIN_TYPES[3:14] = True
 """Packet types a steady frame may carry: PUBLISH to PINGRESP. CONNECT, CONNACK and DISCONNECT
@@ -562,19 +565,25 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     C = kept[pay]
     base = segs.pay_start[idx[pay]]
     valid = np.ones(len(pay), dtype=bool)
-    active = valid.copy()
     off = np.zeros(len(pay), dtype=np.int64)
-    full: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # per round k
+    full: list[tuple[np.ndarray, np.ndarray]] = []  # per round k: the rows a packet ends in, its type
     span = np.zeros(len(pay), dtype=bool)
     over = np.zeros(len(pay), dtype=np.int64)
     sp_type = np.zeros(len(pay), dtype=np.int64)
     sp_flags, sp_rl, sp_hl = sp_type.copy(), sp_type.copy(), sp_type.copy()
-    for _k in range(3):
-        at = base + off
+    # round k reads the k-th packet header of every row that still has one to read (`act`): all
+    # rows at first, then fewer (a busy client's segments, coalesced by the sender or by the
+    # capturing host's receive offload, may hold hundreds of small packets)
+    act = np.arange(len(pay))
+    for _k in range(MAX_PACKETS_A_SEGMENT):
+        if not len(act):
+            break
+        off_a, L_a = off[act], L[act]
+        at = base[act] + off_a
         inside = at + 5 <= len(raw)
         w = win[np.where(inside, at, 0)].astype(np.int64)
         rl = w[:, 1] & 127
-        n = np.ones(len(pay), dtype=np.int64)
+        n = np.ones(len(act), dtype=np.int64)
         more = w[:, 1] >= 128
         for b in (2, 3, 4):
             rl = np.where(more, rl | ((w[:, b] & 127) << (7 * (b - 1))), rl)
@@ -582,21 +591,21 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
             more = more & (w[:, b] >= 128)
         hl = 1 + n
         ptype, pflags = w[:, 0] >> 4, w[:, 0] & 15
-        header_ok = inside & ~more & (hl <= C - off) & _PLAIN_TYPES[ptype]
+        header_ok = inside & ~more & (hl <= C[act] - off_a) & _PLAIN_TYPES[ptype]
         header_ok &= ~(((ptype == PINGREQ) | (ptype == PINGRESP)) & ((pflags != 0) | (rl != 0)))
-        e = off + hl + rl
-        broken = active & ~header_ok
-        valid &= ~broken
-        spans = active & header_ok & (e > L)
-        done = active & header_ok & (e <= L)
-        span |= spans
-        over = np.where(spans, e - L, over)
-        sp_type, sp_flags = np.where(spans, ptype, sp_type), np.where(spans, pflags, sp_flags)
-        sp_rl, sp_hl = np.where(spans, rl, sp_rl), np.where(spans, hl, sp_hl)
-        full.append((done, ptype, pflags, rl))
-        off = np.where(done, e, off)
-        active = done & (e < L)
-    valid &= ~active  # more than three packets in one segment
+        e = off_a + hl + rl
+        valid[act[~header_ok]] = False
+        spans = header_ok & (e > L_a)
+        done = header_ok & (e <= L_a)
+        at_span = act[spans]
+        span[at_span] = True
+        over[at_span] = (e - L_a)[spans]
+        sp_type[at_span], sp_flags[at_span] = ptype[spans], pflags[spans]
+        sp_rl[at_span], sp_hl[at_span] = rl[spans], hl[spans]
+        full.append((act[done], ptype[done]))
+        off[act[done]] = e[done]
+        act = act[done & (e < L_a)]
+    valid[act] = False  # more packets in one segment than that
     # continuation segments: follow each packet that spans segments (Python over those only)
     role = np.zeros(len(pay), dtype=np.int8)  # 0 starts at a packet, 1 inside one, 2 ends one, 3 bad
     left_after = np.where(span & valid, over, 0)
@@ -648,11 +657,12 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
     ev_first_row: list[np.ndarray] = []
     ev_carry: list[np.ndarray] = []
     at_start = (role == 0) & valid
-    for k, (done, ptype, _pflags, _rl) in enumerate(full):
-        sel = np.flatnonzero(done & at_start)
+    for k, (ended, ptype) in enumerate(full):
+        keep = at_start[ended]
+        sel, ptype = ended[keep], ptype[keep]
         ev_row.append(pay[sel])
         ev_k.append(np.full(len(sel), k))
-        ev_type.append(ptype[sel])
+        ev_type.append(ptype)
         ev_first_row.append(pay[sel])
         ev_carry.append(np.full(len(sel), -1))
     ends_here = np.flatnonzero(role == 2)
