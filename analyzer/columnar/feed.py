@@ -38,7 +38,7 @@ few frames (sessions whose CONNECT came before the capture started, which may st
 read in runs of a few frames, each paying for a pass's NumPy work: ten times the per-frame cost.
 A run never holds more frames than the flow table has room for, so no connection is shed inside one.
 
-A batch whose frames are mostly of shapes the columnar decoder does not take (stacked VLAN tags,
+A batch whose frames are mostly of shapes the columnar decoder does not take (three VLAN tags,
 IP options: `segments.decode`) goes the per-frame way as a whole, after every resident is written
 (`Store.clear`): such frames are never steady, and judging them in passes only costs more. So do
 the batches after one whose frames were mostly on connections only the per-frame way follows (MQTT
@@ -128,7 +128,7 @@ class ColumnarFeed:
         segs = decode(batch)
         store = self._store
         if 2 * int(np.count_nonzero(segs.simple | segs.non_tcp)) < n:
-            # mostly frames of other shapes (stacked VLAN tags, IP options): nothing for the bulk,
+            # mostly frames of other shapes (three VLAN tags, IP options): nothing for the bulk,
             # and judging them in passes would only add to the per-frame cost
             self._per_frame(batch, offset)
             return

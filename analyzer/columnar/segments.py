@@ -1,10 +1,10 @@
 """Decode a batch of TCP frames into columns (the common cases of `decode_segment`).
 
-Taken: Ethernet, untagged or with one 802.1Q/802.1ad tag; Linux cooked captures v1 and v2
-(`tcpdump -i any`); raw IP. Each frame's IP header (IPv4 without options and not a fragment, or
+Taken: Ethernet, untagged or with one or two 802.1Q/802.1ad tags; Linux cooked captures v1 and
+v2 (`tcpdump -i any`); raw IP. Each frame's IP header (IPv4 without options and not a fragment, or
 IPv6 with TCP next and no extension header) and TCP header are read at the offset its link layer
 gives, with the arithmetic of `decode_segment`'s own paths, so a frame taken here decodes exactly
-as there. Frames in any other shape (other link types, stacked tags, IP options, extension
+as there. Frames in any other shape (other link types, three tags or more, IP options, extension
 headers, fragments, not TCP, too short) are marked not `simple`; the columnar path hands them to
 the per-frame decoder.
 
@@ -26,8 +26,8 @@ from analyzer.sources.batch import FrameBatch
 HEAD = 48
 """Bytes read per frame from 14 before its IP header: the IPv4 header and the TCP header's fixed
 part at the offsets they have behind an untagged Ethernet header."""
-LINK = 18
-"""Bytes of link header read per frame for its protocol field."""
+LINK = 22
+"""Bytes of link header read per frame for its protocol field (behind up to two VLAN tags)."""
 HEAD6 = 60
 """Bytes read per IPv6 frame from its IP header: the header and the TCP header's fixed part."""
 VLAN_TAGS = np.array(sorted(link.VLAN_TAGS))
@@ -185,9 +185,12 @@ def _ip_offsets(batch: FrameBatch, raw: np.ndarray) -> tuple[np.ndarray, np.ndar
     ethernet = ~short if linktype is None else ~short & (linktype == link.LINKTYPE_ETHERNET)
     tagged = ethernet & np.isin(ethertype, VLAN_TAGS)
     inner = _be(head, 16, 2)
+    stacked = tagged & np.isin(inner, VLAN_TAGS)  # (802.1ad: a service tag, then a customer tag)
+    innermost = _be(head, 20, 2)
     for offsets, kind in ((ip, link.ETHERTYPE_IPV4), (ip6, link.ETHERTYPE_IPV6)):
         offsets[ethernet & (ethertype == kind)] = 14
         offsets[tagged & (inner == kind)] = 18
+        offsets[stacked & (innermost == kind)] = 22
     if linktype is not None:
         sll = ~short & (linktype == link.LINKTYPE_LINUX_SLL)
         sll2 = ~short & (linktype == link.LINKTYPE_LINUX_SLL2)

@@ -73,6 +73,10 @@ VARIANTS = {
     "linux cooked v1": lambda lt, fr: (113, [(ts, to_sll(d)) for ts, d in fr]),
     "raw ip": lambda lt, fr: (101, [(ts, d[14:]) for ts, d in fr]),
     "802.1Q tag": lambda lt, fr: (lt, [(ts, d[:12] + b"\x81\x00\x00\x07" + d[12:]) for ts, d in fr]),
+    "802.1ad and 802.1Q tags": lambda lt, fr: (
+        lt, [(ts, d[:12] + b"\x88\xa8\x00\x64\x81\x00\x00\x07" + d[12:]) for ts, d in fr]),
+    "three tags": lambda lt, fr: (
+        lt, [(ts, d[:12] + b"\x88\xa8\x00\x64\x81\x00\x00\x07\x81\x00\x00\x08" + d[12:]) for ts, d in fr]),
 }
 
 
