@@ -500,7 +500,7 @@ def test_small_batches(synthetic, monkeypatch: pytest.MonkeyPatch, batch_bytes: 
 @pytest.mark.parametrize("tagged_every", [2, 3])
 def test_batches_of_mostly_other_shapes(synthetic, tmp_path: Path, spy_clear: list[int],
                                         tagged_every: int) -> None:
-    """A capture whose frames come in stretches with and without two VLAN tags (QinQ, a shape the
+    """A capture whose frames come in stretches with and without three VLAN tags (a shape the
     columnar decoder does not take): a batch of mostly tagged frames goes the per-frame way as a
     whole, after the steady connections of the batches before it are written back
     (`Store.clear`); the next untagged batches load them again."""
@@ -509,9 +509,9 @@ def test_batches_of_mostly_other_shapes(synthetic, tmp_path: Path, spy_clear: li
 
     def tag(frame: tuple[int, bytes]) -> tuple[int, bytes]:
         ts, data = frame
-        return ts, data[:12] + b"\x88\xa8\x00\x07\x81\x00\x00\x08" + data[12:]
+        return ts, data[:12] + b"\x88\xa8\x00\x07\x81\x00\x00\x08\x81\x00\x00\x09" + data[12:]
 
-    # stretches of 5,000 frames: longer than a batch (a 1 MiB read, about 4,700 of these frames)
+    # stretches of 5,000 frames: longer than a batch (a 2 MiB read, about 9,000 of these frames)
     mixed = [tag(frame) if (i // 5_000) % tagged_every == 1 else frame for i, frame in enumerate(frames)]
     assert_same_report([write_pcap(tmp_path / "mixed.pcap", 1, mixed)])
     assert spy_clear and max(spy_clear) > 0  # residents were written back before such a batch
