@@ -60,6 +60,13 @@ ROTATION_GAP_NS = 60 * NS
 CLOCK_STEP_NS = NS // 100
 """Timestamps going back by more than this are a clock step (merged captures, NTP), not the
 microsecond disorder of frames captured on several queues."""
+CLOCK_LEAP_NS = 2 * 65_535 * NS
+"""Timestamps going forward by more than this from one frame to the next are a clock step too:
+twice the longest Keep Alive MQTT allows, with nothing captured in between, and connections
+carrying on after it. A gateway without a clock, whose tcpdump started before NTP set the date,
+shows one of decades; a frame whose timestamp is corrupt, one there and one back. Taken for the
+time it says, it made every open session silent that long (false violations by the thousand)
+and every connection idle (evicted, then seen again as sessions started before the capture)."""
 
 COLUMNAR_MIN_BYTES = 8 << 20
 """A capture file at least this large is read the columnar way unless `Options.columnar` says
@@ -174,6 +181,9 @@ class CaptureAnalysis:
         of every frame; alone, for a frame of a connection another process tracks (`analyzer.split`)."""
         self.last_frame = frame_no
         if ts_ns > self.now_ns:
+            if ts_ns - self.now_ns > CLOCK_LEAP_NS and self._next_sweep_ns is not None:
+                self._clock_step(frame_no, ts_ns)
+                return
             self.now_ns = ts_ns
             if self._next_sweep_ns is None:
                 self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
@@ -183,20 +193,25 @@ class CaptureAnalysis:
             self._clock_step(frame_no, ts_ns)
 
     def _clock_step(self, frame_no: int, ts_ns: int) -> None:
-        """The capture's clock went back: no open interval can be measured across the step, and
-        network time follows the clock from here (the newest frame's timestamp is this one's).
+        """The capture's clock went back (or leapt forward, `CLOCK_LEAP_NS`): no open interval can
+        be measured across the step, and network time follows the clock from here (the newest
+        frame's timestamp is this one's). Connections idle before the step are as idle after it.
 
-        Had it stayed at the time before the step, every frame until the clock caught up again
-        (a minute of traffic after an NTP correction of a minute) would be another step: each
-        interval in that time left unjudged, and each frame a walk over every connection."""
+        Had network time stayed at the time before a step back, every frame until the clock caught
+        up again (a minute of traffic after an NTP correction of a minute) would be another step:
+        each interval in that time left unjudged, and each frame a walk over every connection."""
         self.clock_steps += 1
+        shift = ts_ns - self.now_ns
         if self.clock_steps == 1:
+            way = "back" if shift < 0 else "forward"
             self.warnings.append(
-                f"timestamps go back {(self.now_ns - ts_ns) / NS:.3f} s at frame {frame_no} (a clock "
-                "step or merged captures): intervals across a step are not judged")
+                f"timestamps go {way} {abs(shift) / NS:.3f} s at frame {frame_no} (a clock step or "
+                "merged captures): intervals across a step are not judged")
         self.now_ns = ts_ns
         self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
         for flow in self.table.flows():
+            if shift > 0:
+                flow.last_ns += shift
             if flow.kind == MQTT and flow.state is not None and flow.state.timeline is not None:
                 flow.state.timeline.on_clock_step()
 

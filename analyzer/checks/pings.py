@@ -12,7 +12,9 @@ from analyzer.session.observations import MalformedPing, PingOutcome, Unsolicite
 
 
 def ping_outcome(ping: PingOutcome, session: SessionView, ruleset: RuleSet) -> list[Finding]:
-    """Judge one PINGREQ's fate, on both sides."""
+    """Judge one PINGREQ's fate, on both sides (not across a clock step: its wait is unknown)."""
+    if ping.clock_step:
+        return []
     out = [_pingresp_missing(ping, session, ruleset), _pingresp_slow(ping, session, ruleset),
            _not_awaited(ping, session, ruleset)]
     return [f for f in out if f is not None]

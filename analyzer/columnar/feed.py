@@ -64,7 +64,7 @@ from analyzer.columnar import steady
 from analyzer.columnar.segments import Segments, decode
 from analyzer.decode.ip import SKIP_NON_TCP
 from analyzer.decode.tcp import ACK, SYN, decode_segment
-from analyzer.engine import IDLE_MQTT_MIN_NS
+from analyzer.engine import CLOCK_LEAP_NS, IDLE_MQTT_MIN_NS
 from analyzer.mqtt.detect import connect_client_id
 from analyzer.sources.batch import FrameBatch
 from analyzer.split import owned
@@ -150,7 +150,7 @@ class ColumnarFeed:
                     | (window < before - self.clock_step_ns))
             end = int(np.argmax(turn)) if turn.any() else len(window)
             if end == 0:  # an idle sweep or a clock step, before this frame
-                if turn[0] and window[0] < before[0]:
+                if turn[0] and not 0 <= window[0] - before[0] <= CLOCK_LEAP_NS:
                     store.flush_all()  # every session's timeline hears of the step
                 else:
                     store.before_sweep(int(window[0]), IDLE_MQTT_MIN_NS)

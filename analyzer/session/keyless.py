@@ -226,7 +226,8 @@ class KeylessTimeline(SessionTimeline):
         self.last_client_malformed = False  # a record came through after any TLS error
         idle = None
         if self._silence_start is not None:
-            idle = pkt.ts_first_ns - self._silence_start[1]
+            if not self._clock_stepped:
+                idle = pkt.ts_first_ns - self._silence_start[1]
             silence = self._close_silence(pkt.first_frame, pkt.ts_first_ns, SilenceEnd.PACKET)
             if silence is not None:
                 out.append(silence)
@@ -259,7 +260,7 @@ class KeylessTimeline(SessionTimeline):
         self._unconfirmed = None
         self.pingresp += 1
         out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
-                               ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None))
+                               ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None, ping.stepped))
         self._answered(ping, out)  # type: ignore[arg-type]
 
     def _answered(self, ping: _ProbablePing, out: list[Observation]) -> None:

@@ -73,6 +73,8 @@ class PingOutcome:
     """Where observation of this PINGREQ stopped: its answer, the connection's end or capture end."""
     closed_by: str | None
     """'client' or 'server' when the connection closed before an answer; None otherwise."""
+    clock_step: bool = False
+    """The capture's clock stepped while it waited: how long it waited means nothing."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,10 +38,12 @@ _PINGS = frozenset({PacketType.PINGREQ, PacketType.PINGRESP})
 
 
 class _Ping:
-    __slots__ = ("frame", "ts_ns", "repinged_ns")
+    __slots__ = ("frame", "ts_ns", "repinged_ns", "stepped")
 
     def __init__(self, frame: int, ts_ns: int) -> None:
         self.frame, self.ts_ns, self.repinged_ns = frame, ts_ns, None
+        self.stepped = False
+        """The capture's clock stepped while it waited: how long it waited is not known."""
 
 
 @dataclass
@@ -162,7 +164,7 @@ class SessionTimeline:
         hole, a clock step, a repeated ping, no floors)."""
         if (self.end_reason is not None or self._silence_start is None or self._hole is not None
                 or self._clock_stepped or len(self._pings) > 1
-                or (self._pings and self._pings[0].repinged_ns is not None)
+                or (self._pings and (self._pings[0].repinged_ns is not None or self._pings[0].stepped))
                 or self._silence_floor is None or self._ping_floor is None):
             return None
         k = self.keep_alive_s
@@ -218,6 +220,9 @@ class SessionTimeline:
         if not self.ended:
             self.uncertainty.add(Uncertainty.CLOCK_STEP)
             self._clock_stepped = True
+            self._last_pingreq_ns = None  # (no ping spacing across the step)
+            for ping in self._pings:
+                ping.stepped = True
 
     def on_framing_error(self, err: FramingError, to_server: bool) -> None:
         self.framing_errors += 1
@@ -248,8 +253,8 @@ class SessionTimeline:
                                    self._silence_first, self._inbound, self._inbound_first,
                                    self._hole, None, None, False,
                                    self.connack_ns if self._silence_first else None))
-        out += [PingOutcome(p.frame, p.ts_ns, None, None, p.repinged_ns, now_frame, now_ns, None)
-                for p in self._pings]
+        out += [PingOutcome(p.frame, p.ts_ns, None, None, p.repinged_ns, now_frame, now_ns, None,
+                            p.stepped) for p in self._pings]
         return out
 
     def summary(self) -> Session:
@@ -292,7 +297,7 @@ class SessionTimeline:
         self.last_client_malformed = pkt.type == PacketType.RESERVED or (
             ptype in _PINGS and bool(pkt.flags or pkt.remaining_length))
         if self._silence_start is not None:
-            if ptype == PacketType.PINGREQ:
+            if ptype == PacketType.PINGREQ and not self._clock_stepped:
                 self._note_ping_gap(pkt.ts_first_ns - self._silence_start[1])
             silence = self._close_silence(pkt.first_frame, pkt.ts_first_ns, SilenceEnd.PACKET)
             if silence is not None:
@@ -339,10 +344,11 @@ class SessionTimeline:
             if self._pings:
                 ping = self._pings.pop(0)
                 latency = pkt.ts_first_ns - ping.ts_ns
-                if (self._ping_floor is None or latency < 0 or self._clock_stepped
+                if (self._ping_floor is None or latency < 0 or ping.stepped
                         or latency > self._ping_floor(self.keep_alive_s)):
                     out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
-                                           ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None))
+                                           ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None,
+                                           ping.stepped))
             elif not self._pingreq_may_be_unseen():
                 out.append(UnsolicitedPingresp(pkt))
         elif ptype == PacketType.CONNACK and self.connack is None and isinstance(pkt.body, ConnAckBody):
@@ -440,7 +446,7 @@ class SessionTimeline:
         closed_by = "server" if reason.by_server else "client" if reason.by_client else None
         for ping in self._pings:
             out.append(PingOutcome(ping.frame, ping.ts_ns, None, None, ping.repinged_ns, frame,
-                                   ts_ns, closed_by))
+                                   ts_ns, closed_by, ping.stepped))
         self._pings.clear()
         return out
 

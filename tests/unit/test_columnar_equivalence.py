@@ -805,35 +805,49 @@ def test_merged_and_overlapping_captures(synthetic, tmp_path: Path) -> None:
     assert any("timestamps go back" in w for w in doc["captures"][0]["warnings"])
 
 
-def test_a_clock_step_back_leaves_unjudged_only_what_spans_it(synthetic, tmp_path: Path) -> None:
-    """An NTP correction mid-capture: the clock goes back a minute, once, and runs on from there.
-    Only intervals open at the step go unjudged: every finding before it and every finding after
-    it is the one the same frames without the step give, on both paths. (Network time used to
-    stay at the newest timestamp before the step, so every frame of the next minute was taken for
-    another step: each interval of that minute went unjudged, and each such frame walked every
-    connection, 40 times the capture's time.)"""
+YEAR_S = 365 * 86_400
+
+
+@pytest.mark.parametrize("case", ["ntp step back", "clock set at boot", "one corrupt timestamp"])
+def test_a_clock_step_leaves_unjudged_only_what_spans_it(synthetic, tmp_path: Path, case: str) -> None:
+    """The capture's clock steps: back a minute once (an NTP correction), forward 26 years once
+    (a gateway without a clock, whose tcpdump started before NTP set the date), or one frame's
+    timestamp a year ahead (corrupt). Only intervals open at a step go unjudged: every finding
+    before and after it is the one the same frames without the step give, on both paths.
+
+    Network time used to stay at the newest timestamp before a step back, so every frame of the
+    next minute was another step (each interval of that minute unjudged, each frame a walk over
+    every connection: 40 times the capture's time); and a leap forward was taken for time gone by,
+    so every open session was silent for 26 years (thousands of false violations), and every
+    connection idle (evicted, then seen again as sessions started before the capture)."""
     source = synthetic(20_000, 300, 4)
     data = bytearray(source.read_bytes())
     assert data[:4] == b"\x4d\x3c\xb2\xa1"  # nanosecond timestamps
     offsets = record_offsets(bytes(data))
-    step = len(offsets) // 2  # frames 1..step before it
-    for pos in offsets[step:]:
+    middle = len(offsets) // 2
+    moved, by, steps = {
+        "ntp step back": (range(middle, len(offsets)), -60, [middle + 1]),
+        "clock set at boot": (range(middle), -26 * YEAR_S, [middle + 1]),
+        "one corrupt timestamp": (range(middle, middle + 1), YEAR_S, [middle + 1, middle + 2]),
+    }[case]
+    for i in moved:
+        pos = offsets[i]
         sec, frac = struct.unpack_from("<II", data, pos)
-        t = sec * 1_000_000_000 + frac - 60 * 1_000_000_000
-        struct.pack_into("<II", data, pos, t // 1_000_000_000, t % 1_000_000_000)
-    stepped = tmp_path / "ntp-step.pcap"
+        struct.pack_into("<II", data, pos, sec + by, frac)
+    stepped = tmp_path / "stepped.pcap"
     stepped.write_bytes(bytes(data))
 
     def found(doc: dict[str, Any]) -> set[tuple[str, tuple[int, ...], Any]]:
         return {(f["rule_id"], tuple(f["frames"]), f["gap_s"]) for f in doc["findings"]}
 
-    plain, doc = found(document([source])), assert_same_report([stepped])
-    before = {f for f in plain if f[1][-1] <= step}
-    after = {f for f in plain if f[1][0] > step}
-    assert len(before) > 50 and len(after) > 50 and len(before | after) < len(plain)
-    assert found(doc) == before | after
+    plain, doc = document([source]), assert_same_report([stepped])
+    kept = {f for f in found(plain) if not any(f[1][0] < step <= f[1][-1] for step in steps)}
+    assert 100 < len(kept) < len(found(plain))
+    assert found(doc) == kept
+    assert len(doc["sessions"]) == len(plain["sessions"])
     (warning,) = doc["captures"][0]["warnings"]
-    assert "timestamps go back 60.0" in warning and f"at frame {step + 1} " in warning
+    way = "back" if by < 0 and case != "clock set at boot" else "forward"
+    assert f"timestamps go {way} {abs(by)}." in warning and f"at frame {steps[0]} " in warning
 
 
 def test_a_capture_cut_by_a_snap_length_gives_the_same_report(synthetic, tmp_path: Path,
