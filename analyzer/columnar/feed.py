@@ -11,11 +11,11 @@ state was at the start of the run and the frames of that connection before it:
   frame but a SYN;
 * an MQTT connection in a healthy steady state (a *resident* of the `steady.Store`): an in-order
   segment with no SYN, FIN or RST, acknowledging exactly what the other side sent, whose bytes
-  frame into packets of the common kinds (as many as `steady.MAX_PACKETS_A_SEGMENT`), each keeping the session's timeline inside every limit:
-  a client silence no longer than any rule could object to, a PINGREQ answered in time (a segment
-  cut by the snap length too, where the bytes not kept lie inside a payload); or such a segment
-  wholly of bytes its stream already has (captured twice, or retransmitted), which the stream only
-  counts.
+  frame into packets of the common kinds (as many as `steady.MAX_PACKETS_A_SEGMENT`), each keeping
+  the session's timeline inside every limit: a client silence no longer than any rule could object
+  to, a PINGREQ answered in time (a segment cut by the snap length too, where the bytes not kept
+  lie inside a payload); or such a segment wholly of bytes its stream already has (captured twice,
+  or retransmitted), which the stream only counts.
 
 A connection's frames up to its first unsteady one are applied in one step (`steady.commit`): the
 counters, clocks and sequence numbers they would have moved, moved, in the store's arrays, which
