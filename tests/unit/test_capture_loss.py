@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from analyzer.engine import CaptureAnalysis, Options
-from analyzer.ruleset import load_ruleset
+from analyzer.engine import CaptureAnalysis
 from tests.builders import PINGREQ, PINGRESP, connack, connect, disconnect, publish
-from tests.unit.test_tls_keyless import NS, Conn
+from tests.unit.test_tls_keyless import Conn, run
 
 
 def test_pingresp_before_its_pingreq_is_released_from_behind_a_hole() -> None:
@@ -24,10 +23,7 @@ def test_pingresp_before_its_pingreq_is_released_from_behind_a_hole() -> None:
         conn.send(t + 0.001, False, PINGRESP)
     conn.send(4.0, True, disconnect())
     conn.close(4.0)
-    analysis = CaptureAnalysis("synthetic", Options(ruleset=load_ruleset()))
-    for n, (at, data) in enumerate(conn.frames, start=1):
-        analysis.frame(n, int(at * NS), 101, data)
-    analysis.finish()
+    analysis = run(conn)
     (session,) = analysis.sessions
     assert session.pingreq == 2 and session.pingresp == 2
     assert "KA205" not in {f.rule_id for f in analysis.findings}
@@ -51,11 +47,7 @@ def _late_ping_after(conn: Conn, lose: slice) -> tuple[CaptureAnalysis, int, int
     conn.send(3.501, False, PINGRESP)
     conn.send(4.0, True, disconnect())
     conn.close(4.0)
-    analysis = CaptureAnalysis("synthetic", Options(ruleset=load_ruleset()))
-    for n, (at, data) in enumerate(conn.frames, start=1):
-        analysis.frame(n, int(at * NS), 101, data)
-    analysis.finish()
-    return analysis, sent, late
+    return run(conn), sent, late
 
 
 def test_a_loss_inside_a_publish_payload_hides_no_packet() -> None:

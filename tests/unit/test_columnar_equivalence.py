@@ -28,6 +28,7 @@ import struct
 import sys
 import threading
 from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -168,6 +169,28 @@ def record_offsets(data: bytes) -> list[int]:
     return offsets
 
 
+def count_per_frame(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], int]:
+    """A function that reads a capture the columnar way and says how many of its frames took the
+    per-frame way (`CaptureAnalysis.frame`): what a test of what the bulk takes counts."""
+    from analyzer.engine import CaptureAnalysis
+
+    counted = [0]
+    real_frame = CaptureAnalysis.frame
+
+    def frame(analysis: CaptureAnalysis, *args: Any) -> None:
+        counted[0] += 1
+        real_frame(analysis, *args)
+
+    monkeypatch.setattr(CaptureAnalysis, "frame", frame)
+
+    def count(capture: Path) -> int:
+        counted[0] = 0
+        report([capture], columnar=True)
+        return counted[0]
+
+    return count
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory):
     """`bench/generate.py` captures by (frames, clients, seed), generated once per module."""
@@ -260,7 +283,6 @@ def test_frames_captured_twice_are_steady(synthetic, tmp_path: Path,
     the per-frame way takes about twice the frames it takes of the capture taken once (those and
     their copies; 15 times as many before, all the copies: 2.5 times the per-frame path's time).
     The same report."""
-    from analyzer.engine import CaptureAnalysis
 
     original = synthetic(20_000, 120, 4)
     with open_capture(str(original)) as reader:
@@ -268,19 +290,9 @@ def test_frames_captured_twice_are_steady(synthetic, tmp_path: Path,
     twice = write_pcap(tmp_path / "twice.pcap", 1,
                        [copy for ts, data in frames for copy in ((ts, data), (ts + 1_000, data))])
     assert_same_report([twice])
-    per_frame: list[int] = []
-    real_frame = CaptureAnalysis.frame
-
-    def counted(analysis: CaptureAnalysis, *args: Any) -> None:
-        per_frame[-1] += 1
-        real_frame(analysis, *args)
-
-    monkeypatch.setattr(CaptureAnalysis, "frame", counted)
-    for capture in (original, twice):
-        per_frame.append(0)
-        report([capture], columnar=True)
-    once, doubled = per_frame
-    assert 0 < once and doubled < 3 * once, per_frame
+    count = count_per_frame(monkeypatch)
+    once, doubled = count(original), count(twice)
+    assert 0 < once and doubled < 3 * once, (once, doubled)
 
 
 def _not_tcp(i: int) -> bytes:
@@ -310,7 +322,6 @@ def test_frames_without_tcp_are_counted_in_bulk(synthetic, tmp_path: Path,
     one. They are counted as skipped in bulk rather than one by one (each went the per-frame way,
     and a batch of mostly such frames sent its MQTT frames that way too: 22 us a frame without
     TCP); the report is the same both ways, and the MQTT sessions' are the capture's without them."""
-    from analyzer.engine import CaptureAnalysis
 
     original = synthetic(20_000, 120, 4)
     with open_capture(str(original)) as reader:
@@ -327,20 +338,10 @@ def test_frames_without_tcp_are_counted_in_bulk(synthetic, tmp_path: Path,
     assert [f["rule_id"] for f in doc["findings"]] == [f["rule_id"] for f in plain["findings"]]
     assert len(doc["sessions"]) == len(plain["sessions"])
 
-    per_frame: list[int] = []
-    real_frame = CaptureAnalysis.frame
-
-    def counted(analysis: CaptureAnalysis, *args: Any) -> None:
-        per_frame[-1] += 1
-        real_frame(analysis, *args)
-
-    monkeypatch.setattr(CaptureAnalysis, "frame", counted)
-    for path in (original, capture):
-        per_frame.append(0)
-        report([path], columnar=True)
-    alone, together = per_frame
+    count = count_per_frame(monkeypatch)
+    alone, together = count(original), count(capture)
     # the ARP frames and the ICMPv6 behind its extension header go the per-frame way (2 in 7)
-    assert together < alone + 3 * len(frames) * 2 / 7 + 200, per_frame
+    assert together < alone + 3 * len(frames) * 2 / 7 + 200, (alone, together)
 
 
 def _busy_publishers(path: Path, clients: int, segments: int) -> Path:
@@ -382,29 +383,18 @@ def test_segments_of_many_packets_are_steady(tmp_path: Path, monkeypatch: pytest
     7.4 s, 0.81 s now). A segment with more than `MAX_PACKETS_A_SEGMENT` still goes the per-frame
     way. The same report."""
     from analyzer.columnar import steady
-    from analyzer.engine import CaptureAnalysis
 
     capture = _busy_publishers(tmp_path / "busy.pcap", 8, 300)
     doc = assert_same_report([capture])
     assert len(doc["sessions"]) == 8
     assert sorted(f["rule_id"] for f in doc["findings"]) == ["KA101"] * 8
     assert all(s["client_packets"] > 10_000 for s in doc["sessions"])
-    per_frame: list[int] = []
-    real_frame = CaptureAnalysis.frame
-
-    def counted(analysis: CaptureAnalysis, *args: Any) -> None:
-        per_frame[-1] += 1
-        real_frame(analysis, *args)
-
-    monkeypatch.setattr(CaptureAnalysis, "frame", counted)
-    for most in (steady.MAX_PACKETS_A_SEGMENT, 20):
-        monkeypatch.setattr(steady, "MAX_PACKETS_A_SEGMENT", most)
-        per_frame.append(0)
-        report([capture], columnar=True)
-    many, few = per_frame
-    frames = doc["captures"][0]["frames"]
-    assert many < frames // 10 < few, (per_frame, frames)
+    count = count_per_frame(monkeypatch)
+    many = count(capture)
     monkeypatch.setattr(steady, "MAX_PACKETS_A_SEGMENT", 20)
+    few = count(capture)
+    frames = doc["captures"][0]["frames"]
+    assert many < frames // 10 < few, (many, few, frames)
     assert_same_report([capture])
 
 
@@ -858,7 +848,6 @@ def test_a_capture_cut_by_a_snap_length_gives_the_same_report(synthetic, tmp_pat
     packet may hide in: a third of the findings were KA902, the silence not judged). Cut frames
     are steady as whole ones are: the per-frame way takes no more of them (it took every one,
     which made such a capture three times slower to read)."""
-    from analyzer.engine import CaptureAnalysis
     source = synthetic(20_000, 300, 4)
     data = source.read_bytes()
 
@@ -899,19 +888,9 @@ def test_a_capture_cut_by_a_snap_length_gives_the_same_report(synthetic, tmp_pat
     assert (records(assert_same_report([twice(bytes(out), "snap96-any.pcap")]))
             == records(document([twice(data, "any.pcap")])))
 
-    per_frame: list[int] = []
-    real_frame = CaptureAnalysis.frame
-
-    def counted(analysis: CaptureAnalysis, *args: Any) -> None:
-        per_frame[-1] += 1
-        real_frame(analysis, *args)
-
-    monkeypatch.setattr(CaptureAnalysis, "frame", counted)
-    for capture in (source, snapped):
-        per_frame.append(0)
-        report([capture], columnar=True)
-    whole_frames, cut_frames = per_frame
-    assert 0 < cut_frames <= whole_frames * 1.05, per_frame
+    count = count_per_frame(monkeypatch)
+    whole_frames, cut_frames = count(source), count(snapped)
+    assert 0 < cut_frames <= whole_frames * 1.05, (whole_frames, cut_frames)
 
 
 # -- compressed, truncated and corrupt copies ---------------------------------------------------
@@ -1034,7 +1013,6 @@ def test_frames_behind_two_vlan_tags_are_steady(synthetic, tmp_path: Path,
     """Behind a service tag and a customer tag (802.1ad, "QinQ", as on a provider's trunk) frames
     are decoded in bulk as behind one: the per-frame way takes no more of them than of the
     untagged capture (it took every one, 1.7 times the untagged capture's time). The same report."""
-    from analyzer.engine import CaptureAnalysis
 
     original = synthetic(20_000, 120, 4)
     with open_capture(str(original)) as reader:
@@ -1042,18 +1020,9 @@ def test_frames_behind_two_vlan_tags_are_steady(synthetic, tmp_path: Path,
     _, tagged = VARIANTS["802.1ad and 802.1Q tags"](1, frames)
     capture = write_pcap(tmp_path / "qinq.pcap", 1, tagged)
     assert_same_report([capture])
-    per_frame: list[int] = []
-    real_frame = CaptureAnalysis.frame
-
-    def counted(analysis: CaptureAnalysis, *args: Any) -> None:
-        per_frame[-1] += 1
-        real_frame(analysis, *args)
-
-    monkeypatch.setattr(CaptureAnalysis, "frame", counted)
-    for path in (original, capture):
-        per_frame.append(0)
-        report([path], columnar=True)
-    assert 0 < per_frame[1] <= per_frame[0], per_frame
+    count = count_per_frame(monkeypatch)
+    untagged, tagged_frames = count(original), count(capture)
+    assert 0 < tagged_frames <= untagged, (untagged, tagged_frames)
 
 
 def test_damaged_captures_of_every_shape(tmp_path: Path) -> None:
