@@ -387,7 +387,12 @@ class SessionTimeline:
         start_frame, start_ns = self._silence_start  # type: ignore[misc]
         self._silence_start = None
         duration = ts_ns - start_ns
-        stepped, self._clock_stepped = self._clock_stepped or duration < 0, False
+        stepped, self._clock_stepped = self._clock_stepped, False
+        if duration < 0 and not stepped:
+            # delivered out of time order, not a clock step (`CaptureAnalysis` tells those): a
+            # segment lost before the capture point and resent after later ones, or frames of
+            # several queues a few microseconds apart. The packets came back to back: no silence.
+            ts_ns, duration = start_ns, 0
         if stepped:
             self.uncertainty.add(Uncertainty.CLOCK_STEP)
         else:

@@ -68,3 +68,31 @@ def test_a_loss_that_ends_a_packet_leaves_the_silence_after_it_unjudged() -> Non
     (session,) = analysis.sessions
     assert "hole" in session.uncertainty
     assert not {"KA101", "KA102"} & {f.rule_id for f in analysis.findings}
+
+
+def test_a_segment_resent_after_later_ones_is_no_clock_step() -> None:
+    """A client segment lost before the capture point is resent after the segments that followed
+    it were captured: delivered in order, its packet ends after the next one starts. No time
+    passed between them (the client sent them back to back), and the capture's clock did not step:
+    the session is not marked `clock_step`, and its silences are judged as before."""
+    conn = Conn(server_port=1883)
+    conn.open()
+    conn.send(0.03, True, connect(keep_alive=2))
+    conn.send(0.031, False, connack())
+    first, second = publish("t", b"a" * 10), publish("t", b"b" * 10)
+    sent = conn.seq[True]
+    conn.seq[True] += len(first)               # the first PUBLISH is lost on the way
+    conn.send(1.0, True, second)                # the second is captured
+    resent = conn.seq[True]
+    conn.seq[True] = sent
+    conn.send(1.3, True, first)                 # the first, resent after its timeout
+    conn.seq[True] = resent
+    late = conn.send(4.0, True, PINGREQ)        # 3 s after the second PUBLISH, the last sent
+    conn.send(4.001, False, PINGRESP)
+    conn.send(4.5, True, disconnect())
+    conn.close(4.5)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert session.client_packets == 5 and session.uncertainty == frozenset()
+    assert [f.rule_id for f in analysis.findings] == ["KA101"]
+    assert analysis.findings[0].frames[1] == late and analysis.findings[0].gap_s == 3.0
