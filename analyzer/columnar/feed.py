@@ -227,7 +227,8 @@ class _FlowIds:
         if len(simple):
             keys, gid[simple] = _distinct_pairs(segs, lo[simple], hi[simple])
         index = {k: i for i, k in enumerate(keys)}
-        for i in np.flatnonzero(~segs.simple & ~segs.non_tcp).tolist():  # other shapes: decoded the per-frame way
+        # other shapes: decoded the per-frame way
+        for i in np.flatnonzero(~segs.simple & ~segs.non_tcp).tolist():
             seg = decode_segment(batch.linktype_of(i), batch.frame(i)[3])
             if seg.__class__ is str:
                 continue

@@ -102,8 +102,8 @@ def decode(batch: FrameBatch) -> Segments:
                     non_tcp)
     six = np.flatnonzero((ip6 >= 0) & (caplen >= ip6 + 40))
     if len(six):
-        first = raw[np.minimum(batch.data_start[six] + ip6[six] + 6, len(raw) - 1)]
-        segs.non_tcp[six[~np.isin(first, _NOT_NON_TCP6)]] = True
+        next_header = raw[np.minimum(batch.data_start[six] + ip6[six] + 6, len(raw) - 1)]
+        segs.non_tcp[six[~np.isin(next_header, _NOT_NON_TCP6)]] = True
     six = np.flatnonzero((ip6 >= 0) & (caplen >= ip6 + HEAD6))
     if len(six):
         _ipv6(segs, raw, batch, six, ip6[six])
