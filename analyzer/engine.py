@@ -210,8 +210,7 @@ class CaptureAnalysis:
         self.now_ns = ts_ns
         self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
         for flow in self.table.flows():
-            if shift > 0:
-                flow.last_ns += shift
+            flow.last_ns += shift
             if flow.kind == MQTT and flow.state is not None and flow.state.timeline is not None:
                 flow.state.timeline.on_clock_step()
 

@@ -798,12 +798,14 @@ def test_merged_and_overlapping_captures(synthetic, tmp_path: Path) -> None:
 YEAR_S = 365 * 86_400
 
 
-@pytest.mark.parametrize("case", ["ntp step back", "clock set at boot", "one corrupt timestamp"])
+@pytest.mark.parametrize("case", ["ntp step back", "clock set at boot", "one corrupt timestamp",
+                                  "one timestamp near zero"])
 def test_a_clock_step_leaves_unjudged_only_what_spans_it(synthetic, tmp_path: Path, case: str) -> None:
     """The capture's clock steps: back a minute once (an NTP correction), forward 26 years once
     (a gateway without a clock, whose tcpdump started before NTP set the date), or one frame's
-    timestamp a year ahead (corrupt). Only intervals open at a step go unjudged: every finding
-    before and after it is the one the same frames without the step give, on both paths.
+    timestamp a year ahead or near 1970 (corrupt). Only intervals open at a step go unjudged:
+    every finding before and after it is the one the same frames without the step give, on both
+    paths, and no session is split (connections are as idle after a step as before it).
 
     Network time used to stay at the newest timestamp before a step back, so every frame of the
     next minute was another step (each interval of that minute unjudged, each frame a walk over
@@ -819,6 +821,7 @@ def test_a_clock_step_leaves_unjudged_only_what_spans_it(synthetic, tmp_path: Pa
         "ntp step back": (range(middle, len(offsets)), -60, [middle + 1]),
         "clock set at boot": (range(middle), -26 * YEAR_S, [middle + 1]),
         "one corrupt timestamp": (range(middle, middle + 1), YEAR_S, [middle + 1, middle + 2]),
+        "one timestamp near zero": (range(middle, middle + 1), -1_780_000_000, [middle + 1, middle + 2]),
     }[case]
     for i in moved:
         pos = offsets[i]
