@@ -134,6 +134,9 @@ class CaptureAnalysis:
         self._latest_by_client_id: dict[str, SessionTimeline] = {}
         self.clock_steps = 0
         self.warnings: list[str] = []
+        self._first_step = ""
+        self._step_warning = -1
+        """The first clock step's warning, and where it stands in `warnings` (`_clock_step`)."""
         self._reported = 0
         self._emitted: dict[str, set[tuple[str, int]]] = {}
         """Live mode: the findings `tick` returned, by session id, as (rule id, first frame), which
@@ -204,9 +207,14 @@ class CaptureAnalysis:
         shift = ts_ns - self.now_ns
         if self.clock_steps == 1:
             way = "back" if shift < 0 else "forward"
-            self.warnings.append(
-                f"timestamps go {way} {abs(shift) / NS:.3f} s at frame {frame_no} (a clock step or "
-                "merged captures): intervals across a step are not judged")
+            self._first_step = (f"timestamps go {way} {abs(shift) / NS:.3f} s at frame {frame_no} (a "
+                                "clock step or merged captures): intervals across a step are not judged")
+            self._step_warning = len(self.warnings)
+            self.warnings.append(self._first_step)
+        else:  # (the warning counts them: merged captures whose clocks differ step again and again)
+            more = self.clock_steps - 1
+            self.warnings[self._step_warning] = (
+                f"{self._first_step} (and {more:,} more step{'s' if more > 1 else ''} after it)")
         self.now_ns = ts_ns
         self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
         for flow in self.table.flows():

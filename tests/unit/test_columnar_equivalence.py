@@ -841,6 +841,7 @@ def test_a_clock_step_leaves_unjudged_only_what_spans_it(synthetic, tmp_path: Pa
     (warning,) = doc["captures"][0]["warnings"]
     way = "back" if by < 0 and case != "clock set at boot" else "forward"
     assert f"timestamps go {way} {abs(by)}." in warning and f"at frame {steps[0]} " in warning
+    assert warning.endswith("(and 1 more step after it)") == (len(steps) == 2), warning
 
 
 def test_a_capture_cut_by_a_snap_length_gives_the_same_report(synthetic, tmp_path: Path,
