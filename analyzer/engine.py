@@ -184,14 +184,16 @@ class CaptureAnalysis:
         of every frame; alone, for a frame of a connection another process tracks (`analyzer.split`)."""
         self.last_frame = frame_no
         if ts_ns > self.now_ns:
-            if ts_ns - self.now_ns > CLOCK_LEAP_NS and self._next_sweep_ns is not None:
-                self._clock_step(frame_no, ts_ns)
-                return
-            self.now_ns = ts_ns
             if self._next_sweep_ns is None:
                 self._next_sweep_ns = ts_ns + SWEEP_EVERY_NS
-            elif ts_ns >= self._next_sweep_ns:
+            elif ts_ns >= self._next_sweep_ns:  # (a leap always passes the sweep time, 30 s on)
+                if ts_ns - self.now_ns > CLOCK_LEAP_NS:
+                    self._clock_step(frame_no, ts_ns)
+                    return
+                self.now_ns = ts_ns
                 self._sweep(frame_no)
+                return
+            self.now_ns = ts_ns
         elif ts_ns < self.now_ns - CLOCK_STEP_NS:
             self._clock_step(frame_no, ts_ns)
 

@@ -122,7 +122,7 @@ class MQTTFramer:
         packet in progress, even one of which only a header byte was seen, is reported truncated and
         the framer resynchronises at the next segment.
         """
-        if self._ptype >= 0 and self._body is None and missing <= self._left:
+        if self.absorbs(missing, own=True):  # (its timing aside)
             self._left -= missing
             if self._left:
                 return []

@@ -125,19 +125,13 @@ class HalfStream:
         """Bytes before `seq` will never be captured (a snap length cut them, or a FIN follows):
         segments buffered before it are delivered, each after the gap before it (a FIN that
         arrives while segments wait behind a loss must not take them with it)."""
-        while self.pending and self.next_seq is not None:
-            first = min(self.pending, key=lambda s: seq_diff(s, self.next_seq))
-            if seq_diff(first, seq) >= 0 or seq_diff(first, self.next_seq) <= 0:
-                break
-            self._skip_to(first, frame_no, ts_ns)
+        self._release(seq, frame_no, ts_ns)
         self._skip_to(seq, frame_no, ts_ns)
 
     def finish(self, frame_no: int, ts_ns: int) -> None:
         """The stream is over: buffered bytes behind a hole are delivered after an explicit gap."""
         self.expire(frame_no, ts_ns)
-        while self.pending:
-            first = min(self.pending, key=lambda s: seq_diff(s, self.next_seq))
-            self._skip_to(first, frame_no, ts_ns)
+        self._release(None, frame_no, ts_ns)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -188,6 +182,15 @@ class HalfStream:
                 else:
                     self.retransmitted_bytes += len(payload)
                 progressed = True
+
+    def _release(self, before: int | None, frame_no: int, ts_ns: int) -> None:
+        """Deliver the buffered segments (those starting before `before`, if given), in order, each
+        after the gap before it."""
+        while self.pending and self.next_seq is not None:
+            first = min(self.pending, key=lambda s: seq_diff(s, self.next_seq))
+            if (before is not None and seq_diff(first, before) >= 0) or seq_diff(first, self.next_seq) <= 0:
+                break
+            self._skip_to(first, frame_no, ts_ns)
 
     def _skip_to(self, seq: int, frame_no: int, ts_ns: int) -> None:
         missing = seq_diff(seq, self.next_seq)

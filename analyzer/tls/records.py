@@ -340,7 +340,7 @@ class TLSRecordParser:
     def gap(self, missing: int, frame_no: int, ts_ns: int) -> list[Event]:
         """`missing` bytes of this direction were never captured."""
         rec = self._rec
-        inside = rec is not None and missing <= self._left
+        inside = self.absorbs(missing, own=True)  # (its timing aside)
         out: list[Event] = [TLSGap(missing, frame_no, ts_ns, inside)]
         if inside:
             rec.truncated = True
