@@ -118,15 +118,40 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     np.minimum.at(first_bad, slot[bad], bad)
     row = np.arange(len(rest))
     limit = np.where(tcp, first_bad[g0], row)
-    now = row >= limit if last else (row == limit) | ((kind == OPAQUE) & (row > limit))
+    if last:
+        now, deferred = row >= limit, rest[:0]
+    else:
+        after = row > limit
+        now = (row == limit) | ((kind == OPAQUE) & after)
+        _opening(now, after & ((kind == SINGLE) | (kind == ABSENT)), slot)
+        deferred = rest[after & ~now]
     single_rows = np.flatnonzero((now & tcp) | (gid == -1))
-    deferred = rest[(row > limit) & (kind != OPAQUE)] if not last else rest[:0]
     connect = np.where(tcp, store.connect[g0], CONNECT_NONE)
     connect[flows.foreign[rest]] = CONNECT_PENDING  # another process's CONNECT reaches ours too
     unsettled = (connect != CONNECT_NONE) & ~(no_data & simple)
     return Plan(rest[single_rows], slot[single_rows], deferred, rest, slot, row < limit, events,
                 rest[unsettled], (connect == CONNECT_UNDECIDED)[unsettled],
                 int(np.count_nonzero(kind == OPAQUE)))
+
+
+OPENING_FRAMES = 4
+"""Frames a connection the per-frame way must take (not in the table yet, or between its SYN and
+its CONNECT) sends after its first one in a pass that go the per-frame way in that pass too: the
+rest of a handshake and a CONNECT and CONNACK (or of a close: FIN, FIN, ACK), after which it may be
+steady. Each waiting for a pass of its own made a new session cost five passes; all of them going
+the per-frame way would take a busy client's first run frame by frame."""
+
+
+def _opening(now: np.ndarray, after: np.ndarray, slot: np.ndarray) -> None:
+    """Mark in `now` the first `OPENING_FRAMES` rows of each connection (`slot`) among `after`."""
+    rows = np.flatnonzero(after)
+    if not len(rows):
+        return
+    rows = rows[np.argsort(slot[rows], kind="stable")]
+    starts = _starts(slot[rows])
+    at = np.arange(len(rows))
+    rank = at - np.maximum.accumulate(np.where(starts, at, 0))
+    now[rows[rank < OPENING_FRAMES]] = True
 
 
 def _shown_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarray, slot: np.ndarray,
