@@ -450,7 +450,18 @@ class CaptureAnalysis:
 
     def _sweep(self, frame_no: int) -> None:
         self._next_sweep_ns = self.now_ns + SWEEP_EVERY_NS
-        self.table.sweep(self.now_ns, frame_no, _idle_limit_ns, SHORTEST_IDLE_NS)
+        self.table.sweep(self.now_ns, frame_no, idle_limit_ns, SHORTEST_IDLE_NS)
+
+    def idle_flows(self, now_ns: int) -> list[Flow]:
+        """The connections an idle sweep at `now_ns` would evict, as they stand."""
+        return self.table.idle(now_ns, idle_limit_ns, SHORTEST_IDLE_NS)
+
+    def swept(self, frame_no: int, now_ns: int, evicted: list[Flow]) -> None:
+        """The idle sweep at frame `frame_no`, whose evictions were worked out ahead (`evicted`,
+        in `idle_flows` order: the columnar path's sweeps inside a run of frames)."""
+        self._next_sweep_ns = now_ns + SWEEP_EVERY_NS
+        for flow in evicted:
+            self.table.evict(flow, frame_no, now_ns)
 
     def _evicted(self, flow: Flow, frame_no: int, now_ns: int) -> None:
         if flow.kind == MQTT:
@@ -485,7 +496,8 @@ class CaptureAnalysis:
         self.findings.sort(key=lambda f: (f.stream_index, f.ts_ns, f.rule_id))
 
 
-def _idle_limit_ns(flow: Flow) -> int:
+def idle_limit_ns(flow: Flow) -> int:
+    """How long connection `flow` may stay idle before a sweep evicts it, as it stands."""
     if flow.closed:
         return IDLE_CLOSED_NS
     if flow.kind != MQTT:

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 A batch is cut into runs of frames between two points where network time does something global
-(an idle sweep, a clock step), so within a run connections do not interact. For every frame the
+(a clock step, an idle sweep that cannot be known ahead), so within a run connections do not
+interact. For every frame the
 run decides, with NumPy over the whole run, whether it is *steady* given what its connection's
 state was at the start of the run and the frames of that connection before it:
 
@@ -40,6 +41,15 @@ few frames (sessions whose CONNECT came before the capture started, which may st
 read in runs of a few frames, each paying for a pass's NumPy work: ten times the per-frame cost.
 A run never holds more frames than the flow table has room for, so no connection is shed inside one.
 
+An idle sweep (every `SWEEP_EVERY_NS` of network time) evicts the connections idle for longer than
+their limit, reading each one's last activity as it stands at the sweep's frame. A run goes on
+across a sweep whose evictions can be worked out from the run's start and its first pass
+(`_Run._plan_sweeps`), and makes them in capture order among its per-frame frames; it ends before
+one where a connection it evicts speaks again, or where the run's own frames could have changed a
+connection's limit before it (a FIN, a DISCONNECT, a frame not steady), as the sweep must then see
+the run's frames before it applied and none after. Ending runs at every sweep held them to 30 s of
+traffic, a pass's NumPy work for every few thousand frames of a busy broker.
+
 A batch whose frames are mostly of shapes the columnar decoder does not take (three VLAN tags,
 IP options: `segments.decode`) goes the per-frame way as a whole, after every resident is written
 (`Store.clear`): such frames are never steady, and judging them in passes only costs more. So do
@@ -58,15 +68,16 @@ the run's takeover check like a CONNECT of this process's own).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from analyzer.columnar import steady
 from analyzer.columnar.segments import Segments, decode
 from analyzer.decode.ip import SKIP_NON_TCP
-from analyzer.decode.tcp import ACK, SYN, decode_segment
-from analyzer.engine import CLOCK_LEAP_NS, IDLE_MQTT_MIN_NS
+from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
+from analyzer.engine import (CLOCK_LEAP_NS, IDLE_MQTT_MIN_NS, SHORTEST_IDLE_NS, SWEEP_EVERY_NS,
+                             idle_limit_ns)
 from analyzer.mqtt.detect import connect_client_id
 from analyzer.sources.batch import FrameBatch
 from analyzer.split import owned
@@ -159,7 +170,9 @@ class ColumnarFeed:
                 self._one(batch, pos, offset)
                 pos += 1
                 continue
-            pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset).run()
+            sweeps, end = _sweep_points(window, before, end, self.clock_step_ns)
+            pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset,
+                       [pos + p for p in sweeps]).run()
         store.end()
         if self.opaque > OPAQUE_SHARE * n:
             self._opaque_batches = OPAQUE_RETRY - 1
@@ -181,6 +194,25 @@ class ColumnarFeed:
             self._store.flush(int(self._store.rows[g]))
         frame_no, ts_ns, linktype, data, _wire = batch.frame(i)
         self.analysis.frame(frame_no + offset, ts_ns, linktype, data)
+
+
+def _sweep_points(window: np.ndarray, before: np.ndarray, first: int, clock_step_ns: int
+                  ) -> tuple[list[int], int]:
+    """The idle sweeps a run starting at `window` (timestamps; `before`: network time before each)
+    may hold, from its first turn `first` (a sweep or a clock step; not the run's first frame),
+    and where the run must end at the latest (a clock step). A sweep comes at the first frame
+    that moves network time past the last one's time and `SWEEP_EVERY_NS`."""
+    steps = np.flatnonzero(window[first:] < before[first:] - clock_step_ns)
+    stop = first + int(steps[0]) if len(steps) else len(window)
+    reached = np.maximum.accumulate(window)
+    points: list[int] = []
+    at = first
+    while at < stop:
+        if window[at] - before[at] > CLOCK_LEAP_NS:  # a leap: a clock step, which ends the run
+            return points, at
+        points.append(at)
+        at = int(np.searchsorted(reached, window[at] + SWEEP_EVERY_NS, "left"))
+    return points, stop
 
 
 FOREIGN = -2
@@ -229,6 +261,8 @@ class _FlowIds:
         if len(simple):
             keys, gid[simple] = _distinct_pairs(segs, lo[simple], hi[simple])
         index = {k: i for i, k in enumerate(keys)}
+        self.index = index
+        """The connection id of each of `keys`."""
         # other shapes: decoded the per-frame way
         for i in np.flatnonzero(~segs.simple & ~segs.non_tcp).tolist():
             seg = decode_segment(batch.linktype_of(i), batch.frame(i)[3])
@@ -272,9 +306,15 @@ class _Run:
     """One run of frames (see the module docstring), judged and applied in passes."""
 
     def __init__(self, feed: ColumnarFeed, batch: FrameBatch, segs: Segments, flows: _FlowIds,
-                 lo: int, hi: int, before: np.ndarray, offset: int) -> None:
+                 lo: int, hi: int, before: np.ndarray, offset: int, sweeps: list[int]) -> None:
+        """`sweeps`: where idle sweeps come inside the run (`_sweep_points`)."""
         self.feed, self.batch, self.segs, self.flows = feed, batch, segs, flows
         self.lo, self.hi, self.before, self.offset = lo, hi, before, offset
+        self.sweeps = sweeps
+        self._due: list[tuple[int, int, list[Any]]] = []
+        """The sweeps to make, in order: (position, network time, connections evicted)."""
+        self._due_at = hi
+        """The position of the first of them (`hi`: none)."""
 
     def run(self) -> int:
         """Analyse the run's frames; return where the next run starts (a run may end early)."""
@@ -283,11 +323,16 @@ class _Run:
         # other processes' frames and frames without TCP only cut runs (they are network time):
         # the passes skip them
         rest = np.flatnonzero(self.flows.gid[self.lo:self.hi] > FOREIGN) + self.lo
+        if self.sweeps:  # (flushes the residents any of them might evict)
+            store.before_sweep(int(self.batch.ts_ns[self.sweeps[-1]]), IDLE_MQTT_MIN_NS)
         passes = 0
         last = slow = False
         while len(rest):
             passes += 1
             if len(rest) < PER_FRAME_BELOW:
+                if passes == 1 and self.sweeps:
+                    self._plan_sweeps(rest, np.zeros(len(rest), dtype=bool))
+                    rest = rest[rest < self.hi]
                 self._singly(rest)
                 break
             last = last or passes == MAX_PASSES
@@ -303,14 +348,24 @@ class _Run:
                     plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
                                        last)
                 elif cuts:  # early in the run: its first pass is its last instead
+                    last = True
                     plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
                                        True)
+                if self.sweeps and self._plan_sweeps(plan.rest, plan.fast):
+                    rest = rest[rest < self.hi]
+                    if len(rest) < PER_FRAME_BELOW:
+                        self._singly(rest)
+                        break
+                    plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
+                                       last)
             self._apply(plan)
             self.feed.opaque += plan.opaque
             # two passes in a row that took few of their frames: the next is the last
             slow, was_slow = len(plan.deferred) > SLOW_PASS * len(rest), slow
             last = slow and was_slow
             rest = plan.deferred
+        while self._due_at < self.hi:  # sweeps after the run's last frame the per-frame way
+            self._sweep({})
         analysis.now_ns = max(analysis.now_ns, int(self.batch.ts_ns[self.lo:self.hi].max()))
         analysis.last_frame = self.batch.first_frame + self.offset + self.hi - 1
         skipped = int(np.count_nonzero(self.flows.gid[self.lo:self.hi] == NON_TCP))
@@ -339,6 +394,8 @@ class _Run:
         for i, g, start, end, ts_ns, now_ns, linktype in zip(
                 positions.tolist(), slots.tolist(), starts, ends, stamps,
                 self.before[positions - self.lo].tolist(), linktypes):
+            while i >= self._due_at:
+                self._sweep(pending)
             if g >= 0:
                 work = pending.pop(g, None) if pending else None
                 if work is not None:
@@ -346,6 +403,99 @@ class _Run:
                 flush(g)
             analysis.now_ns = now_ns  # network time just before frame i
             frame(first + i, ts_ns, linktype, buf[start:end])
+
+    def _plan_sweeps(self, rest: np.ndarray, fast: np.ndarray) -> bool:
+        """Work out ahead what each idle sweep inside the run evicts (`_due`), from the frames
+        `rest` of its first pass (`fast`: the steady ones); end the run before the first sweep
+        where that cannot be known, or where a connection it evicts speaks again (it would be
+        a new connection), and return whether it was ended.
+
+        A sweep reads each connection's last activity and idle limit as they stand at its frame.
+        Every limit is at least `SHORTEST_IDLE_NS`, so a connection that spoke more recently in
+        the run is not evicted. One that did not speak in the run before the sweep stands as at
+        the run's start. One that spoke longer ago stands as its last frame before the sweep
+        left it, which is known where its frames up to there were all steady (they change no
+        limit: no SYN, FIN or RST, no CONNECT or DISCONNECT); otherwise the run ends there."""
+        analysis, ts = self.feed.analysis, self.batch.ts_ns
+        gid = self.flows.gid[rest]
+        tcp = gid >= 0
+        at, gid = rest[tcp], gid[tcp]
+        changing = ~fast[tcp] | ((self.segs.flags[at] & (FIN | RST)) != 0)
+        index, keys = self.flows.index, self.flows.keys
+        count = len(keys)
+        gone: set[int] = set()  # evicted by an earlier sweep of the run
+        for p in self.sweeps:
+            if p >= self.hi:
+                break
+            now = int(ts[p])
+            early = at < p
+            # each connection's last activity before the sweep: its last frame's time
+            latest = np.full(count, -1, dtype=np.int64)
+            np.maximum.at(latest, gid[early], at[early])
+            last = np.where(latest >= 0, ts[np.maximum(latest, 0)], -1)
+            later = np.zeros(count, dtype=bool)
+            later[gid[~early]] = True
+            unsure = np.zeros(count, dtype=bool)
+            unsure[gid[early & changing]] = True
+            evicted = []
+            for flow in analysis.idle_flows(now):
+                if id(flow) in gone:
+                    continue
+                key = flow.key_a
+                g = index.get(key)
+                if g is None:
+                    g = index.get((key[2], key[3], key[0], key[1]))
+                if g is not None:
+                    if last[g] >= 0:
+                        continue  # it spoke in the run: below
+                    if later[g]:
+                        return self._cut(p)
+                evicted.append(flow)
+            spoke = np.flatnonzero((last >= 0) & (now - last > SHORTEST_IDLE_NS))
+            if len(spoke):
+                if unsure[spoke].any():
+                    return self._cut(p)
+                more = []
+                for g, stamp in zip(spoke.tolist(), last[spoke].tolist()):
+                    entry = analysis.table.get(keys[g])
+                    if entry is None:
+                        return self._cut(p)
+                    if now - stamp > idle_limit_ns(entry[0]):
+                        if later[g]:
+                            return self._cut(p)
+                        more.append(entry[0])
+                if more:  # (in the table's order, as a sweep evicts)
+                    order = {id(flow): i for i, flow in enumerate(analysis.table.flows())}
+                    evicted = sorted(evicted + more, key=lambda flow: order[id(flow)])
+            gone.update(id(flow) for flow in evicted)
+            self._due.append((p, now, evicted))
+        self._due_at = self._due[0][0] if self._due else self.hi
+        return False
+
+    def _cut(self, p: int) -> bool:
+        """End the run before the sweep at `p` (which goes the per-frame way)."""
+        self.hi = p
+        self._due = [due for due in self._due if due[0] < p]
+        self._due_at = self._due[0][0] if self._due else p
+        return True
+
+    def _sweep(self, pending: dict[int, steady.Work]) -> None:
+        """The next of the run's sweeps (`_due`): the connections it evicts, their steady frames
+        written first."""
+        p, now, evicted = self._due.pop(0)
+        self._due_at = self._due[0][0] if self._due else self.hi
+        store = self.feed._store
+        for flow in evicted:
+            key = flow.key_a
+            row = store.row_of.get(key)
+            if row is None:
+                row = store.row_of.get((key[2], key[3], key[0], key[1]))
+            if row is not None:
+                work = pending.pop(row, None) if pending else None
+                if work is not None:
+                    steady.apply(work)
+                store.flush(row)
+        self.feed.analysis.swept(self.batch.first_frame + self.offset + p, now, evicted)
 
     def _takeover_cut(self, plan: steady.Plan) -> list[int]:
         """Where the run must end so that a CONNECT that may take an older session over by client

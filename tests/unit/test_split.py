@@ -26,7 +26,8 @@ from tests.property.test_columnar_property import (
 )
 from analyzer.columnar import feed
 from tests.unit.test_columnar_equivalence import (
-    CAPTURES, PER_FRAME_BELOW, SHIPPED, _objects, differences, document, generate,
+    CAPTURES, PER_FRAME_BELOW, SHIPPED, _objects, differences, document, evictions_inside_runs,
+    generate,
 )
 from tests.unit.test_pipeline_variants import VARIANTS, write_pcap
 
@@ -105,6 +106,15 @@ def test_generated_fleet_capture(tmp_path: Path, jobs: int, small_captures_split
                     if f["rule_id"] in {"KA101", "KA102", "KA201"})
     assert found == planted and len(planted) > 50
     assert doc["captures"][0]["tcp_streams"] > 300
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_idle_sweeps_inside_runs(tmp_path: Path, jobs: int, small_captures_split: list[bool]) -> None:
+    """Each process works out its own connections' evictions inside its runs: the split gives the
+    report one process gives, evictions and the connection seen again after one included."""
+    doc = assert_split_is_exact(evictions_inside_runs(tmp_path / "evictions.pcap"), jobs)
+    assert small_captures_split == [True]
+    assert Counter(s["end_reason"] for s in doc["sessions"])["idle_evicted"] >= 2
 
 
 @pytest.mark.parametrize("variant", ["linux cooked v2", "raw ip", "802.1Q tag"])
