@@ -237,6 +237,18 @@ class CaptureAnalysis:
             self._make_mqtt(flow, client_is_a=not (flags & SYN and flags & ACK), websocket=None)
         return flow, is_a
 
+    def opened_other(self, frame_no: int, ts_ns: int, key: FlowKey4, flags: int) -> Flow:
+        """`frame` for a frame known to open a connection of this process that is not in the table,
+        without a SYN, on no MQTT port, whose data shows at once it is not MQTT
+        (`ignored_at_first_data`: the columnar path decides that in bulk, background HTTP being
+        the common case): the connection is numbered and ignored from here on."""
+        self.advance(frame_no, ts_ns)
+        flow, _ = self.table.create(key, frame_no, ts_ns)
+        flow.kind = OTHER
+        if flags & (FIN | RST):
+            flow.closed = True
+        return flow
+
     def _undecided(self, flow: Flow, is_a: bool, seq: int, ack: int, flags: int, payload: bytes,
                    missing: int, frame_no: int, ts_ns: int) -> None:
         """A connection on no MQTT port: it is MQTT only if its first data is a CONNECT, an HTTP

@@ -9,7 +9,9 @@ run decides, with NumPy over the whole run, whether it is *steady* given what it
 state was at the start of the run and the frames of that connection before it:
 
 * a connection that carries nothing we analyse (decided not MQTT) or has not sent data yet: any
-  frame but a SYN;
+  frame but a SYN; so too one not in the table yet whose first frame (no SYN, on no MQTT port)
+  carries data that shows it is not MQTT (background HTTP), after that frame, which only numbers
+  it (`CaptureAnalysis.opened_other`) in capture order with the per-frame frames;
 * an MQTT connection in a healthy steady state (a *resident* of the `steady.Store`): an in-order
   segment with no SYN, FIN or RST, acknowledging exactly what the other side sent, whose bytes
   frame into packets of the common kinds (as many as `steady.MAX_PACKETS_A_SEGMENT`), each keeping
@@ -381,7 +383,8 @@ class _Run:
         slots[tcp] = self.feed._store.rows[gid[tcp]]
         self._each(rest, slots, {})
 
-    def _each(self, positions: np.ndarray, slots: np.ndarray, pending: dict[int, steady.Work]) -> None:
+    def _each(self, positions: np.ndarray, slots: np.ndarray, pending: dict[int, steady.Work],
+              opens: set[int] | frozenset[int] = frozenset()) -> None:
         """Frames `positions` (ascending) through `CaptureAnalysis.frame`, as `ColumnarFeed._one`
         takes one, each with network time as it stood just before it; `slots`: their connections'
         rows in the store (-1: none), whose steady frames (`pending`, or a resident's) are written
@@ -396,6 +399,9 @@ class _Run:
                 self.before[positions - self.lo].tolist(), linktypes):
             while i >= self._due_at:
                 self._sweep(pending)
+            if opens and i in opens:
+                self._open(i, g, first + i, ts_ns, now_ns, pending)
+                continue
             if g >= 0:
                 work = pending.pop(g, None) if pending else None
                 if work is not None:
@@ -497,6 +503,21 @@ class _Run:
                 store.flush(row)
         self.feed.analysis.swept(self.batch.first_frame + self.offset + p, now, evicted)
 
+    def _open(self, i: int, g: int, frame_no: int, ts_ns: int, now_ns: int,
+              pending: dict[int, steady.Work]) -> None:
+        """Frame `i` opens a connection the analysis ignores (`steady.Plan.opens`): number it,
+        then write its steady frames after this one."""
+        analysis = self.feed.analysis
+        key = self.flows.keys[self.flows.gid[i]]
+        if not self.flows.lower[i]:
+            key = (key[2], key[3], key[0], key[1])
+        analysis.now_ns = now_ns
+        flow = analysis.opened_other(frame_no, ts_ns, key, int(self.segs.flags[i]))
+        work = pending.pop(g, None)
+        if work is not None:
+            work.flow = flow
+            steady.apply(work)
+
     def _takeover_cut(self, plan: steady.Plan) -> list[int]:
         """Where the run must end so that a CONNECT that may take an older session over by client
         id is handled in capture order with every other frame (`[]`: nowhere).
@@ -562,6 +583,6 @@ class _Run:
         """The pass's steady frames in bulk and its other frames one by one, in capture order."""
         feed = self.feed
         pending = steady.commit(feed._store, plan, self.batch, self.segs)
-        self._each(plan.single, plan.single_slot, pending)
+        self._each(plan.single, plan.single_slot, pending, plan.opens)
         for work in pending.values():
             steady.apply(work)

@@ -16,7 +16,7 @@ that is applied was judged on true assumptions.
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,6 +74,10 @@ class Plan:
     is not)."""
     opaque: int = 0
     """Frames of `rest` on connections only the per-frame way follows (`OPAQUE`)."""
+    opens: set[int] = field(default_factory=set)
+    """Frames of `single` that open a connection it ignores (`_opens_other`): they go the
+    per-frame way as `CaptureAnalysis.opened_other`, and the connection's steady frames after
+    them (its `Work`) are written then."""
 
 
 @dataclass
@@ -106,7 +110,11 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     undecided = tcp & store.undecided[g0]
     shown = _shown_other(store, batch, segs, rest, slot, undecided) if undecided.any() else undecided
     no_data = (segs.pay_len[rest] == 0) & (segs.missing[rest] == 0)
+    opens = _opens_other(store, batch, segs, rest, slot, kind == ABSENT)
+    if len(opens):  # the rest of such a connection's frames: as for one it ignores
+        kind[np.isin(slot, slot[opens])] = IGNORED
     ok = (kind == IGNORED) & ~syn_alone & simple & (~undecided | no_data | shown)
+    ok[opens] = True  # (for the steady prefix; it goes the per-frame way, `Plan.opens`)
     steady_rows = np.flatnonzero(kind == STEADY)
     events = None
     if len(steady_rows):
@@ -118,6 +126,8 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     np.minimum.at(first_bad, slot[bad], bad)
     row = np.arange(len(rest))
     limit = np.where(tcp, first_bad[g0], row)
+    fast = row < limit
+    fast[opens] = False
     if last:
         now, deferred = row >= limit, rest[:0]
     else:
@@ -125,13 +135,14 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
         now = (row == limit) | ((kind == OPAQUE) & after)
         _opening(now, after & ((kind == SINGLE) | (kind == ABSENT)), slot)
         deferred = rest[after & ~now]
+    now[opens] = True
     single_rows = np.flatnonzero((now & tcp) | (gid == -1))
     connect = np.where(tcp, store.connect[g0], CONNECT_NONE)
     connect[flows.foreign[rest]] = CONNECT_PENDING  # another process's CONNECT reaches ours too
     unsettled = (connect != CONNECT_NONE) & ~(no_data & simple)
-    return Plan(rest[single_rows], slot[single_rows], deferred, rest, slot, row < limit, events,
+    return Plan(rest[single_rows], slot[single_rows], deferred, rest, slot, fast, events,
                 rest[unsettled], (connect == CONNECT_UNDECIDED)[unsettled],
-                int(np.count_nonzero(kind == OPAQUE)))
+                int(np.count_nonzero(kind == OPAQUE)), set(rest[opens].tolist()))
 
 
 OPENING_FRAMES = 4
@@ -152,6 +163,31 @@ def _opening(now: np.ndarray, after: np.ndarray, slot: np.ndarray) -> None:
     at = np.arange(len(rows))
     rank = at - np.maximum.accumulate(np.where(starts, at, 0))
     now[rows[rank < OPENING_FRAMES]] = True
+
+
+def _opens_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarray, slot: np.ndarray,
+                 absent: np.ndarray) -> np.ndarray:
+    """The rows of `rest` that open a connection not in the table yet which the per-frame way
+    would ignore from that frame on: its first frame in the pass, without a SYN, on no MQTT port,
+    with data that shows at once it is not MQTT (`CaptureAnalysis.ignored_at_first_data`).
+    Such a frame only numbers the connection (`CaptureAnalysis.opened_other`), and the
+    connection's frames after it are steady as any ignored connection's."""
+    rows = np.flatnonzero(absent)
+    if not len(rows):
+        return rows
+    rows = rows[np.unique(slot[rows], return_index=True)[1]]  # each connection's first
+    at = rest[rows]
+    ports = np.array(sorted(store.analysis.ports), dtype=np.int64)
+    rows = rows[((segs.flags[at] & SYN) == 0) & segs.simple[at] & (segs.pay_len[at] > 0)
+                & ~np.isin(segs.sport[at], ports) & ~np.isin(segs.dport[at], ports)]
+    if not len(rows):
+        return rows
+    ignored_at_first_data = store.analysis.ignored_at_first_data
+    buf = batch.buf
+    at = rest[rows]
+    keep = [ignored_at_first_data(bytes(buf[start:start + size]))
+            for start, size in zip(segs.pay_start[at].tolist(), segs.pay_len[at].tolist())]
+    return np.sort(rows[np.array(keep, dtype=bool)])
 
 
 def _shown_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarray, slot: np.ndarray,

@@ -853,6 +853,69 @@ def test_connection_shown_not_mqtt_by_its_first_data_stays_ignored(tmp_path: Pat
     assert [s["client_id"] for s in doc["sessions"]] == ["dev"]
 
 
+def test_connections_opened_by_data_that_is_not_mqtt_are_ignored_in_bulk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker-side capture is full of short connections whose first frame (no SYN seen) carries
+    something that is not MQTT: background HTTP. Such a frame only numbers its connection, in
+    capture order with the frames that open the others, and the connection's later frames are
+    steady: none goes the per-frame way (each did, about 10 us a frame). Opened by a CONNECT, a
+    WebSocket upgrade, a ClientHello, on an MQTT port or by a SYN, a connection is not taken
+    that way. The same report."""
+    from tests.builders import PINGREQ, PINGRESP, connect
+    from tests.property.test_columnar_property import FIN, NS, Capture
+
+    cap = Capture()
+    devices = [cap.conn(i) for i in range(20)]
+    for i, device in enumerate(devices):
+        device.session(f"dev-{i}", keep_alive=30)
+    opened = {  # port: first data
+        80: b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 8080: b"\x00\x01binary",
+        8081: connect(keep_alive=30, client_id="on-8081"),
+        8082: (b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Protocol: mqtt\r\n\r\n"),
+        8883: b"GET / HTTP/1.1\r\n\r\n",
+    }
+    n = 20
+    for round_ in range(30):
+        for device in devices:
+            device.c(PINGREQ)
+            device.s(PINGRESP)
+        for port, first in opened.items():
+            other = cap.conn(n)
+            n += 1
+            other.server_port = port
+            if round_ % 5 == 4:
+                other.handshake()
+            other.c(first, flags=0x18 | (FIN if round_ % 3 == 2 else 0))
+            other.s(b"HTTP/1.1 200 OK\r\n\r\n")
+            if round_ % 3 == 1:
+                other.c(flags=FIN | 0x10)
+                other.s(flags=FIN | 0x10)
+        cap.wait(NS)
+    capture = cap.write(tmp_path / "background.pcap")
+    doc = assert_same_report([capture])
+    assert {s["client_id"] for s in doc["sessions"]} >= {"dev-0", "on-8081"}
+    assert doc["captures"][0]["tcp_streams"] == 20 + 30 * len(opened)
+
+    from analyzer.engine import CaptureAnalysis
+
+    ports: Counter[int] = Counter()
+    real_frame = CaptureAnalysis.frame
+
+    def frame(analysis: CaptureAnalysis, frame_no: int, ts_ns: int, linktype: int, data: bytes) -> None:
+        sport, dport = struct.unpack_from("!HH", data, 34)
+        ports[min(sport, dport)] += 1  # (the server's port)
+        real_frame(analysis, frame_no, ts_ns, linktype, data)
+
+    monkeypatch.setattr(CaptureAnalysis, "frame", frame)
+    report([capture], columnar=True)
+    # only the connections opened by a SYN (one round in five, six frames at most each) went the
+    # per-frame way; the others as before (98 frames each port)
+    assert ports[80] <= 6 * 6 and ports[8080] <= 6 * 6, ports
+    assert ports[8081] == ports[8082] == ports[8883] == 98, ports
+
+
 # -- rotated and merged files -------------------------------------------------------------------
 
 
