@@ -327,6 +327,8 @@ class _Run:
         rest = np.flatnonzero(self.flows.gid[self.lo:self.hi] > FOREIGN) + self.lo
         if self.sweeps:  # (flushes the residents any of them might evict)
             store.before_sweep(int(self.batch.ts_ns[self.sweeps[-1]]), IDLE_MQTT_MIN_NS)
+            if not len(rest):  # (other processes' frames only: the sweeps still evict ours)
+                self._plan_sweeps(rest, np.zeros(0, dtype=bool))
         passes = 0
         last = slow = False
         while len(rest):

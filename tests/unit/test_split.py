@@ -117,6 +117,49 @@ def test_idle_sweeps_inside_runs(tmp_path: Path, jobs: int, small_captures_split
     assert Counter(s["end_reason"] for s in doc["sessions"])["idle_evicted"] >= 2
 
 
+def test_a_process_whose_connections_are_all_idle_evicts_them_on_time(
+        tmp_path: Path, small_captures_split: list[bool]) -> None:
+    """One busy client, and sixteen sessions that fall silent (some closed): for minutes, every
+    frame is of the busy client's connection, which one process tracks, so the other's runs hold
+    none of its own frames; the idle sweeps inside those runs still evict its sessions, at the
+    frames one process evicts them at (they were left to the next frame of its own: never)."""
+    from tests.builders import disconnect
+    from tests.unit.test_columnar_equivalence import write_pcap as write
+    from tests.unit.test_tls_keyless import Conn
+
+    def opened(port: int, at: float, client_id: str, keep_alive: int) -> Conn:
+        conn = Conn(server_port=1883, client_port=port)
+        conn.send(at, True, flags=0x02)
+        conn.send(at + 0.001, False, flags=0x12)
+        conn.send(at + 0.002, True, flags=0x10)
+        conn.send(at + 0.003, True, connect(keep_alive=keep_alive, client_id=client_id))
+        conn.send(at + 0.004, False, connack())
+        return conn
+
+    busy = opened(30000, 0, "busy", 5)
+    at = 1.0
+    while at < 900:
+        busy.send(at, True, PINGREQ)
+        busy.send(at + 0.001, False, PINGRESP)
+        at += 1
+    conns = [busy]
+    for i in range(16):
+        conn = opened(33000 + i, 4 + i, f"quiet-{i}", 100)
+        conn.send(10 + i, True, PINGREQ)
+        conn.send(10.001 + i, False, PINGRESP)
+        if i % 4 == 0:
+            conn.send(20 + i, True, disconnect())
+            conn.close(20.001 + i)
+        conns.append(conn)
+    frames = sorted((int(at * 1e9), n, k, data) for n, conn in enumerate(conns)
+                    for k, (at, data) in enumerate(conn.frames))
+    eth = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
+    capture = write(tmp_path / "one-busy.pcap", 1, [(ts, eth + data) for ts, _, _, data in frames])
+    doc = assert_split_is_exact(capture)
+    assert small_captures_split == [True]
+    assert Counter(s["end_reason"] for s in doc["sessions"])["idle_evicted"] == 12
+
+
 @pytest.mark.parametrize("variant", ["linux cooked v2", "raw ip", "802.1Q tag"])
 def test_frames_of_other_shapes(tmp_path: Path, variant: str, small_captures_split: list[bool]) -> None:
     """Frames the columnar decoder does not take (another link layer, a VLAN tag) are dealt out
