@@ -133,7 +133,12 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     else:
         after = row > limit
         now = (row == limit) | ((kind == OPAQUE) & after)
-        _opening(now, after & ((kind == SINGLE) | (kind == ABSENT)), slot)
+        # (not after the SYN of a new connection on no MQTT port: it is undecided, and its frames
+        # after the SYN are steady until its first data)
+        ports = np.array(sorted(store.analysis.ports), dtype=np.int64)
+        undecided_syn = (syn_alone[np.minimum(limit, len(rest) - 1)]
+                         & ~np.isin(segs.sport[rest], ports) & ~np.isin(segs.dport[rest], ports))
+        _opening(now, after & ((kind == SINGLE) | ((kind == ABSENT) & ~undecided_syn)), slot)
         deferred = rest[after & ~now]
     now[opens] = True
     single_rows = np.flatnonzero((now & tcp) | (gid == -1))

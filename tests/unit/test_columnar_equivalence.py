@@ -916,6 +916,46 @@ def test_connections_opened_by_data_that_is_not_mqtt_are_ignored_in_bulk(
     assert ports[8081] == ports[8082] == ports[8883] == 98, ports
 
 
+def test_a_connection_opened_by_a_syn_on_no_mqtt_port_costs_only_its_syn(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the SYN of a new connection on no MQTT port, the connection is undecided: its
+    handshake and first data (here HTTP) are steady, and wait for the next pass rather than go
+    the per-frame way with the SYN, as a new MQTT connection's CONNECT and CONNACK do. The same
+    report."""
+    from tests.builders import PINGREQ, PINGRESP
+    from tests.property.test_columnar_property import NS, Capture
+
+    cap = Capture()
+    devices = [cap.conn(i) for i in range(20)]
+    for i, device in enumerate(devices):
+        device.session(f"dev-{i}", keep_alive=30)
+    for n in range(20, 50):
+        for device in devices:
+            device.c(PINGREQ)
+            device.s(PINGRESP)
+        web = cap.conn(n)
+        web.server_port = 80
+        web.handshake()
+        web.c(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        web.s(b"HTTP/1.1 200 OK\r\n\r\n")
+        cap.wait(NS)
+    capture = cap.write(tmp_path / "web.pcap")
+    assert_same_report([capture])
+    from analyzer.engine import CaptureAnalysis
+
+    web_frames: list[int] = []
+    real_frame = CaptureAnalysis.frame
+
+    def frame(analysis: CaptureAnalysis, frame_no: int, ts_ns: int, linktype: int, data: bytes) -> None:
+        if 80 in struct.unpack_from("!HH", data, 34):
+            web_frames.append(data[47])  # (the TCP flags)
+        real_frame(analysis, frame_no, ts_ns, linktype, data)
+
+    monkeypatch.setattr(CaptureAnalysis, "frame", frame)
+    report([capture], columnar=True)
+    assert web_frames == [0x02] * 30  # each connection's SYN (five frames each before)
+
+
 # -- rotated and merged files -------------------------------------------------------------------
 
 
