@@ -133,12 +133,14 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
     else:
         after = row > limit
         now = (row == limit) | ((kind == OPAQUE) & after)
-        # (not after the SYN of a new connection on no MQTT port: it is undecided, and its frames
-        # after the SYN are steady until its first data)
-        ports = np.array(sorted(store.analysis.ports), dtype=np.int64)
-        undecided_syn = (syn_alone[np.minimum(limit, len(rest) - 1)]
-                         & ~np.isin(segs.sport[rest], ports) & ~np.isin(segs.dport[rest], ports))
-        _opening(now, after & ((kind == SINGLE) | ((kind == ABSENT) & ~undecided_syn)), slot)
+        opening = after & (kind == SINGLE)
+        new = np.flatnonzero(after & (kind == ABSENT))
+        if len(new):  # (not after the SYN of a new connection on no MQTT port: it is undecided,
+            # and its frames after the SYN are steady until its first data)
+            at = rest[new]
+            opening[new] = (np.isin(segs.sport[at], store.ports) | np.isin(segs.dport[at], store.ports)
+                            | ~syn_alone[limit[new]])
+        _opening(now, opening, slot)
         deferred = rest[after & ~now]
     now[opens] = True
     single_rows = np.flatnonzero((now & tcp) | (gid == -1))
@@ -182,9 +184,8 @@ def _opens_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarr
         return rows
     rows = rows[np.unique(slot[rows], return_index=True)[1]]  # each connection's first
     at = rest[rows]
-    ports = np.array(sorted(store.analysis.ports), dtype=np.int64)
     rows = rows[((segs.flags[at] & SYN) == 0) & segs.simple[at] & (segs.pay_len[at] > 0)
-                & ~np.isin(segs.sport[at], ports) & ~np.isin(segs.dport[at], ports)]
+                & ~np.isin(segs.sport[at], store.ports) & ~np.isin(segs.dport[at], store.ports)]
     if not len(rows):
         return rows
     ignored_at_first_data = store.analysis.ignored_at_first_data
@@ -319,6 +320,8 @@ class Store:
 
     def __init__(self, analysis: CaptureAnalysis) -> None:
         self.analysis = analysis
+        self.ports = np.array(sorted(analysis.ports), dtype=np.int64)
+        """The analysis's MQTT ports."""
         self.row_of: dict[tuple[bytes, int, bytes, int], int] = {}
         self.keys: list[tuple[bytes, int, bytes, int] | None] = []
         self.free: list[int] = []
