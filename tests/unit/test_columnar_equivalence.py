@@ -462,6 +462,29 @@ def test_a_connection_opening_costs_one_pass(synthetic, monkeypatch: pytest.Monk
     assert sum(passes) < 2 * sum(runs), (passes, runs)
 
 
+def opened(port: int, at: float, client_id: str, keep_alive: int) -> Any:
+    """A `test_tls_keyless.Conn` from client port `port` to 1883, with its handshake, CONNECT and
+    CONNACK sent at `at` seconds."""
+    from tests.builders import connack, connect
+    from tests.unit.test_tls_keyless import Conn
+
+    conn = Conn(server_port=1883, client_port=port)
+    conn.send(at, True, flags=0x02)
+    conn.send(at + 0.001, False, flags=0x12)
+    conn.send(at + 0.002, True, flags=0x10)
+    conn.send(at + 0.003, True, connect(keep_alive=keep_alive, client_id=client_id))
+    conn.send(at + 0.004, False, connack())
+    return conn
+
+
+def pcap_of(path: Path, conns: list[Any]) -> Path:
+    """The frames of `Conn`s, in time order (each connection's in its own), behind Ethernet."""
+    frames = sorted((int(at * 1e9), n, k, data) for n, conn in enumerate(conns)
+                    for k, (at, data) in enumerate(conn.frames))
+    eth = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
+    return write_pcap(path, 1, [(ts, eth + data) for ts, _, _, data in frames])
+
+
 def evictions_inside_runs(path: Path) -> Path:
     """Ten clients pinging every 2 s for 15 minutes (frames enough for long runs, across dozens of
     idle sweeps), and among them connections the sweeps evict: sessions closed by a DISCONNECT and
@@ -469,17 +492,8 @@ def evictions_inside_runs(path: Path) -> Path:
     after the FINs), and MQTT sessions with a Keep Alive of 100 s that fall silent (600 s after
     their last packet): one speaks again after it was evicted (on its 4-tuple, without a SYN: a
     connection seen again), one just before, one never."""
-    from tests.builders import PINGREQ, PINGRESP, connack, connect, disconnect
+    from tests.builders import PINGREQ, PINGRESP, disconnect
     from tests.unit.test_tls_keyless import Conn
-
-    def opened(port: int, at: float, client_id: str, keep_alive: int) -> Conn:
-        conn = Conn(server_port=1883, client_port=port)
-        conn.send(at, True, flags=0x02)
-        conn.send(at + 0.001, False, flags=0x12)
-        conn.send(at + 0.002, True, flags=0x10)
-        conn.send(at + 0.003, True, connect(keep_alive=keep_alive, client_id=client_id))
-        conn.send(at + 0.004, False, connack())
-        return conn
 
     conns = []
     for i in range(10):
@@ -510,10 +524,7 @@ def evictions_inside_runs(path: Path) -> Path:
             conn.send(back, True, PINGREQ)
             conn.send(back + 0.001, False, PINGRESP)
         conns.append(conn)
-    frames = sorted((int(at * 1e9), n, k, data) for n, conn in enumerate(conns)
-                    for k, (at, data) in enumerate(conn.frames))
-    eth = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
-    return write_pcap(path, 1, [(ts, eth + data) for ts, _, _, data in frames])
+    return pcap_of(path, conns)
 
 
 def test_idle_sweeps_inside_a_run_evict_as_frame_by_frame(tmp_path: Path,

@@ -124,17 +124,7 @@ def test_a_process_whose_connections_are_all_idle_evicts_them_on_time(
     none of its own frames; the idle sweeps inside those runs still evict its sessions, at the
     frames one process evicts them at (they were left to the next frame of its own: never)."""
     from tests.builders import disconnect
-    from tests.unit.test_columnar_equivalence import write_pcap as write
-    from tests.unit.test_tls_keyless import Conn
-
-    def opened(port: int, at: float, client_id: str, keep_alive: int) -> Conn:
-        conn = Conn(server_port=1883, client_port=port)
-        conn.send(at, True, flags=0x02)
-        conn.send(at + 0.001, False, flags=0x12)
-        conn.send(at + 0.002, True, flags=0x10)
-        conn.send(at + 0.003, True, connect(keep_alive=keep_alive, client_id=client_id))
-        conn.send(at + 0.004, False, connack())
-        return conn
+    from tests.unit.test_columnar_equivalence import opened, pcap_of
 
     busy = opened(30000, 0, "busy", 5)
     at = 1.0
@@ -151,11 +141,7 @@ def test_a_process_whose_connections_are_all_idle_evicts_them_on_time(
             conn.send(20 + i, True, disconnect())
             conn.close(20.001 + i)
         conns.append(conn)
-    frames = sorted((int(at * 1e9), n, k, data) for n, conn in enumerate(conns)
-                    for k, (at, data) in enumerate(conn.frames))
-    eth = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
-    capture = write(tmp_path / "one-busy.pcap", 1, [(ts, eth + data) for ts, _, _, data in frames])
-    doc = assert_split_is_exact(capture)
+    doc = assert_split_is_exact(pcap_of(tmp_path / "one-busy.pcap", conns))
     assert small_captures_split == [True]
     assert Counter(s["end_reason"] for s in doc["sessions"])["idle_evicted"] == 12
 
