@@ -28,9 +28,10 @@ idle sweep that could evict it, at a clock step, and at the end of the capture. 
 frame goes through `CaptureAnalysis.frame` in capture order with the other connections' such frames.
 Its later frames wait for the next pass over the run, which judges them afresh from the state the
 unsteady frame left; but for a connection only the per-frame way takes for now (not in the table
-yet, or not past its CONNECT), its next few go the per-frame way in the same pass too (a handshake,
-CONNECT and CONNACK: `steady.OPENING_FRAMES`). Passes repeat until the run is done; what is left for a pass too small to pay
-for its NumPy work (`PER_FRAME_BELOW`) goes the per-frame way instead, in capture order.
+yet, but for a SYN on no MQTT port, or not past its CONNECT), its next few go the per-frame way in
+the same pass too (a handshake, CONNECT and CONNACK: `steady.OPENING_FRAMES`). Passes repeat until
+the run is done; what is left for a pass too small to pay for its NumPy work (`PER_FRAME_BELOW`)
+goes the per-frame way instead, in capture order.
 
 Order matters only where connections meet: the stream numbers of new connections, and a CONNECT
 that takes over an older session by client id. So a run ends before a SYN that would wait for a

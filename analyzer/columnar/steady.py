@@ -138,8 +138,8 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
         if len(new):  # (not after the SYN of a new connection on no MQTT port: it is undecided,
             # and its frames after the SYN are steady until its first data)
             at = rest[new]
-            opening[new] = (np.isin(segs.sport[at], store.ports) | np.isin(segs.dport[at], store.ports)
-                            | ~syn_alone[limit[new]])
+            opening[new] = (np.isin(segs.sport[at], store.ports)
+                            | np.isin(segs.dport[at], store.ports) | ~syn_alone[limit[new]])
         _opening(now, opening, slot)
         deferred = rest[after & ~now]
     now[opens] = True
@@ -172,8 +172,8 @@ def _opening(now: np.ndarray, after: np.ndarray, slot: np.ndarray) -> None:
     now[rows[rank < OPENING_FRAMES]] = True
 
 
-def _opens_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarray, slot: np.ndarray,
-                 absent: np.ndarray) -> np.ndarray:
+def _opens_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarray,
+                 slot: np.ndarray, absent: np.ndarray) -> np.ndarray:
     """The rows of `rest` that open a connection not in the table yet which the per-frame way
     would ignore from that frame on: its first frame in the pass, without a SYN, on no MQTT port,
     with data that shows at once it is not MQTT (`CaptureAnalysis.ignored_at_first_data`).

@@ -144,11 +144,12 @@ class FlowTable:
         for flow in self.idle(now_ns, idle_limit_ns, shortest_ns):
             self.evict(flow, frame_no, now_ns)
 
-    def idle(self, now_ns: int, idle_limit_ns: Callable[[Flow], int], shortest_ns: int = 0) -> list[Flow]:
+    def idle(self, now_ns: int, idle_limit_ns: Callable[[Flow], int],
+             shortest_ns: int = 0) -> list[Flow]:
         """The connections `sweep` would evict at `now_ns`, in the order it would (a list: safe to
         evict from)."""
-        return [flow for flow in self._flows.values()
-                if now_ns - flow.last_ns > shortest_ns and now_ns - flow.last_ns > idle_limit_ns(flow)]
+        return [flow for flow in self._flows.values() if now_ns - flow.last_ns > shortest_ns
+                and now_ns - flow.last_ns > idle_limit_ns(flow)]
 
     def evict(self, flow: Flow, frame_no: int, now_ns: int) -> None:
         self.remove(flow)
