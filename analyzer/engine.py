@@ -243,7 +243,7 @@ class CaptureAnalysis:
         (`ignored_at_first_data`: the columnar path decides that in bulk, background HTTP being
         the common case): the connection is numbered and ignored from here on."""
         self.advance(frame_no, ts_ns)
-        flow, _ = self.table.create(key, frame_no, ts_ns)
+        flow, _ = self._new_flow(key, frame_no, ts_ns, flags)
         flow.kind = OTHER
         if flags & (FIN | RST):
             flow.closed = True

@@ -82,6 +82,7 @@ from analyzer.decode.tcp import ACK, FIN, RST, SYN, decode_segment
 from analyzer.engine import (CLOCK_LEAP_NS, IDLE_MQTT_MIN_NS, SHORTEST_IDLE_NS, SWEEP_EVERY_NS,
                              idle_limit_ns)
 from analyzer.mqtt.detect import connect_client_id
+from analyzer.reassembly.flows import FlowKey4
 from analyzer.sources.batch import FrameBatch
 from analyzer.split import owned
 
@@ -291,6 +292,13 @@ class _FlowIds:
         self.gid, self.keys, self.lower = gid, keys, lower
 
 
+def _either_way(by_key: dict[FlowKey4, int], key: FlowKey4) -> int | None:
+    """`by_key`'s value for a connection's 4-tuple `key`, held from either endpoint's side (a
+    batch holds each connection by its lower endpoint first, a table's key by its first frame)."""
+    found = by_key.get(key)
+    return by_key.get((key[2], key[3], key[0], key[1])) if found is None else found
+
+
 def _distinct_pairs(segs: Segments, lo: np.ndarray, hi: np.ndarray
                     ) -> tuple[list[tuple[bytes, int, bytes, int]], np.ndarray]:
     """The distinct (lower, higher) endpoint pairs among frames' `lo` and `hi` endpoints
@@ -394,7 +402,7 @@ class _Run:
         first. The frames' columns are read once for all of them."""
         feed, batch = self.feed, self.batch
         analysis = feed.analysis
-        frame, flush, buf = analysis.frame, feed._store.flush, batch.buf
+        frame, write, buf = analysis.frame, self._write, batch.buf
         first = batch.first_frame + self.offset
         starts, ends, stamps, linktypes = batch.looped(positions)
         for i, g, start, end, ts_ns, now_ns, linktype in zip(
@@ -406,10 +414,7 @@ class _Run:
                 self._open(i, g, first + i, ts_ns, now_ns, pending)
                 continue
             if g >= 0:
-                work = pending.pop(g, None) if pending else None
-                if work is not None:
-                    steady.apply(work)
-                flush(g)
+                write(g, pending)
             analysis.now_ns = now_ns  # network time just before frame i
             frame(first + i, ts_ns, linktype, buf[start:end])
 
@@ -450,10 +455,7 @@ class _Run:
             for flow in analysis.idle_flows(now):
                 if id(flow) in gone:
                     continue
-                key = flow.key_a
-                g = index.get(key)
-                if g is None:
-                    g = index.get((key[2], key[3], key[0], key[1]))
+                g = _either_way(index, flow.key_a)
                 if g is not None:
                     if last[g] >= 0:
                         continue  # it spoke in the run: below
@@ -493,18 +495,20 @@ class _Run:
         written first."""
         p, now, evicted = self._due.pop(0)
         self._due_at = self._due[0][0] if self._due else self.hi
-        store = self.feed._store
+        row_of = self.feed._store.row_of
         for flow in evicted:
-            key = flow.key_a
-            row = store.row_of.get(key)
-            if row is None:
-                row = store.row_of.get((key[2], key[3], key[0], key[1]))
+            row = _either_way(row_of, flow.key_a)
             if row is not None:
-                work = pending.pop(row, None) if pending else None
-                if work is not None:
-                    steady.apply(work)
-                store.flush(row)
+                self._write(row, pending)
         self.feed.analysis.swept(self.batch.first_frame + self.offset + p, now, evicted)
+
+    def _write(self, row: int, pending: dict[int, steady.Work]) -> None:
+        """Write connection `row`'s steady frames into its objects (its `pending` work, or a
+        resident's state), before they are read one by one."""
+        work = pending.pop(row, None) if pending else None
+        if work is not None:
+            steady.apply(work)
+        self.feed._store.flush(row)
 
     def _open(self, i: int, g: int, frame_no: int, ts_ns: int, now_ns: int,
               pending: dict[int, steady.Work]) -> None:

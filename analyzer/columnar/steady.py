@@ -137,9 +137,7 @@ def plan(store: Store, batch: FrameBatch, segs: Segments, flows: _FlowIds, rest:
         new = np.flatnonzero(after & (kind == ABSENT))
         if len(new):  # (not after the SYN of a new connection on no MQTT port: it is undecided,
             # and its frames after the SYN are steady until its first data)
-            at = rest[new]
-            opening[new] = (np.isin(segs.sport[at], store.ports)
-                            | np.isin(segs.dport[at], store.ports) | ~syn_alone[limit[new]])
+            opening[new] = _on_mqtt_port(store, segs, rest[new]) | ~syn_alone[limit[new]]
         _opening(now, opening, slot)
         deferred = rest[after & ~now]
     now[opens] = True
@@ -184,16 +182,26 @@ def _opens_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarr
         return rows
     rows = rows[np.unique(slot[rows], return_index=True)[1]]  # each connection's first
     at = rest[rows]
-    rows = rows[((segs.flags[at] & SYN) == 0) & segs.simple[at] & (segs.pay_len[at] > 0)
-                & ~np.isin(segs.sport[at], store.ports) & ~np.isin(segs.dport[at], store.ports)]
-    if not len(rows):
-        return rows
+    rows = rows[((segs.flags[at] & SYN) == 0) & (segs.pay_len[at] > 0)
+                & ~_on_mqtt_port(store, segs, at)]
+    return np.sort(rows[_show_other(store, batch, segs, rest[rows])])
+
+
+def _on_mqtt_port(store: Store, segs: Segments, at: np.ndarray) -> np.ndarray:
+    """For each frame `at`: is either of its ports an MQTT port?"""
+    return np.isin(segs.sport[at], store.ports) | np.isin(segs.dport[at], store.ports)
+
+
+def _show_other(store: Store, batch: FrameBatch, segs: Segments, at: np.ndarray) -> np.ndarray:
+    """For each frame `at`, taken as its connection's first data: does it show at once that the
+    connection is not MQTT (`CaptureAnalysis.ignored_at_first_data`, as the per-frame way
+    decides)? Never for a frame of a shape the columnar decoder does not take."""
     ignored_at_first_data = store.analysis.ignored_at_first_data
     buf = batch.buf
-    at = rest[rows]
-    keep = [ignored_at_first_data(bytes(buf[start:start + size]))
-            for start, size in zip(segs.pay_start[at].tolist(), segs.pay_len[at].tolist())]
-    return np.sort(rows[np.array(keep, dtype=bool)])
+    return np.array([simple and ignored_at_first_data(bytes(buf[start:start + size]))
+                     for simple, start, size in zip(segs.simple[at].tolist(),
+                                                    segs.pay_start[at].tolist(),
+                                                    segs.pay_len[at].tolist())], dtype=bool)
 
 
 def _shown_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarray, slot: np.ndarray,
@@ -205,12 +213,7 @@ def _shown_other(store: Store, batch: FrameBatch, segs: Segments, rest: np.ndarr
     shown = np.zeros(len(store), dtype=bool)
     if len(data):
         slots, first = np.unique(slot[data], return_index=True)
-        at = rest[data[first]]
-        ignored_at_first_data = store.analysis.ignored_at_first_data
-        buf = batch.buf
-        for g, simple, start, size in zip(slots.tolist(), segs.simple[at].tolist(),
-                                          segs.pay_start[at].tolist(), segs.pay_len[at].tolist()):
-            shown[g] = simple and ignored_at_first_data(bytes(buf[start:start + size]))
+        shown[slots] = _show_other(store, batch, segs, rest[data[first]])
     return shown[np.maximum(slot, 0)] & undecided
 
 
