@@ -302,49 +302,15 @@ def _either_way(by_key: dict[FlowKey4, int], key: FlowKey4) -> int | None:
 def _distinct_pairs(segs: Segments, lo: np.ndarray, hi: np.ndarray
                     ) -> tuple[list[tuple[bytes, int, bytes, int]], np.ndarray]:
     """The distinct (lower, higher) endpoint pairs among frames' `lo` and `hi` endpoints
-    (`address << 16 | port`), as 4-tuples in the order of their numbers, and each frame's pair by
-    its index among them.
-
-    A pair is told apart by a 64-bit hash of both numbers (one sort of the frames), then checked:
-    every frame's pair must be its group's first frame's (else, a collision, the pairs are ranked
-    exactly). Ranking each endpoint and then the pair took three sorts of the batch's frames."""
-    if not len(lo):
-        return [], np.zeros(0, dtype=np.int64)
-    hashes = (lo.astype(np.uint64) * _MIX) ^ hi.astype(np.uint64)
-    order = np.argsort(hashes)
-    ordered = hashes[order]
-    starts = np.empty(len(order), dtype=bool)
-    starts[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-    codes = np.empty(len(order), dtype=np.int64)
-    codes[order] = np.cumsum(starts) - 1
-    firsts = order[starts]
-    ulo, uhi = lo[firsts], hi[firsts]
-    if (lo != ulo[codes]).any() or (hi != uhi[codes]).any():
-        return _ranked_pairs(segs, lo, hi)
-    by_pair = np.lexsort((uhi, ulo))
-    rank = np.empty_like(by_pair)
-    rank[by_pair] = np.arange(len(by_pair))
-    return _keys(segs, ulo[by_pair], uhi[by_pair]), rank[codes]
-
-
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _ranked_pairs(segs: Segments, lo: np.ndarray, hi: np.ndarray
-                  ) -> tuple[list[tuple[bytes, int, bytes, int]], np.ndarray]:
-    """`_distinct_pairs` by ranks: each endpoint's among its kind, then the pair's."""
+    (`address << 16 | port`), as 4-tuples, and each frame's pair by its index among them."""
+    # a pair as one number: each endpoint's rank among its kind
     ulo, ilo = np.unique(lo, return_inverse=True)
     uhi, ihi = np.unique(hi, return_inverse=True)
     uniq, inverse = np.unique(ilo.reshape(-1) * len(uhi) + ihi.reshape(-1), return_inverse=True)
-    return _keys(segs, ulo[uniq // len(uhi)], uhi[uniq % len(uhi)]), inverse.reshape(-1)
-
-
-def _keys(segs: Segments, lo: np.ndarray, hi: np.ndarray) -> list[tuple[bytes, int, bytes, int]]:
-    """Endpoint pairs as 4-tuples."""
     address = segs.address
-    return [(address(x >> 16), x & 0xFFFF, address(y >> 16), y & 0xFFFF)
-            for x, y in zip(lo.tolist(), hi.tolist())]
+    keys = [(address(x >> 16), x & 0xFFFF, address(y >> 16), y & 0xFFFF)
+            for x, y in zip(ulo[uniq // len(uhi)].tolist(), uhi[uniq % len(uhi)].tolist())]
+    return keys, inverse.reshape(-1)
 
 
 class _Run:

@@ -1516,38 +1516,3 @@ def test_a_rotation_of_large_and_small_files_by_default(synthetic, tmp_path: Pat
     assert min(fed) == 1 and third in fed and not [f for f in fed if second <= f < third]
     assert mixed == document([tmp_path], columnar=False)
     assert "rotated files" in mixed["captures"][0]["warnings"][0]
-
-
-def test_connections_are_told_apart_even_where_their_hashes_collide() -> None:
-    """A batch's frames are grouped by connection through a 64-bit hash of both endpoints; two
-    connections whose hashes collide (made here on purpose: by chance, one batch in billions) are
-    still two, numbered as an exact ranking of the endpoints numbers them."""
-    import numpy as np
-
-    class Numbers:  # (what `_distinct_pairs` asks of a batch's `Segments`: an address per number)
-        @staticmethod
-        def address(number: int) -> bytes:
-            return str(number).encode()
-
-    lo1, hi1, lo2 = (10 << 16) | 5000, (11 << 16) | 1883, (12 << 16) | 6000
-    mask = (1 << 64) - 1
-    mix = int(feed._MIX)
-    hi2 = ((lo1 * mix) ^ hi1 ^ (lo2 * mix)) & mask  # (lo2, hi2) hashes as (lo1, hi1) does
-    hi2 -= 1 << 64 if hi2 >= 1 << 63 else 0
-    lo = np.array([lo2, lo1, lo1, 7 << 16, lo2], dtype=np.int64)
-    hi = np.array([hi2, hi1, hi1, 9 << 16, hi2], dtype=np.int64)
-    hashes = (lo.astype(np.uint64) * feed._MIX) ^ hi.astype(np.uint64)
-    assert hashes[0] == hashes[1] and (lo[0], hi[0]) != (lo[1], hi[1])
-    keys, pair = feed._distinct_pairs(Numbers(), lo, hi)  # type: ignore[arg-type]
-    assert len(keys) == 3 and pair.tolist() == [2, 1, 1, 0, 2]
-    assert keys[1] == (Numbers.address(lo1 >> 16), lo1 & 0xFFFF, Numbers.address(hi1 >> 16), 1883)
-    exact = feed._ranked_pairs(Numbers(), lo, hi)  # type: ignore[arg-type]
-    assert exact[0] == keys and exact[1].tolist() == pair.tolist()
-    # without a collision, the hashed way numbers pairs as the exact way does
-    rng = np.random.default_rng(7)
-    ends = rng.integers(0, 1 << 48, 400)
-    pick = rng.integers(0, 200, 5000)
-    lo, hi = np.minimum(ends[pick], ends[pick + 200]), np.maximum(ends[pick], ends[pick + 200])
-    keys, pair = feed._distinct_pairs(Numbers(), lo, hi)  # type: ignore[arg-type]
-    exact = feed._ranked_pairs(Numbers(), lo, hi)  # type: ignore[arg-type]
-    assert keys == exact[0] and pair.tolist() == exact[1].tolist() and len(keys) == len(set(keys))
