@@ -122,7 +122,8 @@ def require_installed(script: str) -> None:
     """Exit with a message, not a traceback, when this Python cannot import the tool to time.
     Then make sure its bytecode is written, as `pip install` writes it: an editable install run
     with PYTHONDONTWRITEBYTECODE set would otherwise compile every module it imports, in every
-    process, on every run (0.2 to 0.4 s of a 1M-frame run), which no installed copy does."""
+    process, on every run (0.1 s a process that imports the analysis), which no installed copy
+    does."""
     try:
         import analyzer  # timed as installed, so it must be importable here
     except ImportError:

@@ -3,7 +3,7 @@ that the pcapng walker shares.
 
 Theory of operation. The walkers are the hot path of the whole tool (one iteration per frame of
 every capture), so they are written for CPython's cost model: the capture is read in chunks of
-about 1 MiB into one `bytes` buffer, and each record costs one precompiled `struct.unpack_from`,
+about 1 MiB (a batch of the columnar path: in one read) into one `bytes` buffer, and each record costs one precompiled `struct.unpack_from`,
 one slice and one plain tuple. Nothing per record calls a function of ours, builds an object or
 touches an attribute. When a record does not fit in what is buffered, `fill` returns a new buffer
 that starts at that record and holds at least the bytes it needs (or fewer at end of file).
@@ -85,7 +85,7 @@ def fill(read: Read, buf: bytes, pos: int, need: int) -> bytes:
     Reads stop as soon as `need` is met, so a pipe fed one packet at a time is not waited on
     for a whole chunk, and a failing read can only hit a record that was incomplete anyway."""
     parts = [buf[pos:]] if pos < len(buf) else []
-    have = len(buf) - pos if parts else 0
+    have = max(len(buf) - pos, 0)
     while have < need:
         chunk = read_once(read, max(CHUNK, need - have))
         if not chunk:
