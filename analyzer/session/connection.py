@@ -24,8 +24,8 @@ from analyzer.model import (
     Direction, EndReason, Endpoint, Finding, FlowKey, FramingError, MQTTPacket, PacketType, StreamEnd, StreamGap,
 )
 from analyzer.mqtt.framer import MQTTFramer, plausible_start
-from analyzer.reassembly.stream import HalfStream
-from analyzer.session.timeline import SessionTimeline
+from analyzer.reassembly.stream import HalfStream, seq_diff
+from analyzer.session.timeline import Observation, SessionTimeline
 from analyzer.session.tls_link import KEYLESS, TLSLink, TLSSide
 from analyzer.tls.plaintext import PlaintextSource
 from analyzer.tls.records import plausible_header
@@ -154,6 +154,10 @@ class Connection:
         self.closed = False
         self.cut_frame = 0
         """While a snap length's cut of frame N is applied: N (its lost bytes end at its time)."""
+        self.held_answer: tuple[int, int, int] | None = None
+        """A PINGRESP the capture showed while client bytes the broker had acknowledged were held
+        back by a capture hole: (frame, time, the acknowledged sequence number). A PINGREQ among
+        those bytes is answered by it (`_held_answer`)."""
         self.unplaced = 0
         """Mid-stream segments passed over before the transport was known (`_decide`)."""
         self.plaintext = plaintext
@@ -166,6 +170,21 @@ class Connection:
             self._use_websocket()
         elif websocket is None:
             self.halves[0].sink, self.halves[1].sink = _Sniff(self, True), _Sniff(self, False)
+
+    def _held_answer(self, event: MQTTPacket, tl: SessionTimeline,
+                     observed: list[Observation]) -> list[Observation]:
+        """A client packet came out from behind a capture hole, after the PINGRESP of `held_answer`:
+        a PINGREQ in bytes the broker had acknowledged when it sent that PINGRESP is answered by
+        it, not by the next one (which answers the next PINGREQ). Bytes past the acknowledged
+        ones were sent later: the PINGRESP answered none of them."""
+        frame, ts_ns, acked = self.held_answer  # type: ignore[misc]
+        client = self.halves[0] if self.client_is_a else self.halves[1]
+        if client.next_seq is None or seq_diff(client.next_seq, acked) > 0:
+            self.held_answer = None
+        elif event.type is PacketType.PINGREQ:
+            self.held_answer = None
+            observed = observed + tl.answered_earlier(frame, ts_ns)
+        return observed
 
     def _direction(self, is_a: bool) -> Direction:
         return Direction.TO_SERVER if is_a == self.client_is_a else Direction.TO_CLIENT
@@ -238,7 +257,15 @@ class Connection:
                 if not to_server and event.type is PacketType.PINGRESP:
                     client = self.halves[0] if self.client_is_a else self.halves[1]
                     tl.client_backlog = bool(client.pending) or client.acked_seq is not None
+                    if (client.acked_seq is not None and tl.__class__ is SessionTimeline
+                            and not tl.awaiting_pingresp):
+                        # the broker acknowledged client bytes the capture holds back or never
+                        # showed: the PINGREQ this answers may be among them (keyless TLS
+                        # sessions pair their probable pings their own way)
+                        self.held_answer = (event.first_frame, event.ts_first_ns, client.acked_seq)
                 observed = tl.on_packet(event, to_server)
+                if to_server and self.held_answer is not None:
+                    observed = self._held_answer(event, tl, observed)
                 if self.packet_hook is not None:
                     self.packet_hook(tl.session_id, to_server, event)
                 if event.type == PacketType.CONNECT and to_server and tl.connect_frame == event.first_frame:

@@ -297,7 +297,9 @@ class SessionTimeline:
         self.last_client_malformed = pkt.type == PacketType.RESERVED or (
             ptype in _PINGS and bool(pkt.flags or pkt.remaining_length))
         if self._silence_start is not None:
-            if ptype == PacketType.PINGREQ and not self._clock_stepped:
+            if ptype == PacketType.PINGREQ and not self._clock_stepped and self._hole is None:
+                # (client bytes lost inside the silence may hold a packet: the idle time before
+                # this ping is not known, as the silence is not judged)
                 self._note_ping_gap(pkt.ts_first_ns - self._silence_start[1])
             silence = self._close_silence(pkt.first_frame, pkt.ts_first_ns, SilenceEnd.PACKET)
             if silence is not None:
@@ -357,6 +359,25 @@ class SessionTimeline:
             body = pkt.body
             self._disconnect_reason = body.reason_code if isinstance(body, DisconnectBody) else None
             out.extend(self._end(EndReason.SERVER_DISCONNECT, pkt.first_frame, pkt.ts_first_ns))
+
+    @property
+    def awaiting_pingresp(self) -> bool:
+        """A PINGREQ is waiting for its PINGRESP."""
+        return bool(self._pings)
+
+    def answered_earlier(self, frame: int, ts_ns: int) -> list[Observation]:
+        """The PINGREQ just taken was answered by the PINGRESP at `frame` and `ts_ns`, which the
+        capture showed before it: the PINGREQ was held behind a capture hole (the `Connection`
+        tells by the broker's acknowledgement). Judged as an answer in its turn would be."""
+        if not self._pings or self.ended:
+            return []
+        ping = self._pings.pop()
+        latency = ts_ns - ping.ts_ns
+        if (self._ping_floor is None or latency < 0 or ping.stepped
+                or latency > self._ping_floor(self.keep_alive_s)):
+            return [PingOutcome(ping.frame, ping.ts_ns, frame, ts_ns, ping.repinged_ns, frame, ts_ns,
+                                None, ping.stepped)]
+        return []
 
     def _pingreq_may_be_unseen(self) -> bool:
         """A PINGRESP with nothing to answer is only the broker's fault if no PINGREQ can hide in

@@ -96,3 +96,79 @@ def test_a_segment_resent_after_later_ones_is_no_clock_step() -> None:
     assert session.client_packets == 5 and session.uncertainty == frozenset()
     assert [f.rule_id for f in analysis.findings] == ["KA101"]
     assert analysis.findings[0].frames[1] == late and analysis.findings[0].gap_s == 3.0
+
+
+def _pings_near_k(hidden: bool) -> Conn:
+    """A 10 s Keep Alive session pinging 9.6 s after each of its packets (past 0.9 K, four times);
+    `hidden`: two client bytes never captured in the middle of each of those silences."""
+    conn = Conn(server_port=1883)
+    conn.open()
+    conn.send(0.03, True, connect(keep_alive=10))
+    conn.send(0.031, False, connack())
+    at = 0.031
+    for _ in range(4):
+        if hidden:
+            conn.seq[True] += 2                 # (a PINGREQ's size: one may have been sent)
+        at += 9.6
+        conn.send(at, True, PINGREQ)
+        conn.send(at + 0.001, False, PINGRESP)
+    conn.send(at + 1, True, disconnect())
+    conn.close(at + 1)
+    return conn
+
+
+def test_a_ping_after_a_capture_gap_is_not_counted_as_pinging_late(tmp_path) -> None:
+    """KA104 counts the pings a client sends after more than 0.9 K of silence. A silence with
+    client bytes missing in it may hold a ping the capture lost, so how long the client really
+    waited before the next one is not known: such a silence is not counted (as it is not judged
+    against K). Without the loss, the same pings are a KA104."""
+    from analyzer.engine import NS
+    from tests.unit.test_columnar_equivalence import assert_same_report
+    from tests.unit.test_pipeline_variants import write_pcap
+
+    plain = run(_pings_near_k(hidden=False))
+    assert "KA104" in {f.rule_id for f in plain.findings}
+    conn = _pings_near_k(hidden=True)
+    lossy = run(conn)
+    (session,) = lossy.sessions
+    assert "hole" in session.uncertainty and session.pingreq == session.pingresp == 4
+    assert lossy.findings == []
+    # the columnar path says the same
+    path = write_pcap(tmp_path / "lossy.pcap", 101, [(int(at * NS), data) for at, data in conn.frames])
+    doc = assert_same_report([path])
+    assert "KA104" not in {f["rule_id"] for f in doc["findings"]}
+
+
+def _pings_behind_holes(answer_after: float) -> tuple[Conn, list[tuple[int, int]]]:
+    """A 60 s Keep Alive session pinging every 20 s, two client bytes before each PINGREQ never
+    captured: each PINGREQ is held behind its hole until the next client segment shows the bytes
+    are lost, so the broker's PINGRESP (`answer_after` s later) comes before it in the stream;
+    and (PINGREQ frame, PINGRESP frame) of each."""
+    conn = Conn(server_port=1883)
+    conn.open()
+    conn.send(0.03, True, connect(keep_alive=60))
+    conn.send(0.031, False, connack())
+    pings = []
+    for n in range(1, 4):
+        conn.seq[True] += 2
+        req = conn.send(20.0 * n, True, PINGREQ)
+        pings.append((req, conn.send(20.0 * n + answer_after, False, PINGRESP)))
+    conn.send(70.0, True, disconnect())
+    conn.close(70.0)
+    return conn, pings
+
+
+def test_a_pingreq_held_behind_a_capture_gap_is_answered_by_the_pingresp_shown_before_it() -> None:
+    """A PINGRESP the broker sent for a PINGREQ that the capture holds behind a hole (the broker
+    acknowledged its bytes) is that PINGREQ's answer, not an unsolicited one; the PINGREQ, once
+    released, is not left to wait for the next PINGRESP (20 s later: a slow answer that never
+    was). An answer that is really slow is still one."""
+    prompt, _ = _pings_behind_holes(0.001)
+    analysis = run(prompt)
+    (session,) = analysis.sessions
+    assert "hole" in session.uncertainty and session.pingreq == session.pingresp == 3
+    assert analysis.findings == []
+    slow, pings = _pings_behind_holes(7.0)
+    analysis = run(slow)
+    assert [(f.rule_id, f.frames, f.gap_s) for f in analysis.findings] == [
+        ("KA204", frames, 7.0) for frames in pings]
