@@ -251,6 +251,28 @@ def check_truth(capture: Path, report: Path) -> str:
     return f"planted {sum(truth.values())}, missed {missed}, extra {extra}"
 
 
+TARGET_FRAMES_S = 700_000
+TARGET_X_TSHARK = 15.0
+"""The speed the default analysis is to reach on the 1M-frame capture."""
+TARGET_RSS_MIB = 100
+"""The peak memory of any process of any way of running the analysis, on every capture."""
+
+
+def targets(name: str, frames_s: float, x_tshark: float | None, peak_mib: float) -> str:
+    """The line that says whether the default analysis met the targets on capture `name`."""
+    def verdict(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    parts = [f">= {TARGET_FRAMES_S:,} frames/s {verdict(frames_s >= TARGET_FRAMES_S)} "
+             f"({frames_s:,.0f})"]
+    if x_tshark is not None:
+        parts.append(f">= {TARGET_X_TSHARK:g}x tshark {verdict(x_tshark >= TARGET_X_TSHARK)} "
+                     f"({x_tshark:.1f}x)")
+    parts.append(f"peak RSS <= {TARGET_RSS_MIB} MiB every way {verdict(peak_mib <= TARGET_RSS_MIB)} "
+                 f"({peak_mib:.0f} MiB)")
+    return f"{name}: targets (speed: set for 1M frames): " + "; ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("captures", nargs="*", type=Path)
@@ -305,6 +327,10 @@ def main() -> None:
             ratio = f"{tshark_median / median:.1f}" if tshark_median else "-"
             print(f"{capture.name:<16} {name:<28} {median:>9.2f} {frames / median:>10,.0f} {ratio:>9} "
                   f"{rss[name]:>12.0f} {pss[name]:>13.0f}")
+        default = next(name for name in tools if name.startswith("analyze (--jobs"))
+        print(targets(capture.name, frames / statistics.median(times[default]),
+                      tshark_median / statistics.median(times[default]) if tshark_median else None,
+                      max(rss[name] for name in tools if name.startswith("analyze"))))
         reports = [outs[name] for name in tools if name.startswith("analyze")]
         same = all(r.read_bytes() == reports[0].read_bytes() for r in reports[1:])
         print(f"{capture.name}: {frames:,} frames; analyzer vs ground truth: "

@@ -83,6 +83,14 @@ def test_the_benchmark_checks_what_it_times(tmp_path: Path) -> None:
     assert "20,000 frames" in last or "20,001 frames" in last, last
     assert "missed 0, extra 0" in last and "planted 0," not in last
     assert last.endswith("the same report every way: yes")
+    # the targets line says what the table's own figures say
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("small.pcap: targets")]
+    default = next(row.split() for row in rows if "analyze (--jobs" in row)
+    frames_s = int(default[-4].replace(",", ""))
+    met = frames_s >= 700_000
+    assert f">= 700,000 frames/s {'met' if met else 'NOT met'} ({frames_s:,})" in line
+    peak = max(float(row.split()[-2]) for row in rows if " analyze " in row)
+    assert f"peak RSS <= 100 MiB every way {'met' if peak <= 100 else 'NOT met'} ({peak:.0f} MiB)" in line
 
 
 def _bench_shape(tmp_path: Path, shape: str) -> tuple[Path, str]:
