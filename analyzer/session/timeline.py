@@ -212,8 +212,10 @@ class SessionTimeline:
     def on_gap(self, gap: StreamGap, to_server: bool) -> None:
         """Bytes of this connection were not captured: intervals across them are uncertain."""
         self.uncertainty.add(Uncertainty.HOLE)
-        if to_server and self._hole is None and not self.ended:
-            self._hole = gap
+        if to_server:
+            self._last_pingreq_ns = None  # (a PINGREQ may be lost there: no ping spacing across it)
+            if self._hole is None and not self.ended:
+                self._hole = gap
 
     def on_clock_step(self) -> None:
         """The capture's timestamps went backwards: the interval in progress cannot be measured."""

@@ -172,3 +172,22 @@ def test_a_pingreq_held_behind_a_capture_gap_is_answered_by_the_pingresp_shown_b
     analysis = run(slow)
     assert [(f.rule_id, f.frames, f.gap_s) for f in analysis.findings] == [
         ("KA204", frames, 7.0) for frames in pings]
+
+
+def test_ping_spacing_is_not_measured_across_a_capture_gap() -> None:
+    """A session whose CONNECT was not captured gets a hint at its Keep Alive from how often it
+    pings (KA901). Pings every 4 s, every other one of the first eight lost from the capture: the
+    spacing across a loss (8 s) is not the client's, so the hint says 4 s."""
+    conn = Conn(server_port=1883)
+    conn.open()
+    for n in range(1, 13):
+        if n in (2, 4, 6, 8):
+            conn.seq[True] += 2                 # this PINGREQ never captured...
+            conn.seq[False] += 2                # ...nor its PINGRESP
+            continue
+        conn.send(4.0 * n, True, PINGREQ)
+        conn.send(4.0 * n + 0.001, False, PINGRESP)
+    conn.close(50.0)
+    analysis = run(conn)
+    (hint,) = [f.message for f in analysis.findings if f.rule_id == "KA901"]
+    assert "PINGREQs come every 4 s (median)" in hint, hint
