@@ -4,9 +4,10 @@ that the pcapng walker shares.
 Theory of operation. The walkers are the hot path of the whole tool (one iteration per frame of
 every capture), so they are written for CPython's cost model: the capture is read in chunks of
 about 1 MiB (a batch of the columnar path: in one read) into one `bytes` buffer, and each record
-costs one precompiled `struct.unpack_from`, one slice and one plain tuple. Nothing per record calls a function of ours, builds an object or
-touches an attribute. When a record does not fit in what is buffered, `fill` returns a new buffer
-that starts at that record and holds at least the bytes it needs (or fewer at end of file).
+costs one precompiled `struct.unpack_from`, one slice and one plain tuple. Nothing per record
+calls a function of ours, builds an object or touches an attribute. When a record does not fit in
+what is buffered, `fill` returns a new buffer that starts at that record and holds at least the
+bytes it needs (or fewer at end of file).
 
 Bad data never raises out of a walker: it is written to the reader's `error` (corrupt, stop) or
 `warnings` (cut short, stop), because records already yielded stay valid and the run goes on.
