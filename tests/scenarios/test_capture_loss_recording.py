@@ -1,0 +1,80 @@
+"""Capture loss in real traffic: a recording of a real mosquitto, with frames taken out of it.
+
+A capture misses frames (a busy sniffer, a SPAN port dropping under load): here a client sends a
+PUBLISH and a PINGREQ back to back every 6 s, tcpdump on `lo` records it all, and `editcap` then
+takes the PUBLISHes (and any broker frame acknowledging them alone) out of the file, as a lossy
+capture would have lost them. Each PINGREQ is then held behind a hole until the capture shows the
+bytes are lost, and the broker's PINGRESP, sent a fraction of a millisecond after it, is read
+before it. That PINGRESP answers it: no ping is slow (KA204), none unanswered (KA203), and no
+PINGRESP unsolicited (KA205).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from analyzer import Options, analyze
+from tests.support.broker import MosquittoBroker
+from tests.support.capture import TcpdumpCapture, tshark_fields
+from tests.support.clients import PINGRESP, RawClient
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+
+def recording_possible() -> bool:
+    tools = all(shutil.which(t) for t in ("tcpdump", "tshark", "editcap")) and MOSQUITTO.exists()
+    return tools and os.geteuid() == 0
+
+
+pytestmark = [
+    pytest.mark.recording,
+    pytest.mark.skipif(not recording_possible(), reason="needs root, tcpdump, tshark, editcap and mosquitto"),
+]
+
+CYCLES = 3
+SPACING_S = 6.0
+"""Between the client's pings: more than KA204's 5 s, so a PINGREQ left to wait for the next
+PINGRESP would be a slow answer."""
+
+
+def test_a_pingreq_held_behind_lost_frames_is_answered_by_the_pingresp_read_before_it(
+        tmp_path: Path) -> None:
+    full, lossy = tmp_path / "full.pcap", tmp_path / "lossy.pcap"
+    with MosquittoBroker() as broker, TcpdumpCapture(full, [broker.port]):
+        with RawClient(port=broker.port) as client:
+            client.connect("held-pinger", keep_alive=30)
+            for n in range(1, CYCLES + 1):
+                client.publish("held/pinger", b"x" * 200)
+                client.pingreq()
+                client.wait_for(PINGRESP, n)
+                time.sleep(SPACING_S)
+            client.disconnect()
+    rows = tshark_fields(full, ["frame.number", "tcp.srcport", "tcp.len", "mqtt.msgtype"],
+                         display_filter=f"tcp.port == {broker.port}", mqtt_ports=[broker.port])
+    publishes = [int(f) for f, port, _, types in rows
+                 if int(port) != broker.port and types.split(",")[:1] == ["3"]]
+    assert len(publishes) == CYCLES, rows  # (each PUBLISH its own segment: TCP_NODELAY)
+    # a broker frame that acknowledges a PUBLISH alone (a bare ACK before the PINGREQ came) goes
+    # with it, as it would in a capture that lost the PUBLISH's moment
+    after = {int(f): (int(port), int(size)) for f, port, size, _ in rows}
+    dropped = list(publishes)
+    for frame in publishes:
+        following = after.get(frame + 1)
+        if following is not None and following == (broker.port, 0):
+            dropped.append(frame + 1)
+    subprocess.run(["editcap", str(full), str(lossy), *map(str, sorted(dropped))], check=True,
+                   capture_output=True)
+    whole = analyze([str(full)], Options())
+    assert [f.rule_id for f in whole.findings] == []
+    result = analyze([str(lossy)], Options())
+    (session,) = result.sessions
+    assert "hole" in {u.value for u in session.uncertainty}
+    assert session.pingreq == session.pingresp == CYCLES
+    assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in result.findings}, [
+        (f.rule_id, f.message) for f in result.findings]
