@@ -216,6 +216,10 @@ class SessionTimeline:
             self._last_pingreq_ns = None  # (a PINGREQ may be lost there: no ping spacing across it)
             if self._hole is None and not self.ended:
                 self._hole = gap
+        elif self._pings:
+            # broker bytes lost: as many PINGRESPs as they could hold may answer the oldest pings
+            # waiting, whose answers are not known then; the next PINGRESP answers a later one
+            del self._pings[:gap.missing_bytes // 2]
 
     def on_clock_step(self) -> None:
         """The capture's timestamps went backwards: the interval in progress cannot be measured."""

@@ -6,7 +6,8 @@ takes the PUBLISHes (and any broker frame acknowledging them alone) out of the f
 capture would have lost them. Each PINGREQ is then held behind a hole until the capture shows the
 bytes are lost, and the broker's PINGRESP, sent a fraction of a millisecond after it, is read
 before it. That PINGRESP answers it: no ping is slow (KA204), none unanswered (KA203), and no
-PINGRESP unsolicited (KA205).
+PINGRESP unsolicited (KA205). And with a PINGRESP taken out instead, its PINGREQ's answer is not
+known, and the next PINGRESP still answers the next PINGREQ.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ SPACING_S = 6.0
 PINGRESP would be a slow answer."""
 
 
-def test_a_pingreq_held_behind_lost_frames_is_answered_by_the_pingresp_read_before_it(
-        tmp_path: Path) -> None:
-    full, lossy = tmp_path / "full.pcap", tmp_path / "lossy.pcap"
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, list[list[str]]]:
+    """The whole recording, the broker's port, and tshark's (frame, source port, TCP payload
+    length, MQTT types) of each of its frames."""
+    full = tmp_path_factory.mktemp("loss") / "full.pcap"
     with MosquittoBroker() as broker, TcpdumpCapture(full, [broker.port]):
         with RawClient(port=broker.port) as client:
             client.connect("held-pinger", keep_alive=30)
@@ -57,24 +60,49 @@ def test_a_pingreq_held_behind_lost_frames_is_answered_by_the_pingresp_read_befo
             client.disconnect()
     rows = tshark_fields(full, ["frame.number", "tcp.srcport", "tcp.len", "mqtt.msgtype"],
                          display_filter=f"tcp.port == {broker.port}", mqtt_ports=[broker.port])
-    publishes = [int(f) for f, port, _, types in rows
-                 if int(port) != broker.port and types.split(",")[:1] == ["3"]]
-    assert len(publishes) == CYCLES, rows  # (each PUBLISH its own segment: TCP_NODELAY)
-    # a broker frame that acknowledges a PUBLISH alone (a bare ACK before the PINGREQ came) goes
-    # with it, as it would in a capture that lost the PUBLISH's moment
-    after = {int(f): (int(port), int(size)) for f, port, size, _ in rows}
-    dropped = list(publishes)
-    for frame in publishes:
-        following = after.get(frame + 1)
-        if following is not None and following == (broker.port, 0):
-            dropped.append(frame + 1)
-    subprocess.run(["editcap", str(full), str(lossy), *map(str, sorted(dropped))], check=True,
-                   capture_output=True)
     whole = analyze([str(full)], Options())
     assert [f.rule_id for f in whole.findings] == []
+    return full, broker.port, rows
+
+
+def without(full: Path, frames: list[int]) -> list:
+    """The findings of the recording without `frames` (`editcap`), and its one session."""
+    lossy = full.with_name(f"without-{'-'.join(map(str, frames))}.pcap")
+    subprocess.run(["editcap", str(full), str(lossy), *map(str, sorted(frames))], check=True,
+                   capture_output=True)
     result = analyze([str(lossy)], Options())
     (session,) = result.sessions
     assert "hole" in {u.value for u in session.uncertainty}
+    return [result.findings, session]
+
+
+def test_a_pingreq_held_behind_lost_frames_is_answered_by_the_pingresp_read_before_it(
+        recording: tuple[Path, int, list[list[str]]]) -> None:
+    full, port, rows = recording
+    publishes = [int(f) for f, sport, _, types in rows
+                 if int(sport) != port and types.split(",")[:1] == ["3"]]
+    assert len(publishes) == CYCLES, rows  # (each PUBLISH its own segment: TCP_NODELAY)
+    # a broker frame that acknowledges a PUBLISH alone (a bare ACK before the PINGREQ came) goes
+    # with it, as it would in a capture that lost the PUBLISH's moment
+    after = {int(f): (int(sport), int(size)) for f, sport, size, _ in rows}
+    dropped = list(publishes)
+    for frame in publishes:
+        if after.get(frame + 1) == (port, 0):
+            dropped.append(frame + 1)
+    findings, session = without(full, dropped)
     assert session.pingreq == session.pingresp == CYCLES
-    assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in result.findings}, [
-        (f.rule_id, f.message) for f in result.findings]
+    assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in findings}, [
+        (f.rule_id, f.message) for f in findings]
+
+
+def test_a_lost_pingresp_leaves_its_ping_unjudged_and_the_next_ones_paired_right(
+        recording: tuple[Path, int, list[list[str]]]) -> None:
+    """The first PINGRESP lost: its PINGREQ's answer is not known (it may be in the lost bytes),
+    and the next PINGRESP answers the next PINGREQ. Paired with the next one instead, every later
+    ping came 6 s late (KA204), each answer shifted by one."""
+    full, port, rows = recording
+    first = next(int(f) for f, sport, _, types in rows if int(sport) == port and types == "13")
+    findings, session = without(full, [first])
+    assert session.pingreq == CYCLES and session.pingresp == CYCLES - 1
+    assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in findings}, [
+        (f.rule_id, f.message) for f in findings]

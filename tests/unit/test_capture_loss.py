@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from analyzer.engine import CaptureAnalysis
 from tests.builders import PINGREQ, PINGRESP, connack, connect, disconnect, publish
 from tests.unit.test_tls_keyless import Conn, run
@@ -191,3 +193,53 @@ def test_ping_spacing_is_not_measured_across_a_capture_gap() -> None:
     analysis = run(conn)
     (hint,) = [f.message for f in analysis.findings if f.rule_id == "KA901"]
     assert "PINGREQs come every 4 s (median)" in hint, hint
+
+
+def _pings_one_answer_lost(spacing_s: float, lost: bytes = PINGRESP) -> Conn:
+    """A 10 s Keep Alive session pinging every `spacing_s` s, each PINGRESP 1 ms after its
+    PINGREQ, but the bytes `lost` (in the first PINGRESP's place) never captured."""
+    conn = Conn(server_port=1883)
+    conn.open()
+    conn.send(0.03, True, connect(keep_alive=10))
+    conn.send(0.031, False, connack())
+    for n in range(1, 5):
+        at = spacing_s * n
+        conn.send(at, True, PINGREQ)
+        if n == 1:
+            conn.seq[False] += len(lost)
+        else:
+            conn.send(at + 0.001, False, PINGRESP)
+    conn.send(spacing_s * 5, True, disconnect())
+    conn.close(spacing_s * 5)
+    return conn
+
+
+@pytest.mark.parametrize("spacing_s", [6.0, 0.4])
+def test_a_lost_pingresp_leaves_its_ping_unjudged_and_pairs_the_next_ones_right(
+        spacing_s: float) -> None:
+    """Broker bytes lost where a PINGRESP was: the oldest PINGREQ's answer may be in them, so it
+    is not judged, and each later PINGRESP answers its own PINGREQ. Paired one late instead,
+    every later ping came one spacing late (a KA204 each at 6 s); with pings 0.4 s apart the loss
+    is found as the next PINGRESP arrives, after the next PINGREQ: it must not be unsolicited."""
+    analysis = run(_pings_one_answer_lost(spacing_s))
+    (session,) = analysis.sessions
+    assert "hole" in session.uncertainty and (session.pingreq, session.pingresp) == (4, 3)
+    assert analysis.findings == [], [(f.rule_id, f.message) for f in analysis.findings]
+
+
+def test_lost_broker_bytes_hide_no_more_answers_than_they_could_hold() -> None:
+    """A PINGREQ still waiting when two bytes of the broker's are lost counts as answered by them
+    at most once: a broker that then never answers the next ping is still found (KA203)."""
+    conn = Conn(server_port=1883)
+    conn.open()
+    conn.send(0.03, True, connect(keep_alive=2))
+    conn.send(0.031, False, connack())
+    conn.send(1.0, True, PINGREQ)
+    conn.seq[False] += 2                        # its PINGRESP, lost
+    late = conn.send(2.0, True, PINGREQ)        # never answered
+    conn.send(2.5, False, b"", flags=0x10)      # the broker acknowledges it: the loss is found
+    conn.send(9.0, True, disconnect())
+    conn.close(9.0)
+    analysis = run(conn)
+    assert [(f.rule_id, f.frames[0]) for f in analysis.findings if f.rule_id == "KA203"] == [
+        ("KA203", late)]
