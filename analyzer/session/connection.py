@@ -407,6 +407,11 @@ class Connection:
     def _close(self, is_a: bool, frame_no: int, ts_ns: int, *, rst: bool) -> None:
         self.closed = True
         by_client = is_a == self.client_is_a
+        client = self.halves[0] if self.client_is_a else self.halves[1]
+        if not by_client and client.acked_seq is not None:
+            # the broker's close acknowledges client bytes the capture never showed: they were
+            # sent before it, and what they held (a DISCONNECT, say) may explain it
+            client.expire(frame_no, ts_ns)
         for side in self.sides if rst else (self.sides[0 if is_a else 1],):
             self._flush(side, frame_no, ts_ns)
         if rst:

@@ -38,12 +38,14 @@ _PINGS = frozenset({PacketType.PINGREQ, PacketType.PINGRESP})
 
 
 class _Ping:
-    __slots__ = ("frame", "ts_ns", "repinged_ns", "stepped")
+    __slots__ = ("frame", "ts_ns", "repinged_ns", "stepped", "lost")
 
     def __init__(self, frame: int, ts_ns: int) -> None:
         self.frame, self.ts_ns, self.repinged_ns = frame, ts_ns, None
         self.stepped = False
         """The capture's clock stepped while it waited: how long it waited is not known."""
+        self.lost = False
+        """Broker bytes the capture lost may hold its answer: what became of it is not known."""
 
 
 @dataclass
@@ -164,7 +166,8 @@ class SessionTimeline:
         hole, a clock step, a repeated ping, no floors)."""
         if (self.end_reason is not None or self._silence_start is None or self._hole is not None
                 or self._clock_stepped or len(self._pings) > 1
-                or (self._pings and (self._pings[0].repinged_ns is not None or self._pings[0].stepped))
+                or (self._pings and (self._pings[0].repinged_ns is not None or self._pings[0].stepped
+                                     or self._pings[0].lost))
                 or self._silence_floor is None or self._ping_floor is None):
             return None
         k = self.keep_alive_s
@@ -216,10 +219,15 @@ class SessionTimeline:
             self._last_pingreq_ns = None  # (a PINGREQ may be lost there: no ping spacing across it)
             if self._hole is None and not self.ended:
                 self._hole = gap
-        elif self._pings:
+        else:
             # broker bytes lost: as many PINGRESPs as they could hold may answer the oldest pings
-            # waiting, whose answers are not known then; the next PINGRESP answers a later one
-            del self._pings[:gap.missing_bytes // 2]
+            # waiting (`_answer`)
+            room = gap.missing_bytes // 2
+            for ping in self._pings:
+                if room <= 0:
+                    break
+                if not ping.lost:
+                    ping.lost, room = True, room - 1
 
     def on_clock_step(self) -> None:
         """The capture's timestamps went backwards: the interval in progress cannot be measured."""
@@ -260,7 +268,7 @@ class SessionTimeline:
                                    self._hole, None, None, False,
                                    self.connack_ns if self._silence_first else None))
         out += [PingOutcome(p.frame, p.ts_ns, None, None, p.repinged_ns, now_frame, now_ns, None,
-                            p.stepped) for p in self._pings]
+                            p.stepped) for p in self._pings if not p.lost]
         return out
 
     def summary(self) -> Session:
@@ -350,9 +358,11 @@ class SessionTimeline:
                 self._inbound_first = pkt.first_frame
         elif ptype == PacketType.PINGRESP:
             if self._pings:
-                ping = self._pings.pop(0)
+                ping = self._answer()
                 latency = pkt.ts_first_ns - ping.ts_ns
-                if (self._ping_floor is None or latency < 0 or ping.stepped
+                if ping.lost:
+                    pass  # (it may answer a later one, whose own answer was lost)
+                elif (self._ping_floor is None or latency < 0 or ping.stepped
                         or latency > self._ping_floor(self.keep_alive_s)):
                     out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
                                            ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None,
@@ -365,6 +375,16 @@ class SessionTimeline:
             body = pkt.body
             self._disconnect_reason = body.reason_code if isinstance(body, DisconnectBody) else None
             out.extend(self._end(EndReason.SERVER_DISCONNECT, pkt.first_frame, pkt.ts_first_ns))
+
+    def _answer(self) -> _Ping:
+        """The waiting PINGREQ a PINGRESP answers: the oldest, but for those whose answers may be in
+        lost broker bytes (`_Ping.lost`) while a later one waits too (a broker answers in order, so
+        theirs were lost), which go unjudged. A PINGRESP paired instead with the oldest after a lost
+        one made every later ping of a session a slow answer (KA204), one interval late."""
+        pings = self._pings
+        sure = next((i for i, ping in enumerate(pings) if not ping.lost), 0)
+        del pings[:sure]
+        return pings.pop(0)
 
     @property
     def awaiting_pingresp(self) -> bool:
@@ -477,8 +497,9 @@ class SessionTimeline:
             out.append(self._close_silence(frame, ts_ns, kind, explained))  # type: ignore[arg-type]
         closed_by = "server" if reason.by_server else "client" if reason.by_client else None
         for ping in self._pings:
-            out.append(PingOutcome(ping.frame, ping.ts_ns, None, None, ping.repinged_ns, frame,
-                                   ts_ns, closed_by, ping.stepped))
+            if not ping.lost:
+                out.append(PingOutcome(ping.frame, ping.ts_ns, None, None, ping.repinged_ns, frame,
+                                       ts_ns, closed_by, ping.stepped))
         self._pings.clear()
         return out
 

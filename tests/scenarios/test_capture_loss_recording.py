@@ -106,3 +106,28 @@ def test_a_lost_pingresp_leaves_its_ping_unjudged_and_the_next_ones_paired_right
     assert session.pingreq == CYCLES and session.pingresp == CYCLES - 1
     assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in findings}, [
         (f.rule_id, f.message) for f in findings]
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_losing_any_frames_of_the_recording_adds_no_verdict(
+        recording: tuple[Path, int, list[list[str]]], tmp_path: Path, width: int) -> None:
+    """Every frame of the recording taken out in turn (and every two in a row): the analysis may
+    leave intervals unjudged, but never finds a verdict the whole recording does not have (it
+    has none)."""
+    from analyzer.sources import open_capture
+    from tests.unit.test_pipeline_variants import write_pcap
+
+    full, port, _ = recording
+    with open_capture(str(full)) as reader:
+        frames = [(ts, linktype, data) for _, ts, linktype, data, _ in reader]
+    (linktype,) = {linktype for _, linktype, _ in frames}
+    options = Options(ports=frozenset({port}))
+    added = {}
+    for i in range(len(frames) - width + 1):
+        lossy = write_pcap(tmp_path / "lossy.pcap", linktype,
+                           [(ts, data) for ts, _, data in frames[:i] + frames[i + width:]])
+        found = [f.rule_id for f in analyze([str(lossy)], options).findings
+                 if f.severity.name in ("ERROR", "WARNING")]
+        if found:
+            added[i + 1] = found
+    assert added == {}, f"first frame taken out -> verdicts: {added}"

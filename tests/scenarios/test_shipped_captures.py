@@ -61,3 +61,36 @@ def test_every_shipped_key_log_belongs_to_a_capture_that_names_it() -> None:
     named = {e["keylog"] for e in EXPECTED.values() if "keylog" in e}
     assert keys == named
     assert all((REPO / "captures" / k).with_suffix(".pcap").exists() for k in keys)
+
+
+PLAIN = sorted(name for name in EXPECTED if "keylog" not in EXPECTED[name])
+"""The shipped captures of plain MQTT and MQTT over WebSocket (a TLS one without its key log is
+read by record sizes, whose pairing a lost record can mislead)."""
+
+
+@pytest.mark.parametrize("name", PLAIN)
+def test_losing_any_one_frame_of_a_shipped_capture_adds_no_verdict(name: str, tmp_path: Path) -> None:
+    """A capture that lost a frame (a sniffer that could not keep up) knows less than the whole
+    one: it may leave intervals unjudged (KA902) and say `hole`, but it never finds a violation,
+    or a broker's fault, that the whole capture does not have. Each frame of each capture is
+    taken out in turn."""
+    from collections import Counter
+
+    from analyzer.sources import open_capture
+    from tests.unit.test_pipeline_variants import write_pcap
+
+    def verdicts(report: Report) -> Counter[str]:
+        return Counter(f.rule_id for f in report.findings if f.severity.name in ("ERROR", "WARNING"))
+
+    with open_capture(str(REPO / "captures" / f"{name}.pcap")) as reader:
+        frames = [(ts, linktype, data) for _, ts, linktype, data, _ in reader]
+    (linktype,) = {linktype for _, linktype, _ in frames}
+    whole = verdicts(analyzed(name))
+    added = {}
+    for i in range(len(frames)):
+        lossy = write_pcap(tmp_path / "lossy.pcap", linktype,
+                           [(ts, data) for ts, _, data in frames[:i] + frames[i + 1:]])
+        new = verdicts(analyze([str(lossy)], Options())) - whole
+        if new:
+            added[i + 1] = dict(new)
+    assert added == {}, f"frames whose loss adds a verdict: {added}"

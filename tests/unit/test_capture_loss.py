@@ -243,3 +243,38 @@ def test_lost_broker_bytes_hide_no_more_answers_than_they_could_hold() -> None:
     analysis = run(conn)
     assert [(f.rule_id, f.frames[0]) for f in analysis.findings if f.rule_id == "KA203"] == [
         ("KA203", late)]
+
+
+def test_a_broker_close_after_client_bytes_the_capture_lost_is_not_judged() -> None:
+    """The client's DISCONNECT lost from the capture, the broker's FIN acknowledging it: the close
+    may be the DISCONNECT's answer, so it is not a broker closing too early (KA202)."""
+    conn = Conn(server_port=1883)
+    conn.open()
+    conn.send(0.03, True, connect(keep_alive=2))
+    conn.send(0.031, False, connack())
+    conn.send(1.0, True, PINGREQ)
+    conn.send(1.001, False, PINGRESP)
+    conn.seq[True] += len(disconnect())         # the DISCONNECT at 2.2 s, never captured
+    conn.close(2.201, by_client=False)          # (1.2 s of silence: the deadline is 3 s)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert "hole" in session.uncertainty
+    assert analysis.findings == [], [(f.rule_id, f.message) for f in analysis.findings]
+
+
+def test_a_pingresp_after_lost_broker_bytes_is_not_unsolicited() -> None:
+    """Broker bytes lost while a PINGREQ waits (here a PUBLISH to the client, not its answer): the
+    PINGRESP that follows answers it, not nothing (KA205). Bytes that could hold answers leave
+    the pings they could answer unjudged, not gone."""
+    conn = Conn(server_port=1883)
+    conn.open()
+    conn.send(0.03, True, connect(keep_alive=10))
+    conn.send(0.031, False, connack())
+    conn.send(5.0, True, PINGREQ)
+    conn.seq[False] += len(publish("t", b"x" * 20))   # never captured
+    conn.send(5.001, True, b"", flags=0x10)           # the client acknowledges it
+    conn.send(6.5, False, PINGRESP)
+    conn.send(8.0, True, disconnect())
+    conn.close(8.0)
+    analysis = run(conn)
+    assert [f.rule_id for f in analysis.findings] == [], [(f.rule_id, f.message) for f in analysis.findings]
