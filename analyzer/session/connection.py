@@ -186,6 +186,13 @@ class Connection:
             observed = observed + tl.answered_earlier(frame, ts_ns)
         return observed
 
+    def _server_backlog(self) -> bool:
+        """Broker bytes the capture holds back behind a hole, or that the client acknowledged and
+        the capture never showed: as the session ends, the answers to its waiting pings may be
+        among them."""
+        server = self.halves[1] if self.client_is_a else self.halves[0]
+        return bool(server.pending) or server.acked_seq is not None
+
     def _direction(self, is_a: bool) -> Direction:
         return Direction.TO_SERVER if is_a == self.client_is_a else Direction.TO_CLIENT
 
@@ -263,6 +270,8 @@ class Connection:
                         # showed: the PINGREQ this answers may be among them (keyless TLS
                         # sessions pair their probable pings their own way)
                         self.held_answer = (event.first_frame, event.ts_first_ns, client.acked_seq)
+                if to_server and event.type is PacketType.DISCONNECT and self._server_backlog():
+                    tl.answers_unseen()
                 observed = tl.on_packet(event, to_server)
                 if to_server and self.held_answer is not None:
                     observed = self._held_answer(event, tl, observed)
@@ -435,6 +444,8 @@ class Connection:
         tl = self.timeline
         if tl is None or tl.ended:
             return
+        if self._server_backlog():
+            tl.answers_unseen()
         observed = tl.on_end(StreamEnd(frame_no, ts_ns, reason))
         if observed:
             self.findings += self.judge.observations(observed, tl)

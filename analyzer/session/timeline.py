@@ -37,6 +37,11 @@ _INBOUND = frozenset({PacketType.PUBLISH, PacketType.PUBREL})
 _PINGS = frozenset({PacketType.PINGREQ, PacketType.PINGRESP})
 
 
+ANSWER_SKEW_NS = 10_000_000
+"""How much earlier than its PINGREQ a PINGRESP may be stamped and still answer it: frames read
+from several queues (or interfaces) of the capturing host are a few microseconds out of order."""
+
+
 class _Ping:
     __slots__ = ("frame", "ts_ns", "repinged_ns", "stepped", "lost")
 
@@ -357,8 +362,8 @@ class SessionTimeline:
             if self._inbound_first is None:
                 self._inbound_first = pkt.first_frame
         elif ptype == PacketType.PINGRESP:
-            if self._pings:
-                ping = self._answer()
+            ping = self._answer(pkt.ts_first_ns) if self._pings else None
+            if ping is not None:
                 latency = pkt.ts_first_ns - ping.ts_ns
                 if ping.lost:
                     pass  # (it may answer a later one, whose own answer was lost)
@@ -367,7 +372,10 @@ class SessionTimeline:
                     out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
                                            ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None,
                                            ping.stepped))
-            elif not self._pingreq_may_be_unseen():
+            elif not self._pingreq_may_be_unseen() and not (
+                    self._pings and Uncertainty.HOLE in self.uncertainty):
+                # (one sent before every waiting PINGREQ answers none of them: one the capture
+                # lost, if it lost client bytes)
                 out.append(UnsolicitedPingresp(pkt))
         elif ptype == PacketType.CONNACK and self.connack is None and isinstance(pkt.body, ConnAckBody):
             self._on_connack(pkt, pkt.body)
@@ -376,15 +384,26 @@ class SessionTimeline:
             self._disconnect_reason = body.reason_code if isinstance(body, DisconnectBody) else None
             out.extend(self._end(EndReason.SERVER_DISCONNECT, pkt.first_frame, pkt.ts_first_ns))
 
-    def _answer(self) -> _Ping:
-        """The waiting PINGREQ a PINGRESP answers: the oldest, but for those whose answers may be in
-        lost broker bytes (`_Ping.lost`) while a later one waits too (a broker answers in order, so
-        theirs were lost), which go unjudged. A PINGRESP paired instead with the oldest after a lost
+    def _answer(self, ts_ns: int) -> _Ping | None:
+        """The waiting PINGREQ a PINGRESP sent at `ts_ns` answers: the oldest, but for those whose
+        answers may be in lost broker bytes (`_Ping.lost`) while a later one waits too (a broker
+        answers in order, so theirs were lost), which go unjudged; and none sent after it (more
+        than `ANSWER_SKEW_NS` later), as when a capture hole held the PINGRESP back while the
+        client's next PINGREQ was read. A PINGRESP paired instead with the oldest after a lost
         one made every later ping of a session a slow answer (KA204), one interval late."""
         pings = self._pings
-        sure = next((i for i, ping in enumerate(pings) if not ping.lost), 0)
+        sent = [i for i, ping in enumerate(pings) if ping.stepped or ping.ts_ns <= ts_ns + ANSWER_SKEW_NS]
+        if not sent:
+            return None
+        sure = next((i for i in sent if not pings[i].lost), sent[0])
         del pings[:sure]
         return pings.pop(0)
+
+    def answers_unseen(self) -> None:
+        """The session ends while broker bytes are held back by a capture hole, or were never
+        shown (the `Connection` tells): the waiting pings' answers may be among them."""
+        for ping in self._pings:
+            ping.lost = True
 
     @property
     def awaiting_pingresp(self) -> bool:

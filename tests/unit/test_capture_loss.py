@@ -278,3 +278,21 @@ def test_a_pingresp_after_lost_broker_bytes_is_not_unsolicited() -> None:
     conn.close(8.0)
     analysis = run(conn)
     assert [f.rule_id for f in analysis.findings] == [], [(f.rule_id, f.message) for f in analysis.findings]
+
+
+def test_a_pingresp_stamped_a_little_before_its_pingreq_still_answers_it() -> None:
+    """Frames read from several queues of the capturing host are a few microseconds out of order:
+    a PINGRESP stamped 5 us before its PINGREQ answers it (one sent a ping interval before every
+    waiting PINGREQ, which a capture hole held back, answers none of them: the shipped
+    `mid-stream` capture without three frames in a row, `test_shipped_captures`)."""
+    conn = Conn(server_port=1883)
+    conn.open()
+    conn.send(0.03, True, connect(keep_alive=10))
+    conn.send(0.031, False, connack())
+    conn.send(1.000010, True, PINGREQ)
+    conn.send(1.000005, False, PINGRESP)
+    conn.send(3.0, True, disconnect())
+    conn.close(3.0)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert (session.pingreq, session.pingresp) == (1, 1) and analysis.findings == []
