@@ -68,16 +68,10 @@ PLAIN = sorted(name for name in EXPECTED if "keylog" not in EXPECTED[name])
 read by record sizes, whose pairing a lost record can mislead)."""
 
 
-LOST_UPGRADE = "ws-late-pinger"
-LOST_UPGRADE_WHY = ("losing the broker's ACK and HTTP 101 answer of its WebSocket upgrade (frames 5 "
-                    "and 6) leaves the broker's side unread, its PINGRESPs unseen: every ping after "
-                    "it is a KA203")
-
-
 @pytest.mark.parametrize("width", [1, 2, 3])
 @pytest.mark.parametrize("name", PLAIN)
-def test_losing_frames_of_a_shipped_capture_adds_no_verdict(name: str, width: int, tmp_path: Path,
-                                                            request: pytest.FixtureRequest) -> None:
+def test_losing_frames_of_a_shipped_capture_adds_no_verdict(name: str, width: int,
+                                                            tmp_path: Path) -> None:
     """A capture that lost frames (a sniffer that could not keep up) knows less than the whole
     one: it may leave intervals and pings unjudged (KA902) and say `hole`, but it never finds a
     violation, or a broker's fault, that the whole capture does not have. Each frame of each
@@ -86,9 +80,6 @@ def test_losing_frames_of_a_shipped_capture_adds_no_verdict(name: str, width: in
 
     from analyzer.sources import open_capture
     from tests.unit.test_pipeline_variants import write_pcap
-
-    if name == LOST_UPGRADE and width > 1:
-        request.applymarker(pytest.mark.xfail(reason=LOST_UPGRADE_WHY, strict=True))
 
     def verdicts(report: Report) -> Counter[str]:
         return Counter(f.rule_id for f in report.findings if f.severity.name in ("ERROR", "WARNING"))

@@ -117,6 +117,23 @@ def test_server_101_and_refusal() -> None:
     assert kinds(events) == ["WSError"] and data_of(events) == b""
 
 
+def test_server_frames_after_a_101_the_capture_lost_are_read() -> None:
+    """The client's upgrade was captured, the server's 101 not (capture loss): the server's first
+    bytes are frames, not an HTTP answer. They are read as frames (after one error saying the
+    answer was missed), not held as an HTTP head that never ends, which left every PINGRESP
+    unseen and every ping a KA203; bytes that start no frame are passed over until one does."""
+    dec = server(handshake=True)
+    events = feed(dec, [ws_frame(BINARY, b"\x20\x02\x00\x00"), ws_frame(BINARY, PINGRESP)])
+    assert kinds(events) == ["WSError"] and "not captured" in events[0].reason
+    assert data_of(events) == b"\x20\x02\x00\x00" + PINGRESP
+    garbled = server(handshake=True)
+    events = feed(garbled, [b"\xff\xff\xff\xff\xff", ws_frame(BINARY, PINGRESP)])
+    assert kinds(events) == ["WSError"] and data_of(events) == PINGRESP
+    split = server(handshake=True)  # (an answer cut into pieces is still an answer)
+    events = feed(split, [RESPONSE[:3], RESPONSE[3:] + ws_frame(BINARY, PINGRESP)])
+    assert isinstance(events[0], WSOpen) and data_of(events) == PINGRESP
+
+
 # -- frames -----------------------------------------------------------------------------------
 
 
