@@ -764,3 +764,21 @@ def test_mutated_captures_never_raise(tmp_path: Path) -> None:
         assert batched == records
         assert (batch_reader.warnings, batch_reader.error, batch_reader.bytes_read) == (
             reader.warnings, reader.error, reader.bytes_read)
+
+
+def test_a_buffer_of_many_short_records_is_cut_into_batches_of_at_most_max_frames(tmp_path: Path) -> None:
+    """A batch's columns and its passes' arrays grow with its frames: a buffer of short records
+    (a capture cut at a small snap length) is cut into batches of at most `MAX_BATCH_FRAMES`,
+    which give the same records, numbered on, as frame by frame."""
+    from analyzer.sources import pcap
+
+    count = 3 * pcap.MAX_BATCH_FRAMES + 5
+    body = b"".join(struct.pack("<IIII", 1_700_000_000 + i // 1000, (i % 1000) * 1000, 20, 60)
+                    + bytes([i % 251]) * 20 for i in range(count))
+    path = write(tmp_path, "short", struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + body)
+    assert 36 * count < pcap.BATCH_BYTES  # (one read's buffer holds them all)
+    records, reader, sizes = read_batched(path)
+    assert max(sizes) == pcap.MAX_BATCH_FRAMES and sum(sizes) == count and len(sizes) == 4
+    with open_capture(str(path)) as again:
+        assert records == list(again)
+    assert (reader.warnings, reader.error, reader.bytes_read) == ([], None, path.stat().st_size)
