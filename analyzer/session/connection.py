@@ -32,6 +32,7 @@ from analyzer.tls.records import plausible_header
 from analyzer.websocket import WebSocketDecoder, WSClose, WSData, WSError, WSGap, WSOpen
 
 _SYN_FIN_RST = SYN | FIN | RST
+_DISCONNECT = PacketType.DISCONNECT
 
 TimelineFactory = Callable[["Connection", int, int], SessionTimeline]
 PacketHook = Callable[[str, bool, MQTTPacket], None]
@@ -270,7 +271,7 @@ class Connection:
                         # showed: the PINGREQ this answers may be among them (keyless TLS
                         # sessions pair their probable pings their own way)
                         self.held_answer = (event.first_frame, event.ts_first_ns, client.acked_seq)
-                if to_server and event.type is PacketType.DISCONNECT and self._server_backlog():
+                if to_server and event.type is _DISCONNECT and self._server_backlog():
                     tl.answers_unseen()
                 observed = tl.on_packet(event, to_server)
                 if to_server and self.held_answer is not None:

@@ -362,7 +362,13 @@ class SessionTimeline:
             if self._inbound_first is None:
                 self._inbound_first = pkt.first_frame
         elif ptype == PacketType.PINGRESP:
-            ping = self._answer(pkt.ts_first_ns) if self._pings else None
+            pings = self._pings
+            ping = pings[0] if pings else None
+            if ping is not None:
+                if ping.lost or (ping.ts_ns > pkt.ts_first_ns + ANSWER_SKEW_NS and not ping.stepped):
+                    ping = self._answer(pkt.ts_first_ns)  # (after a capture loss)
+                else:
+                    del pings[0]
             if ping is not None:
                 latency = pkt.ts_first_ns - ping.ts_ns
                 if ping.lost:
