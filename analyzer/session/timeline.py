@@ -398,7 +398,8 @@ class SessionTimeline:
         client's next PINGREQ was read. A PINGRESP paired instead with the oldest after a lost
         one made every later ping of a session a slow answer (KA204), one interval late."""
         pings = self._pings
-        sent = [i for i, ping in enumerate(pings) if ping.stepped or ping.ts_ns <= ts_ns + ANSWER_SKEW_NS]
+        sent = [i for i, ping in enumerate(pings)
+                if ping.stepped or ping.ts_ns <= ts_ns + ANSWER_SKEW_NS]
         if not sent:
             return None
         sure = next((i for i in sent if not pings[i].lost), sent[0])

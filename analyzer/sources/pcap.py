@@ -263,7 +263,8 @@ def iter_pcap_batches(
                 part = starts[at:at + MAX_BATCH_FRAMES]
                 yield FrameBatch.of(buf, record_columns(buf, part, order, frac_ns), frame + 1, linktype)
                 frame += len(part)
-                state.bytes_read = base + (starts[at + len(part)] if at + len(part) < len(starts) else pos)
+                done = at + len(part)
+                state.bytes_read = base + (starts[done] if done < len(starts) else pos)
             if bad:
                 state.error = (
                     f"corrupt record header for frame {frame + 1} at byte {base + pos}: captured "

@@ -216,7 +216,7 @@ class WebSocketDecoder:
 
     def _handshake(self, data: bytes, frame_no: int, ts_ns: int, out: list[Event]) -> int:
         """Consume the HTTP head; return where the frames start in `data` (len(data): not yet)."""
-        if not self.from_client and not self._hs and len(data) >= 5 and data[:5] != b"HTTP/":
+        if not self.from_client and not self._hs and data[:5] != b"HTTP/"[:len(data[:5])]:
             # the server's first bytes are no HTTP answer: the capture lost its 101 (the client's
             # upgrade decided the connection), so its frames are read from the first that starts
             out.append(WSError(frame_no, ts_ns, "the server's answer to the WebSocket upgrade "

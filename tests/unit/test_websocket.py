@@ -129,6 +129,9 @@ def test_server_frames_after_a_101_the_capture_lost_are_read() -> None:
     garbled = server(handshake=True)
     events = feed(garbled, [b"\xff\xff\xff\xff\xff", ws_frame(BINARY, PINGRESP)])
     assert kinds(events) == ["WSError"] and data_of(events) == PINGRESP
+    short = server(handshake=True)  # (a first frame shorter than "HTTP/")
+    events = feed(short, [ws_frame(BINARY, PINGRESP), ws_frame(BINARY, PINGRESP)])
+    assert len(ws_frame(BINARY, PINGRESP)) < 5 and data_of(events) == PINGRESP + PINGRESP
     split = server(handshake=True)  # (an answer cut into pieces is still an answer)
     events = feed(split, [RESPONSE[:3], RESPONSE[3:] + ws_frame(BINARY, PINGRESP)])
     assert isinstance(events[0], WSOpen) and data_of(events) == PINGRESP
