@@ -9,11 +9,17 @@ from tests.builders import PINGREQ, PINGRESP, connack, connect, disconnect, publ
 from tests.unit.test_tls_keyless import Conn, run
 
 
-def test_pingresp_before_its_pingreq_is_released_from_behind_a_hole() -> None:
+def _connected(keep_alive: int) -> Conn:
+    """A connection on 1883 with its handshake, CONNECT (at 30 ms) and CONNACK."""
     conn = Conn(server_port=1883)
     conn.open()
-    conn.send(0.03, True, connect(keep_alive=2))
+    conn.send(0.03, True, connect(keep_alive=keep_alive))
     conn.send(0.031, False, connack())
+    return conn
+
+
+def test_pingresp_before_its_pingreq_is_released_from_behind_a_hole() -> None:
+    conn = _connected(keep_alive=2)
     pub = publish("t", b"x" * 2990)
     conn.send(0.5, True, pub[:1000])
     conn.send(0.6, True, pub[1000:1400])
@@ -77,10 +83,7 @@ def test_a_segment_resent_after_later_ones_is_no_clock_step() -> None:
     it were captured: delivered in order, its packet ends after the next one starts. No time
     passed between them (the client sent them back to back), and the capture's clock did not step:
     the session is not marked `clock_step`, and its silences are judged as before."""
-    conn = Conn(server_port=1883)
-    conn.open()
-    conn.send(0.03, True, connect(keep_alive=2))
-    conn.send(0.031, False, connack())
+    conn = _connected(keep_alive=2)
     first, second = publish("t", b"a" * 10), publish("t", b"b" * 10)
     sent = conn.seq[True]
     conn.seq[True] += len(first)               # the first PUBLISH is lost on the way
@@ -103,10 +106,7 @@ def test_a_segment_resent_after_later_ones_is_no_clock_step() -> None:
 def _pings_near_k(hidden: bool) -> Conn:
     """A 10 s Keep Alive session pinging 9.6 s after each of its packets (past 0.9 K, four times);
     `hidden`: two client bytes never captured in the middle of each of those silences."""
-    conn = Conn(server_port=1883)
-    conn.open()
-    conn.send(0.03, True, connect(keep_alive=10))
-    conn.send(0.031, False, connack())
+    conn = _connected(keep_alive=10)
     at = 0.031
     for _ in range(4):
         if hidden:
@@ -146,10 +146,7 @@ def _pings_behind_holes(answer_after: float) -> tuple[Conn, list[tuple[int, int]
     captured: each PINGREQ is held behind its hole until the next client segment shows the bytes
     are lost, so the broker's PINGRESP (`answer_after` s later) comes before it in the stream;
     and (PINGREQ frame, PINGRESP frame) of each."""
-    conn = Conn(server_port=1883)
-    conn.open()
-    conn.send(0.03, True, connect(keep_alive=60))
-    conn.send(0.031, False, connack())
+    conn = _connected(keep_alive=60)
     pings = []
     for n in range(1, 4):
         conn.seq[True] += 2
@@ -198,10 +195,7 @@ def test_ping_spacing_is_not_measured_across_a_capture_gap() -> None:
 def _pings_one_answer_lost(spacing_s: float, lost: bytes = PINGRESP) -> Conn:
     """A 10 s Keep Alive session pinging every `spacing_s` s, each PINGRESP 1 ms after its
     PINGREQ, but the bytes `lost` (in the first PINGRESP's place) never captured."""
-    conn = Conn(server_port=1883)
-    conn.open()
-    conn.send(0.03, True, connect(keep_alive=10))
-    conn.send(0.031, False, connack())
+    conn = _connected(keep_alive=10)
     for n in range(1, 5):
         at = spacing_s * n
         conn.send(at, True, PINGREQ)
@@ -230,10 +224,7 @@ def test_a_lost_pingresp_leaves_its_ping_unjudged_and_pairs_the_next_ones_right(
 def test_lost_broker_bytes_hide_no_more_answers_than_they_could_hold() -> None:
     """A PINGREQ still waiting when two bytes of the broker's are lost counts as answered by them
     at most once: a broker that then never answers the next ping is still found (KA203)."""
-    conn = Conn(server_port=1883)
-    conn.open()
-    conn.send(0.03, True, connect(keep_alive=2))
-    conn.send(0.031, False, connack())
+    conn = _connected(keep_alive=2)
     conn.send(1.0, True, PINGREQ)
     conn.seq[False] += 2                        # its PINGRESP, lost
     late = conn.send(2.0, True, PINGREQ)        # never answered
@@ -248,10 +239,7 @@ def test_lost_broker_bytes_hide_no_more_answers_than_they_could_hold() -> None:
 def test_a_broker_close_after_client_bytes_the_capture_lost_is_not_judged() -> None:
     """The client's DISCONNECT lost from the capture, the broker's FIN acknowledging it: the close
     may be the DISCONNECT's answer, so it is not a broker closing too early (KA202)."""
-    conn = Conn(server_port=1883)
-    conn.open()
-    conn.send(0.03, True, connect(keep_alive=2))
-    conn.send(0.031, False, connack())
+    conn = _connected(keep_alive=2)
     conn.send(1.0, True, PINGREQ)
     conn.send(1.001, False, PINGRESP)
     conn.seq[True] += len(disconnect())         # the DISCONNECT at 2.2 s, never captured
@@ -266,10 +254,7 @@ def test_a_pingresp_after_lost_broker_bytes_is_not_unsolicited() -> None:
     """Broker bytes lost while a PINGREQ waits (here a PUBLISH to the client, not its answer): the
     PINGRESP that follows answers it, not nothing (KA205). Bytes that could hold answers leave
     the pings they could answer unjudged, not gone."""
-    conn = Conn(server_port=1883)
-    conn.open()
-    conn.send(0.03, True, connect(keep_alive=10))
-    conn.send(0.031, False, connack())
+    conn = _connected(keep_alive=10)
     conn.send(5.0, True, PINGREQ)
     conn.seq[False] += len(publish("t", b"x" * 20))   # never captured
     conn.send(5.001, True, b"", flags=0x10)           # the client acknowledges it
@@ -285,10 +270,7 @@ def test_a_pingresp_stamped_a_little_before_its_pingreq_still_answers_it() -> No
     a PINGRESP stamped 5 us before its PINGREQ answers it (one sent a ping interval before every
     waiting PINGREQ, which a capture hole held back, answers none of them: the shipped
     `mid-stream` capture without three frames in a row, `test_shipped_captures`)."""
-    conn = Conn(server_port=1883)
-    conn.open()
-    conn.send(0.03, True, connect(keep_alive=10))
-    conn.send(0.031, False, connack())
+    conn = _connected(keep_alive=10)
     conn.send(1.000010, True, PINGREQ)
     conn.send(1.000005, False, PINGRESP)
     conn.send(3.0, True, disconnect())
