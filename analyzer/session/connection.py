@@ -179,7 +179,7 @@ class Connection:
         it, not by the next one (which answers the next PINGREQ). Bytes past the acknowledged
         ones were sent later: the PINGRESP answered none of them."""
         frame, ts_ns, acked = self.held_answer  # type: ignore[misc]
-        client = self.halves[0] if self.client_is_a else self.halves[1]
+        client = self._half(client=True)
         if client.next_seq is None or seq_diff(client.next_seq, acked) > 0:
             self.held_answer = None
         elif event.type is PacketType.PINGREQ:
@@ -191,8 +191,12 @@ class Connection:
         """Broker bytes the capture holds back behind a hole, or that the client acknowledged and
         the capture never showed: as the session ends, the answers to its waiting pings may be
         among them."""
-        server = self.halves[1] if self.client_is_a else self.halves[0]
+        server = self._half(client=False)
         return bool(server.pending) or server.acked_seq is not None
+
+    def _half(self, *, client: bool) -> HalfStream:
+        """The stream the client sends (`client`), or the broker."""
+        return self.halves[0] if self.client_is_a == client else self.halves[1]
 
     def _direction(self, is_a: bool) -> Direction:
         return Direction.TO_SERVER if is_a == self.client_is_a else Direction.TO_CLIENT
@@ -263,7 +267,7 @@ class Connection:
                         to_server = True
                     tl = self._timeline(event.first_frame, event.ts_first_ns)
                 if not to_server and event.type is PacketType.PINGRESP:
-                    client = self.halves[0] if self.client_is_a else self.halves[1]
+                    client = self._half(client=True)
                     tl.client_backlog = bool(client.pending) or client.acked_seq is not None
                     if (client.acked_seq is not None and tl.__class__ is SessionTimeline
                             and not tl.awaiting_pingresp):
@@ -417,7 +421,7 @@ class Connection:
     def _close(self, is_a: bool, frame_no: int, ts_ns: int, *, rst: bool) -> None:
         self.closed = True
         by_client = is_a == self.client_is_a
-        client = self.halves[0] if self.client_is_a else self.halves[1]
+        client = self._half(client=True)
         if not by_client and client.acked_seq is not None:
             # the broker's close acknowledges client bytes the capture never showed: they were
             # sent before it, and what they held (a DISCONNECT, say) may explain it

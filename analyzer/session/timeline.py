@@ -362,22 +362,11 @@ class SessionTimeline:
             if self._inbound_first is None:
                 self._inbound_first = pkt.first_frame
         elif ptype == PacketType.PINGRESP:
-            pings = self._pings
-            ping = pings[0] if pings else None
+            ping = self._answer(pkt.ts_first_ns) if self._pings else None
             if ping is not None:
-                if ping.lost or (ping.ts_ns > pkt.ts_first_ns + ANSWER_SKEW_NS and not ping.stepped):
-                    ping = self._answer(pkt.ts_first_ns)  # (after a capture loss)
-                else:
-                    del pings[0]
-            if ping is not None:
-                latency = pkt.ts_first_ns - ping.ts_ns
-                if ping.lost:
-                    pass  # (it may answer a later one, whose own answer was lost)
-                elif (self._ping_floor is None or latency < 0 or ping.stepped
-                        or latency > self._ping_floor(self.keep_alive_s)):
-                    out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
-                                           ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None,
-                                           ping.stepped))
+                outcome = self._answered(ping, pkt.first_frame, pkt.ts_first_ns)
+                if outcome is not None:
+                    out.append(outcome)
             elif not self._pingreq_may_be_unseen() and not (
                     self._pings and Uncertainty.HOLE in self.uncertainty):
                 # (one sent before every waiting PINGREQ answers none of them: one the capture
@@ -398,6 +387,9 @@ class SessionTimeline:
         client's next PINGREQ was read. A PINGRESP paired instead with the oldest after a lost
         one made every later ping of a session a slow answer (KA204), one interval late."""
         pings = self._pings
+        first = pings[0]
+        if not first.lost and (first.stepped or first.ts_ns <= ts_ns + ANSWER_SKEW_NS):
+            return pings.pop(0)  # (all but after a capture loss)
         sent = [i for i, ping in enumerate(pings)
                 if ping.stepped or ping.ts_ns <= ts_ns + ANSWER_SKEW_NS]
         if not sent:
@@ -423,13 +415,19 @@ class SessionTimeline:
         tells by the broker's acknowledgement). Judged as an answer in its turn would be."""
         if not self._pings or self.ended:
             return []
-        ping = self._pings.pop()
+        outcome = self._answered(self._pings.pop(), frame, ts_ns)
+        return [] if outcome is None else [outcome]
+
+    def _answered(self, ping: _Ping, frame: int, ts_ns: int) -> PingOutcome | None:
+        """PINGREQ `ping` answered by the PINGRESP at `frame` and `ts_ns`, as an observation: none
+        for an answer no check could object to, or for a ping whose answer may have been lost
+        (this PINGRESP may answer a later one)."""
         latency = ts_ns - ping.ts_ns
-        if (self._ping_floor is None or latency < 0 or ping.stepped
-                or latency > self._ping_floor(self.keep_alive_s)):
-            return [PingOutcome(ping.frame, ping.ts_ns, frame, ts_ns, ping.repinged_ns, frame, ts_ns,
-                                None, ping.stepped)]
-        return []
+        if ping.lost or (self._ping_floor is not None and 0 <= latency
+                         <= self._ping_floor(self.keep_alive_s) and not ping.stepped):
+            return None
+        return PingOutcome(ping.frame, ping.ts_ns, frame, ts_ns, ping.repinged_ns, frame, ts_ns, None,
+                           ping.stepped)
 
     def _pingreq_may_be_unseen(self) -> bool:
         """A PINGRESP with nothing to answer is only the broker's fault if no PINGREQ can hide in
