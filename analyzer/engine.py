@@ -461,8 +461,7 @@ class CaptureAnalysis:
     # -- time and the end ---------------------------------------------------------------------
 
     def _sweep(self, frame_no: int) -> None:
-        self._next_sweep_ns = self.now_ns + SWEEP_EVERY_NS
-        self.table.sweep(self.now_ns, frame_no, idle_limit_ns, SHORTEST_IDLE_NS)
+        self.swept(frame_no, self.now_ns, self.idle_flows(self.now_ns))
 
     def idle_flows(self, now_ns: int) -> list[Flow]:
         """The connections an idle sweep at `now_ns` would evict, as they stand."""
