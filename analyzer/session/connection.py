@@ -269,11 +269,10 @@ class Connection:
                 if not to_server and event.type is PacketType.PINGRESP:
                     client = self._half(client=True)
                     tl.client_backlog = bool(client.pending) or client.acked_seq is not None
-                    if (client.acked_seq is not None and tl.__class__ is SessionTimeline
-                            and not tl.awaiting_pingresp):
+                    if client.acked_seq is not None and not tl.awaiting_pingresp:
                         # the broker acknowledged client bytes the capture holds back or never
-                        # showed: the PINGREQ this answers may be among them (keyless TLS
-                        # sessions pair their probable pings their own way)
+                        # showed: the PINGREQ this answers may be among them (a waiting one
+                        # whose answer may have been lost is passed over all the same)
                         self.held_answer = (event.first_frame, event.ts_first_ns, client.acked_seq)
                 if to_server and event.type is _DISCONNECT and self._server_backlog():
                     tl.answers_unseen()

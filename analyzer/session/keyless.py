@@ -205,8 +205,13 @@ class KeylessTimeline(SessionTimeline):
         """When the client last sent a record that was not ping-sized."""
         self.alerts_hidden = True
         """TLS 1.3: the broker's close_notify looks like a PINGRESP (see `_confirm_answer`)."""
-        self._unconfirmed: tuple[_ProbablePing, MQTTPacket] | None = None
+        self._unconfirmed: tuple[_ProbablePing, int, int] | None = None
         """The latest ping-sized exchange, until the client sends again (`_confirm_answer`)."""
+
+    @property
+    def pingresp_bytes(self) -> int:
+        """A probable PINGRESP is a whole record: its 5-byte header and its ping-sized fragment."""
+        return 2 if self.ping_record_length is None else self.ping_record_length + 5
 
     # -- records in -----------------------------------------------------------------------------
 
@@ -246,7 +251,21 @@ class KeylessTimeline(SessionTimeline):
         if self.ended or pkt.type != PacketType.PINGRESP or not self._pings:
             return
         self._confirm_answer(out)
-        self._unconfirmed = (self._pings.pop(0), pkt)  # type: ignore[assignment]
+        ping = self._answer(pkt.ts_first_ns)  # (passing over pings whose answers were lost)
+        if ping is not None:
+            self._exchange(ping, pkt.first_frame, pkt.ts_first_ns, out)  # type: ignore[arg-type]
+
+    def answered_earlier(self, frame: int, ts_ns: int) -> list[Observation]:
+        """The probable PINGREQ just taken came out from behind a capture hole and was answered by
+        the ping-sized broker record at `frame`, which the capture showed before it."""
+        out: list[Observation] = []
+        if self._pings and not self.ended:
+            self._exchange(self._pings.pop(), frame, ts_ns, out)  # type: ignore[arg-type]
+        return out
+
+    def _exchange(self, ping: _ProbablePing, frame: int, ts_ns: int, out: list[Observation]) -> None:
+        """Probable PINGREQ `ping` answered by the ping-sized broker record at `frame`."""
+        self._unconfirmed = (ping, frame, ts_ns)
         if not self.alerts_hidden:  # a broker alert is a record of its own type: no doubt
             self._confirm_answer(out)
 
@@ -256,14 +275,16 @@ class KeylessTimeline(SessionTimeline):
         both the size of a ping), so `_end` drops an exchange still unconfirmed."""
         if self._unconfirmed is None:
             return
-        ping, pkt = self._unconfirmed
+        ping, frame, ts_ns = self._unconfirmed
         self._unconfirmed = None
         self.pingresp += 1
-        out.append(PingOutcome(ping.frame, ping.ts_ns, pkt.first_frame, pkt.ts_first_ns,
-                               ping.repinged_ns, pkt.first_frame, pkt.ts_first_ns, None, ping.stepped))
-        self._answered(ping, out)  # type: ignore[arg-type]
+        if ping.lost:  # its answer may have been in broker bytes the capture lost: not this one
+            return
+        out.append(PingOutcome(ping.frame, ping.ts_ns, frame, ts_ns, ping.repinged_ns, frame, ts_ns,
+                               None, ping.stepped))
+        self._count_answered(ping, out)  # type: ignore[arg-type]
 
-    def _answered(self, ping: _ProbablePing, out: list[Observation]) -> None:
+    def _count_answered(self, ping: _ProbablePing, out: list[Observation]) -> None:
         """An answered probable ping: now it counts for the cadence (and for inferring K)."""
         self._note_ping_spacing(ping.sent_ns)
         if ping.idle_ns is None:

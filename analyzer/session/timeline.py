@@ -227,12 +227,17 @@ class SessionTimeline:
         else:
             # broker bytes lost: as many PINGRESPs as they could hold may answer the oldest pings
             # waiting (`_answer`)
-            room = gap.missing_bytes // 2
+            room = gap.missing_bytes // self.pingresp_bytes
             for ping in self._pings:
                 if room <= 0:
                     break
                 if not ping.lost:
                     ping.lost, room = True, room - 1
+
+    @property
+    def pingresp_bytes(self) -> int:
+        """The bytes a PINGRESP takes on the wire, for how many answers lost bytes could hold."""
+        return 2
 
     def on_clock_step(self) -> None:
         """The capture's timestamps went backwards: the interval in progress cannot be measured."""
@@ -406,8 +411,9 @@ class SessionTimeline:
 
     @property
     def awaiting_pingresp(self) -> bool:
-        """A PINGREQ is waiting for its PINGRESP."""
-        return bool(self._pings)
+        """A PINGREQ is waiting for a PINGRESP the capture can show: one whose answer was not
+        perhaps in broker bytes it lost (`_Ping.lost`)."""
+        return any(not ping.lost for ping in self._pings)
 
     def answered_earlier(self, frame: int, ts_ns: int) -> list[Observation]:
         """The PINGREQ just taken was answered by the PINGRESP at `frame` and `ts_ns`, which the

@@ -12,8 +12,10 @@ application-data record into MQTT, in one of two ways:
   The record's first byte is timed by the frame that started it and the rest by the frame that
   completed it, so packets are timed as on plain TCP and the verdicts are the same. Under TLS 1.3
   some protected records hold handshake messages or alerts and have no plaintext: they are
-  skipped. Under TLS 1.2 every one carries application data, so a record without plaintext is a
-  hole in the MQTT stream (the framer resynchronises, the session gets `hole`).
+  skipped, unless tshark could not decrypt them (`PlaintextSource.undecrypted`: after a capture
+  loss it loses count of that direction's records). Under TLS 1.2 every one carries application
+  data. A record that carried application data without plaintext is a hole in the MQTT stream (the
+  framer resynchronises, the session gets `hole`, the capture a warning).
 * keyless: otherwise each record is one MQTT packet of unknown type (`PacketType.ENCRYPTED`), or
   a probable PINGREQ/PINGRESP when its length is that of an encrypted 2-byte packet for the
   negotiated version and suite (`tls.suites.probable_ping_length`). The session is a
@@ -64,7 +66,8 @@ class TLSSide:
     """Stream sink for one direction of an MQTT-over-TLS connection: bytes to its record parser,
     records to the connection's `TLSLink`."""
 
-    __slots__ = ("chunk_frame", "chunk_next", "chunks", "conn", "framer", "is_a", "parser", "ws")
+    __slots__ = ("chunk_frame", "chunk_next", "chunks", "conn", "failed_frame", "failed_left", "framer",
+                 "is_a", "parser", "ws")
 
     def __init__(self, conn: Connection, is_a: bool, framer: MQTTFramer) -> None:
         self.conn, self.is_a, self.framer = conn, is_a, framer
@@ -73,6 +76,9 @@ class TLSSide:
         self.chunk_frame = 0
         self.chunk_next = 0
         self.chunks: list[bytes] = []
+        self.failed_frame = 0
+        self.failed_left = 0
+        """TLS 1.3 records of `failed_frame` the keys did not open, not yet matched to a record."""
 
     def data(self, payload: bytes, frame_no: int, ts_ns: int) -> None:
         events = self.parser.feed(payload, frame_no, ts_ns)
@@ -179,34 +185,41 @@ class TLSLink:
         to_server = side.is_a == self.conn.client_is_a
         if to_server:
             self.client_records += 1
-        elif not self.client_records and self._tls13:
-            return  # TLS 1.3: the server's protected handshake flight, before the client's Finished
+        # TLS 1.3: the server's protected handshake flight comes before the client's Finished. With
+        # keys, a record with plaintext is not of it: the client's bytes may be held back behind a
+        # capture hole while the broker's CONNACK is read.
+        flight = not to_server and not self.client_records and self._tls13
         if self.mode == KEYLESS:
-            self._keyless(side, rec)
+            if not flight:
+                self._keyless(side, rec)
         elif self.mode == DECRYPTED:
             chunk = self._next_chunk(side, rec.last_frame)
             if chunk is not None:
                 self._plain(side, chunk, rec)
-            elif not self._tls13 or rec.truncated:
-                self._undecrypted(side, rec)
+            elif not flight:
+                self._without_plaintext(side, rec)
         else:
-            self._undecided(side, rec, to_server)
+            self._undecided(side, rec, to_server, flight)
 
     @property
     def _tls13(self) -> bool:
         return self.server_hello is not None and self.server_hello.version == TLS13
 
-    def _undecided(self, side: TLSSide, rec: TLSRecord, to_server: bool) -> None:
+    def _undecided(self, side: TLSSide, rec: TLSRecord, to_server: bool, flight: bool) -> None:
         assert self.source is not None
         if not self.source.available(rec.last_frame):  # the keys opened nothing in this file
             self._fall_back(warn=False)
-            if self.mode == KEYLESS:
+            if self.mode == KEYLESS and not flight:
                 self._keyless(side, rec)
             return
         chunk = self._next_chunk(side, rec.last_frame)
         if chunk is not None:
-            self.mode, self._held = DECRYPTED, []
+            held, self.mode, self._held = self._held, DECRYPTED, []
+            for held_side, held_rec in held:
+                self._without_plaintext(held_side, held_rec)
             self._plain(side, chunk, rec)
+            return
+        if flight:
             return
         self._held.append((side, rec))
         self._held_client += to_server
@@ -305,14 +318,39 @@ class TLSLink:
                 if events:
                     self.conn.on_events(side.is_a, events)
 
+    def _without_plaintext(self, side: TLSSide, rec: TLSRecord) -> None:
+        """An application-data record of a connection the keys open gave no plaintext. Under TLS
+        1.3 that is a handshake message (a session ticket) or an alert, which carry no MQTT,
+        unless tshark could not decrypt it (`_failed`) or the capture lost part of it; under TLS
+        1.2 every such record carries application data. Either way its MQTT bytes are missing."""
+        if not self._tls13 or rec.truncated or self._failed(side, rec.last_frame):
+            self._undecrypted(side, rec)
+
+    def _failed(self, side: TLSSide, frame_no: int) -> bool:
+        """Is a TLS 1.3 record completed in `frame_no` one the keys did not open? After a capture
+        loss tshark loses count of a direction's records (their nonces) and decrypts none of the
+        later ones: skipped as handshake messages, they made every later ping unanswered."""
+        assert self.source is not None
+        if side.failed_frame != frame_no:
+            side.failed_frame, side.failed_left = frame_no, self.source.undecrypted(frame_no)
+        if not side.failed_left:
+            return False
+        side.failed_left -= 1
+        self.source.failed(self.conn.index)
+        return True
+
     def _undecrypted(self, side: TLSSide, rec: TLSRecord) -> None:
-        """A TLS 1.2 record without plaintext: its MQTT bytes are missing (unless it was empty)."""
+        """A record that carried MQTT bytes without plaintext: they are missing (unless it was
+        empty), a hole in the session as bytes the capture lost are."""
         hello = self.server_hello
         plain = None if hello is None else plaintext_length(
             hello.version, hello.cipher_suite, rec.length, encrypt_then_mac=hello.encrypt_then_mac)
         if plain == 0:
             return
-        self._consume_gap(side, TLSGap(plain or rec.length, rec.last_frame, rec.ts_last_ns))
+        missing = plain or rec.length
+        self._consume_gap(side, TLSGap(missing, rec.last_frame, rec.ts_last_ns))
+        if not rec.truncated:  # (a truncated record's loss is the capture's: `TLSSide.gap` told)
+            self.conn.on_gap(side.is_a, missing, rec.last_frame, rec.ts_last_ns)
 
     def _consume_gap(self, side: TLSSide, gap: TLSGap) -> None:
         """Plaintext lost (capture loss, or a TLS 1.2 record without plaintext): a hole in MQTT."""

@@ -104,8 +104,9 @@ tshark's new TLS heuristics are asked for at run time (`tls_heuristics`); its ne
 registrations only matter if MQTT runs on their port, and the test suite compares this list with
 the installed tshark's."""
 
-FIELDS_FILTER = "tls.app_data && data"
-"""Frames with an application-data record whose plaintext reached the `data` dissector."""
+FIELDS_FILTER = "(tls.app_data && data) || tls.record.opaque_type"
+"""Frames with an application-data record whose plaintext reached the `data` dissector, and frames
+with TLS 1.3 protected records (to count those tshark could not decrypt)."""
 
 
 # --- the result --------------------------------------------------------------------------------
@@ -133,6 +134,10 @@ class Plaintext:
     index: Mapping[int, tuple[Span, ...]] = field(default_factory=dict)
     store: IO[bytes] | None = field(default=None, repr=False, compare=False)
     warnings: tuple[str, ...] = ()
+    failed: Mapping[int, int] = field(default_factory=dict)
+    """Frame number -> TLS 1.3 protected records of it that tshark could not decrypt (a record
+    whose sequence number it lost track of after a capture loss, say): unlike a record that
+    decrypted to a handshake message or an alert, such a record hides application data."""
 
     def chunks(self, frame_no: int) -> list[bytes]:
         """The plaintext records completed in `frame_no`, in order; empty if none."""
@@ -144,6 +149,10 @@ class Plaintext:
             self.store.seek(span.offset)
             out.append(self.store.read(span.length))
         return out
+
+    def undecrypted(self, frame_no: int) -> int:
+        """How many TLS 1.3 protected records completed in `frame_no` could not be decrypted."""
+        return self.failed.get(frame_no, 0)
 
     def __bool__(self) -> bool:
         return bool(self.index)
@@ -216,14 +225,17 @@ def find_tshark() -> str:
 
 def tshark_command(tshark: str, capture: str, keylog: Path | None,
                    subdissectors: Iterable[str]) -> list[str]:
-    """The tshark command line that prints `frame<TAB>hex,hex,...` per frame with plaintext."""
+    """The tshark command line that prints, per frame with plaintext or protected records,
+    `frame<TAB>lengths<TAB>content types<TAB>hex,hex,...` (a TLS 1.3 protected record shows its
+    inner content type only when it was decrypted)."""
     command = [tshark, "-n", "-r", capture,
                "-o", "tls.desegment_ssl_records:TRUE", "-o", "tcp.desegment_tcp_streams:TRUE"]
     if keylog is not None:
         command += ["-o", f"tls.keylog_file:{keylog}"]
     for name in subdissectors:
         command += ["--disable-protocol", name]
-    command += ["-Y", FIELDS_FILTER, "-T", "fields", "-e", "frame.number", "-e", "data.data",
+    command += ["-Y", FIELDS_FILTER, "-T", "fields", "-e", "frame.number", "-e", "tls.record.length",
+                "-e", "tls.record.content_type", "-e", "data.data",
                 "-E", "occurrence=a", "-E", "aggregator=,", "-E", "separator=/t",
                 "-E", "header=n", "-E", "quote=n"]
     return command
@@ -240,6 +252,7 @@ def _run(command: list[str], path: str, workdir: Path, warnings: list[str]) -> P
     """Run tshark and store the plaintext as it streams out."""
     store = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - owned by Plaintext
     index: dict[int, tuple[Span, ...]] = {}
+    failed: dict[int, int] = {}
     with open(workdir / "stderr.txt", "w+", encoding="utf-8", errors="replace") as errors:
         try:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -250,7 +263,11 @@ def _run(command: list[str], path: str, workdir: Path, warnings: list[str]) -> P
             raise InputError(f"cannot run tshark: {exc.strerror or exc}") from None
         assert process.stdout is not None
         with process:
-            for frame_no, records in parse_fields(process.stdout):
+            for frame_no, records, undecrypted in parse_fields(process.stdout):
+                if undecrypted:
+                    failed[frame_no] = undecrypted
+                if not records:
+                    continue
                 spans = []
                 for record in records:
                     spans.append(Span(store.tell(), len(record)))
@@ -264,18 +281,26 @@ def _run(command: list[str], path: str, workdir: Path, warnings: list[str]) -> P
             raise InputError(f"tshark could not read {path}: {message or f'exit code {process.returncode}'}")
         warnings.append(f"tshark stopped early ({message or f'exit code {process.returncode}'}): "
                         "TLS plaintext after that point is missing")
-    return Plaintext(index, store, tuple(warnings))
+    return Plaintext(index, store, tuple(warnings), failed)
 
 
-def parse_fields(lines: Iterable[str]) -> Iterator[tuple[int, list[bytes]]]:
-    """`frame<TAB>hex[,hex...]` lines as (frame number, plaintext of each record)."""
+def parse_fields(lines: Iterable[str]) -> Iterator[tuple[int, list[bytes], int]]:
+    """`frame<TAB>lengths<TAB>content types<TAB>hex[,hex...]` lines as (frame number, plaintext of
+    each record, records not decrypted). Every record has a length; a record in the clear, and a
+    protected one tshark decrypted, a content type: a record with a length and no content type
+    is protected and was not decrypted."""
     for line in lines:
-        number, _, values = line.rstrip("\r\n").partition("\t")
-        if not number.isdigit() or not values:
+        number, lengths, types, values = (line.rstrip("\r\n").split("\t") + ["", "", ""])[:4]
+        if not number.isdigit():
             continue
         records = [bytes.fromhex(value) for value in values.split(",") if value]
-        if records:
-            yield int(number), records
+        undecrypted = max(0, _count(lengths) - _count(types))
+        if records or undecrypted:
+            yield int(number), records, undecrypted
+
+
+def _count(values: str) -> int:
+    return len([value for value in values.split(",") if value])
 
 
 def tshark_message(stderr: str) -> str:

@@ -27,6 +27,7 @@ class Plaintext(Protocol):
     """What `analyzer.tls.decrypt.decrypt_capture` returns (see there)."""
 
     def chunks(self, frame_no: int) -> list[bytes]: ...
+    def undecrypted(self, frame_no: int) -> int: ...
     def __bool__(self) -> bool: ...
 
 
@@ -43,6 +44,8 @@ class PlaintextSource:
         self._loaded: dict[int, Plaintext | None] = {}
         self.fallback_streams: list[int] = []
         """TLS connections that had no plaintext although keys were given (judged keyless)."""
+        self.failed_records: dict[int, int] = {}
+        """tcp.stream -> records of that decrypted connection the keys did not open (holes)."""
 
     @property
     def keys_given(self) -> bool:
@@ -72,18 +75,35 @@ class PlaintextSource:
             return []
         return plain[0].chunks(frame_no - plain[1])
 
+    def undecrypted(self, frame_no: int) -> int:
+        """How many TLS 1.3 protected records completed in `frame_no` the keys did not open."""
+        plain = self._file(frame_no)
+        if plain is None or not plain[0]:
+            return 0
+        return plain[0].undecrypted(frame_no - plain[1])
+
     def fallback(self, stream_index: int) -> None:
         self.fallback_streams.append(stream_index)
 
+    def failed(self, stream_index: int) -> None:
+        """A record of a connection judged from its plaintext could not be decrypted."""
+        self.failed_records[stream_index] = self.failed_records.get(stream_index, 0) + 1
+
     def warnings(self) -> list[str]:
-        """The end-of-capture summary of connections judged without their plaintext."""
-        if not self.fallback_streams:
-            return []
-        streams = ", ".join(str(i) for i in self.fallback_streams[:10])
-        more = f" and {len(self.fallback_streams) - 10} more" if len(self.fallback_streams) > 10 else ""
-        return [f"TLS keys were given but {len(self.fallback_streams)} MQTT-over-TLS connection(s) "
-                f"had no decrypted data (tcp.stream {streams}{more}): judged from TLS record sizes "
-                "(uncertainty encrypted, findings likely)"]
+        """The end-of-capture summary of connections judged without (some of) their plaintext."""
+        out = []
+        if self.fallback_streams:
+            out.append(f"TLS keys were given but {len(self.fallback_streams)} MQTT-over-TLS "
+                       f"connection(s) had no decrypted data (tcp.stream {_listed(self.fallback_streams)}): "
+                       "judged from TLS record sizes (uncertainty encrypted, findings likely)")
+        if self.failed_records:
+            streams = sorted(self.failed_records)
+            out.append(f"{sum(self.failed_records.values())} TLS record(s) of {len(streams)} decrypted "
+                       f"MQTT-over-TLS connection(s) could not be decrypted (tcp.stream "
+                       f"{_listed(streams)}), as after a capture loss, when tshark loses count of "
+                       "a direction's records: their MQTT bytes count as not captured (uncertainty "
+                       "hole), and what they may hold is not judged")
+        return out
 
     def close(self) -> None:
         """Drop the decrypted data (the analysis is over)."""
@@ -123,3 +143,9 @@ class PlaintextSource:
             self.warn("the TLS key log(s) decrypted nothing in this capture: MQTT over TLS is "
                       "judged from TLS record sizes")
         return plain
+
+
+def _listed(streams: list[int]) -> str:
+    """The first ten stream numbers, and how many more."""
+    more = f" and {len(streams) - 10} more" if len(streams) > 10 else ""
+    return ", ".join(str(i) for i in streams[:10]) + more

@@ -326,3 +326,37 @@ def test_a_segment_lost_inside_a_decrypted_record_gives_uncertainty_not_verdicts
     (session,) = lossy.sessions
     assert "hole" in session.uncertainty and session.pingresp == 2
     assert [f.rule_id for f in lossy.findings] == ["KA902"]
+
+
+def test_records_tshark_could_not_decrypt_after_a_loss_are_holes_and_said(tmp_path: Path) -> None:
+    """Drop the broker's session ticket (frame 10, a TLS 1.3 handshake record of its own): tshark
+    then decrypts none of the broker's later records, the CONNACK and every PINGRESP. Taken for
+    handshake messages (no plaintext), they left every ping unanswered: KA203 three times. They
+    are holes in the broker's stream, the pings go unjudged, and the capture says why."""
+    if shutil.which("editcap") is None:
+        pytest.skip("needs editcap")
+    name = "tls-compliant-pinger"
+    cut = tmp_path / "cut.pcap"
+    subprocess.run(["editcap", str(pcap(name)), str(cut), "10"], check=True, capture_output=True)
+    plain = decrypt_capture(str(cut), [str(keys(name))])
+    assert plain.undecrypted(11) == 2 and plain.chunks(11) == []  # a ticket, the CONNACK (was 12)
+    assert plain.undecrypted(13) == 0 and plain.chunks(13) == [b"\xc0\x00"]  # a PINGREQ still opens
+    assert plain.undecrypted(6) == 0  # the broker's handshake flight, decrypted to handshake records
+    lossy = analyze([str(cut)], Options(tls_keylogs=(str(keys(name)),)))
+    (session,) = lossy.sessions
+    assert "hole" in session.uncertainty and session.pingreq == 5 and session.pingresp == 0
+    assert [f.rule_id for f in lossy.findings if f.severity.name in ("ERROR", "WARNING")] == []
+    (warning,) = lossy.captures[0].warnings
+    assert "could not be decrypted (tcp.stream 0)" in warning and "hole" in warning
+
+
+def test_fields_count_the_protected_records_tshark_could_not_decrypt() -> None:
+    """Every record has a length; a record in the clear, or a protected one tshark decrypted, also
+    a content type (TLS 1.3: the inner one)."""
+    from analyzer.tls.decrypt import parse_fields
+
+    lines = ["6\t122,1,23,1699\t22,20,22,22\t\n",   # hellos and the decrypted handshake flight
+             "11\t250,21\t\t\n",                    # two protected records, neither decrypted
+             "12\t250,21\t22,23\tc000\n",           # a ticket and a PINGREQ, both decrypted
+             "14\t19,19\t23\td000\n"]               # one of two decrypted
+    assert list(parse_fields(lines)) == [(11, [], 2), (12, [b"\xc0\x00"], 0), (14, [b"\xd0\x00"], 1)]

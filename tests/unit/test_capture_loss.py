@@ -278,3 +278,27 @@ def test_a_pingresp_stamped_a_little_before_its_pingreq_still_answers_it() -> No
     analysis = run(conn)
     (session,) = analysis.sessions
     assert (session.pingreq, session.pingresp) == (1, 1) and analysis.findings == []
+
+
+def test_a_pingreq_held_behind_a_hole_is_answered_even_while_a_lost_answer_waits() -> None:
+    """A PINGREQ's answer lost, then the next PINGREQ and its answer lost too, then a PINGREQ held
+    behind that hole: the broker's PINGRESP for it, read first, is not spent on the oldest ping
+    (whose answer was in the lost bytes) and leaves the held one to wait for the next PINGRESP,
+    5 s later (a KA203 and a KA204 that never were; seen on a public capture with three frames
+    taken out)."""
+    conn = _connected(keep_alive=5)
+    conn.send(5.0, True, PINGREQ)
+    conn.seq[False] += 2                        # its PINGRESP, lost
+    conn.seq[True] += 2                         # the next PINGREQ, lost...
+    conn.seq[False] += 2                        # ...and its PINGRESP
+    conn.send(15.0, True, PINGREQ)              # held behind the client's hole
+    conn.send(15.3, False, PINGRESP)
+    conn.send(20.0, True, PINGREQ)              # shows the client's bytes were lost
+    conn.send(20.3, False, PINGRESP)
+    conn.send(22.0, True, disconnect())
+    conn.close(22.0)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert "hole" in session.uncertainty and (session.pingreq, session.pingresp) == (3, 2)
+    assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in analysis.findings}, \
+        [(f.rule_id, f.message) for f in analysis.findings]
