@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from analyzer.errors import InputError
 from analyzer.sources.pcap import (
     MAX_ANY,
+    MAX_BATCH_FRAMES,
     MAX_STANDARD,
     NS,
     Read,
@@ -382,10 +383,12 @@ def iter_pcapng_batches(state: ReadState, read: Read, buf: bytes) -> Generator[F
 
     try:
         while True:
+            if held >= MAX_BATCH_FRAMES:
+                yield batch()
             if not singly:
                 starts: list[int] = []
                 add = starts.append
-                at, head, left = pos, walk.s.head, window
+                at, head, left = pos, walk.s.head, min(window, MAX_BATCH_FRAMES - held)
                 try:
                     while left:  # Enhanced Packet Blocks whole in the buffer, by their lengths
                         btype, blen = head(buf, at)
