@@ -18,6 +18,14 @@ that are not MQTT leave the framer not knowing where the next packet starts. It 
 next segment boundary (senders almost always start a segment with a packet) and accepts the first
 header there only if `header_is_plausible`; until then bytes are dropped and counted in
 `unsynced_bytes`. Lost bytes inside a payload being skipped keep the framer in sync.
+
+A segment can start inside a packet all the same (a PUBLISH larger than a segment goes on in the
+next), and payload bytes can look like a header: ASCII digits are PUBLISH headers. So the sync
+found after losing its place (a capture loss, bytes that are not MQTT) or on a stream joined
+mid-way (`hunting`) is `tentative` until a packet ends exactly where a segment does (where the
+sender's write ended), and while it is, every header must be plausible: the first that is not was payload read
+as a header, and the framer waits for the next boundary again. Read as synced, such payload gave
+phantom packets (a client's "PINGRESP with flags 0x6", KA401) after a lost segment.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ class MQTTFramer:
     """Framing state of one direction of one TCP connection."""
 
     __slots__ = (
-        "direction", "body_cap", "synced", "unsynced_bytes", "packets",
+        "direction", "body_cap", "synced", "hunting", "tentative", "unsynced_bytes", "packets",
         "_head", "_head_frame", "_head_ts",
         "_ptype", "_flags", "_rl", "_hlen", "_first_frame", "_ts_first", "_left", "_body",
     )
@@ -60,6 +68,12 @@ class MQTTFramer:
         self.body_cap = body_cap
         self.synced = synced
         """False until a plausible header is found at a segment boundary."""
+        self.hunting = False
+        """The framer lost its place in the stream, or the stream was joined mid-way (the caller
+        says so): the next header it finds at a segment boundary is a guess."""
+        self.tentative = False
+        """Synced at a guess (`hunting`), not yet confirmed by a packet that ended where a segment
+        did (see the module docstring). A stream's first byte after its SYN starts a packet."""
         self.unsynced_bytes = 0
         self.packets = 0
         self._head = b""           # bytes of a fixed header cut by a segment boundary
@@ -79,7 +93,7 @@ class MQTTFramer:
     def feed(self, data: bytes, frame_no: int, ts_ns: int) -> list[Event]:
         """Take the next in-order bytes of the stream; return the events they complete."""
         if (self._ptype < 0 and self.synced and not self._head and not self._head_frame
-                and len(data) > 1 and data[1] < 0x80 and len(data) == 2 + data[1]
+                and not self.tentative and len(data) > 1 and data[1] < 0x80 and len(data) == 2 + data[1]
                 and data[0] >> 4 not in _BODY_TYPES):
             # The commonest segment: exactly one bodiless packet (a ping, an ack) with a one-byte
             # Remaining Length; what `_read_packets` would make of it, without its loop.
@@ -143,8 +157,9 @@ class MQTTFramer:
         """Where the framer stands, for feeding it in bulk (the columnar path): the packet in
         progress as (bytes left, type, flags, remaining length, header length, first frame,
         first ts), all 0 at a packet boundary; None when it holds bytes (a cut header, a body
-        being kept) or has lost sync, which only `feed` handles."""
-        if not self.synced or self._head or self._head_frame or self._body is not None:
+        being kept) or has lost sync or not yet confirmed it, which only `feed` handles."""
+        if (not self.synced or self.tentative or self._head or self._head_frame
+                or self._body is not None):
             return None
         if self._ptype < 0:
             return (0, 0, 0, 0, 0, 0, 0)
@@ -192,7 +207,7 @@ class MQTTFramer:
             self.unsynced_bytes += len(data)
             self._head_frame = 0
             return False
-        self.synced = True
+        self.synced, self.tentative, self.hunting = True, self.hunting, False
         return True
 
     def _cut_short(self, frame_no: int, ts_ns: int) -> list[Event]:
@@ -217,6 +232,8 @@ class MQTTFramer:
         if self._left == 0:
             out.append(self._packet(frame_no, ts_ns))
             self._ptype = -1
+            if take == len(data):
+                self.tentative = False  # (it ended where the segment did)
         return take
 
     def _read_packets(self, data: bytes, pos: int, frame_no: int, ts_ns: int,
@@ -224,6 +241,7 @@ class MQTTFramer:
         end = len(data)
         head_frame, head_ts = (self._head_frame, self._head_ts) if pos == 0 and self._head_frame else (frame_no, ts_ns)
         self._head_frame = 0
+        tentative = self.tentative
         while pos < end:
             if pos + 1 < end and data[pos + 1] < 0x80:  # a one-byte Remaining Length: most packets
                 rl, used = data[pos + 1], 1
@@ -231,20 +249,33 @@ class MQTTFramer:
                 try:
                     decoded = decode_varint(data, pos + 1)
                 except DecodeError as exc:
-                    out.append(FramingError(self.direction, frame_no, ts_ns, str(exc)))
-                    self._reset(synced=False)
+                    if tentative:
+                        self._lose_sync(end - pos)
+                    else:
+                        out.append(FramingError(self.direction, frame_no, ts_ns, str(exc)))
+                        self._reset(synced=False)
                     return
                 if decoded is None:  # the header itself continues in the next segment
                     self._head, self._head_frame, self._head_ts = data[pos:], head_frame, head_ts
                     return
                 rl, used = decoded
             first = data[pos]
+            if tentative and not header_is_plausible(first, rl):
+                self._lose_sync(end - pos)
+                return
             body_start = pos + 1 + used
             stop = body_start + rl
             ptype = first >> 4
             if stop <= end:
-                body = self._decode_body(ptype, data[body_start:stop], frame_no, ts_ns, out) \
-                    if ptype in _BODY_TYPES else None
+                body = None
+                if ptype in _BODY_TYPES:
+                    errors: list[Event] = [] if tentative else out
+                    body = self._decode_body(ptype, data[body_start:stop], frame_no, ts_ns, errors)
+                    if tentative and errors:
+                        self._lose_sync(end - pos)
+                        return
+                if tentative and stop == end:
+                    tentative = self.tentative = False  # (it ended where the segment did)
                 self.packets += 1
                 out.append(MQTTPacket(self.direction, _TYPES[ptype], first & 0x0F, rl, head_frame,
                                       frame_no, head_ts, ts_ns, body, False, 1 + used))
@@ -282,6 +313,12 @@ class MQTTFramer:
                                         f"{_TYPES[ptype].name}: {exc}"))
             return getattr(exc, "partial", None)
 
+    def _lose_sync(self, dropped: int) -> None:
+        """A tentative sync proved wrong (a header no sender writes, a body that does not decode):
+        what was read from there on was payload, and the next segment boundary is looked at."""
+        self.unsynced_bytes += dropped
+        self._reset(synced=False)
+
     def _reset(self, *, synced: bool) -> None:
         self._head = b""
         self._head_frame = 0
@@ -289,3 +326,6 @@ class MQTTFramer:
         self._body = None
         self._left = 0
         self.synced = synced
+        self.tentative = False
+        if not synced:
+            self.hunting = True

@@ -228,6 +228,9 @@ class Connection:
         if flags & RST:
             self._close(is_a, frame_no, ts_ns, rst=True)
             return
+        if half.next_seq is None and not flags & SYN:
+            # joined mid-way: where the first packet starts is a guess (`MQTTFramer.hunting`)
+            self.sides[0 if is_a else 1].framer.hunting = True
         half.segment(seq, payload, frame_no, ts_ns, bool(flags & SYN), bool(flags & FIN))
         if missing:
             # a snap length cut the segment: the bytes after its captured ones are lost, if those

@@ -302,3 +302,37 @@ def test_a_pingreq_held_behind_a_hole_is_answered_even_while_a_lost_answer_waits
     assert "hole" in session.uncertainty and (session.pingreq, session.pingresp) == (3, 2)
     assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in analysis.findings}, \
         [(f.rule_id, f.message) for f in analysis.findings]
+
+
+_LOOKS_LIKE_HEADERS = b"9\x03abc\xd6F" + b"7" * 80
+"""A payload whose bytes read as a PUBLISH ("9", 3 bytes) and then a PINGRESP with flags 0x6."""
+
+
+@pytest.mark.parametrize("midway", [False, True], ids=["after-a-loss", "joined-midway"])
+def test_payload_read_after_a_loss_gives_no_phantom_packet(midway: bool) -> None:
+    """The segment after a loss (or the first one of a connection joined mid-way) starts inside a
+    PUBLISH whose payload looks like headers: read as synced, it gave a client "PINGRESP with flags
+    0x6 and Remaining Length 70" (KA401, seen on a public capture with two segments taken out).
+    The framer finds its place again at the next packet that starts a segment."""
+    conn = Conn(server_port=1883)
+    first = publish("data/0", b"0" * 30)
+    second = publish("data/1", _LOOKS_LIKE_HEADERS)
+    at = second.index(b"9\x03")
+    if midway:
+        conn.seq[True] += 1000                 # no handshake captured: the stream's start unseen
+    else:
+        conn.open()
+        conn.send(0.03, True, connect(keep_alive=10))
+        conn.send(0.031, False, connack())
+        conn.send(1.0, True, first[:-2])
+        conn.seq[True] += 2 + at               # its end and the next PUBLISH's start never captured
+    conn.send(1.2, True, second[at:])
+    conn.send(1.5, False, b"", flags=0x10)     # the broker acknowledges all of it
+    conn.send(5.0, True, PINGREQ)
+    conn.send(5.001, False, PINGRESP)
+    conn.send(8.0, True, disconnect())
+    conn.close(8.0)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert [f.rule_id for f in analysis.findings if f.rule_id.startswith("KA4")] == []
+    assert session.pingreq == session.pingresp == 1  # the framer found its place again

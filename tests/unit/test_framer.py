@@ -279,6 +279,36 @@ def test_gap_inside_a_header_resyncs_at_next_segment() -> None:
     assert summary(f.feed(PINGREQ, 4, ts(4))) == [(T.PINGREQ, 0, 0, False)]
 
 
+def test_a_sync_found_after_a_loss_holds_only_while_every_header_is_plausible() -> None:
+    """A loss that takes a PUBLISH's end and the next one's start leaves the next segment starting
+    inside a payload, whose bytes can look like a header ("9" is a PUBLISH's first byte). The sync
+    found there is a guess: the first header no sender writes (a PINGRESP with flags 0x6 and a
+    Remaining Length of 70) ends it instead of becoming a packet, and the next segment that starts
+    a packet is read right. A packet that ends where its segment does confirms the sync: from then
+    on a malformed packet is a packet again (for KA401), not a reason to look elsewhere."""
+    f = framer()
+    first = publish("data/0", b"0" * 30)
+    second = publish("data/1", b"9\x03abc\xd6F" + b"7" * 80)
+    third = publish("data/2", b"1234567890" * 5)
+    at = second.index(b"9\x03")
+    assert f.feed(first[:-2], 1, ts(1)) == []
+    assert summary(f.gap(2 + at, 2, ts(2))) == [(T.PUBLISH, 0, len(first) - 2, True)]
+    assert summary(f.feed(second[at:], 3, ts(3))) == [(T.PUBLISH, 9, 3, False)]  # "9\x03abc"
+    assert not f.synced and f.unsynced_bytes == len(second) - at - 5
+    assert summary(f.feed(third, 4, ts(4))) == [(T.PUBLISH, 0, len(third) - 2, False)]
+    assert f.synced and not f.tentative
+    assert summary(f.feed(b"\xc0\x01\x00", 5, ts(5))) == [(T.PINGREQ, 0, 1, False)]
+
+
+def test_a_stream_whose_start_was_captured_is_not_read_as_a_guess() -> None:
+    """The first byte after a SYN starts a packet: a malformed packet there is reported as one
+    (its Keep Alive still read), not taken for a wrong sync."""
+    f = framer(synced=False)
+    events = f.feed(connect(level=4, keep_alive=60, client_id="dev-1") + b"\xc0\x01\x00", 1, ts(1))
+    assert summary(events) == [(T.CONNECT, 0, 17, False), (T.PINGREQ, 0, 1, False)]
+    assert f.synced and not f.tentative
+
+
 # -- synchronisation ----------------------------------------------------------------------------
 
 TLS_CLIENT_HELLO = bytes.fromhex("160301020001000200fc0303") + b"\x11" * 100
