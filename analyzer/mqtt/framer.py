@@ -23,9 +23,9 @@ A segment can start inside a packet all the same (a PUBLISH larger than a segmen
 next), and payload bytes can look like a header: ASCII digits are PUBLISH headers. So the sync
 found after losing its place (a capture loss, bytes that are not MQTT) or on a stream joined
 mid-way (`hunting`) is `tentative` until a packet ends exactly where a segment does (where the
-sender's write ended), and while it is, every header must be plausible: the first that is not was payload read
-as a header, and the framer waits for the next boundary again. Read as synced, such payload gave
-phantom packets (a client's "PINGRESP with flags 0x6", KA401) after a lost segment.
+sender's write ended), and while it is, every header must be plausible: the first that is not
+was payload read as a header, and the framer waits for the next boundary again. Read as synced,
+such payload gave phantom packets (a client's "PINGRESP with flags 0x6", KA401) after a loss.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ class MQTTFramer:
     def feed(self, data: bytes, frame_no: int, ts_ns: int) -> list[Event]:
         """Take the next in-order bytes of the stream; return the events they complete."""
         if (self._ptype < 0 and self.synced and not self._head and not self._head_frame
-                and not self.tentative and len(data) > 1 and data[1] < 0x80 and len(data) == 2 + data[1]
+                and not self.tentative and len(data) > 1 and data[1] < 0x80
+                and len(data) == 2 + data[1]
                 and data[0] >> 4 not in _BODY_TYPES):
             # The commonest segment: exactly one bodiless packet (a ping, an ack) with a one-byte
             # Remaining Length; what `_read_packets` would make of it, without its loop.

@@ -66,8 +66,8 @@ class TLSSide:
     """Stream sink for one direction of an MQTT-over-TLS connection: bytes to its record parser,
     records to the connection's `TLSLink`."""
 
-    __slots__ = ("chunk_frame", "chunk_next", "chunks", "conn", "failed_frame", "failed_left", "framer",
-                 "is_a", "parser", "ws")
+    __slots__ = ("chunk_frame", "chunk_next", "chunks", "conn", "failed_frame", "failed_left",
+                 "framer", "is_a", "parser", "ws")
 
     def __init__(self, conn: Connection, is_a: bool, framer: MQTTFramer) -> None:
         self.conn, self.is_a, self.framer = conn, is_a, framer

@@ -94,8 +94,9 @@ class PlaintextSource:
         out = []
         if self.fallback_streams:
             out.append(f"TLS keys were given but {len(self.fallback_streams)} MQTT-over-TLS "
-                       f"connection(s) had no decrypted data (tcp.stream {_listed(self.fallback_streams)}): "
-                       "judged from TLS record sizes (uncertainty encrypted, findings likely)")
+                       f"connection(s) had no decrypted data (tcp.stream "
+                       f"{_listed(self.fallback_streams)}): judged from TLS record sizes "
+                       "(uncertainty encrypted, findings likely)")
         if self.failed_records:
             streams = sorted(self.failed_records)
             out.append(f"{sum(self.failed_records.values())} TLS record(s) of {len(streams)} decrypted "
