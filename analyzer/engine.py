@@ -417,7 +417,8 @@ class CaptureAnalysis:
                 continue
             open_ids.add(conn.timeline.session_id)
             client_half = conn.halves[0 if conn.client_is_a else 1]
-            if client_half.acked_seq is None:  # no capture gap suspected in the client's bytes
+            if client_half.acked_seq is None and conn.close_pending is None:
+                # (no capture gap suspected in the client's bytes, no close waiting for bytes)
                 fresh += self._unseen(self.judge.pending(conn.timeline, self.last_frame, self.now_ns))
         # a session that ended left its final findings in `findings`, all just seen: nothing of it
         # can follow, so what was said of it is forgotten (a run of weeks keeps only the open ones)

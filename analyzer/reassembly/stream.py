@@ -79,6 +79,12 @@ class HalfStream:
             return
         if fin:
             self.fin_seq = (seq + len(payload)) % _MOD
+            if self.acked_seq is not None and seq_diff(self.acked_seq, self.fin_seq) > 0:
+                # the peer acknowledged this FIN before the capture showed it: its sequence
+                # number is no byte of the stream (`acked` clamps the same way when it comes first)
+                self.acked_seq = self.fin_seq
+                if not payload and seq_diff(self.fin_seq, self.next_seq) <= 0:
+                    self.acked_seq = self.hole_deadline_ns = None
         if not payload:
             return
         diff = seq_diff(seq, self.next_seq)

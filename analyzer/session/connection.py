@@ -155,6 +155,10 @@ class Connection:
         self.closed = False
         self.cut_frame = 0
         """While a snap length's cut of frame N is applied: N (its lost bytes end at its time)."""
+        self.close_pending: tuple[bool, int, int, bool] | None = None
+        """A FIN or RST that acknowledged bytes of the other side the capture has not shown yet:
+        (sent by side A, frame, time, RST), applied once they show up or are found lost
+        (`_close`)."""
         self.held_answer: tuple[int, int, int] | None = None
         """A PINGRESP the capture showed while client bytes the broker had acknowledged were held
         back by a capture hole: (frame, time, the acknowledged sequence number). A PINGREQ among
@@ -208,6 +212,9 @@ class Connection:
         """Take one TCP segment of this connection, sent by side A (`is_a`) or side B."""
         half, other = (self.halves[0], self.halves[1]) if is_a else (self.halves[1], self.halves[0])
         if half.hole_deadline_ns is not None or other.hole_deadline_ns is not None:
+            if self.close_pending is not None:  # (its acknowledged bytes are awaited: a deadline)
+                self._segment_after_close(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
+                return
             self._expire_holes(frame_no, ts_ns)
         if flags & ACK and ack != other.next_seq and other.next_seq is not None:
             other.acked(ack, frame_no, ts_ns)
@@ -251,6 +258,9 @@ class Connection:
 
     def finish(self, reason: EndReason, frame_no: int, ts_ns: int) -> None:
         """The capture ended or the flow was evicted: flush everything and end the session."""
+        if self.close_pending is not None:  # what it waited for never came
+            pending, self.close_pending = self.close_pending, None
+            self._close_now(*pending)
         for half in self.halves:
             half.finish(frame_no, ts_ns)
         for side in self.sides:
@@ -421,7 +431,39 @@ class Connection:
             self.on_events(side.is_a, events)
 
     def _close(self, is_a: bool, frame_no: int, ts_ns: int, *, rst: bool) -> None:
+        """Side A (`is_a`) or B closed. A close that acknowledges bytes of the other side the
+        capture has not shown yet came after them: frames of two capture queues are a few
+        microseconds out of order, and at a close the other side's FIN, or its DISCONNECT, is
+        often read just after the close that answered it. Taken at once, the close was the wrong
+        side's (a broker closing early looked like a client leaving) or was taken to follow lost
+        bytes. So it waits (`close_pending`) for the next segment of the connection: applied once
+        those bytes show up, unless they ended the session first, or once they are found lost."""
         self.closed = True
+        other = self.halves[1] if is_a else self.halves[0]
+        if other.acked_seq is not None and self.close_pending is None and not (
+                self.timeline is not None and self.timeline.ended):
+            self.close_pending = (is_a, frame_no, ts_ns, rst)
+            return
+        self._close_now(is_a, frame_no, ts_ns, rst)
+
+    def _segment_after_close(self, is_a: bool, seq: int, ack: int, flags: int, payload: bytes,
+                             missing: int, frame_no: int, ts_ns: int) -> None:
+        """A segment while a close waits for the bytes it acknowledged (`_close`)."""
+        pending, self.close_pending = self.close_pending, None
+        assert pending is not None
+        awaited = self.halves[1] if pending[0] else self.halves[0]
+        self._expire_holes(frame_no, ts_ns)
+        if awaited.acked_seq is None:  # past their deadline: lost, and the close came after them
+            self._close_now(*pending)
+            self.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
+            return
+        self.segment(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
+        if awaited.acked_seq is None or self.close_pending is not None:
+            self._close_now(*pending)  # they came (and may have ended the session first)
+        else:
+            self.close_pending = pending  # still awaited
+
+    def _close_now(self, is_a: bool, frame_no: int, ts_ns: int, rst: bool) -> None:
         by_client = is_a == self.client_is_a
         client = self._half(client=True)
         if not by_client and client.acked_seq is not None:

@@ -336,3 +336,40 @@ def test_payload_read_after_a_loss_gives_no_phantom_packet(midway: bool) -> None
     (session,) = analysis.sessions
     assert [f.rule_id for f in analysis.findings if f.rule_id.startswith("KA4")] == []
     assert session.pingreq == session.pingresp == 1  # the framer found its place again
+
+
+def _closes_read_out_of_order(first_closer_is_client: bool, disconnect_first: bool,
+                              keep_alive: int) -> Conn:
+    """A session whose client is silent after its CONNECT; at 5 s one side closes
+    (the client with a DISCONNECT first, if `disconnect_first`) and the other answers with its own
+    FIN 0.3 ms later, but the capture shows the answer first (two capture queues): it acknowledges
+    bytes it has not shown yet."""
+    conn = _connected(keep_alive=keep_alive)
+    closer = first_closer_is_client
+    seq = conn.seq[closer]
+    sent = (disconnect() if disconnect_first else b"")
+    conn.seq[closer] += len(sent) + 1                        # what the closer sent, then its FIN...
+    conn.send(5.0003, not closer, flags=0x11)                # ...acknowledged by the answer, read first
+    conn.seq[closer] = seq
+    if sent:
+        conn.send(5.0, closer, sent)
+    conn.send(5.0, closer, flags=0x11)
+    conn.send(5.0004, closer, flags=0x10)
+    return conn
+
+
+@pytest.mark.parametrize(("closer", "disconnect_first", "keep_alive", "end", "rules"), [
+    (False, False, 4, "server_fin", {"KA101", "KA202"}),             # the broker closed too early
+    (True, False, 2, "client_fin", {"KA101", "KA102", "KA201"}),     # the client left, broker late
+    (True, True, 2, "client_disconnect", {"KA101", "KA102", "KA201"}),
+], ids=["broker-first", "client-first", "client-disconnect-first"])
+def test_a_close_read_before_what_it_acknowledges_waits_for_it(
+        closer: bool, disconnect_first: bool, keep_alive: int, end: str, rules: set[str]) -> None:
+    """The close read first acknowledges the other side's FIN (or DISCONNECT): the other side
+    closed first, whatever the capture's order. Taken at once, a broker that closed too early
+    (KA202) looked like a client leaving, and a client's close was taken to follow bytes the
+    capture lost (no verdict at all)."""
+    analysis = run(_closes_read_out_of_order(closer, disconnect_first, keep_alive))
+    (session,) = analysis.sessions
+    assert (session.end_reason.value, session.uncertainty) == (end, frozenset())
+    assert {f.rule_id for f in analysis.findings} == rules

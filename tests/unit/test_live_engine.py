@@ -102,3 +102,20 @@ def test_a_long_live_run_reports_everything_once_and_holds_only_open_sessions(
     assert report.sessions._spilled and report.findings._spilled  # type: ignore[attr-defined]
     assert held and all(said <= tracked for said, tracked in held)
     assert max(said for said, _ in held) > 0 and not result.analysis._emitted  # all ended
+
+
+def test_a_close_waiting_for_the_fin_it_acknowledges_raises_nothing_on_the_clock() -> None:
+    """The broker's FIN and the client's answer, read the other way round (two capture queues):
+    the client's FIN acknowledges the broker's, which has not come yet. The connection is closing,
+    so a clock running on must not find the client silent past its deadlines, nor the broker
+    late; when the broker's FIN comes, its early close is judged as offline."""
+    recorded = frames("broker-closes-early.pcap")
+    analysis = CaptureAnalysis("live", Options())
+    for n, ts, lt, data in recorded[:7] + [recorded[8]]:  # the client's FIN (frame 9) first
+        analysis.frame(n, ts, lt, data)
+    assert analysis.tick(recorded[8][1] + 10 * NS) == []
+    analysis.rewind(recorded[8][1])  # (as the live loop does for frames delivered late)
+    for n, ts, lt, data in [recorded[7]] + recorded[9:]:
+        analysis.frame(n, ts, lt, data)
+    analysis.finish()
+    assert sorted((f.rule_id, f.frames) for f in analysis.findings) == [("KA202", (4, 8))]
