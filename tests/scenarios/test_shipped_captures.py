@@ -104,3 +104,35 @@ def test_losing_frames_of_a_shipped_capture_adds_no_verdict(name: str, with_keys
         if new:
             added[i + 1] = dict(new)
     assert added == {}, f"first frame taken out -> verdicts it adds: {added}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_frames_duplicated_or_read_out_of_order_change_no_verdict(name: str, tmp_path: Path) -> None:
+    """A frame captured twice (on `any`, beside a bridge), or two frames stamped within 1 ms read
+    the other way round (two capture queues): the traffic is the same, so are the verdicts. Each
+    frame of each capture is duplicated in turn, and each such pair swapped (TLS read without
+    keys here: the lossy test runs tshark enough)."""
+    from collections import Counter
+
+    from analyzer.sources import open_capture
+    from tests.unit.test_pipeline_variants import write_pcap
+
+    def verdicts(path: Path) -> Counter[str]:
+        return Counter(f.rule_id for f in analyze([str(path)], Options()).findings
+                       if f.severity.name in ("ERROR", "WARNING"))
+
+    shipped = REPO / "captures" / f"{name}.pcap"
+    with open_capture(str(shipped)) as reader:
+        frames = [(ts, data) for _, ts, _, data, _ in reader]
+        (linktype,) = set(reader.linktypes)
+    whole = verdicts(shipped)
+    changed = {}
+    for i in range(len(frames)):
+        variants = {"duplicated": frames[:i + 1] + frames[i:]}
+        if i + 1 < len(frames) and abs(frames[i + 1][0] - frames[i][0]) < 1_000_000:
+            variants["swapped"] = frames[:i] + [frames[i + 1], frames[i]] + frames[i + 2:]
+        for kind, variant in variants.items():
+            got = verdicts(write_pcap(tmp_path / "variant.pcap", linktype, variant))
+            if got != whole:
+                changed[(kind, i + 1)] = (dict(got - whole), dict(whole - got))
+    assert changed == {}, f"(how, frame) -> (verdicts added, verdicts lost): {changed}"
