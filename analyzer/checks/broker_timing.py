@@ -7,12 +7,14 @@ closed the connection (it accepted a later packet, closed late, or the connectio
 when the client closed it or the capture ended).
 KA202: the broker closed before the window's start - tolerance, and nothing explains the close as
 something other than keep-alive enforcement.
+Neither when K was inferred from the client's ping cadence: the broker enforces the client's real
+K, which the cadence does not tell (`client_timing`).
 """
 
 from __future__ import annotations
 
 from analyzer.checks.base import NS, SessionView, finding, fmt_s, judged_keep_alive, seconds
-from analyzer.model import Finding
+from analyzer.model import Finding, KeepAliveSource
 from analyzer.ruleset.model import RuleSet
 from analyzer.session.observations import Silence, SilenceEnd
 from analyzer.session.timeline import KEEP_ALIVE_TIMEOUT
@@ -28,7 +30,8 @@ _KEPT_OPEN = {
 def broker_enforcement(silence: Silence, session: SessionView, ruleset: RuleSet) -> list[Finding]:
     """Judge the broker's reaction to one client silence against the profile's on-time window."""
     k = judged_keep_alive(session)
-    if k is None or silence.hole is not None or silence.clock_step:
+    if (k is None or silence.hole is not None or silence.clock_step
+            or session.keep_alive_source == KeepAliveSource.INFERRED):
         return []
     k_enf = ruleset.profile.enforced_keep_alive(k)
     if k_enf is None:

@@ -4,6 +4,13 @@ KA101 (gap over K), KA102 (gap over 1.5 x K, the spec's broker deadline), KA103 
 while the broker kept sending: the classic timer reset by received traffic), KA105 (the broker set a
 shorter Server Keep Alive and the client kept its own), and KA902 (a capture gap inside a silence
 that would otherwise have been judged: a PINGREQ may be hidden there, so no verdict is given).
+
+A Keep Alive inferred from the client's ping cadence (MQTT over TLS without keys) is the interval
+at which it pings when idle, not its K: a client that pings early makes it smaller, one that pings
+late larger. A silence over it is KA101 ("longer than the client usually lets pass", likely), but
+the broker's deadline, 1.5 x the real K, is not known: no KA102 (nor KA201/KA202,
+`broker_timing`). On a generated capture read as TLS without keys, K inferred as 5 s and 8 s
+for clients whose K was 10 s made the broker "late" 8 times and the clients past its deadline 8.
 """
 
 from __future__ import annotations
@@ -38,10 +45,12 @@ def client_silence(silence: Silence, session: SessionView, ruleset: RuleSet) -> 
     frames = (silence.start_frame, silence.end_frame)
     what = (f"client sent no control packet for {fmt_s(seconds(gap))} s "
             + _HOW_IT_ENDED[silence.end].format(end=silence.end_frame))
+    whose = ("its Keep Alive is" if session.keep_alive_source != KeepAliveSource.INFERRED else
+             "its interval between pings when idle, taken for its Keep Alive, is")
     out = [finding(ruleset, "KA101", session, frames, silence.start_ns + k * NS,
-                   f"{what}; its Keep Alive is {k} s", gap_ns=gap, limit_s=float(k), keep_alive_s=k)]
+                   f"{what}; {whose} {k} s", gap_ns=gap, limit_s=float(k), keep_alive_s=k)]
     deadline_s = SPEC_MULTIPLIER * k
-    if gap > deadline_s * NS + tol_ns:
+    if gap > deadline_s * NS + tol_ns and session.keep_alive_source != KeepAliveSource.INFERRED:
         out.append(finding(ruleset, "KA102", session, frames,
                            silence.start_ns + int(deadline_s * NS),
                            f"client silent for {fmt_s(seconds(gap))} s; the broker deadline is "

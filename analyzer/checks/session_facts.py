@@ -81,7 +81,9 @@ def _encrypted(tl: SessionTimeline, ruleset: RuleSet) -> Finding | None:
     elif tl.keep_alive_source == KeepAliveSource.INFERRED:
         judged = (f"judged with a Keep Alive of {tl.keep_alive_s} s inferred from "
                   f"{getattr(tl, 'inferred_from', 0)} answered probable pings (the client's idle ping "
-                  "interval; a client that pings before K makes this smaller than its real K)")
+                  "interval; a client that pings before K makes this smaller than its real K, "
+                  "one that pings late larger: silences over it are judged, the broker's deadline "
+                  "and its closes are not)")
         unkept = getattr(tl, "unkept", None)
         if unkept is not None:
             left_out, deferred, longest_ns = unkept

@@ -231,7 +231,9 @@ class KeylessTimeline(SessionTimeline):
         self.last_client_malformed = False  # a record came through after any TLS error
         idle = None
         if self._silence_start is not None:
-            if not self._clock_stepped:
+            if not self._clock_stepped and self._hole is None:
+                # (a record lost in the silence, a ping say, leaves the idle time unknown: no
+                # sample of the cadence K is inferred from, nor a KA104 gap)
                 idle = pkt.ts_first_ns - self._silence_start[1]
             silence = self._close_silence(pkt.first_frame, pkt.ts_first_ns, SilenceEnd.PACKET)
             if silence is not None:

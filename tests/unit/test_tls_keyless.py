@@ -148,6 +148,27 @@ def test_keep_alive_inferred_from_regular_pings_judges_earlier_silences_too() ->
     assert len(regular) == 5
 
 
+def test_a_keep_alive_inferred_from_the_cadence_judges_no_broker_deadline() -> None:
+    """Pings every 2 s make the inferred K 2 s, but a client that pings early (esp-mqtt at K/2)
+    has a real K of 4 s or more, which the broker enforces: a 7 s silence is longer than the client
+    usually lets pass (KA101, likely), but neither past the broker's deadline (KA102) nor a broker
+    that failed to close (KA201), whose deadline is not known."""
+    conn = Conn()
+    tls13_session(conn)
+    regular = pings(conn, [2.0, 4.0, 6.0, 8.0, 10.0])
+    late = pings(conn, [17.0])
+    conn.close(17.5)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert (session.keep_alive_source, session.effective_keep_alive_s) == (KeepAliveSource.INFERRED, 2)
+    found = rules(analysis)
+    assert [r for r in found if r[0] != "KA901"] == [("KA101", regular[-1], late[0])]
+    (ka901,) = [f for f in analysis.findings if f.rule_id == "KA901"]
+    assert "the broker's deadline and its closes are not" in ka901.message
+    (ka101,) = [f for f in analysis.findings if f.rule_id == "KA101"]
+    assert "interval between pings when idle, taken for its Keep Alive, is 2 s" in ka101.message
+
+
 def test_irregular_pings_leave_keep_alive_unknown_and_nothing_judged() -> None:
     conn = Conn()
     tls13_session(conn)
