@@ -155,6 +155,9 @@ class Connection:
         self.closed = False
         self.cut_frame = 0
         """While a snap length's cut of frame N is applied: N (its lost bytes end at its time)."""
+        self.held_cuts: dict[tuple[bool, int], tuple[int, int, int]] | None = None
+        """Cuts of segments held for later (read before one they follow), by (side A, where the
+        cut starts): (bytes cut, frame, time), applied when the stream reaches them."""
         self.close_pending: tuple[bool, int, int, bool] | None = None
         """A FIN or RST that acknowledged bytes of the other side the capture has not shown yet:
         (sent by side A, frame, time, RST), applied once they show up or are found lost
@@ -241,15 +244,30 @@ class Connection:
         half.segment(seq, payload, frame_no, ts_ns, bool(flags & SYN), bool(flags & FIN))
         if missing:
             # a snap length cut the segment: the bytes after its captured ones are lost, if those
-            # were the stream's latest (not for a retransmission, or a segment held for later)
+            # were the stream's latest (not for a retransmission); for a segment held for later
+            # (read before one it follows), once the stream reaches them
             cut = (seq + (1 if flags & SYN else 0) + len(payload)) & 0xFFFFFFFF
             if half.next_seq == cut:
-                self.cut_frame = frame_no  # (the gap's bytes are this frame's own: `_Side.gap`)
-                half.skip_to((cut + missing) & 0xFFFFFFFF, frame_no, ts_ns)
-                self.cut_frame = 0
+                self._cut(half, cut, missing, frame_no, ts_ns)
+            elif half.next_seq is not None and seq_diff(cut, half.next_seq) > 0:
+                if self.held_cuts is None:
+                    self.held_cuts = {}
+                self.held_cuts[(is_a, cut)] = (missing, frame_no, ts_ns)
+        if self.held_cuts is not None:
+            while (is_a, half.next_seq) in self.held_cuts:
+                held = self.held_cuts.pop((is_a, half.next_seq))
+                self._cut(half, half.next_seq, *held)  # type: ignore[arg-type]
+            if not self.held_cuts:
+                self.held_cuts = None
         if flags & FIN and half.fin_seq is not None:
             half.skip_to(half.fin_seq, frame_no, ts_ns)
             self._close(is_a, frame_no, ts_ns, rst=False)
+
+    def _cut(self, half: HalfStream, cut: int, missing: int, frame_no: int, ts_ns: int) -> None:
+        """The `missing` bytes after `cut` were frame `frame_no`'s own, cut by the snap length."""
+        self.cut_frame = frame_no  # (the gap's bytes are this frame's own: `_Side.gap`)
+        half.skip_to((cut + missing) & 0xFFFFFFFF, frame_no, ts_ns)
+        self.cut_frame = 0
 
     def _expire_holes(self, frame_no: int, ts_ns: int) -> None:
         for stream in self.halves:

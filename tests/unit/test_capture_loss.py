@@ -373,3 +373,29 @@ def test_a_close_read_before_what_it_acknowledges_waits_for_it(
     (session,) = analysis.sessions
     assert (session.end_reason.value, session.uncertainty) == (end, frozenset())
     assert {f.rule_id for f in analysis.findings} == rules
+
+
+def test_segments_cut_by_the_snap_length_and_read_out_of_order_lose_only_their_own_bytes() -> None:
+    """A capture cut at 96 bytes a frame (`tcpdump -s 96`) keeps every PUBLISH's header; two
+    segments of one read the other way round (two capture queues): the later one is held until the
+    earlier comes, and its own cut bytes are still its own, not bytes lost in transit. Forgotten,
+    they made a hole there and the silence after the PUBLISH went unjudged (KA902, not KA101)."""
+    def session(swap: bool) -> CaptureAnalysis:
+        conn = _connected(keep_alive=2)
+        pub = publish("t", b"x" * 2990)
+        first = conn.send(0.5, True, pub[:1000])
+        conn.send(0.50002, True, pub[1000:2000])
+        conn.send(0.50004, True, pub[2000:])
+        conn.send(3.5, True, PINGREQ)
+        conn.send(3.501, False, PINGRESP)
+        conn.send(4.0, True, disconnect())
+        conn.close(4.0)
+        conn.frames = [(at, data[:96 - 14]) for at, data in conn.frames]  # (raw IP: 82 bytes)
+        if swap:
+            conn.frames[first], conn.frames[first + 1] = conn.frames[first + 1], conn.frames[first]
+        return run(conn)
+
+    in_order, swapped = session(swap=False), session(swap=True)
+    assert [f.rule_id for f in in_order.findings] == ["KA101"]
+    assert [f.rule_id for f in swapped.findings] == ["KA101"]
+    assert in_order.sessions[0].uncertainty == swapped.sessions[0].uncertainty == frozenset()
