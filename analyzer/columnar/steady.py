@@ -624,7 +624,9 @@ def _steady_frames(store: Store, batch: FrameBatch, segs: Segments, flows: _Flow
         still = wholly_old(own)  # (own moved on with the rows left out)
         old_bytes = np.where(old & still, sent, 0)
         ok &= ~old | still
-    ok &= (plen == 0) | (seq == own)
+    # (a row without data whose sequence number moved past its stream: bytes before it lost,
+    # `HalfStream.segment`, which the per-frame way notes)
+    ok &= np.where(plen == 0, _seq_ahead(seq, own) <= 0, seq == own)
     ahead = _seq_ahead(ack, other)
     ok &= ((flags & ACK) == 0) | (ahead <= 0) | (ahead >= (HALF // 2))
 

@@ -49,7 +49,8 @@ class HalfStream:
     """Reassembly state of one direction of one TCP connection."""
 
     __slots__ = ("sink", "next_seq", "pending", "pending_bytes", "fin_seq", "max_pending_bytes",
-                 "retransmitted_bytes", "lost_bytes", "mid_stream", "acked_seq", "hole_deadline_ns")
+                 "retransmitted_bytes", "lost_bytes", "mid_stream", "acked_seq", "hole_deadline_ns",
+                 "ack_before_start")
 
     def __init__(self, sink: StreamSink, max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.sink = sink
@@ -66,6 +67,9 @@ class HalfStream:
         """The highest sequence number the peer acknowledged beyond what was delivered."""
         self.hole_deadline_ns: int | None = None
         """When acknowledged bytes that never appeared are declared lost (see `expire`)."""
+        self.ack_before_start: int | None = None
+        """What the peer acknowledged before this direction's first segment was seen (a stream
+        joined mid-way): where the bytes it had received end."""
 
     def segment(self, seq: int, payload: bytes, frame_no: int, ts_ns: int,
                 syn: bool = False, fin: bool = False) -> None:
@@ -86,6 +90,10 @@ class HalfStream:
                 if not payload and seq_diff(self.fin_seq, self.next_seq) <= 0:
                     self.acked_seq = self.hole_deadline_ns = None
         if not payload:
+            if seq != self.next_seq and not syn and 0 < seq_diff(seq, self.next_seq) < _HALF // 2:
+                # the sender's sequence number moved on past bytes never captured (a FIN's, or a
+                # DISCONNECT's, before a last ACK): lost, as bytes the peer acknowledged are
+                self.acked(seq, frame_no, ts_ns)
             return
         diff = seq_diff(seq, self.next_seq)
         if diff == 0:

@@ -155,6 +155,8 @@ class Connection:
         self.closed = False
         self.cut_frame = 0
         """While a snap length's cut of frame N is applied: N (its lost bytes end at its time)."""
+        self.early_gaps: list[tuple[bool, int, int, int]] | None = None
+        """Bytes lost before the session's first packet: (side A, bytes, frame, time) of each."""
         self.held_cuts: dict[tuple[bool, int], tuple[int, int, int]] | None = None
         """Cuts of segments held for later (read before one they follow), by (side A, where the
         cut starts): (bytes cut, frame, time), applied when the stream reaches them."""
@@ -219,8 +221,11 @@ class Connection:
                 self._segment_after_close(is_a, seq, ack, flags, payload, missing, frame_no, ts_ns)
                 return
             self._expire_holes(frame_no, ts_ns)
-        if flags & ACK and ack != other.next_seq and other.next_seq is not None:
-            other.acked(ack, frame_no, ts_ns)
+        if flags & ACK and ack != other.next_seq:
+            if other.next_seq is not None:
+                other.acked(ack, frame_no, ts_ns)
+            else:
+                other.ack_before_start = ack
         if (payload and seq == half.next_seq and not flags & _SYN_FIN_RST and not missing
                 and not half.pending and half.acked_seq is None):
             # The common case, with the reassembler's and the sink's bookkeeping inlined: the next
@@ -300,11 +305,14 @@ class Connection:
                 if not to_server and event.type is PacketType.PINGRESP:
                     client = self._half(client=True)
                     tl.client_backlog = bool(client.pending) or client.acked_seq is not None
-                    if client.acked_seq is not None and not tl.awaiting_pingresp:
-                        # the broker acknowledged client bytes the capture holds back or never
-                        # showed: the PINGREQ this answers may be among them (a waiting one
-                        # whose answer may have been lost is passed over all the same)
-                        self.held_answer = (event.first_frame, event.ts_first_ns, client.acked_seq)
+                    acked = (client.acked_seq if client.next_seq is not None
+                             else client.ack_before_start)
+                    if acked is not None and not tl.awaiting_pingresp:
+                        # the broker acknowledged client bytes the capture holds back or has not
+                        # shown yet (on a connection joined mid-way, before any): the PINGREQ this
+                        # answers may be among them (a waiting one whose answer may have been lost
+                        # is passed over all the same)
+                        self.held_answer = (event.first_frame, event.ts_first_ns, acked)
                 if to_server and event.type is _DISCONNECT and self._server_backlog():
                     tl.answers_unseen()
                 observed = tl.on_packet(event, to_server)
@@ -320,10 +328,16 @@ class Connection:
                 self.timeline.on_framing_error(event, to_server)
 
     def on_gap(self, is_a: bool, missing: int, frame_no: int, ts_ns: int) -> None:
-        if self.timeline is not None:
-            direction = self._direction(is_a)
-            self.timeline.on_gap(StreamGap(direction, frame_no, ts_ns, missing),
-                                 direction == Direction.TO_SERVER)
+        if self.timeline is None:
+            # before the session's first packet (its CONNECT lost, say): the session is told when
+            # it starts (`_timeline`), or a PINGRESP first seen would be taken for unsolicited
+            if self.early_gaps is None:
+                self.early_gaps = []
+            self.early_gaps.append((is_a, missing, frame_no, ts_ns))
+            return
+        direction = self._direction(is_a)
+        self.timeline.on_gap(StreamGap(direction, frame_no, ts_ns, missing),
+                             direction == Direction.TO_SERVER)
 
     # -- WebSocket ------------------------------------------------------------------------------
 
@@ -429,6 +443,9 @@ class Connection:
     def _timeline(self, frame_no: int, ts_ns: int) -> SessionTimeline:
         if self.timeline is None:
             self.timeline = self.make_timeline(self, frame_no, ts_ns)
+            gaps, self.early_gaps = self.early_gaps, None
+            for gap in gaps or ():
+                self.on_gap(*gap)
         return self.timeline
 
     def swap_roles(self) -> None:

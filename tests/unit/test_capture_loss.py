@@ -399,3 +399,56 @@ def test_segments_cut_by_the_snap_length_and_read_out_of_order_lose_only_their_o
     assert [f.rule_id for f in in_order.findings] == ["KA101"]
     assert [f.rule_id for f in swapped.findings] == ["KA101"]
     assert in_order.sessions[0].uncertainty == swapped.sessions[0].uncertainty == frozenset()
+
+
+def test_on_a_connection_joined_midway_a_pingresp_read_before_its_pingreq_answers_it() -> None:
+    """The capture starts mid-session, and its first frame of the connection is the broker's
+    PINGRESP, read before the PINGREQ it answers (stamped 80 us earlier, on another capture queue):
+    the client's stream has not been seen yet, but the PINGRESP's acknowledgement shows where the
+    bytes the broker had end. Left to wait for the next PINGRESP, that PINGREQ and every later one
+    were answered one interval late (KA204 after KA204)."""
+    conn = Conn(server_port=1883)
+    pings = []
+    for n in range(1, 6):
+        at = 10.0 * n
+        if n == 1:
+            conn.seq[True] += 2                    # the PINGREQ, sent first...
+            conn.send(at + 0.00008, False, PINGRESP)  # ...its answer, read first
+            conn.seq[True] -= 2
+            pings.append(conn.send(at, True, PINGREQ))
+        else:
+            pings.append(conn.send(at, True, PINGREQ))
+            conn.send(at + 0.00008, False, PINGRESP)
+    conn.close(55.0)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert (session.pingreq, session.pingresp) == (5, 5)
+    assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in analysis.findings}, \
+        [(f.rule_id, f.message) for f in analysis.findings]
+
+
+def test_a_last_ack_past_bytes_never_captured_says_they_were_lost() -> None:
+    """The client's DISCONNECT and both FINs lost, its last ACK captured: its sequence number moved
+    on past bytes never shown, so the silence after its last ping may have ended there. The
+    capture runs on for minutes with another connection: the session must not be found silent
+    past its deadlines (KA101, KA102) with a broker that never closed it (KA201)."""
+    conn = _connected(keep_alive=10)
+    for at in (5.0, 10.0):
+        conn.send(at, True, PINGREQ)
+        conn.send(at + 0.001, False, PINGRESP)
+    conn.seq[True] += 2 + 1                    # DISCONNECT and FIN, lost
+    conn.seq[False] += 1                       # the broker's FIN, lost
+    conn.send(12.0, True, flags=0x10)          # the client's last ACK
+    other = Conn(server_port=1883, client_port=40001)
+    other.open()
+    other.send(0.03, True, connect(keep_alive=60))
+    other.send(0.031, False, connack())
+    for at in range(30, 300, 30):
+        other.send(float(at), True, PINGREQ)
+        other.send(at + 0.001, False, PINGRESP)
+    conn.frames = sorted(conn.frames + other.frames, key=lambda f: f[0])
+    analysis = run(conn)
+    first = next(s for s in analysis.sessions if s.flow.client.port == 40000)
+    assert "hole" in first.uncertainty
+    assert not {"KA101", "KA102", "KA201"} & {f.rule_id for f in analysis.findings}, \
+        [(f.rule_id, f.message) for f in analysis.findings]
