@@ -185,10 +185,12 @@ class TLSLink:
         to_server = side.is_a == self.conn.client_is_a
         if to_server:
             self.client_records += 1
-        # TLS 1.3: the server's protected handshake flight comes before the client's Finished. With
-        # keys, a record with plaintext is not of it: the client's bytes may be held back behind a
-        # capture hole while the broker's CONNACK is read.
-        flight = not to_server and not self.client_records and self._tls13
+        # TLS 1.3: the server's protected handshake flight comes before the client's Finished. Not
+        # once the client sent more than the capture has shown: its bytes may be held back behind
+        # a capture hole while the broker's CONNACK and PINGRESPs are read (with keys, a record
+        # with plaintext is not of the flight either).
+        flight = (not to_server and not self.client_records and self._tls13
+                  and not self._client_held_back())
         if self.mode == KEYLESS:
             if not flight:
                 self._keyless(side, rec)
@@ -200,6 +202,11 @@ class TLSLink:
                 self._without_plaintext(side, rec)
         else:
             self._undecided(side, rec, to_server, flight)
+
+    def _client_held_back(self) -> bool:
+        """Client bytes are held behind a capture hole, or acknowledged and not shown yet."""
+        client = self.conn.halves[0 if self.conn.client_is_a else 1]
+        return bool(client.pending) or client.acked_seq is not None
 
     @property
     def _tls13(self) -> bool:

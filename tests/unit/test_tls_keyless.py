@@ -656,3 +656,28 @@ def test_capture_starting_inside_a_tls_record_still_finds_the_session(tmp_path) 
     (session,) = run(conn, assume=1).sessions
     assert {"encrypted", "mid_stream"} <= {u.value for u in session.uncertainty}
     assert session.client_packets == 2
+
+
+def test_a_ping_sized_answer_read_before_the_clients_first_record_is_no_handshake_flight() -> None:
+    """Under TLS 1.3 the broker's records before the client's first application-data record are
+    its handshake flight, unless the client has sent more than the capture has shown: here the
+    broker's answer to the client's first record (a ping, in a capture that holds no client
+    Finished) is read 80 us before it, and acknowledges it. Taken for the flight, the answer was
+    passed over, and every later ping was paired with the answer an interval later (KA204)."""
+    conn = Conn()
+    conn.open()
+    conn.send(0.01, True, record(HANDSHAKE, client_hello(), TLS10))
+    conn.send(0.01, False, record(HANDSHAKE, server_hello(TLS13, AES256_GCM_13)) + change_cipher_spec()
+              + appdata(23) + appdata(1699) + appdata(281) + appdata(69))
+    first = conn.seq[True]
+    conn.seq[True] += 5 + 19                                 # the client's ping, sent first...
+    conn.send(2.00008, False, appdata(19))                   # ...its answer, read first
+    conn.seq[True] = first
+    conn.send(2.0, True, appdata(19))
+    pings(conn, [4.0, 6.0, 8.0, 10.0, 12.0])
+    conn.close(12.5)
+    analysis = run(conn, assume=3)
+    (session,) = analysis.sessions
+    assert (session.pingreq, session.pingresp) == (6, 6)
+    assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in analysis.findings}, \
+        [(f.rule_id, f.message) for f in analysis.findings]
