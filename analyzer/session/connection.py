@@ -225,7 +225,7 @@ class Connection:
             if other.next_seq is not None:
                 other.acked(ack, frame_no, ts_ns)
             else:
-                other.ack_before_start = ack
+                self._ack_before_start(not is_a, other, ack, frame_no, ts_ns)
         if (payload and seq == half.next_seq and not flags & _SYN_FIN_RST and not missing
                 and not half.pending and half.acked_seq is None):
             # The common case, with the reassembler's and the sink's bookkeeping inlined: the next
@@ -267,6 +267,16 @@ class Connection:
         if flags & FIN and half.fin_seq is not None:
             half.skip_to(half.fin_seq, frame_no, ts_ns)
             self._close(is_a, frame_no, ts_ns, rst=False)
+
+    def _ack_before_start(self, is_a: bool, half: HalfStream, ack: int, frame_no: int,
+                          ts_ns: int) -> None:
+        """Side A (`is_a`) or B, not seen yet (a connection joined mid-way), acknowledged up to
+        `ack` by its peer. An acknowledgement that moves on shows bytes it sent during the capture
+        that the capture lost (a PINGRESP, say), not bytes from before it."""
+        before = half.ack_before_start
+        half.ack_before_start = ack
+        if before is not None and 0 < seq_diff(ack, before) < 1 << 30:
+            self.on_gap(is_a, seq_diff(ack, before), frame_no, ts_ns)
 
     def _cut(self, half: HalfStream, cut: int, missing: int, frame_no: int, ts_ns: int) -> None:
         """The `missing` bytes after `cut` were frame `frame_no`'s own, cut by the snap length."""

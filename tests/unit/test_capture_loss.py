@@ -452,3 +452,24 @@ def test_a_last_ack_past_bytes_never_captured_says_they_were_lost() -> None:
     assert "hole" in first.uncertainty
     assert not {"KA101", "KA102", "KA201"} & {f.rule_id for f in analysis.findings}, \
         [(f.rule_id, f.message) for f in analysis.findings]
+
+
+def test_on_a_connection_joined_midway_an_answer_lost_before_the_brokers_first_bytes_is_noted() -> None:
+    """The capture starts mid-session with the client's PINGREQ; the broker's PINGRESP is lost,
+    and the client's ACK of it is the only trace (its acknowledgement moves on while the broker's
+    stream has not been seen). Not noted, the broker's first captured bytes, the next PINGRESP an
+    interval later, answered that first PINGREQ: every ping of the session came an interval late
+    (KA204 after KA204)."""
+    conn = Conn(server_port=1883)
+    conn.send(10.0, True, PINGREQ)
+    conn.seq[False] += 2                        # its PINGRESP, lost
+    conn.send(10.0001, True, flags=0x10)        # the client's ACK of it
+    for n in range(2, 6):
+        conn.send(10.0 * n, True, PINGREQ)
+        conn.send(10.0 * n + 0.0001, False, PINGRESP)
+    conn.close(55.0)
+    analysis = run(conn)
+    (session,) = analysis.sessions
+    assert "hole" in session.uncertainty and (session.pingreq, session.pingresp) == (5, 4)
+    assert not {"KA203", "KA204", "KA205"} & {f.rule_id for f in analysis.findings}, \
+        [(f.rule_id, f.message) for f in analysis.findings]
