@@ -246,6 +246,11 @@ class Connection:
         if half.next_seq is None and not flags & SYN:
             # joined mid-way: where the first packet starts is a guess (`MQTTFramer.hunting`)
             self.sides[0 if is_a else 1].framer.hunting = True
+            acked = half.ack_before_start
+            if acked is not None and 0 < seq_diff(seq, acked) < 1 << 30:
+                # its peer had received less than this when it last said: the bytes between were
+                # sent while the capture ran, and it lost them
+                self.on_gap(is_a, seq_diff(seq, acked), frame_no, ts_ns)
         half.segment(seq, payload, frame_no, ts_ns, bool(flags & SYN), bool(flags & FIN))
         if missing:
             # a snap length cut the segment: the bytes after its captured ones are lost, if those

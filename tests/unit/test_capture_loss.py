@@ -454,16 +454,21 @@ def test_a_last_ack_past_bytes_never_captured_says_they_were_lost() -> None:
         [(f.rule_id, f.message) for f in analysis.findings]
 
 
-def test_on_a_connection_joined_midway_an_answer_lost_before_the_brokers_first_bytes_is_noted() -> None:
-    """The capture starts mid-session with the client's PINGREQ; the broker's PINGRESP is lost,
-    and the client's ACK of it is the only trace (its acknowledgement moves on while the broker's
-    stream has not been seen). Not noted, the broker's first captured bytes, the next PINGRESP an
-    interval later, answered that first PINGREQ: every ping of the session came an interval late
-    (KA204 after KA204)."""
+@pytest.mark.parametrize("ack_captured", [True, False])
+def test_on_a_connection_joined_midway_an_answer_lost_before_the_brokers_first_bytes_is_noted(
+        ack_captured: bool) -> None:
+    """The capture starts mid-session with the client's PINGREQ, which acknowledges the broker's
+    stream up to where its PINGRESP will start; that PINGRESP is lost, and the client's ACK of it
+    is the only trace (its acknowledgement moves on while the broker's stream has not been seen),
+    or is lost too (the broker's first captured bytes start past what the client had said). Not
+    noted, the broker's first captured bytes, the next PINGRESP an interval later, answered that
+    first PINGREQ: every ping of the session came an interval late (KA204 after KA204)."""
     conn = Conn(server_port=1883)
     conn.send(10.0, True, PINGREQ)
     conn.seq[False] += 2                        # its PINGRESP, lost
-    conn.send(10.0001, True, flags=0x10)        # the client's ACK of it
+    if ack_captured:
+        conn.send(10.0001, True, flags=0x10)    # the client's ACK of it
+    conn.send(15.0, False, publish("t", b"x"))  # the broker's first captured bytes
     for n in range(2, 6):
         conn.send(10.0 * n, True, PINGREQ)
         conn.send(10.0 * n + 0.0001, False, PINGRESP)
