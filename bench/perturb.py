@@ -50,7 +50,8 @@ def verdicts(path: Path, options: Options) -> Counter[str]:
                    if f.severity.name in ("ERROR", "WARNING"))
 
 
-def variants(kind: str, frames: Frames, last_of_flow: list[bool]) -> Iterator[tuple[tuple[int, int], Frames | None]]:
+def variants(kind: str, frames: Frames,
+             last_of_flow: list[bool]) -> Iterator[tuple[tuple[int, int], Frames | None]]:
     """(position, width or distance) and the altered frames of every copy of this kind; None for
     a `drop` that takes a connection's last frame (a tail loss, not run)."""
     n = len(frames)
@@ -78,7 +79,8 @@ def last_frames(linktype: int, frames: Frames) -> list[bool]:
     keys = []
     for _, data in frames:
         seg = decode_segment(linktype, data)
-        keys.append(None if isinstance(seg, str) else frozenset([(seg[0], seg[1]), (seg[2], seg[3])]))
+        keys.append(None if isinstance(seg, str)
+                    else frozenset([(seg[0], seg[1]), (seg[2], seg[3])]))
     last: dict[frozenset, int] = {}
     for i, key in enumerate(keys):
         if key is not None:
@@ -113,7 +115,8 @@ def check(path: Path, kinds: list[str], cases: int, rng: random.Random, options:
             if added or (lost and kind != "drop"):
                 changed[where] = (dict(added), dict(lost))
         ok &= not changed
-        shown = ", ".join(f"{where}: +{a} -{lost}" for where, (a, lost) in list(changed.items())[:4])
+        shown = ", ".join(f"{where}: +{added} -{lost}"
+                          for where, (added, lost) in list(changed.items())[:4])
         print(f"{path.name} {kind}: {len(chosen) - tails} run"
               + (f" ({tails} tail losses not run)" if tails else "")
               + f", {len(changed)} changed" + (f" [{shown}]" if shown else ""), flush=True)
@@ -123,7 +126,8 @@ def check(path: Path, kinds: list[str], cases: int, rng: random.Random, options:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("captures", nargs="+", type=Path)
-    parser.add_argument("--cases", type=int, default=300, help="copies per kind for a large capture")
+    parser.add_argument("--cases", type=int, default=300,
+                        help="copies per kind for a large capture")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"of {', '.join(KINDS)}")
     parser.add_argument("--tls-keylog", action="append", default=[], metavar="FILE")
