@@ -104,6 +104,12 @@ class HalfStream:
             self._buffer(seq, payload, frame_no, ts_ns)
 
     @property
+    def held_back(self) -> bool:
+        """Bytes of this direction are buffered behind a hole, or acknowledged by the peer and not
+        shown yet: a packet the capture has not delivered may be among them."""
+        return bool(self.pending) or self.acked_seq is not None
+
+    @property
     def settled(self) -> bool:
         """In order with nothing pending: the next segment is either the next bytes or not."""
         return (self.next_seq is not None and not self.pending and self.acked_seq is None

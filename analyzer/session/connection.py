@@ -188,7 +188,7 @@ class Connection:
         it, not by the next one (which answers the next PINGREQ). Bytes past the acknowledged
         ones were sent later: the PINGRESP answered none of them."""
         frame, ts_ns, acked = self.held_answer  # type: ignore[misc]
-        client = self._half(client=True)
+        client = self.half(client=True)
         if client.next_seq is None or seq_diff(client.next_seq, acked) > 0:
             self.held_answer = None
         elif event.type is PacketType.PINGREQ:
@@ -196,14 +196,7 @@ class Connection:
             observed = observed + tl.answered_earlier(frame, ts_ns)
         return observed
 
-    def _server_backlog(self) -> bool:
-        """Broker bytes the capture holds back behind a hole, or that the client acknowledged and
-        the capture never showed: as the session ends, the answers to its waiting pings may be
-        among them."""
-        server = self._half(client=False)
-        return bool(server.pending) or server.acked_seq is not None
-
-    def _half(self, *, client: bool) -> HalfStream:
+    def half(self, *, client: bool) -> HalfStream:
         """The stream the client sends (`client`), or the broker."""
         return self.halves[0] if self.client_is_a == client else self.halves[1]
 
@@ -246,11 +239,10 @@ class Connection:
         if half.next_seq is None and not flags & SYN:
             # joined mid-way: where the first packet starts is a guess (`MQTTFramer.hunting`)
             self.sides[0 if is_a else 1].framer.hunting = True
-            acked = half.ack_before_start
-            if acked is not None and 0 < seq_diff(seq, acked) < 1 << 30:
+            if half.ack_before_start is not None:
                 # its peer had received less than this when it last said: the bytes between were
                 # sent while the capture ran, and it lost them
-                self.on_gap(is_a, seq_diff(seq, acked), frame_no, ts_ns)
+                self._lost_unseen(is_a, half.ack_before_start, seq, frame_no, ts_ns)
         half.segment(seq, payload, frame_no, ts_ns, bool(flags & SYN), bool(flags & FIN))
         if missing:
             # a snap length cut the segment: the bytes after its captured ones are lost, if those
@@ -278,10 +270,16 @@ class Connection:
         """Side A (`is_a`) or B, not seen yet (a connection joined mid-way), acknowledged up to
         `ack` by its peer. An acknowledgement that moves on shows bytes it sent during the capture
         that the capture lost (a PINGRESP, say), not bytes from before it."""
-        before = half.ack_before_start
-        half.ack_before_start = ack
-        if before is not None and 0 < seq_diff(ack, before) < 1 << 30:
-            self.on_gap(is_a, seq_diff(ack, before), frame_no, ts_ns)
+        before, half.ack_before_start = half.ack_before_start, ack
+        if before is not None:
+            self._lost_unseen(is_a, before, ack, frame_no, ts_ns)
+
+    def _lost_unseen(self, is_a: bool, known: int, later: int, frame_no: int, ts_ns: int) -> None:
+        """Side A's (`is_a`) or B's bytes from `known` to `later` (sequence numbers), of a
+        direction the capture has not shown yet, were sent while it ran and lost."""
+        missing = seq_diff(later, known)
+        if 0 < missing < 1 << 30:
+            self.on_gap(is_a, missing, frame_no, ts_ns)
 
     def _cut(self, half: HalfStream, cut: int, missing: int, frame_no: int, ts_ns: int) -> None:
         """The `missing` bytes after `cut` were frame `frame_no`'s own, cut by the snap length."""
@@ -318,8 +316,8 @@ class Connection:
                         to_server = True
                     tl = self._timeline(event.first_frame, event.ts_first_ns)
                 if not to_server and event.type is PacketType.PINGRESP:
-                    client = self._half(client=True)
-                    tl.client_backlog = bool(client.pending) or client.acked_seq is not None
+                    client = self.half(client=True)
+                    tl.client_backlog = client.held_back
                     acked = (client.acked_seq if client.next_seq is not None
                              else client.ack_before_start)
                     if acked is not None and not tl.awaiting_pingresp:
@@ -328,8 +326,8 @@ class Connection:
                         # answers may be among them (a waiting one whose answer may have been lost
                         # is passed over all the same)
                         self.held_answer = (event.first_frame, event.ts_first_ns, acked)
-                if to_server and event.type is _DISCONNECT and self._server_backlog():
-                    tl.answers_unseen()
+                if to_server and event.type is _DISCONNECT and self.half(client=False).held_back:
+                    tl.answers_unseen()  # (the broker bytes held back may hold their answers)
                 observed = tl.on_packet(event, to_server)
                 if to_server and self.held_answer is not None:
                     observed = self._held_answer(event, tl, observed)
@@ -515,7 +513,7 @@ class Connection:
 
     def _close_now(self, is_a: bool, frame_no: int, ts_ns: int, rst: bool) -> None:
         by_client = is_a == self.client_is_a
-        client = self._half(client=True)
+        client = self.half(client=True)
         if not by_client and client.acked_seq is not None:
             # the broker's close acknowledges client bytes the capture never showed: they were
             # sent before it, and what they held (a DISCONNECT, say) may explain it
@@ -543,8 +541,8 @@ class Connection:
         tl = self.timeline
         if tl is None or tl.ended:
             return
-        if self._server_backlog():
-            tl.answers_unseen()
+        if self.half(client=False).held_back:
+            tl.answers_unseen()  # (the broker bytes held back may hold their answers)
         observed = tl.on_end(StreamEnd(frame_no, ts_ns, reason))
         if observed:
             self.findings += self.judge.observations(observed, tl)

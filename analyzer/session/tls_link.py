@@ -190,7 +190,7 @@ class TLSLink:
         # a capture hole while the broker's CONNACK and PINGRESPs are read (with keys, a record
         # with plaintext is not of the flight either).
         flight = (not to_server and not self.client_records and self._tls13
-                  and not self._client_held_back())
+                  and not self.conn.half(client=True).held_back)
         if self.mode == KEYLESS:
             if not flight:
                 self._keyless(side, rec)
@@ -202,11 +202,6 @@ class TLSLink:
                 self._without_plaintext(side, rec)
         else:
             self._undecided(side, rec, to_server, flight)
-
-    def _client_held_back(self) -> bool:
-        """Client bytes are held behind a capture hole, or acknowledged and not shown yet."""
-        client = self.conn.halves[0 if self.conn.client_is_a else 1]
-        return bool(client.pending) or client.acked_seq is not None
 
     @property
     def _tls13(self) -> bool:
