@@ -1,4 +1,4 @@
-"""Time `mqtt-keepalive analyze` against tshark, scapy's raw reader and a bare Python reader.
+"""Time `mqtt-keepalive analyze` against tshark, scapy's raw reader and two bare Python readers.
 
     python bench/run.py                        # generates /tmp/mqtt-keepalive-bench/1m.pcap first
     python bench/run.py --sizes 1m 10m         # both sizes (10m: 2.2 GB, one run each by default)
@@ -18,11 +18,14 @@ and the peak of the whole process tree's summed PSS (proportional set size: a pa
 processes counts 1/n in each, so a forked worker's pages shared with its parent count once). The
 analyzer runs with `--jobs 1` (one process) and with its default, one process per core. The bare
 reader (`bare_reader.py`: records, headers and MQTT framing in plain Python, nothing judged) shows
-what plain Python costs on the machine at hand, the floor under any analysis. Also checks the analyzer's
+what plain Python costs on the machine at hand; the floor (`floor.py`: the bare reader in as
+many processes as the default analysis, each reading the whole capture for its share of the
+connections, with each client's K and its silences over K, nothing else) is what the least of a
+keep-alive analysis split that way costs in Python, frame by frame. Also checks the analyzer's
 findings against the generator's ground truth when a `<file>.truth.json` sits beside the capture,
 and that every way of running it wrote the same report. `--shape` times a copy of each capture in
 another shape (made beside it on first use, its ground truth with it where the shape keeps it);
-the bare reader, which reads only Ethernet pcap, is left out there. The `tls` and `midstream`
+the bare readers, which read only Ethernet pcap, are left out there. The `tls` and `midstream`
 shapes change what can be judged (record sizes instead of packets; sessions whose CONNECT was
 not captured), so they have no ground truth: only the reports of every way are compared.
 """
@@ -52,6 +55,7 @@ TSHARK = ["tshark", "-r", "{f}", "-Y", "mqtt", "-T", "fields", "-e", "frame.time
 ANALYZE = [sys.executable, "-m", "analyzer", "analyze", "{f}", "--format", "json", "-o", "{out}",
            "--fail-on", "never"]
 BARE = [sys.executable, str(HERE / "bare_reader.py"), "{f}"]
+FLOOR = [sys.executable, str(HERE / "floor.py"), "{f}"]
 SCAPY = [sys.executable, "-c",
          ("import sys\nfrom scapy.utils import RawPcapReader\nn=0\n"
           "for _ in RawPcapReader(sys.argv[1]): n+=1\nprint(n)"), "{f}"]
@@ -300,6 +304,7 @@ def main() -> None:
         "scapy RawPcapReader": (SCAPY, None)}
     if args.shape == "pcap":
         tools["bare reader (framing only)"] = (BARE, None)
+        tools[f"floor ({cores} processes)" if cores > 1 else "floor"] = (FLOOR, None)
     if args.frame_by_frame:
         tools["analyze --jobs 1, per frame"] = (ANALYZE + ["--jobs", "1"],
                                                 {"MQTT_KEEPALIVE_COLUMNAR": "false"})
@@ -331,6 +336,12 @@ def main() -> None:
         print(targets(capture.name, frames / statistics.median(times[default]),
                       tshark_median / statistics.median(times[default]) if tshark_median else None,
                       max(rss[name] for name in tools if name.startswith("analyze"))))
+        floor = next((name for name in tools if name.startswith("floor")), None)
+        if floor is not None:
+            floor_s = statistics.median(times[floor])
+            print(f"{capture.name}: the floor (the least of a keep-alive analysis split as the "
+                  f"default splits it, in Python): {frames / floor_s:,.0f} frames/s"
+                  + (f", {tshark_median / floor_s:.1f}x tshark" if tshark_median else ""))
         reports = [outs[name] for name in tools if name.startswith("analyze")]
         same = all(r.read_bytes() == reports[0].read_bytes() for r in reports[1:])
         print(f"{capture.name}: {frames:,} frames; analyzer vs ground truth: "
