@@ -16,8 +16,8 @@ same split, so on the machine at hand it is no faster than this floor: a speed t
 floor's is out of reach of an analysis that reads its frames in Python one by one (the record walk
 alone, which every process of the split makes, is about a quarter of the floor's time). On the
 benchmark's 1M-frame capture it counts 12,389 of the 12,412 KA101 planted (the other 23 are
-silences the capture ends in, which it does not judge). Prints frames, MQTT packets and client silences over K,
-summed over the processes.
+silences the capture ends in, which it does not judge). Prints frames, MQTT packets and client
+silences over K, summed over the processes.
 """
 
 from __future__ import annotations
