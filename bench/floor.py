@@ -29,6 +29,8 @@ import sys
 from multiprocessing import get_context
 
 PORTS = (1883, 8883)
+FRAC_NS = {b"\xd4\xc3\xb2\xa1": 1000, b"\x4d\x3c\xb2\xa1": 1}
+"""Nanoseconds per fraction unit, by a little-endian pcap's magic (micro- or nanoseconds)."""
 CHUNK = 2 << 20
 NS = 1_000_000_000
 SYN, FIN, RST = 0x02, 0x01, 0x04
@@ -44,10 +46,7 @@ def share(path: str, index: int, count: int) -> tuple[int, int, int]:
     # direction (client, broker), the client's K in ns (0: no CONNECT yet), its last packet's time
     conns: dict[tuple[bytes, int, bytes, int], list] = {}
     with open(path, "rb") as fh:
-        magic = fh.read(24)[:4]
-        if magic not in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
-            raise SystemExit(f"{path}: not a little-endian pcap")
-        frac_ns = 1000 if magic == b"\xd4\xc3\xb2\xa1" else 1
+        frac_ns = FRAC_NS[fh.read(24)[:4]]
         buf, pos = b"", 0
         while chunk := fh.read(CHUNK):
             buf, pos = buf[pos:] + chunk, 0
@@ -126,6 +125,9 @@ def main() -> None:
     parser.add_argument("capture")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
+    with open(args.capture, "rb") as fh:
+        if fh.read(4) not in FRAC_NS:
+            raise SystemExit(f"{args.capture}: not a little-endian pcap")
     if args.jobs == 1:
         results = [share(args.capture, 0, 1)]
     else:

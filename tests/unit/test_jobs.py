@@ -77,7 +77,8 @@ def test_the_benchmark_checks_what_it_times(tmp_path: Path) -> None:
                            "--frame-by-frame"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("small.pcap ")]
-    tools = {"analyze (--jobs", "analyze --jobs 1 ", "analyze --jobs 1, per frame", "scapy", "bare"}
+    tools = {"analyze (--jobs", "analyze --jobs 1 ", "analyze --jobs 1, per frame", "scapy", "bare",
+             "floor"}
     assert all(any(tool in row for row in rows) for tool in tools), done.stdout
     last = done.stdout.splitlines()[-1]
     assert "20,000 frames" in last or "20,001 frames" in last, last
@@ -91,6 +92,9 @@ def test_the_benchmark_checks_what_it_times(tmp_path: Path) -> None:
     assert f">= 700,000 frames/s {'met' if met else 'NOT met'} ({frames_s:,})" in line
     peak = max(float(row.split()[-2]) for row in rows if " analyze " in row)
     assert f"peak RSS <= 100 MiB every way {'met' if peak <= 100 else 'NOT met'} ({peak:.0f} MiB)" in line
+    (floor,) = [line for line in done.stdout.splitlines() if line.startswith("small.pcap: the floor")]
+    floor_row = next(row.split() for row in rows if " floor " in row)
+    assert f"{floor_row[-4]} frames/s" + (f", {floor_row[-3]}x tshark" if floor_row[-3] != "-" else "") in floor
 
 
 def _bench_shape(tmp_path: Path, shape: str) -> tuple[Path, str]:
@@ -106,7 +110,7 @@ def _bench_shape(tmp_path: Path, shape: str) -> tuple[Path, str]:
     done = subprocess.run([sys.executable, str(bench / "run.py"), str(capture), "--runs", "1",
                            "--shape", shape], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert not any("bare reader" in line for line in done.stdout.splitlines())
+    assert not any("bare reader" in line or "floor" in line for line in done.stdout.splitlines())
     return capture, done.stdout.splitlines()[-1]
 
 
