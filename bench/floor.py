@@ -3,12 +3,12 @@
     python bench/floor.py CAPTURE.pcap [--jobs N]     # N: default one per core
 
 What the bare reader (`bare_reader.py`) does, plus the least a keep-alive verdict needs, in
-`--jobs N` processes that each read the whole capture and take their share of its connections (as
-`analyzer.split` deals them out): for each connection on port 1883 or 8883, its client's Keep Alive
-from the CONNECT, and for each client packet, or the connection's close, whether the client had been
-silent for longer than it (KA101). Nothing else: segments are taken only in order (a retransmitted,
-reordered or lost one is dropped, with whatever follows it in its direction), no session, no
-finding kept, no report, no other rule, no capture-loss, TLS, WebSocket, IPv6 or VLAN handling.
+`--jobs N` processes that each read the whole capture and keep a share of its connections, as
+`analyzer.split` does (dealt here by their ports): for each connection on port 1883 or 8883, its
+client's Keep Alive from the CONNECT, and for each client packet, or the connection's close,
+whether the client had been silent for longer than it (KA101). Nothing else: a segment that is not
+the next in its direction is dropped (after a loss, so is the rest of that direction), and there is
+no session, no finding kept, no report, no other rule, no TLS, WebSocket, IPv6 or VLAN handling.
 Classic little-endian pcap, Ethernet, IPv4 only.
 
 `bench/run.py` times it beside the analyzer. The analysis does all of this and much more, in the
