@@ -94,6 +94,7 @@ def share(path: str, index: int, count: int) -> tuple[int, int, int]:
                 conn[side] = (seq + size) & 0xFFFFFFFF
                 left = conn[2 + side]
                 stream, at, stop = (left + buf[data:pos], 0, len(left) + size) if left else (buf, data, pos)
+                # the bare reader's framing, inline as there (a call a segment would be timed too)
                 while at + 2 <= stop:  # fixed header: type byte, remaining length (1 to 4 bytes)
                     length, shift, i = 0, 0, at + 1
                     while i < stop and i < at + 5:
