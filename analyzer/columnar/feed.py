@@ -57,8 +57,10 @@ A batch whose frames are mostly of shapes the columnar decoder does not take (th
 IP options: `segments.decode`) goes the per-frame way as a whole, after every resident is written
 (`Store.clear`): such frames are never steady, and judging them in passes only costs more. So do
 the batches after one whose frames were mostly on connections only the per-frame way follows (MQTT
-over TLS or WebSocket: `steady.OPAQUE`), but for one in every `OPAQUE_RETRY`, judged in passes
-again in case the traffic changed: a capture of MQTT over TLS costs what it costs frame by frame.
+over TLS or WebSocket: `steady.OPAQUE`), or that took more passes than its frames pay for
+(`FRAMES_A_PASS`: a capture of a few busy connections), but for one in every `PER_FRAME_RETRY`,
+judged in passes again in case the traffic changed: such a capture costs what it costs frame by
+frame.
 
 An IP frame without TCP (UDP, ICMP: a gateway's capture may be mostly such frames) is only time
 to the runs, which count it as skipped (`non_tcp`) in bulk.
@@ -98,7 +100,14 @@ per-frame way, in capture order (a connection that stays unusual costs one pass,
 OPAQUE_SHARE = 0.9
 """A batch whose passes met more than this share of its frames on connections only the per-frame
 way follows (`steady.OPAQUE`) sends the next ones the per-frame way as a whole."""
-OPAQUE_RETRY = 16
+FRAMES_A_PASS = 2_048
+"""A batch judged in more passes than one per this many of its frames sends the next ones the
+per-frame way as a whole too: a pass costs NumPy work whatever it takes, and a capture of few
+connections, each with many frames a batch and a few unusual ones among them (a late ping,
+a reconnect), needs pass after pass. On the benchmark's generator, 200,000 frames of 60, 150, 400
+and 1,000 clients took 1.86, 1.37, 1.0 and 0.72 times the per-frame way's time in passes, at 440,
+1,100, 2,600 and 6,900 frames a pass; its 1M-frame capture of 2,000 clients takes about 6,500."""
+PER_FRAME_RETRY = 16
 """After such a batch, every this many batches is judged in passes again."""
 SLOW_PASS = 0.8
 """Two passes in a row that each left more than this share of their frames for the next make the
@@ -125,7 +134,9 @@ class ColumnarFeed:
         self._gid = np.zeros(0, dtype=np.int64)
         self.opaque = 0
         """Frames of the batch met by its passes on `steady.OPAQUE` connections."""
-        self._opaque_batches = 0
+        self.plans = 0
+        """The batch's passes (`steady.plan`s, a pass planned again after a cut counting twice)."""
+        self._per_frame_batches = 0
         """Batches to send the per-frame way as a whole (see the module docstring)."""
 
     def finish(self) -> None:
@@ -138,8 +149,8 @@ class ColumnarFeed:
         n = len(batch)
         if not n:
             return
-        if self._opaque_batches:  # after a batch of MQTT over TLS or WebSocket
-            self._opaque_batches -= 1
+        if self._per_frame_batches:  # after a batch of MQTT over TLS, or of too many passes
+            self._per_frame_batches -= 1
             self._per_frame(batch, offset)
             return
         segs = decode(batch)
@@ -178,9 +189,9 @@ class ColumnarFeed:
             pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset,
                        [pos + p for p in sweeps]).run()
         store.end()
-        if self.opaque > OPAQUE_SHARE * n:
-            self._opaque_batches = OPAQUE_RETRY - 1
-        self.opaque = 0
+        if self.opaque > OPAQUE_SHARE * n or self.plans * FRAMES_A_PASS > n:
+            self._per_frame_batches = PER_FRAME_RETRY - 1
+        self.opaque = self.plans = 0
 
     def _per_frame(self, batch: FrameBatch, offset: int) -> None:
         """Every frame of `batch` the per-frame way, after every resident is written."""
@@ -349,7 +360,7 @@ class _Run:
                 self._singly(rest)
                 break
             last = last or passes == MAX_PASSES
-            plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset, last)
+            plan = self._plan(rest, last)
             if passes == 1:
                 cuts = plan.deferred[(self.segs.flags[plan.deferred] & (SYN | ACK)) == SYN][:1].tolist()
                 if len(plan.deferred):
@@ -358,19 +369,16 @@ class _Run:
                     # see the module docstring: end the run before it
                     self.hi = min(cuts)
                     rest = rest[rest < self.hi]
-                    plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
-                                       last)
+                    plan = self._plan(rest, last)
                 elif cuts:  # early in the run: its first pass is its last instead
                     last = True
-                    plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
-                                       True)
+                    plan = self._plan(rest, True)
                 if self.sweeps and self._plan_sweeps(plan.rest, plan.fast):
                     rest = rest[rest < self.hi]
                     if len(rest) < PER_FRAME_BELOW:
                         self._singly(rest)
                         break
-                    plan = steady.plan(store, self.batch, self.segs, self.flows, rest, self.offset,
-                                       last)
+                    plan = self._plan(rest, last)
             self._apply(plan)
             self.feed.opaque += plan.opaque
             # two passes in a row that took few of their frames: the next is the last
@@ -385,6 +393,12 @@ class _Run:
         if skipped:
             analysis.skipped[SKIP_NON_TCP] += skipped
         return self.hi
+
+    def _plan(self, rest: np.ndarray, last: bool) -> steady.Plan:
+        """`steady.plan` of the frames `rest`, counted (`ColumnarFeed.plans`)."""
+        self.feed.plans += 1
+        return steady.plan(self.feed._store, self.batch, self.segs, self.flows, rest, self.offset,
+                           last)
 
     def _singly(self, rest: np.ndarray) -> None:
         """The frames `rest` one by one, in capture order."""

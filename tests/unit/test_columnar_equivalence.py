@@ -49,6 +49,7 @@ SHIPPED = sorted(p.name for p in CAPTURES.glob("*.pcap"))
 PUBLIC = ROOT.parent / "shared" / "captures-public"
 RULESET = load_ruleset()
 PER_FRAME_BELOW = feed.PER_FRAME_BELOW
+FRAMES_A_PASS = feed.FRAMES_A_PASS
 """The shipped value (the module's fixture sets 0 for the other tests)."""
 TODAY = dt.date(2026, 1, 1)
 
@@ -149,12 +150,15 @@ def assert_same_report(paths: list[str | Path], **options: Any) -> dict[str, Any
 
 @pytest.fixture(scope="module", autouse=True)
 def passes_of_any_size():
-    """Every pass made, however few its frames (`PER_FRAME_BELOW` 0): the captures here are
-    small, and what is compared is the passes' work against the per-frame path's. The shipped
-    value, which sends small passes the per-frame way, is tested on its own
-    (`test_small_passes_go_the_per_frame_way`)."""
+    """Every pass made, however few its frames (`PER_FRAME_BELOW` 0), and every batch judged in
+    passes however many it takes (`FRAMES_A_PASS` 0): the captures here are small, and what is
+    compared is the passes' work against the per-frame path's. The shipped values, which send
+    small passes and the batches after one of too many passes the per-frame way, are tested on
+    their own (`test_small_passes_go_the_per_frame_way`,
+    `test_batches_after_one_of_too_many_passes_go_the_per_frame_way`)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(feed, "PER_FRAME_BELOW", 0)
+        patch.setattr(feed, "FRAMES_A_PASS", 0)
         yield
 
 
@@ -641,7 +645,7 @@ def test_batches_of_mqtt_over_tls_go_the_per_frame_way_until_the_traffic_changes
         synthetic, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A capture of MQTT over TLS for its first half (without keys: nothing is ever steady), then
     of plain MQTT from other clients: after a batch of mostly TLS frames, the batches go the
-    per-frame way as a whole, but for one in every `OPAQUE_RETRY`, judged in passes again; once
+    per-frame way as a whole, but for one in every `PER_FRAME_RETRY`, judged in passes again; once
     the TLS traffic is gone, passes take the batches again. The same report."""
     import analyzer.sources.pcap as pcap
 
@@ -663,8 +667,27 @@ def test_batches_of_mqtt_over_tls_go_the_per_frame_way_until_the_traffic_changes
     mixed = write_pcap(tmp_path / "mixed.pcap", 1, frames)
     monkeypatch.setattr(pcap, "BATCH_BYTES", 32_768)
     monkeypatch.setattr(pcap, "CHUNK", 32_768)
-    monkeypatch.setattr(feed, "OPAQUE_RETRY", 4)
-    ways: list[tuple[int, bool]] = []  # (first frame, went the per-frame way as a whole)
+    monkeypatch.setattr(feed, "PER_FRAME_RETRY", 4)
+    ways = batch_ways(monkeypatch)
+    doc = assert_same_report([mixed])
+    assert any("encrypted" in s["uncertainty"] for s in doc["sessions"])
+    assert any("encrypted" not in s["uncertainty"] for s in doc["sessions"])
+    cut = next(i for i, (ts, _) in enumerate(frames) if ts >= middle) + 1
+    tls_part = [whole for first, whole in ways if first < cut - 20_000 // 8]
+    plain_part = [whole for first, whole in ways if first > cut + 20_000 // 4]
+    assert len(tls_part) > 2 * feed.PER_FRAME_RETRY and len(plain_part) > 2 * feed.PER_FRAME_RETRY
+    # from the first batch found mostly TLS on: the per-frame way, but for one in PER_FRAME_RETRY
+    first = tls_part.index(True)
+    assert first <= 2
+    assert tls_part[first:] == [(i + 1) % feed.PER_FRAME_RETRY != 0
+                                for i in range(len(tls_part) - first)]
+    assert not any(plain_part[feed.PER_FRAME_RETRY:])  # passes again, from the first retry on
+
+
+def batch_ways(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """Each batch the columnar way is fed, as it comes: (its first frame, whether it went the
+    per-frame way as a whole)."""
+    ways: list[tuple[int, bool]] = []
     real_feed, real_per_frame = feed.ColumnarFeed.feed, feed.ColumnarFeed._per_frame
 
     def spy_feed(self: feed.ColumnarFeed, batch: Any, offset: int = 0) -> None:
@@ -677,19 +700,27 @@ def test_batches_of_mqtt_over_tls_go_the_per_frame_way_until_the_traffic_changes
 
     monkeypatch.setattr(feed.ColumnarFeed, "feed", spy_feed)
     monkeypatch.setattr(feed.ColumnarFeed, "_per_frame", spy_per_frame)
-    doc = assert_same_report([mixed])
-    assert any("encrypted" in s["uncertainty"] for s in doc["sessions"])
-    assert any("encrypted" not in s["uncertainty"] for s in doc["sessions"])
-    cut = next(i for i, (ts, _) in enumerate(frames) if ts >= middle) + 1
-    tls_part = [whole for first, whole in ways if first < cut - 20_000 // 8]
-    plain_part = [whole for first, whole in ways if first > cut + 20_000 // 4]
-    assert len(tls_part) > 2 * feed.OPAQUE_RETRY and len(plain_part) > 2 * feed.OPAQUE_RETRY
-    # from the first batch found mostly TLS on: the per-frame way, but for one in OPAQUE_RETRY
-    first = tls_part.index(True)
-    assert first <= 2
-    assert tls_part[first:] == [(i + 1) % feed.OPAQUE_RETRY != 0
-                                for i in range(len(tls_part) - first)]
-    assert not any(plain_part[feed.OPAQUE_RETRY:])  # passes again, from the first retry on
+    return ways
+
+
+def test_batches_after_one_of_too_many_passes_go_the_per_frame_way(
+        synthetic, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the shipped `FRAMES_A_PASS` and `PER_FRAME_BELOW`: a capture of a few busy clients
+    (20, each with hundreds of frames a batch: a late ping or a reconnect here and there means
+    pass after pass) goes the per-frame way from its second batch, but for one in every
+    `PER_FRAME_RETRY`, judged in passes again; a capture of many clients (1,000) is judged in passes
+    throughout. The same reports either way."""
+    monkeypatch.setattr(feed, "FRAMES_A_PASS", FRAMES_A_PASS)
+    monkeypatch.setattr(feed, "PER_FRAME_BELOW", PER_FRAME_BELOW)
+    monkeypatch.setattr(feed, "PER_FRAME_RETRY", 3)
+    ways = batch_ways(monkeypatch)
+    assert_same_report([synthetic(80_000, 20, 3)])
+    whole = [w for _, w in ways]
+    assert len(whole) >= 7
+    assert whole == [False] + [i % 3 != 2 for i in range(len(whole) - 1)], whole
+    ways.clear()
+    assert_same_report([synthetic(80_000, 1_000, 3)])
+    assert len(ways) >= 7 and not any(w for _, w in ways), ways
 
 
 @pytest.fixture

@@ -35,11 +35,14 @@ from tests.unit.test_pipeline_variants import VARIANTS, write_pcap
 @pytest.fixture(scope="module", autouse=True, params=[0, PER_FRAME_BELOW],
                 ids=["passes-of-any-size", "shipped-passes"])
 def pass_sizes(request: pytest.FixtureRequest):
-    """Every case twice: with passes of any size (the captures here are small, and a split's
-    processes judge their passes beside the others' frames), and with the shipped
-    `PER_FRAME_BELOW`. The processes are forked, so they see the value set here."""
+    """Every case twice: with passes of any size, every batch judged in passes (the captures
+    here are small, and a split's processes judge their passes beside the others' frames), and
+    with the shipped `PER_FRAME_BELOW` and `FRAMES_A_PASS`. The processes are forked, so they see
+    the values set here."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(feed, "PER_FRAME_BELOW", request.param)
+        if not request.param:
+            patch.setattr(feed, "FRAMES_A_PASS", 0)
         yield
 
 
