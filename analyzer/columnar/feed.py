@@ -57,8 +57,8 @@ A batch whose frames are mostly of shapes the columnar decoder does not take (th
 IP options: `segments.decode`) goes the per-frame way as a whole, after every resident is written
 (`Store.clear`): such frames are never steady, and judging them in passes only costs more. So do
 the batches after one whose frames were mostly on connections only the per-frame way follows (MQTT
-over TLS or WebSocket: `steady.OPAQUE`), or that took more passes than its frames pay for
-(`FRAMES_A_PASS`: a capture of a few busy connections), but for one in every `PER_FRAME_RETRY`,
+over TLS or WebSocket: `steady.OPAQUE`), or whose passes judged its frames over and over
+(`JUDGED_A_FRAME`: a capture of a few busy connections), but for one in every `PER_FRAME_RETRY`,
 judged in passes again in case the traffic changed: such a capture costs what it costs frame by
 frame.
 
@@ -100,13 +100,16 @@ per-frame way, in capture order (a connection that stays unusual costs one pass,
 OPAQUE_SHARE = 0.9
 """A batch whose passes met more than this share of its frames on connections only the per-frame
 way follows (`steady.OPAQUE`) sends the next ones the per-frame way as a whole."""
-FRAMES_A_PASS = 2_048
-"""A batch judged in more passes than one per this many of its frames sends the next ones the
-per-frame way as a whole too: a pass costs NumPy work whatever it takes, and a capture of few
-connections, each with many frames a batch and a few unusual ones among them (a late ping,
-a reconnect), needs pass after pass. On the benchmark's generator, 200,000 frames of 60, 150, 400
-and 1,000 clients took 1.86, 1.37, 1.0 and 0.72 times the per-frame way's time in passes, at 440,
-1,100, 2,600 and 6,900 frames a pass; its 1M-frame capture of 2,000 clients takes about 6,500."""
+JUDGED_A_FRAME = 3
+"""A batch whose passes judged its frames more than this many times over (on average: a frame
+left for the next pass is judged again there) sends the next ones the per-frame way as a whole
+too. A capture of a few connections, each with many frames a batch and an unusual one here and
+there (a late ping, a reconnect), needs pass after pass over what each unusual frame holds back.
+Measured batch by batch on the benchmark's generator, 200,000 frames of 60, 150, 400 and 1,000
+clients: judged 7.3, 3.7, 2.1 and 1.03 times over, in 2.1, 1.3, 0.75 and 0.37 times the per-frame
+way's time (its 1M-frame capture: 1.02 times, 0.53); of the thresholds 1.5 to 4, 3 lost the least
+time against the better way for each batch. The count of a batch's passes, which the time also
+follows, would send a batch of a few large frames the per-frame way after a single pass."""
 PER_FRAME_RETRY = 16
 """After such a batch, every this many batches is judged in passes again."""
 SLOW_PASS = 0.8
@@ -134,8 +137,8 @@ class ColumnarFeed:
         self._gid = np.zeros(0, dtype=np.int64)
         self.opaque = 0
         """Frames of the batch met by its passes on `steady.OPAQUE` connections."""
-        self.plans = 0
-        """The batch's passes (`steady.plan`s, a pass planned again after a cut counting twice)."""
+        self.judged = 0
+        """Frames the batch's passes judged (`steady.plan`), each as often as it was judged."""
         self._per_frame_batches = 0
         """Batches to send the per-frame way as a whole (see the module docstring)."""
 
@@ -189,9 +192,9 @@ class ColumnarFeed:
             pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset,
                        [pos + p for p in sweeps]).run()
         store.end()
-        if self.opaque > OPAQUE_SHARE * n or self.plans * FRAMES_A_PASS > n:
+        if self.opaque > OPAQUE_SHARE * n or self.judged > JUDGED_A_FRAME * n:
             self._per_frame_batches = PER_FRAME_RETRY - 1
-        self.opaque = self.plans = 0
+        self.opaque = self.judged = 0
 
     def _per_frame(self, batch: FrameBatch, offset: int) -> None:
         """Every frame of `batch` the per-frame way, after every resident is written."""
@@ -395,8 +398,8 @@ class _Run:
         return self.hi
 
     def _plan(self, rest: np.ndarray, last: bool) -> steady.Plan:
-        """`steady.plan` of the frames `rest`, counted (`ColumnarFeed.plans`)."""
-        self.feed.plans += 1
+        """`steady.plan` of the frames `rest`, counted (`ColumnarFeed.judged`)."""
+        self.feed.judged += len(rest)
         return steady.plan(self.feed._store, self.batch, self.segs, self.flows, rest, self.offset,
                            last)
 

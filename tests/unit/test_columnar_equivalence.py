@@ -49,7 +49,7 @@ SHIPPED = sorted(p.name for p in CAPTURES.glob("*.pcap"))
 PUBLIC = ROOT.parent / "shared" / "captures-public"
 RULESET = load_ruleset()
 PER_FRAME_BELOW = feed.PER_FRAME_BELOW
-FRAMES_A_PASS = feed.FRAMES_A_PASS
+JUDGED_A_FRAME = feed.JUDGED_A_FRAME
 """The shipped value (the module's fixture sets 0 for the other tests)."""
 TODAY = dt.date(2026, 1, 1)
 
@@ -151,14 +151,15 @@ def assert_same_report(paths: list[str | Path], **options: Any) -> dict[str, Any
 @pytest.fixture(scope="module", autouse=True)
 def passes_of_any_size():
     """Every pass made, however few its frames (`PER_FRAME_BELOW` 0), and every batch judged in
-    passes however many it takes (`FRAMES_A_PASS` 0): the captures here are small, and what is
-    compared is the passes' work against the per-frame path's. The shipped values, which send
-    small passes and the batches after one of too many passes the per-frame way, are tested on
-    their own (`test_small_passes_go_the_per_frame_way`,
-    `test_batches_after_one_of_too_many_passes_go_the_per_frame_way`)."""
+    passes however often they judge its frames (`JUDGED_A_FRAME` infinite): the captures here are
+    small, and what is compared is the passes' work against the per-frame path's. The shipped
+    values, which send small passes, and the batches after one whose passes judged its frames
+    over and over, the per-frame way, are tested on their own
+    (`test_small_passes_go_the_per_frame_way`,
+    `test_batches_after_one_judged_over_and_over_go_the_per_frame_way`)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(feed, "PER_FRAME_BELOW", 0)
-        patch.setattr(feed, "FRAMES_A_PASS", 0)
+        patch.setattr(feed, "JUDGED_A_FRAME", float("inf"))
         yield
 
 
@@ -703,14 +704,14 @@ def batch_ways(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     return ways
 
 
-def test_batches_after_one_of_too_many_passes_go_the_per_frame_way(
+def test_batches_after_one_judged_over_and_over_go_the_per_frame_way(
         synthetic, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the shipped `FRAMES_A_PASS` and `PER_FRAME_BELOW`: a capture of a few busy clients
-    (20, each with hundreds of frames a batch: a late ping or a reconnect here and there means
-    pass after pass) goes the per-frame way from its second batch, but for one in every
+    """With the shipped `JUDGED_A_FRAME` and `PER_FRAME_BELOW`: a capture of a few busy clients
+    (20, each with hundreds of frames a batch: a late ping or a reconnect here and there holds the
+    rest back for another pass) goes the per-frame way from its second batch, but for one in every
     `PER_FRAME_RETRY`, judged in passes again; a capture of many clients (1,000) is judged in passes
     throughout. The same reports either way."""
-    monkeypatch.setattr(feed, "FRAMES_A_PASS", FRAMES_A_PASS)
+    monkeypatch.setattr(feed, "JUDGED_A_FRAME", JUDGED_A_FRAME)
     monkeypatch.setattr(feed, "PER_FRAME_BELOW", PER_FRAME_BELOW)
     monkeypatch.setattr(feed, "PER_FRAME_RETRY", 3)
     ways = batch_ways(monkeypatch)

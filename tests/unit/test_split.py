@@ -37,12 +37,12 @@ from tests.unit.test_pipeline_variants import VARIANTS, write_pcap
 def pass_sizes(request: pytest.FixtureRequest):
     """Every case twice: with passes of any size, every batch judged in passes (the captures
     here are small, and a split's processes judge their passes beside the others' frames), and
-    with the shipped `PER_FRAME_BELOW` and `FRAMES_A_PASS`. The processes are forked, so they see
+    with the shipped `PER_FRAME_BELOW` and `JUDGED_A_FRAME`. The processes are forked, so they see
     the values set here."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(feed, "PER_FRAME_BELOW", request.param)
         if not request.param:
-            patch.setattr(feed, "FRAMES_A_PASS", 0)
+            patch.setattr(feed, "JUDGED_A_FRAME", float("inf"))
         yield
 
 
