@@ -57,10 +57,11 @@ A batch whose frames are mostly of shapes the columnar decoder does not take (th
 IP options: `segments.decode`) goes the per-frame way as a whole, after every resident is written
 (`Store.clear`): such frames are never steady, and judging them in passes only costs more. So do
 the batches after one whose frames were mostly on connections only the per-frame way follows (MQTT
-over TLS or WebSocket: `steady.OPAQUE`), or whose passes judged its frames over and over
-(`JUDGED_A_FRAME`: a capture of a few busy connections), but for one in every `PER_FRAME_RETRY`,
-judged in passes again in case the traffic changed: such a capture costs what it costs frame by
-frame.
+over TLS or WebSocket: `steady.OPAQUE`), but for one in every `PER_FRAME_RETRY`, judged in passes
+again in case the traffic changed: such a capture costs what it costs frame by frame. So, for a
+few batches and more if it recurs, do the batches after one whose passes cost more than they saved
+(frames judged over and over, or most of them sent the per-frame way after all: a capture of a few
+busy connections; `JUDGED_A_FRAME`).
 
 An IP frame without TCP (UDP, ICMP: a gateway's capture may be mostly such frames) is only time
 to the runs, which count it as skipped (`non_tcp`) in bulk.
@@ -100,16 +101,30 @@ per-frame way, in capture order (a connection that stays unusual costs one pass,
 OPAQUE_SHARE = 0.9
 """A batch whose passes met more than this share of its frames on connections only the per-frame
 way follows (`steady.OPAQUE`) sends the next ones the per-frame way as a whole."""
-JUDGED_A_FRAME = 3
-"""A batch whose passes judged its frames more than this many times over (on average: a frame
-left for the next pass is judged again there) sends the next ones the per-frame way as a whole
-too. A capture of a few connections, each with many frames a batch and an unusual one here and
-there (a late ping, a reconnect), needs pass after pass over what each unusual frame holds back.
-Measured batch by batch on the benchmark's generator, 200,000 frames of 60, 150, 400 and 1,000
-clients: judged 7.3, 3.7, 2.1 and 1.03 times over, in 2.1, 1.3, 0.75 and 0.37 times the per-frame
-way's time (its 1M-frame capture: 1.02 times, 0.53); of the thresholds 1.5 to 4, 3 lost the least
-time against the better way for each batch. The count of a batch's passes, which the time also
-follows, would send a batch of a few large frames the per-frame way after a single pass."""
+JUDGED_A_FRAME = 3.5
+"""A batch sends the next ones the per-frame way as a whole too when the frames its passes judged
+(a frame left for the next pass is judged again there), plus `SINGLE_JUDGED` for each of its
+frames that went the per-frame way among them, come to more than this many times its frames: the
+passes cost more than they saved. It sends one batch, the next time two, then four, eight, and
+`PER_FRAME_RETRY` - 1 from there, until a batch judged in passes saves time again: a capture's
+first batches, where every connection opens (or is joined mid-way), cost more than they save even
+on a busy broker.
+
+Timed batch by batch, the passes cost about 1.4 us a frame judged and 1.3 us a frame of the batch;
+a frame that goes the per-frame way costs about the same either way, and every other frame about
+6.4 us the per-frame way; so the passes save time while 1.4 judged + 1.3 frames < 6.4 (frames -
+per-frame ones), that is judged + 4.6 per-frame ones < 3.6 frames. A capture of a few
+connections, each with many frames a batch and an unusual one here and there (a late ping, a
+reconnect), needs pass after pass over what each unusual frame holds back; one of a few clients
+over days, whose idle sweeps end its runs every few dozen frames, sends its frames the per-frame
+way after all. On the benchmark's generator (200,000 frames of 5, 60, 150, 400, 1,000 and 20,000
+clients, and its 300,000-frame capture), of the pairs tried for this and `SINGLE_JUDGED`, 3.5 and
+4.5 lost the least time against the better way for each batch: 0.33 s of the 8.1 s that takes
+(always passes: 10.7 s; always the per-frame way: 11.4 s). A count of passes alone, which the time
+also follows, would send a batch of a few large frames the per-frame way after a single pass."""
+SINGLE_JUDGED = 4.5
+"""What a frame that went the per-frame way among a batch's passes counts for, in frames judged
+(`JUDGED_A_FRAME`)."""
 PER_FRAME_RETRY = 16
 """After such a batch, every this many batches is judged in passes again."""
 SLOW_PASS = 0.8
@@ -139,6 +154,11 @@ class ColumnarFeed:
         """Frames of the batch met by its passes on `steady.OPAQUE` connections."""
         self.judged = 0
         """Frames the batch's passes judged (`steady.plan`), each as often as it was judged."""
+        self.singles = 0
+        """Frames of the batch that went the per-frame way among its passes."""
+        self._backoff = 1
+        """Batches to send the per-frame way after the next one whose passes cost more than they
+        saved (`JUDGED_A_FRAME`)."""
         self._per_frame_batches = 0
         """Batches to send the per-frame way as a whole (see the module docstring)."""
 
@@ -192,9 +212,14 @@ class ColumnarFeed:
             pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset,
                        [pos + p for p in sweeps]).run()
         store.end()
-        if self.opaque > OPAQUE_SHARE * n or self.judged > JUDGED_A_FRAME * n:
+        if self.opaque > OPAQUE_SHARE * n:
             self._per_frame_batches = PER_FRAME_RETRY - 1
-        self.opaque = self.judged = 0
+        elif self.judged + SINGLE_JUDGED * self.singles > JUDGED_A_FRAME * n:
+            self._per_frame_batches = self._backoff
+            self._backoff = min(2 * self._backoff, PER_FRAME_RETRY - 1)
+        else:
+            self._backoff = 1
+        self.opaque = self.judged = self.singles = 0
 
     def _per_frame(self, batch: FrameBatch, offset: int) -> None:
         """Every frame of `batch` the per-frame way, after every resident is written."""
@@ -207,6 +232,7 @@ class ColumnarFeed:
 
     def _one(self, batch: FrameBatch, i: int, offset: int) -> None:
         """Frame `i` the per-frame way (its connection's steady frames written first)."""
+        self.singles += 1
         g = int(self._gid[i])
         if g >= 0:
             self._store.flush(int(self._store.rows[g]))
@@ -421,6 +447,7 @@ class _Run:
         analysis = feed.analysis
         frame, write, buf = analysis.frame, self._write, batch.buf
         first = batch.first_frame + self.offset
+        feed.singles += len(positions)
         starts, ends, stamps, linktypes = batch.looped(positions)
         for i, g, start, end, ts_ns, now_ns, linktype in zip(
                 positions.tolist(), slots.tolist(), starts, ends, stamps,

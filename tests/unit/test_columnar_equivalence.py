@@ -706,22 +706,28 @@ def batch_ways(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
 
 def test_batches_after_one_judged_over_and_over_go_the_per_frame_way(
         synthetic, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the shipped `JUDGED_A_FRAME` and `PER_FRAME_BELOW`: a capture of a few busy clients
-    (20, each with hundreds of frames a batch: a late ping or a reconnect here and there holds the
-    rest back for another pass) goes the per-frame way from its second batch, but for one in every
-    `PER_FRAME_RETRY`, judged in passes again; a capture of many clients (1,000) is judged in passes
-    throughout. The same reports either way."""
+    """With the shipped `JUDGED_A_FRAME` and `PER_FRAME_BELOW`: in a capture of a few busy
+    clients (20, each with hundreds of frames a batch: a late ping or a reconnect here and there
+    holds the rest back for another pass), every batch judged in passes costs more than it saves,
+    and sends the next one, then two, four, up to `PER_FRAME_RETRY` - 1, the per-frame way; in one
+    of many clients (1,000), only the first batch does (every connection opens there), and the
+    others are judged in passes. The same reports either way."""
     monkeypatch.setattr(feed, "JUDGED_A_FRAME", JUDGED_A_FRAME)
     monkeypatch.setattr(feed, "PER_FRAME_BELOW", PER_FRAME_BELOW)
-    monkeypatch.setattr(feed, "PER_FRAME_RETRY", 3)
+    monkeypatch.setattr(feed, "PER_FRAME_RETRY", 4)
     ways = batch_ways(monkeypatch)
     assert_same_report([synthetic(80_000, 20, 3)])
     whole = [w for _, w in ways]
-    assert len(whole) >= 7
-    assert whole == [False] + [i % 3 != 2 for i in range(len(whole) - 1)], whole
+    expected: list[bool] = []
+    backoff = 1
+    while len(expected) < len(whole):
+        expected += [False] + [True] * backoff
+        backoff = min(2 * backoff, 3)
+    assert len(whole) >= 8
+    assert whole == expected[:len(whole)], whole
     ways.clear()
     assert_same_report([synthetic(80_000, 1_000, 3)])
-    assert len(ways) >= 7 and not any(w for _, w in ways), ways
+    assert len(ways) >= 8 and [w for _, w in ways] == [False, True] + [False] * (len(ways) - 2), ways
 
 
 @pytest.fixture
