@@ -51,7 +51,12 @@ across a sweep whose evictions can be worked out from the run's start and its fi
 one where a connection it evicts speaks again, or where the run's own frames could have changed a
 connection's limit before it (a FIN, a DISCONNECT, a frame not steady), as the sweep must then see
 the run's frames before it applied and none after. Ending runs at every sweep held them to 30 s of
-traffic, a pass's NumPy work for every few thousand frames of a busy broker.
+traffic, a pass's NumPy work for every few thousand frames of a busy broker. A run after one that
+was ended early takes at most twice what that one took (and twice as much again each time a run
+is not ended early, up to `MAX_RUN`): its first pass judges the frames it is given, so in a
+capture of a few clients over days, where such sweeps come every few dozen frames, a run given
+the rest of the batch judged thousands of frames to apply a hundred (each frame judged about 50
+times over; 2.0 s of passes on 43,000 frames, against 0.36 s now and 0.21 s frame by frame).
 
 A batch whose frames are mostly of shapes the columnar decoder does not take (three VLAN tags,
 IP options: `segments.decode`) goes the per-frame way as a whole, after every resident is written
@@ -159,6 +164,8 @@ class ColumnarFeed:
         self._backoff = 1
         """Batches to send the per-frame way after the next one whose passes cost more than they
         saved (`JUDGED_A_FRAME`)."""
+        self._reach = MAX_RUN
+        """Frames the next run may take at most (see the module docstring)."""
         self._per_frame_batches = 0
         """Batches to send the per-frame way as a whole (see the module docstring)."""
 
@@ -195,7 +202,7 @@ class ColumnarFeed:
                 pos += 1
                 continue
             room = analysis.table.max_flows - len(analysis.table)  # no flow is shed inside a run
-            window = ts[pos:pos + min(MAX_RUN, room)]
+            window = ts[pos:pos + min(self._reach, room)]
             before = np.maximum.accumulate(np.concatenate(([analysis.now_ns], window)))[:-1]
             turn = (((window > before) & (window >= analysis._next_sweep_ns))
                     | (window < before - self.clock_step_ns))
@@ -209,8 +216,11 @@ class ColumnarFeed:
                 pos += 1
                 continue
             sweeps, end = _sweep_points(window, before, end, self.clock_step_ns)
-            pos = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset,
-                       [pos + p for p in sweeps]).run()
+            taken = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset,
+                         [pos + p for p in sweeps]).run() - pos
+            self._reach = (min(2 * self._reach, MAX_RUN) if taken == end
+                           else 2 * taken)
+            pos += taken
         store.end()
         if self.opaque > OPAQUE_SHARE * n:
             self._per_frame_batches = PER_FRAME_RETRY - 1

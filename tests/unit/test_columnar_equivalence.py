@@ -730,6 +730,29 @@ def test_batches_after_one_judged_over_and_over_go_the_per_frame_way(
     assert len(ways) >= 8 and [w for _, w in ways] == [False, True] + [False] * (len(ways) - 2), ways
 
 
+def test_runs_ended_early_over_and_over_do_not_judge_the_rest_of_the_batch_each_time(
+        synthetic, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture of a few clients over days (5 of them in 80,000 frames) has idle sweeps every few
+    dozen frames that evict a connection about to speak again, which ends a run there; a run
+    after one ended early takes about twice what that one took, not the rest of the batch, so the
+    passes judge each frame a few times, not about 50 (each of a hundred runs a batch judging the
+    thousands of frames after it). Every batch judged in passes here (the module's
+    `passes_of_any_size`); the same report as frame by frame."""
+    judged: list[int] = []
+    real_plan = feed._Run._plan
+
+    def spy_plan(self: Any, rest: Any, last: bool) -> Any:
+        judged.append(len(rest))
+        return real_plan(self, rest, last)
+
+    monkeypatch.setattr(feed._Run, "_plan", spy_plan)
+    capture = synthetic(80_000, 5, 3)
+    assert_same_report([capture])
+    frames = len(record_offsets(capture.read_bytes()))
+    assert len(judged) > 1_000  # runs ended early, over and over
+    assert sum(judged) < 5 * frames, (sum(judged), frames)
+
+
 @pytest.fixture
 def spy_clear(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The residents `Store.clear` found, call by call."""
