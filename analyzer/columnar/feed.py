@@ -125,8 +125,10 @@ over days, whose idle sweeps end its runs every few dozen frames, sends its fram
 way after all. On the benchmark's generator (200,000 frames of 5, 60, 150, 400, 1,000 and 20,000
 clients, and its 300,000-frame capture), of the pairs tried for this and `SINGLE_JUDGED`, 3.5 and
 4.5 lost the least time against the better way for each batch: 0.33 s of the 8.1 s that takes
-(always passes: 10.7 s; always the per-frame way: 11.4 s). A count of passes alone, which the time
-also follows, would send a batch of a few large frames the per-frame way after a single pass."""
+(always passes: 10.7 s; always the per-frame way: 11.4 s), measured while a run still took the
+rest of its batch after one ended early (`ColumnarFeed._reach`). A count of passes alone, which
+the time also follows, would send a batch of a few large frames the per-frame way after a single
+pass."""
 SINGLE_JUDGED = 4.5
 """What a frame that went the per-frame way among a batch's passes counts for, in frames judged
 (`JUDGED_A_FRAME`)."""
@@ -160,7 +162,8 @@ class ColumnarFeed:
         self.judged = 0
         """Frames the batch's passes judged (`steady.plan`), each as often as it was judged."""
         self.singles = 0
-        """Frames of the batch that went the per-frame way among its passes."""
+        """Frames of the batch that went the per-frame way while it was judged in passes (in a
+        pass, or between runs: at an idle sweep, a clock step, a full flow table)."""
         self._backoff = 1
         """Batches to send the per-frame way after the next one whose passes cost more than they
         saved (`JUDGED_A_FRAME`)."""
@@ -218,8 +221,7 @@ class ColumnarFeed:
             sweeps, end = _sweep_points(window, before, end, self.clock_step_ns)
             taken = _Run(self, batch, segs, flows, pos, pos + end, before[:end], offset,
                          [pos + p for p in sweeps]).run() - pos
-            self._reach = (min(2 * self._reach, MAX_RUN) if taken == end
-                           else 2 * taken)
+            self._reach = min(2 * self._reach, MAX_RUN) if taken == end else 2 * taken
             pos += taken
         store.end()
         if self.opaque > OPAQUE_SHARE * n:
